@@ -1,0 +1,154 @@
+"""Command line: `fleetdeck run|validate|schema`, and the choice of TUI or headless.
+
+Exit codes: 0 every task succeeded; 1 some task failed, was blocked or cancelled;
+2 usage or configuration error; 130 interrupted (work stopped, journal intact).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from fleetdeck import __version__
+from fleetdeck.config import ConfigError, Fleet, load_fleet
+from fleetdeck.engine import Engine, RunResult, default_executors
+from fleetdeck.executors.proctree import become_subreaper
+from fleetdeck.headless import HeadlessView
+from fleetdeck.journal import Journal, JournalError
+from fleetdeck.policy import POLICY_NAMES
+
+EXIT_USAGE = 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The `fleetdeck` argument parser."""
+    parser = argparse.ArgumentParser(
+        prog="fleetdeck",
+        description="A terminal supervisor for fleets of AI coding agents and CI runners.",
+    )
+    parser.add_argument("--version", action="version", version=f"fleetdeck {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    run = commands.add_parser("run", help="run a fleet (the TUI on a terminal, else headless)")
+    run.add_argument("config", metavar="CONFIG", help="the fleet's TOML file")
+    run.add_argument("--policy", choices=POLICY_NAMES, help="override the config's policy")
+    run.add_argument("--no-tui", action="store_true", help="print events instead of the TUI")
+    run.add_argument("--json", action="store_true", help="headless, one JSON object per event")
+    run.add_argument(
+        "--state-dir", metavar="DIR", help="journal and logs here (default: the config's)"
+    )
+
+    validate = commands.add_parser("validate", help="check a fleet's config and print its shape")
+    validate.add_argument("config", metavar="CONFIG")
+
+    commands.add_parser("schema", help="print the config format as JSON Schema")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `fleetdeck` command; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    if args.command == "schema":
+        from fleetdeck.config import json_schema
+
+        print(json.dumps(json_schema(), indent=2))
+        return 0
+    try:
+        fleet = load_fleet(args.config)
+    except ConfigError as exc:
+        print(exc.render(), file=sys.stderr)
+        return EXIT_USAGE
+    if args.command == "validate":
+        print(describe(fleet))
+        return 0
+    return run_command(fleet, args)
+
+
+def describe(fleet: Fleet) -> str:
+    """One line saying a config is valid and what it holds."""
+    config = fleet.config
+    waves = fleet.dag.depth
+    longest = int(fleet.dag.critical_path_length())
+    return (
+        f"{fleet.source}: ok: fleet '{fleet.name}', {len(config.tasks)} tasks in {waves} "
+        f"wave{'s' if waves != 1 else ''} (longest chain {longest}), "
+        f"{len(config.agents)} agent{'s' if len(config.agents) != 1 else ''}, "
+        f"{len(config.runners)} runner{'s' if len(config.runners) != 1 else ''}, "
+        f"policy {config.fleet.policy}"
+    )
+
+
+def run_command(fleet: Fleet, args: argparse.Namespace) -> int:
+    """`fleetdeck run`: open the journal, pick the view, run to the end."""
+    state_dir = Path(args.state_dir) if args.state_dir else fleet.state_dir
+    use_tui = not (args.no_tui or args.json) and sys.stdout.isatty() and sys.stdin.isatty()
+    try:
+        journal = Journal(state_dir)
+    except JournalError as exc:
+        print(f"fleetdeck: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    # Orphans an attempt leaves behind (double fork) are re-parented to us, so we
+    # can stop them with their attempt instead of leaving them to init.
+    adopt = become_subreaper()
+    executors = default_executors(grace=fleet.config.fleet.grace_period, adopt_orphans=adopt)
+    engine = Engine(fleet, journal=journal, executors=executors, policy=args.policy)
+    try:
+        if use_tui:
+            tui_run = _tui_runner()
+            if tui_run is not None:
+                return tui_run(engine)
+        return asyncio.run(_run_headless(engine, json_lines=args.json))
+    except JournalError as exc:
+        print(f"fleetdeck: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        journal.close()
+
+
+def _tui_runner() -> Callable[[Engine], int] | None:
+    """The TUI's entry point once it exists; None means headless."""
+    return None
+
+
+async def _run_headless(engine: Engine, *, json_lines: bool) -> int:
+    width = min(24, max((len(task.id) for task in engine.fleet.tasks), default=4))
+    view = HeadlessView(json_lines=json_lines, task_width=width)
+    engine.subscribe(view)
+    _install_stop_signals(engine)
+    result: RunResult = await engine.run()
+    view.finish(result.tasks, result.report)
+    return result.exit_code
+
+
+def _install_stop_signals(engine: Engine) -> None:
+    """Ctrl-C stops cleanly; a second Ctrl-C kills at once (still the whole trees)."""
+    loop = asyncio.get_running_loop()
+    interrupts = 0
+
+    def interrupted() -> None:
+        nonlocal interrupts
+        interrupts += 1
+        if interrupts == 1:
+            running = engine.snapshot().running
+            print(
+                f"fleetdeck: interrupted: stopping {len(running)} attempt(s) "
+                f"(grace {engine.grace:g}s; Ctrl-C again to kill at once)",
+                file=sys.stderr,
+            )
+            engine.request_stop()
+        else:
+            engine.request_stop(hurry=True)
+
+    loop.add_signal_handler(signal.SIGINT, interrupted)
+    # The terminal going away, or a polite kill: stop the same clean way.
+    loop.add_signal_handler(signal.SIGTERM, engine.request_stop)
+    loop.add_signal_handler(signal.SIGHUP, engine.request_stop)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

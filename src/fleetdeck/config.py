@@ -1,0 +1,492 @@
+"""Fleet configuration: the TOML schema, loading, validation and friendly errors.
+
+The schema is a set of frozen dataclasses that pydantic validates directly
+(types, ranges, unknown keys), so the file format and the runtime types are one
+definition. Every problem becomes a `Problem` naming the key path
+(`tasks[3].depends_on`) with a suggestion where one is near; `ConfigError` carries
+all of them at once so a user fixes a file in one pass, not one error per run.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import string
+import tomllib
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import ConfigDict, Field, StrictBool, StrictInt, StrictStr, TypeAdapter
+from pydantic import ValidationError as PydanticValidationError
+
+from fleetdeck.graph import CycleError, Dag, build_dag
+from fleetdeck.model import LOCAL_HOST
+from fleetdeck.policy import Policy
+
+# Keys in the file must be known: a typo must never pass silently.
+_SCHEMA = ConfigDict(extra="forbid")
+
+PositiveInt = Annotated[StrictInt, Field(ge=1)]
+NonNegativeInt = Annotated[StrictInt, Field(ge=0)]
+# TOML integers are fine where seconds are expected; strings are not.
+Seconds = Annotated[float, Field(strict=True, gt=0)]
+NonNegativeSeconds = Annotated[float, Field(strict=True, ge=0)]
+# Placeholders of command templates; {python} is the interpreter running fleetdeck
+# (so simulated agents run from a virtual environment that is not on PATH).
+TEMPLATE_FIELDS: tuple[str, ...] = ("task", "prompt", "attempt", "workdir", "python")
+TASK_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
+# How many problems one report lists before it says "and N more".
+MAX_REPORTED_PROBLEMS = 50
+
+
+@dataclass(slots=True, frozen=True)
+class FleetSection:
+    """`[fleet]`: the fleet as a whole."""
+
+    __pydantic_config__ = _SCHEMA
+
+    name: StrictStr = ""
+    policy: Policy = "wave"
+    max_in_flight: PositiveInt | None = None
+    state_dir: StrictStr = ".fleetdeck"
+    # SIGTERM, then this long, then SIGKILL for everything left of an attempt.
+    grace_period: NonNegativeSeconds = 5.0
+    # Retry backoff: base * 2**(failures - 1), capped, with jitter.
+    retry_backoff: NonNegativeSeconds = 1.0
+    retry_backoff_max: NonNegativeSeconds = 60.0
+    # Cognitive-load capacity (DESIGN.md, "Contention and cognitive load").
+    load_capacity: PositiveInt = 7
+    # Environment keys whose values are secrets (redacted by the views).
+    secrets: tuple[StrictStr, ...] = ()
+
+
+@dataclass(slots=True, frozen=True)
+class HostSpec:
+    """`[hosts.NAME]`: an SSH destination (used by the SSH executor)."""
+
+    __pydantic_config__ = _SCHEMA
+
+    address: StrictStr
+    port: Annotated[StrictInt, Field(ge=1, le=65535)] = 22
+    user: StrictStr | None = None
+    identity: StrictStr | None = None
+    known_hosts: StrictStr | None = None
+    connect_timeout: Seconds = 10.0
+    keepalive_interval: Seconds = 5.0
+    keepalive_count: PositiveInt = 3
+    max_sessions: PositiveInt = 10
+    trust_unknown_host_key: StrictBool = False
+
+
+@dataclass(slots=True, frozen=True)
+class WorkerSpec:
+    """`[agents.NAME]` or `[runners.NAME]`: a command template with slots on hosts.
+
+    Agents and runners have the same shape; what differs is the stage they run.
+    `slots` apply per host.
+    """
+
+    __pydantic_config__ = _SCHEMA
+
+    command: Annotated[tuple[StrictStr, ...], Field(min_length=1)]
+    slots: PositiveInt = 1
+    host: StrictStr | None = None
+    hosts: tuple[StrictStr, ...] | None = None
+    env: Mapping[StrictStr, StrictStr] = field(default_factory=dict)
+    workdir: StrictStr | None = None
+    # Per-attempt timeout for this worker's attempts; a task's own timeout wins.
+    timeout: Seconds | None = None
+
+    @property
+    def host_names(self) -> tuple[str, ...]:
+        """The hosts this worker runs on (`local` when none is named)."""
+        if self.hosts:
+            return self.hosts
+        return (self.host or LOCAL_HOST,)
+
+
+@dataclass(slots=True, frozen=True)
+class TaskSpec:
+    """One `[[tasks]]` entry."""
+
+    __pydantic_config__ = _SCHEMA
+
+    id: StrictStr
+    agent: StrictStr
+    prompt: StrictStr = ""
+    ci: StrictStr | None = None
+    depends_on: tuple[StrictStr, ...] = ()
+    retries: NonNegativeInt = 0
+    timeout: Seconds | None = None
+    priority: StrictInt = 0
+
+
+@dataclass(slots=True, frozen=True)
+class FleetConfig:
+    """The whole file, validated for types and keys (not yet for references)."""
+
+    __pydantic_config__ = _SCHEMA
+
+    fleet: FleetSection = field(default_factory=FleetSection)
+    hosts: Mapping[StrictStr, HostSpec] = field(default_factory=dict)
+    agents: Mapping[StrictStr, WorkerSpec] = field(default_factory=dict)
+    runners: Mapping[StrictStr, WorkerSpec] = field(default_factory=dict)
+    tasks: tuple[TaskSpec, ...] = ()
+
+
+_ADAPTER: TypeAdapter[FleetConfig] = TypeAdapter(FleetConfig)
+
+
+@dataclass(slots=True, frozen=True)
+class Problem:
+    """One thing wrong with a config: where (`tasks[3].depends_on`) and what."""
+
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}" if self.path else self.message
+
+
+class ConfigError(Exception):
+    """A config that cannot be used; `str()` is the message to print, one per line."""
+
+    def __init__(self, source: str, problems: Sequence[Problem]) -> None:
+        self.source = source
+        self.problems = list(problems)
+        super().__init__(self.render())
+
+    def render(self) -> str:
+        """Every problem as `FILE: KEY.PATH: message`, capped at a readable number."""
+        shown = self.problems[:MAX_REPORTED_PROBLEMS]
+        lines = [f"{self.source}: {problem}" for problem in shown]
+        hidden = len(self.problems) - len(shown)
+        if hidden > 0:
+            lines.append(f"{self.source}: ... and {hidden} more problems")
+        return "\n".join(lines)
+
+
+@dataclass(slots=True, frozen=True)
+class Fleet:
+    """A validated fleet, ready to run: the config, where it came from, its DAG.
+
+    `base_dir` is the directory relative paths in the config are resolved against
+    (the config file's directory).
+    """
+
+    config: FleetConfig
+    source: str
+    base_dir: Path
+    dag: Dag
+
+    @property
+    def name(self) -> str:
+        """The fleet's name, or the config file's stem when it has none."""
+        return self.config.fleet.name or Path(self.source).stem or "fleet"
+
+    @property
+    def state_dir(self) -> Path:
+        """Where the journal and the attempt logs live."""
+        return (self.base_dir / self.config.fleet.state_dir).resolve()
+
+    def workdir(self, worker: WorkerSpec) -> Path:
+        """The directory an attempt of `worker` runs in."""
+        if worker.workdir is None:
+            return self.base_dir.resolve()
+        return (self.base_dir / worker.workdir).resolve()
+
+    @property
+    def tasks(self) -> tuple[TaskSpec, ...]:
+        """The tasks in config order (node i of the DAG is task i)."""
+        return self.config.tasks
+
+
+def load_fleet(path: str | Path) -> Fleet:
+    """Read, parse and validate the fleet at `path`. Raises ConfigError."""
+    source = str(path)
+    try:
+        raw = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(source, [Problem("", "no such file")]) from None
+    except IsADirectoryError:
+        raise ConfigError(source, [Problem("", "is a directory, not a config file")]) from None
+    except OSError as exc:
+        raise ConfigError(source, [Problem("", f"cannot read: {exc.strerror}")]) from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        message = f"not UTF-8 text (bad byte at offset {exc.start})"
+        raise ConfigError(source, [Problem("", message)]) from None
+    return parse_fleet(text, source=source, base_dir=Path(path).parent)
+
+
+def parse_fleet(text: str, *, source: str = "<config>", base_dir: Path | None = None) -> Fleet:
+    """Parse and validate TOML text. Raises ConfigError."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(source, [Problem("", f"invalid TOML: {_toml_message(exc)}")]) from None
+    return build_fleet(data, source=source, base_dir=base_dir or Path.cwd())
+
+
+def build_fleet(data: Mapping[str, Any], *, source: str, base_dir: Path) -> Fleet:
+    """Validate an already-parsed config (a dict as tomllib returns it)."""
+    try:
+        config = _ADAPTER.validate_python(data)
+    except PydanticValidationError as exc:
+        raise ConfigError(source, _schema_problems(exc)) from None
+    return prepare_fleet(config, source=source, base_dir=base_dir)
+
+
+def prepare_fleet(config: FleetConfig, *, source: str, base_dir: Path) -> Fleet:
+    """Check references and the graph of a schema-valid config; build its DAG.
+
+    This is also the entry point for fleets built in code (benchmarks, tests).
+    """
+    problems = list(_reference_problems(config))
+    if problems:
+        raise ConfigError(source, problems)
+    ids = [task.id for task in config.tasks]
+    try:
+        dag = build_dag(ids, [task.depends_on for task in config.tasks])
+    except CycleError as exc:
+        position = {task_id: i for i, task_id in enumerate(ids)}
+        first = position[exc.cycle[0]]
+        cycle = " -> ".join(exc.cycle)
+        raise ConfigError(
+            source,
+            [Problem(f"tasks[{first}].depends_on", f"dependency cycle: {cycle}")],
+        ) from None
+    return Fleet(config=config, source=source, base_dir=base_dir, dag=dag)
+
+
+def suggest(name: str, candidates: Iterable[str]) -> str:
+    """` (did you mean 'x'?)` for the nearest candidate, or an empty string."""
+    pool = list(candidates)
+    matches = difflib.get_close_matches(name, pool, n=1, cutoff=0.6)
+    return f" (did you mean '{matches[0]}'?)" if matches else ""
+
+
+def json_schema() -> dict[str, Any]:
+    """The config format as JSON Schema, for editors (`fleetdeck schema`)."""
+    return _ADAPTER.json_schema()
+
+
+# --- schema errors -------------------------------------------------------------------
+
+
+def _schema_problems(exc: PydanticValidationError) -> list[Problem]:
+    problems: list[Problem] = []
+    for error in exc.errors(include_url=False):
+        loc = tuple(error["loc"])
+        kind = error["type"]
+        value = error.get("input")
+        if kind in ("unexpected_keyword_argument", "extra_forbidden"):
+            key = str(loc[-1])
+            known = _known_keys(loc[:-1])
+            where = _key_path(loc[:-1])
+            message = f"unknown key '{key}'{suggest(key, known)}"
+            if known:
+                message += f"; valid keys: {', '.join(known)}"
+            problems.append(Problem(where, message))
+        elif kind == "missing":
+            problems.append(Problem(_key_path(loc[:-1]), f"missing required key '{loc[-1]}'"))
+        else:
+            problems.append(Problem(_key_path(loc), _describe(kind, error, value)))
+    return problems
+
+
+def _describe(kind: str, error: Any, value: Any) -> str:
+    ctx = error.get("ctx") or {}
+    shown = _show(value)
+    if kind == "literal_error":
+        allowed = [
+            a.strip("'") for a in str(ctx.get("expected", "")).replace(" or ", ", ").split(", ")
+        ]
+        hint = suggest(str(value), allowed) if isinstance(value, str) else ""
+        return f"must be one of {', '.join(repr(a) for a in allowed)}, got {shown}{hint}"
+    if kind in ("int_type", "int_parsing", "int_from_float"):
+        return f"expected a whole number, got {shown}"
+    if kind in ("float_type", "float_parsing"):
+        return f"expected a number of seconds, got {shown}"
+    if kind in ("string_type",):
+        return f"expected a string, got {shown}"
+    if kind in ("bool_type", "bool_parsing"):
+        return f"expected true or false, got {shown}"
+    if kind in ("tuple_type", "list_type"):
+        return f"expected a list, got {shown}"
+    if kind in ("dict_type", "mapping_type", "dataclass_type", "model_type"):
+        return f"expected a table, got {shown}"
+    if kind == "greater_than_equal":
+        return f"must be at least {ctx.get('ge')}, got {shown}"
+    if kind == "greater_than":
+        return f"must be more than {ctx.get('gt')}, got {shown}"
+    if kind == "less_than_equal":
+        return f"must be at most {ctx.get('le')}, got {shown}"
+    if kind == "too_short":
+        return "must not be empty"
+    return f"{error.get('msg', 'invalid value')}, got {shown}"
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, list):
+        return "a list"
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _key_path(loc: Sequence[Any]) -> str:
+    path = ""
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        else:
+            path += f".{part}" if path else str(part)
+    return path
+
+
+# Which dataclass describes the table at each top-level section; the section's
+# own key (an agent's name) is skipped for the mapping sections.
+_SECTIONS: dict[str, tuple[type, bool]] = {
+    "fleet": (FleetSection, False),
+    "hosts": (HostSpec, True),
+    "agents": (WorkerSpec, True),
+    "runners": (WorkerSpec, True),
+    "tasks": (TaskSpec, True),
+}
+
+
+def _known_keys(loc: Sequence[Any]) -> list[str]:
+    if not loc:
+        return [f.name for f in fields(FleetConfig)]
+    section = _SECTIONS.get(str(loc[0]))
+    if section is None:
+        return []
+    schema, keyed = section
+    depth = 2 if keyed else 1
+    if len(loc) != depth or not is_dataclass(schema):
+        return []
+    return [f.name for f in fields(schema)]
+
+
+def _toml_message(exc: tomllib.TOMLDecodeError) -> str:
+    # tomllib says "... (at line 3, column 7)"; keep its words, they are good.
+    return str(exc)
+
+
+# --- references and graph --------------------------------------------------------------
+
+
+def _reference_problems(config: FleetConfig) -> Iterable[Problem]:
+    if not config.tasks:
+        yield Problem("tasks", "no tasks: add at least one [[tasks]] table")
+    if LOCAL_HOST in config.hosts:
+        yield Problem(f"hosts.{LOCAL_HOST}", f"'{LOCAL_HOST}' is built in and cannot be redefined")
+    host_names = [LOCAL_HOST, *config.hosts]
+    for section, workers in (("agents", config.agents), ("runners", config.runners)):
+        for name, worker in workers.items():
+            yield from _worker_problems(f"{section}.{name}", worker, host_names)
+    yield from _task_problems(config)
+
+
+def _worker_problems(where: str, worker: WorkerSpec, host_names: list[str]) -> Iterable[Problem]:
+    if worker.host is not None and worker.hosts is not None:
+        yield Problem(where, "give either 'host' or 'hosts', not both")
+    if worker.hosts is not None and not worker.hosts:
+        yield Problem(f"{where}.hosts", "must not be empty")
+    named = worker.hosts if worker.hosts is not None else (worker.host,)
+    key = "hosts" if worker.hosts is not None else "host"
+    seen: set[str] = set()
+    for host in named:
+        if host is None:
+            continue
+        if host not in host_names:
+            hint = suggest(host, host_names)
+            yield Problem(
+                f"{where}.{key}", f"unknown host '{host}'{hint}; define it as [hosts.{host}]"
+            )
+        if host in seen:
+            yield Problem(f"{where}.{key}", f"host '{host}' is named twice")
+        seen.add(host)
+    for i, arg in enumerate(worker.command):
+        problem = template_problem(arg)
+        if problem:
+            yield Problem(f"{where}.command[{i}]", problem)
+
+
+def template_problem(arg: str) -> str | None:
+    """What is wrong with one argv template element, or None when it is fine."""
+    try:
+        parsed = list(string.Formatter().parse(arg))
+    except ValueError as exc:
+        return f"bad template {arg!r}: {exc} (write {{{{ and }}}} for literal braces)"
+    allowed = ", ".join("{" + name + "}" for name in TEMPLATE_FIELDS)
+    for _literal, name, spec, conversion in parsed:
+        if name is None:
+            continue
+        if name not in TEMPLATE_FIELDS:
+            hint = suggest(name, TEMPLATE_FIELDS)
+            shown = "{" + name + "}"
+            return f"unknown placeholder {shown}{hint}; placeholders are {allowed}"
+        if spec or conversion:
+            return f"placeholder {{{name}}} takes no format spec or conversion in {arg!r}"
+    return None
+
+
+def _task_problems(config: FleetConfig) -> Iterable[Problem]:
+    first_seen: dict[str, int] = {}
+    for i, task in enumerate(config.tasks):
+        if not TASK_ID_PATTERN.fullmatch(task.id):
+            yield Problem(
+                f"tasks[{i}].id",
+                f"bad task id {task.id!r}: use letters, digits, '.', '_' and '-' "
+                "(starting with a letter or digit, at most 100 characters)",
+            )
+        if task.id in first_seen:
+            yield Problem(
+                f"tasks[{i}].id",
+                f"duplicate task id '{task.id}' (first used by tasks[{first_seen[task.id]}])",
+            )
+        else:
+            first_seen[task.id] = i
+
+    agent_names = list(config.agents)
+    runner_names = list(config.runners)
+    # Suggestions scan every task id; past a few dozen, a broken file of 20,000
+    # tasks would take seconds to report, so later unknown names get none.
+    suggestions_left = MAX_REPORTED_PROBLEMS
+    for i, task in enumerate(config.tasks):
+        where = f"tasks[{i}]"
+        if task.agent not in config.agents:
+            hint = suggest(task.agent, agent_names)
+            defined = f"; defined agents: {', '.join(agent_names)}" if agent_names else ""
+            yield Problem(f"{where}.agent", f"unknown agent '{task.agent}'{hint}{defined}")
+        if task.ci is not None and task.ci not in config.runners:
+            hint = suggest(task.ci, runner_names)
+            defined = f"; defined runners: {', '.join(runner_names)}" if runner_names else ""
+            yield Problem(f"{where}.ci", f"unknown runner '{task.ci}'{hint}{defined}")
+        seen: set[str] = set()
+        for dep in task.depends_on:
+            if dep == task.id:
+                yield Problem(f"{where}.depends_on", f"task '{task.id}' depends on itself")
+            elif dep not in first_seen:
+                hint = suggest(dep, first_seen) if suggestions_left > 0 else ""
+                suggestions_left -= 1
+                yield Problem(
+                    f"{where}.depends_on",
+                    f"task '{task.id}' depends on unknown task '{dep}'{hint}",
+                )
+            elif dep in seen:
+                yield Problem(f"{where}.depends_on", f"'{dep}' is listed twice")
+            seen.add(dep)
+
+
+def config_json(config: FleetConfig) -> str:
+    """The validated config as JSON (the journal keeps it to rebuild reports)."""
+    return _ADAPTER.dump_json(config).decode()

@@ -1,0 +1,1 @@
+"""Simulated agents and CI jobs for the example fleets (see __main__.py)."""

@@ -1,0 +1,965 @@
+"""The engine: the asyncio supervisor that owns all state of a run.
+
+One object, one event loop, no locks: every state change happens on the loop, in
+plain methods, and is recorded as an event. Events are journaled first and only
+published to views after the journal commit (group commit, once per loop turn),
+so nothing is ever shown that the journal does not hold. A success is durable
+before any dependent starts or the next sequential task is launched.
+
+Views use only the public interface: `snapshot()`, `subscribe()`, and the
+commands `retry`, `cancel`, `set_policy`, `pause`, `resume`, `request_stop`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import sys
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fleetdeck.config import Fleet, TaskSpec, WorkerSpec, config_json, suggest
+from fleetdeck.executors.base import (
+    AttemptProcess,
+    Executor,
+    HostLostError,
+    LaunchError,
+    LaunchRequest,
+)
+from fleetdeck.journal import Journal
+from fleetdeck.metrics import Report, ReportBuilder, TaskSummary, cognitive_load, mean, percentile
+from fleetdeck.model import (
+    BLOCKING_STATES,
+    LOCAL_HOST,
+    Attempt,
+    Event,
+    EventKind,
+    Outcome,
+    Stage,
+    TaskRun,
+    TaskState,
+    now,
+)
+from fleetdeck.policy import (
+    LaunchContext,
+    Policy,
+    ReadyQueue,
+    launch_budget,
+    parse_policy,
+    ready_order_key,
+)
+from fleetdeck.slots import Capacity
+from fleetdeck.snapshot import AttemptView, AttentionItem, FleetSnapshot, PoolView, TaskView
+
+# A task whose attempts keep getting lost (its host dies under it) is failed after
+# this many lost attempts: lost attempts do not spend the task's own retries.
+MAX_LOST_ATTEMPTS = 3
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_INTERRUPTED = 130
+
+Listener = Callable[[Event], None]
+
+
+class CommandError(Exception):
+    """An operator command that cannot be carried out; the message says why."""
+
+
+@dataclass(slots=True, frozen=True)
+class RunResult:
+    """How a run ended."""
+
+    run_id: int
+    interrupted: bool
+    exit_code: int
+    report: Report
+    tasks: list[TaskSummary]
+
+
+@dataclass(slots=True)
+class _Running:
+    """An attempt between launch and end."""
+
+    node: int
+    attempt: Attempt
+    timeout: float | None
+    process: AttemptProcess | None = None
+    stop_reason: Outcome | None = None
+    timer: asyncio.TimerHandle | None = None
+    supervisor: asyncio.Task[None] | None = None
+
+
+class Engine:
+    """Runs one fleet: applies the policy, launches attempts, records everything."""
+
+    def __init__(
+        self,
+        fleet: Fleet,
+        *,
+        journal: Journal,
+        executors: Mapping[str, Executor],
+        policy: Policy | None = None,
+        clock: Callable[[], float] = now,
+        rng: random.Random | None = None,
+        estimates: Sequence[float] | None = None,
+    ) -> None:
+        """`estimates[i]` is the expected duration of task i (critical-path priority);
+        without them every task counts as 1, so chains are ranked by length."""
+        self.fleet = fleet
+        self._journal = journal
+        self._executors = dict(executors)
+        self._policy: Policy = policy or parse_policy(fleet.config.fleet.policy)
+        self._clock = clock
+        self._rng = rng or random.Random()
+        self._specs: Sequence[TaskSpec] = fleet.tasks
+        dag = fleet.dag
+        self._dag = dag
+        self._tasks = [
+            TaskRun(id=spec.id, order=i, wave=dag.levels[i]) for i, spec in enumerate(self._specs)
+        ]
+        critical = dag.critical_path(estimates)
+        self._ready_keys = [
+            ready_order_key(spec.priority, critical[i], i) for i, spec in enumerate(self._specs)
+        ]
+        self._waiting_on = [len(deps) for deps in dag.deps]
+        self._ready = ReadyQueue()
+        self._retry_lane: deque[int] = deque()
+        self._ci_queues: dict[str, deque[int]] = {name: deque() for name in fleet.config.runners}
+        self._capacity = Capacity(fleet.config.agents, fleet.config.runners, fleet.config.hosts)
+        self._running: dict[int, _Running] = {}
+        self._ci_waits: dict[str, list[float]] = {}
+        self._retry_timers: dict[int, asyncio.TimerHandle] = {}
+        self._in_flight = 0
+        self._unfinished = len(self._tasks)
+        self._paused = False
+        self._listeners: list[Listener] = []
+        self._report = ReportBuilder(fleet)
+        # Group commit: events wait here for the journal commit, then are published;
+        # work that must follow a durable commit waits in _after_commit.
+        self._unpublished: list[Event] = []
+        self._after_commit: list[Callable[[], None]] = []
+        self._flush_scheduled = False
+        self._schedule_scheduled = False
+        self._stopping = False
+        self._hurry = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._settled: asyncio.Event | None = None
+        self._stop_requested: asyncio.Event | None = None
+        self._next_attempt_id = journal.next_attempt_id()
+        self.run_id: int | None = None
+        self.started_at: float | None = None
+        self.grace = fleet.config.fleet.grace_period
+
+    # --- public interface -------------------------------------------------------------
+
+    @property
+    def policy(self) -> Policy:
+        """The policy the next launch decision uses."""
+        return self._policy
+
+    @property
+    def paused(self) -> bool:
+        """True while new launches are held back."""
+        return self._paused
+
+    @property
+    def in_flight(self) -> int:
+        """Tasks between their first launch and their end."""
+        return self._in_flight
+
+    def task(self, task_id: str) -> TaskRun:
+        """The live state of one task (read it, do not change it)."""
+        return self._tasks[self._node(task_id)]
+
+    def tasks(self) -> Sequence[TaskRun]:
+        """Every task's live state, in config order (read only)."""
+        return self._tasks
+
+    def subscribe(self, listener: Listener) -> Callable[[], None]:
+        """Call `listener` with each event once it is journaled; returns an unsubscribe."""
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener) if listener in self._listeners else None
+
+    def snapshot(self) -> FleetSnapshot:
+        """A consistent, immutable picture of the run for views."""
+        at = self._clock()
+        tasks: list[TaskView] = []
+        attention: list[AttentionItem] = []
+        in_flight_states: list[TaskState] = []
+        done = 0
+        for node, task in enumerate(self._tasks):
+            spec = self._specs[node]
+            state = task.state
+            if state is TaskState.SUCCEEDED:
+                done += 1
+            if task.in_flight:
+                in_flight_states.append(state)
+            waiting_for = tuple(
+                self._tasks[dep].id
+                for dep in self._dag.deps[node]
+                if self._tasks[dep].state is not TaskState.SUCCEEDED
+            )
+            tasks.append(
+                TaskView(
+                    id=task.id,
+                    state=state,
+                    wave=task.wave,
+                    agent=spec.agent,
+                    runner=spec.ci,
+                    attempts=task.agent_attempts,
+                    waiting_for=waiting_for,
+                    blocked_by=task.blocked_by,
+                    in_flight=task.in_flight,
+                    started_at=task.first_started_at,
+                    finished_at=task.finished_at,
+                    retry_at=task.retry_at,
+                )
+            )
+            if task.attention_since is not None and self._needs_attention(node):
+                attention.append(
+                    AttentionItem(task=task.id, state=state, since=task.attention_since)
+                )
+        attention.sort(key=lambda item: item.since)
+        running = tuple(
+            AttemptView(
+                attempt_id=r.attempt.attempt_id,
+                task=r.attempt.task,
+                stage=r.attempt.stage,
+                number=r.attempt.number,
+                worker=r.attempt.worker,
+                host=r.attempt.host,
+                pid=r.attempt.pid,
+                started_at=r.attempt.started_at or at,
+                log_path=r.attempt.log_path,
+                stopping=r.stop_reason is not None,
+            )
+            for r in self._running.values()
+        )
+        pools = [
+            PoolView(
+                stage=Stage.AGENT,
+                name=name,
+                busy=(usage := self._capacity.usage(Stage.AGENT, name)).busy,
+                total=usage.total,
+                waiting=self._ready.waiting(name),
+            )
+            for name in self.fleet.config.agents
+        ]
+        for name, queue in self._ci_queues.items():
+            usage = self._capacity.usage(Stage.CI, name)
+            waits = self._ci_waits.get(name, [])
+            pools.append(
+                PoolView(
+                    stage=Stage.CI,
+                    name=name,
+                    busy=usage.busy,
+                    total=usage.total,
+                    waiting=len(queue),
+                    wait_mean=mean(waits),
+                    wait_p95=percentile(waits, 0.95),
+                )
+            )
+        return FleetSnapshot(
+            fleet=self.fleet.name,
+            policy=self._policy,
+            paused=self._paused,
+            stopping=self._stopping,
+            now=at,
+            started_at=self.started_at,
+            tasks=tuple(tasks),
+            running=running,
+            pools=tuple(pools),
+            load=cognitive_load(
+                in_flight_states, len(attention), self.fleet.config.fleet.load_capacity
+            ),
+            attention=tuple(attention),
+            done=done,
+            total=len(self._tasks),
+        )
+
+    def _needs_attention(self, node: int) -> bool:
+        """Failed tasks awaiting a decision, and blocked roots (blocked directly by a
+        failed or cancelled dependency, not through another blocked task)."""
+        state = self._tasks[node].state
+        if state is TaskState.FAILED:
+            return True
+        if state is TaskState.BLOCKED:
+            return any(
+                self._tasks[dep].state in (TaskState.FAILED, TaskState.CANCELLED)
+                for dep in self._dag.deps[node]
+            )
+        return False
+
+    def summaries(self) -> list[TaskSummary]:
+        """The per-task table so far."""
+        return list(self._report.rows.values())
+
+    def report(self) -> Report:
+        """The report of the run so far."""
+        return self._report.report()
+
+    def set_policy(self, name: str) -> None:
+        """Switch policy for the next launch decision; never touches work in flight."""
+        try:
+            policy = parse_policy(name)
+        except ValueError as exc:
+            raise CommandError(str(exc)) from None
+        if policy == self._policy:
+            return
+        previous, self._policy = self._policy, policy
+        self._emit(EventKind.POLICY_CHANGED, None, policy=policy, previous=previous)
+        self._request_schedule()
+
+    def pause(self) -> None:
+        """Hold back new agent attempts (work in flight, CI included, goes on)."""
+        if not self._paused:
+            self._paused = True
+            self._emit(EventKind.PAUSED, None)
+
+    def resume(self) -> None:
+        """Let launches start again."""
+        if self._paused:
+            self._paused = False
+            self._emit(EventKind.RESUMED, None)
+            self._request_schedule()
+
+    def cancel(self, task_id: str) -> None:
+        """Cancel a task: stop its attempt (the whole process tree) and block its dependents."""
+        node = self._node(task_id)
+        task = self._tasks[node]
+        state = task.state
+        if state.is_terminal:
+            raise CommandError(f"cannot cancel '{task_id}': it is already {state}")
+        running = self._running_for(node)
+        if running is not None:
+            self._stop_attempt(running, Outcome.CANCELLED)
+            return
+        self._ready.remove(task_id)
+        with contextlib.suppress(ValueError):
+            self._retry_lane.remove(node)
+        timer = self._retry_timers.pop(node, None)
+        if timer is not None:
+            timer.cancel()
+        for queue in self._ci_queues.values():
+            with contextlib.suppress(ValueError):
+                queue.remove(node)
+        self._give_up(node, TaskState.CANCELLED, reason="cancelled by the operator")
+        self._request_schedule()
+
+    def retry(self, task_id: str) -> None:
+        """Run a failed or cancelled task again (a blocked root: the tasks blocking it)."""
+        node = self._node(task_id)
+        task = self._tasks[node]
+        if task.state in (TaskState.FAILED, TaskState.CANCELLED):
+            self._requeue(node)
+        elif task.state is TaskState.BLOCKED:
+            roots = [
+                dep
+                for dep in self._dag.deps[node]
+                if self._tasks[dep].state in (TaskState.FAILED, TaskState.CANCELLED)
+            ]
+            if not roots:
+                raise CommandError(
+                    f"cannot retry '{task_id}': it is blocked by '{task.blocked_by}', "
+                    f"which is not one of its own dependencies; retry '{task.blocked_by}'"
+                )
+            for dep in roots:
+                self._requeue(dep)
+        else:
+            raise CommandError(
+                f"cannot retry '{task_id}': it is {task.state}; only failed, cancelled "
+                "or blocked tasks can be retried"
+            )
+        self._request_schedule()
+
+    def request_stop(self, *, hurry: bool = False) -> None:
+        """Stop the run: no new launches, in-flight attempts stopped cleanly.
+
+        With `hurry` (a second Ctrl-C), attempts get no grace period: SIGKILL at once,
+        still to every process of their trees.
+        """
+        self._hurry = self._hurry or hurry
+        if self._stop_requested is not None:
+            self._stop_requested.set()
+        if self._stopping and hurry:
+            for running in list(self._running.values()):
+                self._stop_attempt(running, Outcome.CANCELLED, grace=0.0)
+
+    async def run(self, *, until_settled: bool = True) -> RunResult:
+        """Run the fleet.
+
+        With `until_settled` (headless), return once every task has ended; otherwise
+        (the TUI) keep going, so the operator can still retry, until `request_stop()`.
+        """
+        self._loop = asyncio.get_running_loop()
+        self._settled = asyncio.Event()
+        self._stop_requested = asyncio.Event()
+        self.started_at = self._clock()
+        self.run_id = self._journal.begin_run(
+            fleet=self.fleet.name,
+            config_path=self.fleet.source,
+            config_json=config_json(self.fleet.config),
+            policy=self._policy,
+            started_at=self.started_at,
+        )
+        self._run_dir = self._journal.run_dir(self.run_id)
+        interrupted = True
+        try:
+            self._emit(
+                EventKind.RUN_STARTED,
+                None,
+                fleet=self.fleet.name,
+                policy=self._policy,
+                tasks=len(self._tasks),
+                run_id=self.run_id,
+            )
+            for node, waiting in enumerate(self._waiting_on):
+                if waiting == 0:
+                    self._make_ready(node)
+            self._request_schedule()
+            waiters = [asyncio.ensure_future(self._stop_requested.wait())]
+            if until_settled:
+                waiters.append(asyncio.ensure_future(self._settled.wait()))
+            try:
+                await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for waiter in waiters:
+                    waiter.cancel()
+            # A stop after everything ended (quitting the TUI) interrupts nothing.
+            interrupted = self._stop_requested.is_set() and (
+                self._unfinished > 0 or bool(self._running)
+            )
+        finally:
+            await self._shut_down()
+        return self._finish(interrupted)
+
+    # --- state transitions ------------------------------------------------------------
+
+    def _node(self, task_id: str) -> int:
+        node = self._dag.index.get(task_id)
+        if node is None:
+            raise CommandError(f"unknown task '{task_id}'{suggest(task_id, self._dag.ids)}")
+        return node
+
+    def _running_for(self, node: int) -> _Running | None:
+        attempt = self._tasks[node].current_attempt
+        if attempt is None:
+            return None
+        return self._running.get(attempt.attempt_id)
+
+    def _make_ready(self, node: int) -> None:
+        task = self._tasks[node]
+        task.state = TaskState.READY
+        spec = self._specs[node]
+        self._ready.push(task.id, spec.agent, self._ready_keys[node])
+        self._emit(EventKind.TASK_READY, task.id, wave=task.wave)
+
+    def _request_schedule(self) -> None:
+        if not self._schedule_scheduled and self._loop is not None:
+            self._schedule_scheduled = True
+            self._loop.call_soon(self._schedule)
+
+    def _schedule(self) -> None:
+        """Launch what the policy and the free slots allow. Cheap; called often."""
+        self._schedule_scheduled = False
+        if self._stopping:
+            return
+        capacity = self._capacity
+        # CI first: these tasks are already in flight, FIFO per runner.
+        for runner, queue in self._ci_queues.items():
+            while queue and capacity.free(Stage.CI, runner) > 0:
+                self._launch(queue.popleft(), Stage.CI)
+        if self._paused:
+            return
+        # Retries of tasks already in flight come before new tasks, and are not
+        # counted against the budget: they already hold their place.
+        for _ in range(len(self._retry_lane)):
+            node = self._retry_lane.popleft()
+            if capacity.free(Stage.AGENT, self._specs[node].agent) > 0:
+                self._launch(node, Stage.AGENT)
+            else:
+                self._retry_lane.append(node)
+        budget = launch_budget(
+            self._policy,
+            LaunchContext(
+                in_flight=self._in_flight,
+                max_in_flight=self.fleet.config.fleet.max_in_flight,
+                paused=self._paused,
+            ),
+        )
+        while budget > 0:
+            free_agents = [
+                agent
+                for agent in self._ready.agents_waiting()
+                if capacity.free(Stage.AGENT, agent) > 0
+            ]
+            picked = self._ready.pop_best(free_agents)
+            if picked is None:
+                break
+            self._launch(self._dag.index[picked[0]], Stage.AGENT)
+            budget -= 1
+
+    def _launch(self, node: int, stage: Stage) -> None:
+        task = self._tasks[node]
+        spec = self._specs[node]
+        worker_name = spec.agent if stage is Stage.AGENT else spec.ci
+        assert worker_name is not None
+        host = self._capacity.acquire(stage, worker_name)
+        assert host is not None, "launch without a free slot"
+        at = self._clock()
+        if stage is Stage.AGENT:
+            task.agent_attempts += 1
+            task.state = TaskState.RUNNING
+        else:
+            task.state = TaskState.CI_RUNNING
+        if not task.in_flight:
+            task.in_flight = True
+            self._in_flight += 1
+        if task.first_started_at is None:
+            task.first_started_at = at
+        number = task.agent_attempts
+        stem = f"{task.id}.{number}.{stage}"
+        attempt = Attempt(
+            attempt_id=self._next_attempt_id,
+            task=task.id,
+            stage=stage,
+            number=number,
+            worker=worker_name,
+            host=host,
+            log_path=str(self._run_dir / f"{stem}.log"),
+            output_path=str(self._run_dir / f"{stem}.out"),
+            started_at=at,
+        )
+        self._next_attempt_id += 1
+        if stage is Stage.CI:
+            previous = task.current_attempt
+            attempt.queued_at = previous.queued_at if previous is not None else None
+            if attempt.queued_at is not None:
+                self._ci_waits.setdefault(worker_name, []).append(at - attempt.queued_at)
+        task.attempts.append(attempt)
+        timeout = spec.timeout
+        worker = self._worker(stage, worker_name)
+        if timeout is None:
+            timeout = worker.timeout
+        running = _Running(node=node, attempt=attempt, timeout=timeout)
+        self._running[attempt.attempt_id] = running
+        assert self._loop is not None
+        running.supervisor = self._loop.create_task(self._supervise(running))
+
+    def _worker(self, stage: Stage, name: str) -> WorkerSpec:
+        workers = self.fleet.config.agents if stage is Stage.AGENT else self.fleet.config.runners
+        return workers[name]
+
+    def _request_for(self, running: _Running) -> LaunchRequest:
+        attempt = running.attempt
+        spec = self._specs[running.node]
+        worker = self._worker(attempt.stage, attempt.worker)
+        cwd = str(self.fleet.workdir(worker)) if attempt.host == LOCAL_HOST else worker.workdir
+        fields = {
+            "task": spec.id,
+            "prompt": spec.prompt,
+            "attempt": str(attempt.number),
+            "workdir": cwd or "",
+            "python": sys.executable,
+        }
+        argv = tuple(arg.format(**fields) for arg in worker.command)
+        env = dict(worker.env)
+        env.update(
+            FLEETDECK_TASK=spec.id,
+            FLEETDECK_ATTEMPT=str(attempt.number),
+            FLEETDECK_PROMPT=spec.prompt,
+            FLEETDECK_STAGE=str(attempt.stage),
+        )
+        task = self._tasks[running.node]
+        if attempt.stage is Stage.CI and task.output_path is not None:
+            env["FLEETDECK_AGENT_OUTPUT"] = task.output_path
+        inputs = {
+            self._tasks[dep].id: self._read_output(dep) for dep in self._dag.deps[running.node]
+        }
+        return LaunchRequest(
+            attempt_id=attempt.attempt_id,
+            task=spec.id,
+            stage=attempt.stage,
+            number=attempt.number,
+            argv=argv,
+            env=env,
+            cwd=cwd,
+            log_path=attempt.log_path,
+            output_path=attempt.output_path,
+            inputs_path=str(
+                self._run_dir / f"{spec.id}.{attempt.number}.{attempt.stage}.inputs.json"
+            ),
+            inputs=inputs,
+        )
+
+    def _read_output(self, node: int) -> str:
+        path = self._tasks[node].output_path
+        if path is None:
+            return ""
+        try:
+            return Path(path).read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return ""
+
+    async def _supervise(self, running: _Running) -> None:
+        """One attempt from launch to end; never raises."""
+        attempt = running.attempt
+        executor = self._executors.get(attempt.host)
+        try:
+            if executor is None:
+                raise LaunchError(f"no executor for host '{attempt.host}'")
+            request = self._request_for(running)
+            running.process = await executor.start(request)
+        except LaunchError as exc:
+            attempt.error = str(exc)
+            self._attempt_ended(running, Outcome.FAILED, None)
+            return
+        except Exception as exc:  # an executor bug must not take the engine down
+            attempt.error = f"{type(exc).__name__}: {exc}"
+            self._attempt_ended(running, Outcome.FAILED, None)
+            return
+        process = running.process
+        attempt.pid = process.pid
+        self._journal.record_attempt(self._run_id, attempt)
+        self._emit(
+            EventKind.ATTEMPT_STARTED,
+            attempt.task,
+            stage=attempt.stage,
+            attempt=attempt.number,
+            **{"agent" if attempt.stage is Stage.AGENT else "runner": attempt.worker},
+            host=attempt.host,
+            pid=process.pid,
+        )
+        if running.stop_reason is not None:
+            # Cancelled or interrupted while the process was starting.
+            self._stop_attempt(running, running.stop_reason, force=True)
+        elif running.timeout is not None:
+            assert self._loop is not None
+            running.timer = self._loop.call_later(
+                running.timeout, self._stop_attempt, running, Outcome.TIMEOUT
+            )
+        try:
+            exit_code: int | None = await process.wait()
+        except HostLostError as exc:
+            attempt.error = str(exc) or "host lost"
+            self._attempt_ended(running, Outcome.LOST, None)
+            return
+        outcome = running.stop_reason or (Outcome.OK if exit_code == 0 else Outcome.FAILED)
+        self._attempt_ended(running, outcome, exit_code)
+
+    def _stop_attempt(
+        self, running: _Running, reason: Outcome, *, grace: float | None = None, force: bool = False
+    ) -> None:
+        """Ask a running attempt to stop; its supervisor reports how it ended."""
+        if running.stop_reason is not None and not force and grace is None:
+            return
+        running.stop_reason = running.stop_reason or reason
+        if running.timer is not None:
+            running.timer.cancel()
+            running.timer = None
+        if running.process is None:
+            return  # still starting: _supervise stops it as soon as it exists
+        assert self._loop is not None
+        stop = running.process.stop(self.grace if grace is None else grace)
+        self._loop.create_task(stop)
+
+    def _attempt_ended(self, running: _Running, outcome: Outcome, exit_code: int | None) -> None:
+        attempt = running.attempt
+        node = running.node
+        task = self._tasks[node]
+        attempt.finished_at = self._clock()
+        attempt.outcome = outcome
+        attempt.exit_code = exit_code
+        if running.timer is not None:
+            running.timer.cancel()
+        del self._running[attempt.attempt_id]
+        self._capacity.release(attempt.stage, attempt.worker, attempt.host)
+        self._journal.record_attempt(self._run_id, attempt)
+        details: dict[str, Any] = {
+            "stage": attempt.stage,
+            "attempt": attempt.number,
+            "outcome": outcome,
+            "exit_code": exit_code,
+            "duration": round(attempt.duration or 0.0, 3),
+        }
+        if outcome is Outcome.TIMEOUT:
+            details["reason"] = f"timed out after {running.timeout:g}s"
+        elif self._stopping and outcome is Outcome.CANCELLED:
+            details["reason"] = "interrupted"
+        if attempt.error:
+            details["error"] = attempt.error
+        self._emit(EventKind.ATTEMPT_FINISHED, task.id, **details)
+        if self._stopping:
+            return  # interrupted: the task keeps its state, to be resumed
+        if outcome is Outcome.OK:
+            if attempt.stage is Stage.AGENT:
+                task.output_path = attempt.output_path
+                runner = self._specs[node].ci
+                if runner is not None:
+                    self._queue_for_ci(node, runner)
+                else:
+                    self._succeed(node)
+            else:
+                self._succeed(node)
+        elif outcome is Outcome.CANCELLED:
+            self._give_up(node, TaskState.CANCELLED, reason="cancelled by the operator")
+        elif outcome is Outcome.LOST and task.lost < MAX_LOST_ATTEMPTS:
+            task.lost += 1
+            # Not the task's fault: run it again at once, on a healthy host.
+            task.state = TaskState.READY
+            self._retry_lane.append(node)
+            self._emit(EventKind.TASK_READY, task.id, wave=task.wave, reason="attempt lost")
+        else:
+            self._attempt_failed(node, outcome)
+        self._request_schedule()
+
+    def _queue_for_ci(self, node: int, runner: str) -> None:
+        task = self._tasks[node]
+        task.state = TaskState.CI_QUEUED
+        queue = self._ci_queues[runner]
+        queue.append(node)
+        attempt = task.current_attempt
+        at = self._clock()
+        if attempt is not None:
+            attempt.queued_at = at
+        self._emit(EventKind.CI_QUEUED, task.id, runner=runner, position=len(queue))
+
+    def _attempt_failed(self, node: int, outcome: Outcome) -> None:
+        task = self._tasks[node]
+        spec = self._specs[node]
+        task.failures += 1
+        if task.failures <= spec.retries:
+            settings = self.fleet.config.fleet
+            ceiling = min(
+                settings.retry_backoff_max, settings.retry_backoff * 2 ** (task.failures - 1)
+            )
+            # "Equal jitter": half fixed, half random, so retries of tasks that
+            # failed together do not all come back at the same instant.
+            delay = ceiling / 2 + self._rng.uniform(0, ceiling / 2)
+            task.state = TaskState.RETRY_WAIT
+            task.retry_at = self._clock() + delay
+            assert self._loop is not None
+            self._retry_timers[node] = self._loop.call_later(delay, self._retry_due, node)
+            self._emit(
+                EventKind.RETRY_SCHEDULED,
+                task.id,
+                delay=round(delay, 3),
+                attempt=task.agent_attempts + 1,
+                retries_left=spec.retries - task.failures,
+            )
+        else:
+            reason = "timed out" if outcome is Outcome.TIMEOUT else "failed"
+            if outcome is Outcome.LOST:
+                reason = "host lost too often"
+            self._give_up(
+                node, TaskState.FAILED, reason=f"{reason} after {task.agent_attempts} attempts"
+            )
+
+    def _retry_due(self, node: int) -> None:
+        self._retry_timers.pop(node, None)
+        task = self._tasks[node]
+        if task.state is not TaskState.RETRY_WAIT:
+            return
+        task.retry_at = None
+        task.state = TaskState.READY
+        self._retry_lane.append(node)
+        self._emit(EventKind.TASK_READY, task.id, wave=task.wave, reason="retry")
+        self._request_schedule()
+
+    def _succeed(self, node: int) -> None:
+        task = self._tasks[node]
+        at = self._clock()
+        duration = at - (task.first_started_at or at)
+        self._emit(
+            EventKind.TASK_SUCCEEDED,
+            task.id,
+            attempts=task.agent_attempts,
+            duration=round(duration, 3),
+        )
+        # The success must be durable before anything builds on it.
+        self._after_commit.append(lambda: self._success_durable(node, at))
+
+    def _success_durable(self, node: int, at: float) -> None:
+        task = self._tasks[node]
+        task.state = TaskState.SUCCEEDED
+        task.finished_at = at
+        self._leave_flight(task)
+        self._unfinished -= 1
+        for child in self._dag.dependents[node]:
+            self._waiting_on[child] -= 1
+            if self._waiting_on[child] == 0 and self._tasks[child].state is TaskState.PENDING:
+                self._make_ready(child)
+        self._request_schedule()
+        self._check_settled()
+
+    def _leave_flight(self, task: TaskRun) -> None:
+        if task.in_flight:
+            task.in_flight = False
+            self._in_flight -= 1
+
+    def _give_up(self, node: int, state: TaskState, *, reason: str) -> None:
+        """End a task as failed or cancelled, and block everything downstream."""
+        task = self._tasks[node]
+        at = self._clock()
+        task.state = state
+        task.finished_at = at
+        task.attention_since = at
+        task.retry_at = None
+        self._leave_flight(task)
+        self._unfinished -= 1
+        kind = EventKind.TASK_FAILED if state is TaskState.FAILED else EventKind.TASK_CANCELLED
+        self._emit(kind, task.id, attempts=task.agent_attempts, reason=reason)
+        for child in self._dag.descendants(node):
+            blocked = self._tasks[child]
+            if blocked.state in (TaskState.PENDING, TaskState.READY):
+                self._ready.remove(blocked.id)
+                blocked.state = TaskState.BLOCKED
+                blocked.blocked_by = task.id
+                blocked.attention_since = at
+                self._unfinished -= 1
+                self._emit(EventKind.TASK_BLOCKED, blocked.id, blocked_by=task.id)
+        self._check_settled()
+
+    def _requeue(self, node: int) -> None:
+        """Operator retry: the task runs again with a fresh retry budget."""
+        task = self._tasks[node]
+        task.failures = 0
+        task.lost = 0
+        task.finished_at = None
+        task.attention_since = None
+        self._unfinished += 1
+        ready = self._waiting_on[node] == 0
+        task.state = TaskState.READY if ready else TaskState.PENDING
+        self._emit(EventKind.TASK_REQUEUED, task.id, state=task.state, reason="operator retry")
+        if ready:
+            self._make_ready(node)
+        # Dependents return to pending unless another failure still blocks them.
+        for child in self._dag.descendants(node):
+            blocked = self._tasks[child]
+            if blocked.state is not TaskState.BLOCKED:
+                continue
+            blocker = self._blocker_of(child)
+            if blocker is None:
+                blocked.state = TaskState.PENDING
+                blocked.blocked_by = None
+                blocked.attention_since = None
+                self._unfinished += 1
+                self._emit(
+                    EventKind.TASK_REQUEUED,
+                    blocked.id,
+                    state=TaskState.PENDING,
+                    reason=f"'{task.id}' retried",
+                )
+            elif blocker != blocked.blocked_by:
+                blocked.blocked_by = blocker
+                self._emit(EventKind.TASK_BLOCKED, blocked.id, blocked_by=blocker)
+        self._settled_clear()
+
+    def _blocker_of(self, node: int) -> str | None:
+        """The failed or cancelled task that keeps `node` from running, if any."""
+        for dep in self._dag.deps[node]:
+            upstream = self._tasks[dep]
+            if upstream.state is TaskState.BLOCKED:
+                return upstream.blocked_by
+            if upstream.state in BLOCKING_STATES:
+                return upstream.id
+        return None
+
+    def _check_settled(self) -> None:
+        if self._unfinished == 0 and not self._running and self._settled is not None:
+            self._settled.set()
+
+    def _settled_clear(self) -> None:
+        if self._settled is not None:
+            self._settled.clear()
+
+    # --- events and the journal -----------------------------------------------------
+
+    @property
+    def _run_id(self) -> int:
+        assert self.run_id is not None
+        return self.run_id
+
+    def _emit(self, kind: EventKind, task: str | None, **data: Any) -> None:
+        event = Event(ts=self._clock(), kind=kind, task=task, data=data)
+        self._journal.append(self._run_id, event)
+        self._report.feed(event)
+        self._unpublished.append(event)
+        if not self._flush_scheduled and self._loop is not None:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        """Commit the journal, then publish events and run what waited for the commit."""
+        self._flush_scheduled = False
+        self._journal.commit()
+        events, self._unpublished = self._unpublished, []
+        for event in events:
+            for listener in list(self._listeners):
+                listener(event)
+        after, self._after_commit = self._after_commit, []
+        for action in after:
+            action()
+
+    # --- the end ----------------------------------------------------------------------
+
+    async def _shut_down(self) -> None:
+        """Stop whatever still runs, flush the journal, close the executors."""
+        self._stopping = True
+        for timer in self._retry_timers.values():
+            timer.cancel()
+        self._retry_timers.clear()
+        for running in list(self._running.values()):
+            self._stop_attempt(running, Outcome.CANCELLED, grace=0.0 if self._hurry else None)
+        supervisors = [r.supervisor for r in self._running.values() if r.supervisor is not None]
+        if supervisors:
+            await asyncio.gather(*supervisors, return_exceptions=True)
+        for executor in self._executors.values():
+            with contextlib.suppress(Exception):
+                await executor.aclose()
+        # Run anything that was waiting on a commit (a success just before the stop).
+        while self._unpublished or self._after_commit:
+            self._flush()
+
+    def _finish(self, interrupted: bool) -> RunResult:
+        self._report.finished_at = self._clock()
+        report = self._report.report()
+        if interrupted:
+            exit_code = EXIT_INTERRUPTED
+        elif all(task.state is TaskState.SUCCEEDED for task in self._tasks):
+            exit_code = EXIT_OK
+        else:
+            exit_code = EXIT_FAILED
+        self._emit(
+            EventKind.RUN_FINISHED,
+            None,
+            status="interrupted" if interrupted else "finished",
+            exit_code=exit_code,
+            report=report.to_json_dict(),
+        )
+        self._flush()
+        self._journal.finish_run(
+            self._run_id,
+            status="interrupted" if interrupted else "finished",
+            exit_code=exit_code,
+            finished_at=self._clock(),
+        )
+        return RunResult(
+            run_id=self._run_id,
+            interrupted=interrupted,
+            exit_code=exit_code,
+            report=self._report.report(),
+            tasks=self.summaries(),
+        )
+
+
+def default_executors(*, grace: float, adopt_orphans: bool = False) -> dict[str, Executor]:
+    """The executors of a fleet with local hosts only."""
+    from fleetdeck.executors.local import LocalExecutor
+
+    return {LOCAL_HOST: LocalExecutor(grace=grace, adopt_orphans=adopt_orphans)}

@@ -1,0 +1,279 @@
+"""Local attempts: subprocesses in their own session, reaped through a pidfd.
+
+Each attempt starts in a new session (so in its own process group), with stdin
+from /dev/null and stdout and stderr appended straight to the attempt's log file:
+the output never passes through fleetdeck, so an agent printing a gigabyte costs
+us nothing. We learn of the exit through a pidfd on the event loop rather than
+asyncio's child watcher, which starts a thread per process.
+
+Nothing an attempt starts may outlive it. On stop: SIGTERM to the group and to
+every descendant found, a grace period, SIGKILL to the rest (proctree). On a
+normal exit, whatever the attempt left running in its group is stopped the same
+way, in the background. When this process is a child subreaper (the CLI makes
+it one), orphans that escaped both group and parentage (double fork + setsid)
+are re-parented to us; `sweep()` finds them, tells by their environment which
+attempt they came from, and stops them with it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import subprocess
+
+import psutil
+
+from fleetdeck.executors.base import AttemptProcess, Executor, LaunchError, LaunchRequest
+from fleetdeck.executors.proctree import direct_children, group_exists, terminate_tree
+from fleetdeck.model import LOCAL_HOST
+
+# The variable by which an adopted orphan is traced back to its attempt.
+ATTEMPT_ID_VARIABLE = "FLEETDECK_ATTEMPT_ID"
+# How often the subreaper looks for adopted orphans while attempts run.
+SWEEP_INTERVAL = 1.0
+
+
+class LocalProcess(AttemptProcess):
+    """One local attempt's main process, plus what it leaves behind."""
+
+    def __init__(self, popen: subprocess.Popen[bytes], attempt_id: int, owner: LocalExecutor):
+        self.pid = popen.pid
+        self._pid: int = popen.pid
+        self.attempt_id = attempt_id
+        self._popen = popen
+        self._owner = owner
+        loop = asyncio.get_running_loop()
+        self._exited: asyncio.Future[int] = loop.create_future()
+        self._stopping: asyncio.Task[None] | None = None
+        self._watch(loop)
+
+    def _watch(self, loop: asyncio.AbstractEventLoop) -> None:
+        try:
+            pidfd = os.pidfd_open(self._pid)
+        except (AttributeError, OSError):
+            # No pidfd (old kernel): wait in a thread instead.
+            waiter = loop.run_in_executor(None, self._popen.wait)
+            waiter.add_done_callback(lambda done: self._on_exit(done.result()))
+            return
+
+        def readable() -> None:
+            code = self._popen.poll()
+            if code is None:
+                return  # not reaped yet; pidfd stays readable, we will be called again
+            loop.remove_reader(pidfd)
+            os.close(pidfd)
+            self._on_exit(code)
+
+        loop.add_reader(pidfd, readable)
+
+    def _on_exit(self, code: int) -> None:
+        if not self._exited.done():
+            self._exited.set_result(code)
+        self._owner._attempt_exited(self)
+
+    @property
+    def exited(self) -> bool:
+        """True once the main process has ended and been reaped."""
+        return self._exited.done()
+
+    async def wait(self) -> int:
+        """The main process's exit status (-N when killed by signal N)."""
+        return await asyncio.shield(self._exited)
+
+    async def stop(self, grace: float) -> None:
+        """SIGTERM the tree, wait up to `grace`, SIGKILL the rest; return when all is gone."""
+        if self._stopping is None:
+            self._stopping = asyncio.ensure_future(self._terminate(grace))
+        await asyncio.shield(self._stopping)
+
+    async def _terminate(self, grace: float) -> None:
+        await terminate_tree(
+            self._pid, pgid=self._pid, grace=grace, extra=self._owner.adopted_by(self.attempt_id)
+        )
+        await self._exited
+
+
+class LocalExecutor(Executor):
+    """Starts attempts as processes on this machine."""
+
+    host = LOCAL_HOST
+
+    def __init__(self, *, grace: float = 5.0, adopt_orphans: bool = False) -> None:
+        """`grace` is how long leftovers get after SIGTERM when an attempt ends.
+
+        With `adopt_orphans`, this process must already be a child subreaper
+        (`proctree.become_subreaper()`): the executor then takes care of every
+        process re-parented to it that carries an attempt's marker.
+        """
+        self._grace = grace
+        self._adopt = adopt_orphans
+        self._live: dict[int, LocalProcess] = {}  # pid -> attempt still running
+        self._attempt_of: dict[int, LocalProcess] = {}  # attempt id -> its process
+        self._cleanups: set[asyncio.Task[None]] = set()
+        # Adopted orphans by attempt id; children of ours that are not attempts.
+        self._adopted: dict[int, dict[int, psutil.Process]] = {}
+        self._foreign: set[int] = set()
+        self._sweeper: asyncio.TimerHandle | None = None
+
+    async def start(self, request: LaunchRequest) -> LocalProcess:
+        """Start `request` as a local process. Raises LaunchError."""
+        env = dict(os.environ)
+        env.update(request.env)
+        env[ATTEMPT_ID_VARIABLE] = str(request.attempt_id)
+        env["FLEETDECK_OUTPUT"] = request.output_path
+        env["FLEETDECK_INPUTS"] = request.inputs_path
+        try:
+            write_private(request.inputs_path, json.dumps(request.inputs).encode())
+        except OSError as exc:
+            raise LaunchError(f"cannot write {request.inputs_path}: {exc.strerror}") from None
+        try:
+            log_fd = os.open(
+                request.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600
+            )
+        except OSError as exc:
+            raise LaunchError(f"cannot open log {request.log_path}: {exc.strerror}") from None
+        try:
+            # Popen in a coroutine on purpose: with vfork it returns in about a
+            # millisecond, faster than asyncio's own subprocess machinery.
+            popen = subprocess.Popen(  # noqa: ASYNC220
+                request.argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log_fd,
+                stderr=log_fd,
+                cwd=request.cwd,
+                env=env,
+                start_new_session=True,
+                close_fds=True,
+            )
+        except FileNotFoundError as exc:
+            raise LaunchError(_not_found(request, exc)) from None
+        except PermissionError:
+            raise LaunchError(f"permission denied running {request.argv[0]!r}") from None
+        except OSError as exc:
+            raise LaunchError(f"cannot run {request.argv[0]!r}: {exc.strerror}") from None
+        finally:
+            os.close(log_fd)
+        process = LocalProcess(popen, request.attempt_id, self)
+        self._live[process._pid] = process
+        self._attempt_of[request.attempt_id] = process
+        if self._adopt and self._sweeper is None:
+            self._schedule_sweep()
+        return process
+
+    def adopted_by(self, attempt_id: int) -> list[psutil.Process]:
+        """Orphans of attempt `attempt_id` that were re-parented to us."""
+        self.sweep()
+        return list(self._adopted.get(attempt_id, {}).values())
+
+    def _attempt_exited(self, process: LocalProcess) -> None:
+        self._live.pop(process._pid, None)
+        self._attempt_of.pop(process.attempt_id, None)
+        if process._stopping is not None:
+            return  # stop() is already taking the whole tree down
+        self.sweep()
+        leftovers = self._adopted.pop(process.attempt_id, {})
+        # The group id is the leader's pid, which the kernel does not reuse while
+        # any member of the group is alive: signalling it can only hit ours.
+        if leftovers or group_exists(process._pid):
+            self._spawn_cleanup(process._pid, process._pid, list(leftovers.values()))
+
+    def _spawn_cleanup(self, root: int, pgid: int | None, extra: list[psutil.Process]) -> None:
+        cleanup = asyncio.ensure_future(
+            terminate_tree(root, pgid=pgid, grace=self._grace, extra=extra)
+        )
+        self._cleanups.add(cleanup)
+
+        def finished(task: asyncio.Task[None]) -> None:
+            self._cleanups.discard(task)
+            self.sweep()  # reap adopted orphans the cleanup just killed
+
+        cleanup.add_done_callback(finished)
+
+    def sweep(self) -> None:
+        """Find adopted orphans and reap dead ones (subreaper mode only).
+
+        An orphan whose attempt is still running is kept with that attempt (it may
+        be part of the work, say a language server the agent talks to) and is
+        stopped with it; one whose attempt has ended is stopped at once.
+        """
+        if not self._adopt:
+            return
+        for pid in direct_children():
+            if pid in self._live or pid in self._foreign:
+                continue
+            if any(pid in group for group in self._adopted.values()):
+                self._reap_if_dead(pid)
+                continue
+            self._classify(pid)
+
+    def _classify(self, pid: int) -> None:
+        try:
+            proc = psutil.Process(pid)
+            if proc.status() == psutil.STATUS_ZOMBIE:
+                # Dead before we saw it; in subreaper mode every child that is not
+                # an attempt leader came from an attempt, and the zombie is ours.
+                self._reap_if_dead(pid)
+                return
+            marker = proc.environ().get(ATTEMPT_ID_VARIABLE)
+        except psutil.Error:
+            return
+        if marker is None or not marker.isdigit():
+            self._foreign.add(pid)
+            return
+        attempt_id = int(marker)
+        if attempt_id in self._attempt_of:
+            self._adopted.setdefault(attempt_id, {})[pid] = proc
+        else:
+            self._spawn_cleanup(pid, None, [])
+
+    def _reap_if_dead(self, pid: int) -> None:
+        with contextlib.suppress(ChildProcessError):
+            done, _status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                for group in self._adopted.values():
+                    group.pop(pid, None)
+
+    def _schedule_sweep(self) -> None:
+        loop = asyncio.get_running_loop()
+
+        def tick() -> None:
+            self.sweep()
+            if self._live or self._cleanups or any(self._adopted.values()):
+                self._sweeper = loop.call_later(SWEEP_INTERVAL, tick)
+            else:
+                self._sweeper = None
+
+        self._sweeper = loop.call_later(SWEEP_INTERVAL, tick)
+
+    async def aclose(self) -> None:
+        """Stop whatever is still running and wait until every leftover is gone."""
+        running = list(self._live.values())
+        await asyncio.gather(*(process.stop(self._grace) for process in running))
+        self.sweep()
+        for group in self._adopted.values():
+            for proc in group.values():
+                self._spawn_cleanup(proc.pid, None, [])
+        self._adopted.clear()
+        while self._cleanups:
+            await asyncio.gather(*list(self._cleanups), return_exceptions=True)
+        self.sweep()  # reap what the last cleanups killed
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
+
+
+def write_private(path: str, data: bytes) -> None:
+    """Write `data` to a new or truncated file readable by its owner only."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+
+
+def _not_found(request: LaunchRequest, exc: FileNotFoundError) -> str:
+    if request.cwd is not None and (exc.filename == request.cwd or not os.path.isdir(request.cwd)):
+        return f"workdir does not exist: {request.cwd}"
+    return f"command not found: {request.argv[0]!r}"

@@ -1,0 +1,171 @@
+"""The --no-tui view: one line per event, then the per-task table and the report.
+
+Text lines read `HH:MM:SS.mmm  task  event  details` (local time); `--json` prints
+one JSON object per event with a UTC timestamp instead, for scripts.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any, TextIO
+
+from fleetdeck.metrics import Report, TaskSummary
+from fleetdeck.model import Event
+
+# Keys shown first, in this order, when they are present in an event's details.
+_DETAIL_ORDER = (
+    "stage",
+    "attempt",
+    "agent",
+    "runner",
+    "host",
+    "pid",
+    "outcome",
+    "exit_code",
+    "duration",
+    "delay",
+    "reason",
+    "error",
+)
+_SECONDS_KEYS = frozenset({"duration", "delay"})
+_HIDDEN_KEYS = frozenset({"report"})
+
+
+class HeadlessView:
+    """Prints events as they are journaled; `finish()` prints the summary."""
+
+    def __init__(
+        self, out: TextIO | None = None, *, json_lines: bool = False, task_width: int = 16
+    ):
+        self._out = out or sys.stdout
+        self._json = json_lines
+        self._task_width = task_width
+        self._broken = False
+
+    def __call__(self, event: Event) -> None:
+        """Print one event (an engine listener)."""
+        if self._json:
+            self._write(json.dumps(event.to_json_dict(), separators=(", ", ": "), default=str))
+        else:
+            self._write(format_event(event, self._task_width))
+
+    def finish(self, tasks: Sequence[TaskSummary], report: Report) -> None:
+        """The per-task table and the report (text mode; JSON has them in run_finished)."""
+        if self._json:
+            return
+        self._write("")
+        self._write(format_task_table(tasks))
+        self._write("")
+        self._write(format_report(report))
+
+    def _write(self, line: str) -> None:
+        if self._broken:
+            return
+        try:
+            self._out.write(line + "\n")
+            self._out.flush()
+        except BrokenPipeError:
+            # The reader went away (`| head`): stop printing, keep supervising;
+            # the journal still records everything.
+            self._broken = True
+
+
+def format_event(event: Event, task_width: int = 16) -> str:
+    """`HH:MM:SS.mmm  task  event  key=value ...` in local time."""
+    moment = datetime.fromtimestamp(event.ts)
+    clock = moment.strftime("%H:%M:%S.") + f"{moment.microsecond // 1000:03d}"
+    task = event.task or "-"
+    details = format_details(event.data)
+    line = f"{clock}  {task:<{task_width}}  {event.kind!s:<16}"
+    return f"{line}  {details}".rstrip() if details else line.rstrip()
+
+
+def format_details(data: dict[str, Any]) -> str:
+    """An event's details as `key=value` pairs, the usual keys first."""
+    keys = [key for key in _DETAIL_ORDER if key in data]
+    keys += sorted(key for key in data if key not in _DETAIL_ORDER and key not in _HIDDEN_KEYS)
+    parts = []
+    for key in keys:
+        value = data[key]
+        if value is None:
+            continue
+        if key in _SECONDS_KEYS and isinstance(value, int | float):
+            shown = format_seconds(float(value))
+        elif isinstance(value, str) and (not value or any(c.isspace() for c in value)):
+            shown = json.dumps(value)
+        else:
+            shown = str(value)
+        parts.append(f"{key}={shown}")
+    return " ".join(parts)
+
+
+def format_seconds(seconds: float | None) -> str:
+    """`0.42s`, `12.3s`, `4m05s`, `2h03m`; `-` for nothing."""
+    if seconds is None:
+        return "-"
+    if seconds < 10:
+        return f"{seconds:.2f}s"
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(round(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"
+
+
+def format_task_table(tasks: Sequence[TaskSummary]) -> str:
+    """Per task: final state, attempts, duration, CI wait."""
+    header = ("task", "state", "attempts", "duration", "ci wait")
+    rows = [
+        (
+            t.task,
+            t.state,
+            str(t.attempts),
+            format_seconds(t.duration),
+            format_seconds(t.ci_wait) if t.ci_wait else "-",
+        )
+        for t in tasks
+    ]
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    lines = []
+    for row in [header, *rows]:
+        cells = [
+            cell.rjust(width) if i >= 2 else cell.ljust(width)
+            for i, (cell, width) in enumerate(zip(row, widths, strict=True))
+        ]
+        lines.append("  ".join(cells).rstrip())
+    return "\n".join(lines)
+
+
+def format_report(report: Report) -> str:
+    """The report of DESIGN.md as aligned `name  value` lines."""
+    states = ", ".join(f"{count} {state}" for state, count in sorted(report.states.items()))
+    efficiency = "-" if report.efficiency is None else f"{report.efficiency:.0%}"
+    lines = [
+        ("makespan", format_seconds(report.makespan)),
+        ("lower bound", f"{format_seconds(report.lower_bound)} (efficiency {efficiency})"),
+        ("tasks", f"{report.tasks}: {states}"),
+        ("attempts", f"{report.attempts} ({report.retries} retries)"),
+        ("completion rate", f"{report.completion_rate:.0%}"),
+        ("time to first CI", _mean(report.mean_time_to_first_ci)),
+        ("time to complete", _mean(report.mean_time_to_complete)),
+        ("CI queue wait", _wait(report.ci_wait_mean, report.ci_wait_p95)),
+        ("throughput", f"{report.throughput_per_hour:.1f} tasks/hour"),
+        ("recovery", _mean(report.mean_recovery, " after a failure")),
+    ]
+    width = max(len(name) for name, _ in lines)
+    return "\n".join(f"{name:<{width}}  {value}" for name, value in lines)
+
+
+def _wait(mean: float | None, p95: float | None) -> str:
+    if mean is None:
+        return "-"
+    return f"mean {format_seconds(mean)}, p95 {format_seconds(p95)}"
+
+
+def _mean(value: float | None, suffix: str = "") -> str:
+    return "-" if value is None else f"mean {format_seconds(value)}{suffix}"

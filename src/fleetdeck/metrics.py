@@ -1,0 +1,268 @@
+"""Cognitive load, and the run report built from the event stream.
+
+The report is computed from events only, so it is the same whether it is fed live
+by the engine or replayed from the journal afterwards (`fleetdeck report`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from fleetdeck.config import Fleet
+from fleetdeck.model import Event, EventKind, Outcome, Stage, TaskState
+
+# --- cognitive load ----------------------------------------------------------------
+
+
+@dataclass(slots=True, frozen=True)
+class CognitiveLoad:
+    """The operator's load score against their capacity.
+
+    load = in_flight + 2 * needs_attention + (distinct in-flight states - 1)
+
+    Each task in flight is one thing to keep in mind; each task that needs a
+    decision (failed, or a blocked root) weighs double because it interrupts; and
+    every extra kind of state in flight (one running, one waiting for CI, one
+    waiting to retry) is another context to switch between.
+    """
+
+    score: int
+    capacity: int
+    in_flight: int
+    needs_attention: int
+    distinct_states: int
+
+    @property
+    def over_capacity(self) -> bool:
+        """True once the score exceeds the capacity."""
+        return self.score > self.capacity
+
+
+def cognitive_load(
+    in_flight_states: Collection[TaskState], needs_attention: int, capacity: int
+) -> CognitiveLoad:
+    """The load score; `in_flight_states` has one entry per task in flight."""
+    distinct = len(set(in_flight_states))
+    score = len(in_flight_states) + 2 * needs_attention + max(0, distinct - 1)
+    return CognitiveLoad(
+        score=score,
+        capacity=capacity,
+        in_flight=len(in_flight_states),
+        needs_attention=needs_attention,
+        distinct_states=distinct,
+    )
+
+
+# --- statistics ------------------------------------------------------------------------
+
+
+def mean(values: Collection[float]) -> float | None:
+    """The arithmetic mean, or None for no values."""
+    return sum(values) / len(values) if values else None
+
+
+def percentile(values: Iterable[float], fraction: float) -> float | None:
+    """The nearest-rank percentile (`fraction` 0.95 for p95), or None for no values."""
+    ordered = sorted(values)
+    if not ordered:
+        return None
+    rank = max(1, math.ceil(fraction * len(ordered)))
+    return ordered[rank - 1]
+
+
+# --- the report --------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class TaskSummary:
+    """One row of the end-of-run table."""
+
+    task: str
+    state: str = str(TaskState.PENDING)
+    attempts: int = 0
+    started_at: float | None = None
+    finished_at: float | None = None
+    ci_wait: float = 0.0
+    # Work done: seconds of every attempt, per stage.
+    agent_time: float = 0.0
+    ci_time: float = 0.0
+    first_ci_at: float | None = None
+    failed_at: float | None = None  # start of the current failure streak
+    recovered_after: list[float] = field(default_factory=list)
+
+    @property
+    def duration(self) -> float | None:
+        """From the task's first attempt to its end."""
+        if self.started_at is None or self.finished_at is None:
+            return None
+        return self.finished_at - self.started_at
+
+
+@dataclass(slots=True, frozen=True)
+class Report:
+    """The figures DESIGN.md asks of every run (seconds unless named otherwise)."""
+
+    makespan: float
+    lower_bound: float
+    efficiency: float | None
+    states: dict[str, int]
+    tasks: int
+    attempts: int
+    retries: int
+    completion_rate: float
+    mean_time_to_first_ci: float | None
+    mean_time_to_complete: float | None
+    ci_wait_mean: float | None
+    ci_wait_p95: float | None
+    throughput_per_hour: float
+    mean_recovery: float | None
+
+    def to_json_dict(self) -> dict[str, Any]:
+        """The report as plain JSON types."""
+        return {name: getattr(self, name) for name in self.__slots__}
+
+
+class ReportBuilder:
+    """Feeds on events (live or replayed) and builds the per-task table and report."""
+
+    def __init__(self, fleet: Fleet) -> None:
+        self._fleet = fleet
+        self.rows: dict[str, TaskSummary] = {task.id: TaskSummary(task.id) for task in fleet.tasks}
+        self._queued_at: dict[str, float] = {}
+        self._ci_waits: list[float] = []
+        self._attempts = 0
+        self._retries = 0
+        self.started_at: float | None = None
+        self.finished_at: float | None = None
+        self._last_ts: float | None = None
+
+    def feed(self, event: Event) -> None:
+        """Take one event into account."""
+        self._last_ts = event.ts
+        kind = event.kind
+        if kind is EventKind.RUN_STARTED:
+            if self.started_at is None:
+                self.started_at = event.ts
+            return
+        if kind is EventKind.RUN_FINISHED:
+            self.finished_at = event.ts
+            return
+        row = self.rows.get(event.task or "")
+        if row is None:
+            return
+        data = event.data
+        if kind is EventKind.ATTEMPT_STARTED:
+            self._attempts += 1
+            if data.get("stage") == Stage.AGENT:
+                row.attempts = max(row.attempts, int(data.get("attempt", 0)))
+                if row.started_at is None:
+                    row.started_at = event.ts
+                row.state = str(TaskState.RUNNING)
+            else:
+                queued = self._queued_at.pop(row.task, None)
+                if queued is not None:
+                    wait = event.ts - queued
+                    self._ci_waits.append(wait)
+                    row.ci_wait += wait
+                if row.first_ci_at is None:
+                    row.first_ci_at = event.ts
+                row.state = str(TaskState.CI_RUNNING)
+        elif kind is EventKind.CI_QUEUED:
+            self._queued_at[row.task] = event.ts
+            row.state = str(TaskState.CI_QUEUED)
+        elif kind is EventKind.ATTEMPT_FINISHED:
+            duration = float(data.get("duration") or 0.0)
+            if data.get("stage") == Stage.CI:
+                row.ci_time += duration
+            else:
+                row.agent_time += duration
+            if data.get("outcome") in (Outcome.FAILED, Outcome.TIMEOUT) and row.failed_at is None:
+                row.failed_at = event.ts
+        elif kind is EventKind.RETRY_SCHEDULED:
+            self._retries += 1
+            row.state = str(TaskState.RETRY_WAIT)
+        elif kind is EventKind.TASK_SUCCEEDED:
+            row.state = str(TaskState.SUCCEEDED)
+            row.finished_at = event.ts
+            if row.failed_at is not None:
+                row.recovered_after.append(event.ts - row.failed_at)
+                row.failed_at = None
+        elif kind in _FINAL_STATES:
+            row.state = str(_FINAL_STATES[kind])
+            row.finished_at = event.ts
+        elif kind is EventKind.TASK_READY:
+            row.state = str(TaskState.READY)
+        elif kind is EventKind.TASK_REQUEUED:
+            row.state = str(data.get("state", TaskState.PENDING))
+            row.finished_at = None
+
+    def report(self) -> Report:
+        """The report of what has been fed so far."""
+        start = self.started_at or 0.0
+        end = self.finished_at or self._last_ts or start
+        makespan = max(0.0, end - start)
+        rows = list(self.rows.values())
+        states: dict[str, int] = {}
+        for row in rows:
+            states[row.state] = states.get(row.state, 0) + 1
+        succeeded = [row for row in rows if row.state == TaskState.SUCCEEDED]
+        lower_bound = self._lower_bound()
+        first_ci = [
+            row.first_ci_at - row.started_at
+            for row in rows
+            if row.first_ci_at is not None and row.started_at is not None
+        ]
+        complete = [d for row in succeeded if (d := row.duration) is not None]
+        recoveries = [r for row in rows for r in row.recovered_after]
+        return Report(
+            makespan=makespan,
+            lower_bound=lower_bound,
+            efficiency=(lower_bound / makespan) if makespan > 0 else None,
+            states=states,
+            tasks=len(rows),
+            attempts=self._attempts,
+            retries=self._retries,
+            completion_rate=len(succeeded) / len(rows) if rows else 0.0,
+            mean_time_to_first_ci=mean(first_ci),
+            mean_time_to_complete=mean(complete),
+            ci_wait_mean=mean(self._ci_waits),
+            ci_wait_p95=percentile(self._ci_waits, 0.95),
+            throughput_per_hour=(len(succeeded) * 3600.0 / makespan) if makespan > 0 else 0.0,
+            mean_recovery=mean(recoveries),
+        )
+
+    def _lower_bound(self) -> float:
+        """max(critical path, work / slots) over the work that was actually done.
+
+        The critical path weighs each task by the time its attempts took; the work
+        bound divides each agent's and runner's busy time by its slots.
+        """
+        fleet = self._fleet
+        weights = [
+            self.rows[task.id].agent_time + self.rows[task.id].ci_time for task in fleet.tasks
+        ]
+        bound = fleet.dag.critical_path_length(weights)
+        config = fleet.config
+        agent_work: dict[str, float] = {}
+        runner_work: dict[str, float] = {}
+        for task in fleet.tasks:
+            row = self.rows[task.id]
+            agent_work[task.agent] = agent_work.get(task.agent, 0.0) + row.agent_time
+            if task.ci is not None:
+                runner_work[task.ci] = runner_work.get(task.ci, 0.0) + row.ci_time
+        for work, workers in ((agent_work, config.agents), (runner_work, config.runners)):
+            for name, seconds in work.items():
+                spec = workers[name]
+                slots = spec.slots * len(spec.host_names)
+                bound = max(bound, seconds / slots)
+        return bound
+
+
+_FINAL_STATES: Mapping[EventKind, TaskState] = {
+    EventKind.TASK_FAILED: TaskState.FAILED,
+    EventKind.TASK_BLOCKED: TaskState.BLOCKED,
+    EventKind.TASK_CANCELLED: TaskState.CANCELLED,
+}

@@ -1,0 +1,176 @@
+"""The words of DESIGN.md as plain types: task states, stages, outcomes, events.
+
+Everything here is a plain enum or dataclass so that the engine, the journal, the
+views and the tests can share it without importing anything heavy.
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+LOCAL_HOST = "local"
+
+
+class TaskState(enum.StrEnum):
+    """Where a task is in its lifecycle (DESIGN.md, "Task lifecycle")."""
+
+    PENDING = "pending"
+    READY = "ready"
+    RUNNING = "running"
+    CI_QUEUED = "ci_queued"
+    CI_RUNNING = "ci_running"
+    RETRY_WAIT = "retry_wait"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    BLOCKED = "blocked"
+    CANCELLED = "cancelled"
+
+    @property
+    def is_terminal(self) -> bool:
+        """True when the task will not move again without an operator command."""
+        return self in TERMINAL_STATES
+
+
+TERMINAL_STATES = frozenset(
+    {TaskState.SUCCEEDED, TaskState.FAILED, TaskState.BLOCKED, TaskState.CANCELLED}
+)
+# Tasks in these states stop their dependents from ever running until retried.
+BLOCKING_STATES = frozenset({TaskState.FAILED, TaskState.CANCELLED, TaskState.BLOCKED})
+
+
+class Stage(enum.StrEnum):
+    """An attempt runs one stage of a task."""
+
+    AGENT = "agent"
+    CI = "ci"
+
+
+class Outcome(enum.StrEnum):
+    """How an attempt ended."""
+
+    OK = "ok"
+    FAILED = "failed"
+    TIMEOUT = "timeout"
+    CANCELLED = "cancelled"
+    # The host went away under the attempt: not the task's fault (SSH hosts).
+    LOST = "lost"
+
+
+class EventKind(enum.StrEnum):
+    """The one event vocabulary shared by the journal, the headless view and --json."""
+
+    RUN_STARTED = "run_started"
+    TASK_READY = "task_ready"
+    ATTEMPT_STARTED = "attempt_started"
+    CI_QUEUED = "ci_queued"
+    ATTEMPT_FINISHED = "attempt_finished"
+    RETRY_SCHEDULED = "retry_scheduled"
+    TASK_SUCCEEDED = "task_succeeded"
+    TASK_FAILED = "task_failed"
+    TASK_BLOCKED = "task_blocked"
+    # An operator retry put the task back (pending or ready), or unblocked it.
+    TASK_REQUEUED = "task_requeued"
+    TASK_CANCELLED = "task_cancelled"
+    POLICY_CHANGED = "policy_changed"
+    PAUSED = "paused"
+    RESUMED = "resumed"
+    HOST_UP = "host_up"
+    HOST_DOWN = "host_down"
+    RUN_FINISHED = "run_finished"
+
+
+def iso_timestamp(ts: float) -> str:
+    """UTC ISO 8601 with milliseconds and a Z, as in `2026-11-23T10:00:00.123Z`."""
+    moment = datetime.fromtimestamp(ts, tz=UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+@dataclass(slots=True, frozen=True)
+class Event:
+    """One thing that happened, with its UTC timestamp (seconds since the epoch).
+
+    `data` holds the event's details (stage, outcome, delay...); its keys are the
+    ones `--json` prints next to `ts`, `event` and `task`.
+    """
+
+    ts: float
+    kind: EventKind
+    task: str | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+
+    def to_json_dict(self) -> dict[str, Any]:
+        """The `--json` form: `{"ts": ..., "event": ..., "task": ..., **data}`."""
+        out: dict[str, Any] = {"ts": iso_timestamp(self.ts), "event": str(self.kind)}
+        if self.task is not None:
+            out["task"] = self.task
+        out.update(self.data)
+        return out
+
+
+@dataclass(slots=True)
+class Attempt:
+    """One execution of one stage of a task. Retries are new attempts."""
+
+    attempt_id: int
+    task: str
+    stage: Stage
+    number: int  # 1 for the task's first attempt; CI attempts share the agent's number
+    worker: str  # the agent or runner name
+    host: str
+    log_path: str
+    output_path: str
+    queued_at: float | None = None  # CI only: when the task joined the runner's queue
+    started_at: float | None = None
+    finished_at: float | None = None
+    pid: int | None = None
+    outcome: Outcome | None = None
+    exit_code: int | None = None
+    error: str | None = None
+
+    @property
+    def duration(self) -> float | None:
+        """Seconds from start to finish, once finished."""
+        if self.started_at is None or self.finished_at is None:
+            return None
+        return self.finished_at - self.started_at
+
+
+@dataclass(slots=True)
+class TaskRun:
+    """The live state of one task in a run (its definition lives in the config)."""
+
+    id: str
+    order: int  # position in the config file, the last tie-breaker
+    wave: int
+    state: TaskState = TaskState.PENDING
+    attempts: list[Attempt] = field(default_factory=list)
+    # Agent attempts started so far: the number the next attempt gets is this + 1.
+    agent_attempts: int = 0
+    # Failed attempts charged to the task's own retry budget (lost ones are not).
+    failures: int = 0
+    lost: int = 0
+    # True from the first launch until the task is done or given up: what the
+    # sequential policy and max_in_flight count (retry_wait included).
+    in_flight: bool = False
+    blocked_by: str | None = None
+    first_started_at: float | None = None
+    finished_at: float | None = None
+    # When the task started to need the operator (failed, cancelled, blocked).
+    attention_since: float | None = None
+    # The output file of the successful agent attempt (outputs stay on disk).
+    output_path: str | None = None
+    retry_at: float | None = None
+
+    @property
+    def current_attempt(self) -> Attempt | None:
+        """The latest attempt, running or not."""
+        return self.attempts[-1] if self.attempts else None
+
+
+def now() -> float:
+    """The default clock: seconds since the epoch."""
+    return time.time()
