@@ -430,6 +430,11 @@ def template_problem(arg: str) -> str | None:
     for _literal, name, spec, conversion in parsed:
         if name is None:
             continue
+        if not name.isidentifier():
+            return (
+                f"{{{name}}} in {arg!r} is not a placeholder; write {{{{ and }}}} "
+                f"for literal braces (placeholders are {allowed})"
+            )
         if name not in TEMPLATE_FIELDS:
             hint = suggest(name, TEMPLATE_FIELDS)
             shown = "{" + name + "}"

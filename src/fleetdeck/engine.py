@@ -389,6 +389,8 @@ class Engine:
         if self._stopping and hurry:
             for running in list(self._running.values()):
                 self._stop_attempt(running, Outcome.CANCELLED, grace=0.0)
+            for executor in self._executors.values():
+                executor.hurry()
 
     async def run(self, *, until_settled: bool = True) -> RunResult:
         """Run the fleet.
@@ -649,6 +651,11 @@ class Engine:
             attempt.error = str(exc) or "host lost"
             self._attempt_ended(running, Outcome.LOST, None)
             return
+        if running.stop_reason is not None:
+            # Stopped: the attempt ends when its whole tree is gone, not when the
+            # main process is (children may ignore SIGTERM until the SIGKILL).
+            with contextlib.suppress(Exception):
+                await process.stop(self._grace_for_stop())
         outcome = running.stop_reason or (Outcome.OK if exit_code == 0 else Outcome.FAILED)
         self._attempt_ended(running, outcome, exit_code)
 
@@ -665,8 +672,12 @@ class Engine:
         if running.process is None:
             return  # still starting: _supervise stops it as soon as it exists
         assert self._loop is not None
-        stop = running.process.stop(self.grace if grace is None else grace)
-        self._loop.create_task(stop)
+        self._loop.create_task(running.process.stop(self._grace_for_stop(grace)))
+
+    def _grace_for_stop(self, grace: float | None = None) -> float:
+        if grace is not None:
+            return grace
+        return 0.0 if self._hurry else self.grace
 
     def _attempt_ended(self, running: _Running, outcome: Outcome, exit_code: int | None) -> None:
         attempt = running.attempt

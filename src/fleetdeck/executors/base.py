@@ -84,5 +84,8 @@ class Executor(abc.ABC):
     async def start(self, request: LaunchRequest) -> AttemptProcess:
         """Start the attempt described by `request`. Raises LaunchError."""
 
+    def hurry(self) -> None:  # noqa: B027 - optional hook, nothing to do by default
+        """Stops in progress skip what is left of their grace period (a second Ctrl-C)."""
+
     async def aclose(self) -> None:  # noqa: B027 - optional hook, nothing to do by default
-        """Release the executor's resources once nothing runs any more."""
+        """Stop what still runs, wait until it is gone, release resources."""

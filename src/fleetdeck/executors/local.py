@@ -26,7 +26,7 @@ import subprocess
 import psutil
 
 from fleetdeck.executors.base import AttemptProcess, Executor, LaunchError, LaunchRequest
-from fleetdeck.executors.proctree import direct_children, group_exists, terminate_tree
+from fleetdeck.executors.proctree import TreeKill, direct_children, group_exists
 from fleetdeck.model import LOCAL_HOST
 
 # The variable by which an adopted orphan is traced back to its attempt.
@@ -46,7 +46,8 @@ class LocalProcess(AttemptProcess):
         self._owner = owner
         loop = asyncio.get_running_loop()
         self._exited: asyncio.Future[int] = loop.create_future()
-        self._stopping: asyncio.Task[None] | None = None
+        self._kill: TreeKill | None = None
+        self._stopping: asyncio.Future[None] | None = None
         self._watch(loop)
 
     def _watch(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -83,16 +84,37 @@ class LocalProcess(AttemptProcess):
         return await asyncio.shield(self._exited)
 
     async def stop(self, grace: float) -> None:
-        """SIGTERM the tree, wait up to `grace`, SIGKILL the rest; return when all is gone."""
-        if self._stopping is None:
-            self._stopping = asyncio.ensure_future(self._terminate(grace))
+        """SIGTERM the tree, wait up to `grace`, SIGKILL the rest; return when all is gone.
+
+        A second call with a shorter grace (a second Ctrl-C) hurries the stop in
+        progress rather than starting over: the first one knows every process of
+        the tree, including those that left it since.
+        """
+        if self._kill is None:
+            self._kill = TreeKill(
+                self._pid,
+                pgid=self._pid,
+                grace=grace,
+                extra=self._owner.adopted_by(self.attempt_id),
+            )
+            self._stopping = asyncio.ensure_future(self._terminate(self._kill))
+            self._owner._track(self._kill, self._stopping)
+        else:
+            self._kill.hurry(grace)
+        assert self._stopping is not None
         await asyncio.shield(self._stopping)
 
-    async def _terminate(self, grace: float) -> None:
-        await terminate_tree(
-            self._pid, pgid=self._pid, grace=grace, extra=self._owner.adopted_by(self.attempt_id)
-        )
-        await self._exited
+    async def _terminate(self, kill: TreeKill) -> None:
+        try:
+            await kill.run()
+            await self._exited
+        finally:
+            self._owner._attempt_stopped(self)
+
+    @property
+    def stopping(self) -> TreeKill | None:
+        """The kill in progress, once stop() was called."""
+        return self._kill
 
 
 class LocalExecutor(Executor):
@@ -111,7 +133,8 @@ class LocalExecutor(Executor):
         self._adopt = adopt_orphans
         self._live: dict[int, LocalProcess] = {}  # pid -> attempt still running
         self._attempt_of: dict[int, LocalProcess] = {}  # attempt id -> its process
-        self._cleanups: set[asyncio.Task[None]] = set()
+        # Tree kills in progress (stops and leftover cleanups); aclose() awaits them.
+        self._cleanups: dict[asyncio.Future[None], TreeKill] = {}
         # Adopted orphans by attempt id; children of ours that are not attempts.
         self._adopted: dict[int, dict[int, psutil.Process]] = {}
         self._foreign: set[int] = set()
@@ -169,9 +192,9 @@ class LocalExecutor(Executor):
 
     def _attempt_exited(self, process: LocalProcess) -> None:
         self._live.pop(process._pid, None)
+        if process.stopping is not None:
+            return  # stop() is taking the whole tree down; it still owns the attempt
         self._attempt_of.pop(process.attempt_id, None)
-        if process._stopping is not None:
-            return  # stop() is already taking the whole tree down
         self.sweep()
         leftovers = self._adopted.pop(process.attempt_id, {})
         # The group id is the leader's pid, which the kernel does not reuse while
@@ -179,17 +202,28 @@ class LocalExecutor(Executor):
         if leftovers or group_exists(process._pid):
             self._spawn_cleanup(process._pid, process._pid, list(leftovers.values()))
 
+    def _attempt_stopped(self, process: LocalProcess) -> None:
+        self._attempt_of.pop(process.attempt_id, None)
+        self._adopted.pop(process.attempt_id, None)
+
     def _spawn_cleanup(self, root: int, pgid: int | None, extra: list[psutil.Process]) -> None:
-        cleanup = asyncio.ensure_future(
-            terminate_tree(root, pgid=pgid, grace=self._grace, extra=extra)
-        )
-        self._cleanups.add(cleanup)
+        kill = TreeKill(root, pgid=pgid, grace=self._grace, extra=extra)
+        self._track(kill, asyncio.ensure_future(kill.run()))
 
-        def finished(task: asyncio.Task[None]) -> None:
-            self._cleanups.discard(task)
-            self.sweep()  # reap adopted orphans the cleanup just killed
+    def _track(self, kill: TreeKill, running: asyncio.Future[None]) -> None:
+        """Keep a tree kill in progress until it is done; aclose() waits for all."""
+        self._cleanups[running] = kill
 
-        cleanup.add_done_callback(finished)
+        def finished(task: asyncio.Future[None]) -> None:
+            self._cleanups.pop(task, None)
+            self.sweep()  # reap adopted orphans the kill just ended
+
+        running.add_done_callback(finished)
+
+    def hurry(self) -> None:
+        """Every kill in progress sends its SIGKILL now (a second Ctrl-C)."""
+        for kill in list(self._cleanups.values()):
+            kill.hurry(0.0)
 
     def sweep(self) -> None:
         """Find adopted orphans and reap dead ones (subreaper mode only).
@@ -223,10 +257,13 @@ class LocalExecutor(Executor):
             self._foreign.add(pid)
             return
         attempt_id = int(marker)
-        if attempt_id in self._attempt_of:
-            self._adopted.setdefault(attempt_id, {})[pid] = proc
-        else:
+        owner = self._attempt_of.get(attempt_id)
+        if owner is None:
             self._spawn_cleanup(pid, None, [])
+        elif owner.stopping is not None:
+            owner.stopping.adopt([proc])
+        else:
+            self._adopted.setdefault(attempt_id, {})[pid] = proc
 
     def _reap_if_dead(self, pid: int) -> None:
         with contextlib.suppress(ChildProcessError):

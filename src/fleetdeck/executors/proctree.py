@@ -22,31 +22,43 @@ import psutil
 # How often to look again while waiting for a tree to go: fast at first (most
 # processes exit at once on SIGTERM), slower for stubborn ones.
 _FIRST_POLL = 0.01
-_MAX_POLL = 0.1
+_MAX_POLL = 0.2
 # After SIGKILL the kernel finishes the job almost at once; this bounds how long
 # we keep sweeping for processes forked in the last instant.
 _KILL_SWEEPS = 50
 
 
-def _scan(roots: Iterable[int], pgid: int | None) -> set[int]:
-    """Pids of live descendants of `roots` and live members of group `pgid`.
+def _process_table() -> list[tuple[int, int, int]]:
+    """`(pid, ppid, pgid)` of every live (non-zombie) process, from /proc/*/stat.
 
-    One pass over /proc: a tree kill polls this, so it must stay cheap even with a
-    few hundred processes (a fork bomb). Zombies are skipped: they are dead, and
-    their parent (or we, as subreaper) will reap them.
+    Read directly rather than through psutil: a tree kill polls this, and it must
+    stay cheap even with a few hundred processes (a fork bomb) on a busy machine.
     """
+    table = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as stat:
+                raw = stat.read()
+        except OSError:
+            continue  # gone since listdir
+        # The command name may hold spaces and parentheses: split after the last ')'.
+        fields = raw[raw.rfind(b")") + 2 :].split()
+        if fields[0] in (b"Z", b"X"):
+            continue
+        table.append((int(name), int(fields[1]), int(fields[2])))
+    return table
+
+
+def _scan(roots: Iterable[int], pgid: int | None) -> set[int]:
+    """Pids of live descendants of `roots` and live members of group `pgid`."""
     children: dict[int, list[int]] = {}
     found: set[int] = set()
-    for proc in psutil.process_iter(["ppid", "status"]):
-        info = proc.info
-        if info["status"] == psutil.STATUS_ZOMBIE:
-            continue
-        if info["ppid"]:
-            children.setdefault(info["ppid"], []).append(proc.pid)
-        if pgid is not None:
-            with contextlib.suppress(OSError):
-                if os.getpgid(proc.pid) == pgid:
-                    found.add(proc.pid)
+    for pid, ppid, group in _process_table():
+        children.setdefault(ppid, []).append(pid)
+        if group == pgid:
+            found.add(pid)
     # Walk down from the roots and from every group member: a member's children
     # may have left the group (setsid) but are still part of the attempt.
     stack = [*roots, *found]
@@ -86,21 +98,92 @@ def _signal(proc: psutil.Process, signum: int) -> None:
         proc.send_signal(signum)
 
 
-def _signal_group(pgid: int, signum: int) -> bool:
-    """Signal a process group; False when the group no longer exists."""
+def group_exists(pgid: int) -> bool:
+    """True while any process, a zombie included, is in group `pgid`."""
     try:
-        os.killpg(pgid, signum)
+        os.killpg(pgid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
-        # Members we may not signal (setuid programs); the per-process pass tries too.
         return True
     return True
 
 
-def group_exists(pgid: int) -> bool:
-    """True while any process, a zombie included, is in group `pgid`."""
-    return _signal_group(pgid, 0)
+class TreeKill:
+    """Stopping one process tree: SIGTERM to all, then SIGKILL after the grace.
+
+    It remembers every process it has seen, so a process that leaves the tree
+    (its parent died and it was re-parented) is still killed. `hurry()` shortens
+    the grace of a stop in progress (a second Ctrl-C); `adopt()` adds processes
+    found elsewhere (orphans handed to a subreaper).
+    """
+
+    def __init__(
+        self,
+        root: int | None,
+        *,
+        pgid: int | None,
+        grace: float,
+        extra: Iterable[psutil.Process] = (),
+    ) -> None:
+        self._pgid = pgid
+        self._deadline = time.monotonic() + grace
+        self._tracked: dict[int, psutil.Process] = {}
+        self._signalled: set[int] = set()
+        self._wake = asyncio.Event()
+        if root is not None and (proc := _handle(root)) is not None:
+            self._tracked[root] = proc
+        self.adopt(extra)
+
+    def adopt(self, processes: Iterable[psutil.Process]) -> None:
+        """Make `processes` (and, from now on, their descendants) part of this kill."""
+        for proc in processes:
+            self._tracked.setdefault(proc.pid, proc)
+        self._wake.set()
+
+    def hurry(self, grace: float) -> None:
+        """Bring the SIGKILL forward to at most `grace` seconds from now."""
+        self._deadline = min(self._deadline, time.monotonic() + grace)
+        self._wake.set()
+
+    def _look_again(self) -> list[psutil.Process]:
+        """Track what appeared since the last look; return the live tracked ones."""
+        live = [proc for proc in self._tracked.values() if _alive(proc)]
+        for pid in _scan([proc.pid for proc in live], self._pgid):
+            if pid not in self._tracked and (proc := _handle(pid)) is not None:
+                self._tracked[pid] = proc
+                live.append(proc)
+        return live
+
+    async def _pause(self, seconds: float) -> None:
+        self._wake.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), timeout=seconds)
+
+    async def run(self) -> None:
+        """Carry the kill out; return when every process found is gone."""
+        poll = _FIRST_POLL
+        while True:
+            live = self._look_again()
+            if not live:
+                return
+            for proc in live:
+                if proc.pid not in self._signalled:
+                    self._signalled.add(proc.pid)
+                    _signal(proc, signal.SIGTERM)
+            remaining = self._deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            await self._pause(min(poll, remaining))
+            poll = min(poll * 2, _MAX_POLL)
+
+        for _ in range(_KILL_SWEEPS):
+            live = self._look_again()
+            if not live:
+                return
+            for proc in live:
+                _signal(proc, signal.SIGKILL)
+            await asyncio.sleep(_FIRST_POLL)
 
 
 async def terminate_tree(
@@ -116,46 +199,7 @@ async def terminate_tree(
     `root` (orphans adopted by a subreaper). Returns when every process found is
     gone (a zombie counts as gone: its parent reaps it).
     """
-    tracked: dict[int, psutil.Process] = {}
-
-    def look_again() -> list[psutil.Process]:
-        """Track what appeared since the last look; return the live tracked ones."""
-        live = [proc for proc in tracked.values() if _alive(proc)]
-        for pid in _scan([proc.pid for proc in live], pgid):
-            if pid not in tracked and (proc := _handle(pid)) is not None:
-                tracked[pid] = proc
-                live.append(proc)
-        return live
-
-    if (root_proc := _handle(root)) is not None:
-        tracked[root] = root_proc
-    for proc in extra:
-        tracked.setdefault(proc.pid, proc)
-
-    deadline = time.monotonic() + grace
-    poll = _FIRST_POLL
-    signalled: set[int] = set()
-    while True:
-        live = look_again()
-        if not live:
-            return
-        for proc in live:
-            if proc.pid not in signalled:
-                signalled.add(proc.pid)
-                _signal(proc, signal.SIGTERM)
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            break
-        await asyncio.sleep(min(poll, remaining))
-        poll = min(poll * 2, _MAX_POLL)
-
-    for _ in range(_KILL_SWEEPS):
-        live = look_again()
-        if not live:
-            return
-        for proc in live:
-            _signal(proc, signal.SIGKILL)
-        await asyncio.sleep(_FIRST_POLL)
+    await TreeKill(root, pgid=pgid, grace=grace, extra=extra).run()
 
 
 _PR_SET_CHILD_SUBREAPER = 36
