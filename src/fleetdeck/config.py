@@ -9,6 +9,7 @@ all of them at once so a user fixes a file in one pass, not one error per run.
 
 from __future__ import annotations
 
+import datetime
 import difflib
 import re
 import string
@@ -16,7 +17,7 @@ import tomllib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Protocol
 
 from pydantic import ConfigDict, Field, StrictBool, StrictInt, StrictStr, TypeAdapter
 from pydantic import ValidationError as PydanticValidationError
@@ -215,7 +216,8 @@ def load_fleet(path: str | Path) -> Fleet:
     except OSError as exc:
         raise ConfigError(source, [Problem("", f"cannot read: {exc.strerror}")]) from None
     try:
-        text = raw.decode("utf-8")
+        # utf-8-sig: editors on some systems save a byte-order mark; it is not TOML.
+        text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         message = f"not UTF-8 text (bad byte at offset {exc.start})"
         raise ConfigError(source, [Problem("", message)]) from None
@@ -228,6 +230,9 @@ def parse_fleet(text: str, *, source: str = "<config>", base_dir: Path | None = 
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(source, [Problem("", f"invalid TOML: {_toml_message(exc)}")]) from None
+    except RecursionError:
+        message = "invalid TOML: arrays or tables nested too deeply"
+        raise ConfigError(source, [Problem("", message)]) from None
     return build_fleet(data, source=source, base_dir=base_dir or Path.cwd())
 
 
@@ -236,7 +241,16 @@ def build_fleet(data: Mapping[str, Any], *, source: str, base_dir: Path) -> Flee
     try:
         config = _ADAPTER.validate_python(data)
     except PydanticValidationError as exc:
-        raise ConfigError(source, _schema_problems(exc)) from None
+        problems = _schema_problems(exc)
+        # Report broken references in the same pass, from the raw tables, except
+        # where the schema already complained about that very key.
+        flagged = {problem.path for problem in problems}
+        problems += [
+            problem
+            for problem in _reference_problems(_RawShape(data), require_tasks=False)
+            if problem.path not in flagged
+        ]
+        raise ConfigError(source, problems) from None
     return prepare_fleet(config, source=source, base_dir=base_dir)
 
 
@@ -331,6 +345,8 @@ def _describe(kind: str, error: Any, value: Any) -> str:
 
 
 def _show(value: Any) -> str:
+    if isinstance(value, datetime.date | datetime.time):
+        return f"the date/time {value.isoformat()}"
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, dict):
@@ -383,8 +399,115 @@ def _toml_message(exc: tomllib.TOMLDecodeError) -> str:
 # --- references and graph --------------------------------------------------------------
 
 
-def _reference_problems(config: FleetConfig) -> Iterable[Problem]:
-    if not config.tasks:
+class _TaskLike(Protocol):
+    """What the reference checks read of a task (a TaskSpec, or a raw table)."""
+
+    @property
+    def id(self) -> str | None: ...
+    @property
+    def agent(self) -> str | None: ...
+    @property
+    def ci(self) -> str | None: ...
+    @property
+    def depends_on(self) -> Sequence[str]: ...
+
+
+class _WorkerLike(Protocol):
+    """What the reference checks read of an agent or runner."""
+
+    @property
+    def host(self) -> str | None: ...
+    @property
+    def hosts(self) -> Sequence[str] | None: ...
+    @property
+    def command(self) -> Sequence[str]: ...
+
+
+class _ShapeLike(Protocol):
+    """What the reference checks read of a whole config."""
+
+    @property
+    def hosts(self) -> Mapping[str, object]: ...
+    @property
+    def agents(self) -> Mapping[str, _WorkerLike]: ...
+    @property
+    def runners(self) -> Mapping[str, _WorkerLike]: ...
+    @property
+    def tasks(self) -> Sequence[_TaskLike]: ...
+
+
+@dataclass(slots=True, frozen=True)
+class _RawTask:
+    id: str | None
+    agent: str | None
+    ci: str | None
+    depends_on: tuple[str, ...]
+
+
+@dataclass(slots=True, frozen=True)
+class _RawWorker:
+    host: str | None
+    hosts: tuple[str, ...] | None
+    command: tuple[str, ...]
+
+
+class _RawShape:
+    """The names and references of a config that failed schema validation.
+
+    Only values of the right type are kept; the schema errors already say what
+    is wrong with the rest.
+    """
+
+    def __init__(self, data: Mapping[str, Any]) -> None:
+        self.hosts = _table(data.get("hosts"))
+        self.agents = {name: _raw_worker(spec) for name, spec in _table(data.get("agents")).items()}
+        self.runners = {
+            name: _raw_worker(spec) for name, spec in _table(data.get("runners")).items()
+        }
+        raw_tasks = data.get("tasks")
+        self.tasks = [
+            _raw_task(task) for task in (raw_tasks if isinstance(raw_tasks, list) else [])
+        ]
+
+
+def _table(value: object) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _texts(value: object) -> tuple[str, ...]:
+    if not isinstance(value, list):
+        return ()
+    return tuple(item for item in value if isinstance(item, str))
+
+
+def _raw_worker(spec: object) -> _RawWorker:
+    table = _table(spec)
+    hosts = table.get("hosts")
+    return _RawWorker(
+        host=_text(table.get("host")),
+        hosts=_texts(hosts) if isinstance(hosts, list) else None,
+        command=_texts(table.get("command")),
+    )
+
+
+def _raw_task(task: object) -> _RawTask:
+    table = _table(task)
+    return _RawTask(
+        id=_text(table.get("id")),
+        agent=_text(table.get("agent")),
+        ci=_text(table.get("ci")),
+        depends_on=_texts(table.get("depends_on")),
+    )
+
+
+def _reference_problems(config: _ShapeLike, *, require_tasks: bool = True) -> Iterable[Problem]:
+    # After schema errors the task list may be missing only because it is
+    # misspelt ([[task]]), which the schema errors already say.
+    if require_tasks and not config.tasks:
         yield Problem("tasks", "no tasks: add at least one [[tasks]] table")
     if LOCAL_HOST in config.hosts:
         yield Problem(f"hosts.{LOCAL_HOST}", f"'{LOCAL_HOST}' is built in and cannot be redefined")
@@ -395,7 +518,7 @@ def _reference_problems(config: FleetConfig) -> Iterable[Problem]:
     yield from _task_problems(config)
 
 
-def _worker_problems(where: str, worker: WorkerSpec, host_names: list[str]) -> Iterable[Problem]:
+def _worker_problems(where: str, worker: _WorkerLike, host_names: list[str]) -> Iterable[Problem]:
     if worker.host is not None and worker.hosts is not None:
         yield Problem(where, "give either 'host' or 'hosts', not both")
     if worker.hosts is not None and not worker.hosts:
@@ -436,7 +559,8 @@ def template_problem(arg: str) -> str | None:
                 f"for literal braces (placeholders are {allowed})"
             )
         if name not in TEMPLATE_FIELDS:
-            hint = suggest(name, TEMPLATE_FIELDS)
+            matches = difflib.get_close_matches(name, TEMPLATE_FIELDS, n=1, cutoff=0.6)
+            hint = f" (did you mean '{{{matches[0]}}}'?)" if matches else ""
             shown = "{" + name + "}"
             return f"unknown placeholder {shown}{hint}; placeholders are {allowed}"
         if spec or conversion:
@@ -444,9 +568,11 @@ def template_problem(arg: str) -> str | None:
     return None
 
 
-def _task_problems(config: FleetConfig) -> Iterable[Problem]:
+def _task_problems(config: _ShapeLike) -> Iterable[Problem]:
     first_seen: dict[str, int] = {}
     for i, task in enumerate(config.tasks):
+        if task.id is None:
+            continue  # a schema problem already
         if not TASK_ID_PATTERN.fullmatch(task.id):
             yield Problem(
                 f"tasks[{i}].id",
@@ -468,7 +594,7 @@ def _task_problems(config: FleetConfig) -> Iterable[Problem]:
     suggestions_left = MAX_REPORTED_PROBLEMS
     for i, task in enumerate(config.tasks):
         where = f"tasks[{i}]"
-        if task.agent not in config.agents:
+        if task.agent is not None and task.agent not in config.agents:
             hint = suggest(task.agent, agent_names)
             defined = f"; defined agents: {', '.join(agent_names)}" if agent_names else ""
             yield Problem(f"{where}.agent", f"unknown agent '{task.agent}'{hint}{defined}")

@@ -40,13 +40,13 @@ class LaunchContext:
 
 def launch_budget(policy: Policy, context: LaunchContext) -> int:
     """How many new tasks may start now under `policy`."""
+    if policy not in POLICY_NAMES:
+        raise ValueError(f"unknown policy {policy!r}")
     if context.paused:
         return 0
     cap = UNLIMITED if context.max_in_flight is None else context.max_in_flight
     if policy == "sequential":
         cap = min(cap, 1)
-    elif policy != "wave":
-        raise ValueError(f"unknown policy {policy!r}")
     return max(0, cap - context.in_flight)
 
 
