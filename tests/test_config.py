@@ -670,7 +670,7 @@ def test_valid_file_singular_wave_and_name_from_file_stem(
     assert main(["validate", str(path)]) == 0
     out, _ = capsys.readouterr()
     assert out.strip() == (
-        f"{path}: ok: fleet 'night', 1 tasks in 1 wave (longest chain 1), "
+        f"{path}: ok: fleet 'night', 1 task in 1 wave (longest chain 1), "
         "1 agent, 0 runners, policy sequential"
     )
 
@@ -680,7 +680,7 @@ def test_design_doc_example_is_valid(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert main(["validate", str(path)]) == 0
     out, err = capsys.readouterr()
     assert err == ""
-    assert "ok: fleet 'demo', 1 tasks in 1 wave" in out
+    assert "ok: fleet 'demo', 1 task in 1 wave" in out
     fleet = load_fleet(path)
     (spec,) = fleet.tasks
     assert (spec.retries, spec.timeout, spec.ci) == (2, 1800, "ci")

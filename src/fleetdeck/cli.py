@@ -21,6 +21,7 @@ from fleetdeck.executors.proctree import become_subreaper
 from fleetdeck.headless import HeadlessView
 from fleetdeck.journal import Journal, JournalError
 from fleetdeck.policy import POLICY_NAMES
+from fleetdeck.text import plural
 
 EXIT_USAGE = 2
 
@@ -75,10 +76,9 @@ def describe(fleet: Fleet) -> str:
     waves = fleet.dag.depth
     longest = int(fleet.dag.critical_path_length())
     return (
-        f"{fleet.source}: ok: fleet '{fleet.name}', {len(config.tasks)} tasks in {waves} "
-        f"wave{'s' if waves != 1 else ''} (longest chain {longest}), "
-        f"{len(config.agents)} agent{'s' if len(config.agents) != 1 else ''}, "
-        f"{len(config.runners)} runner{'s' if len(config.runners) != 1 else ''}, "
+        f"{fleet.source}: ok: fleet '{fleet.name}', {plural(len(config.tasks), 'task')} in "
+        f"{plural(waves, 'wave')} (longest chain {longest}), "
+        f"{plural(len(config.agents), 'agent')}, {plural(len(config.runners), 'runner')}, "
         f"policy {config.fleet.policy}"
     )
 
@@ -87,6 +87,14 @@ def run_command(fleet: Fleet, args: argparse.Namespace) -> int:
     """`fleetdeck run`: open the journal, pick the view, run to the end."""
     state_dir = Path(args.state_dir) if args.state_dir else fleet.state_dir
     use_tui = not (args.no_tui or args.json) and sys.stdout.isatty() and sys.stdin.isatty()
+    if fleet.config.hosts:
+        names = ", ".join(sorted(fleet.config.hosts))
+        print(
+            f"fleetdeck: {fleet.source}: hosts {names}: SSH hosts are not supported "
+            "by this version yet",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
     try:
         journal = Journal(state_dir)
     except JournalError as exc:

@@ -59,8 +59,6 @@ class FleetSection:
     retry_backoff_max: NonNegativeSeconds = 60.0
     # Cognitive-load capacity (DESIGN.md, "Contention and cognitive load").
     load_capacity: PositiveInt = 7
-    # Environment keys whose values are secrets (redacted by the views).
-    secrets: tuple[StrictStr, ...] = ()
 
 
 @dataclass(slots=True, frozen=True)

@@ -54,6 +54,7 @@ from fleetdeck.policy import (
 )
 from fleetdeck.slots import Capacity
 from fleetdeck.snapshot import AttemptView, AttentionItem, FleetSnapshot, PoolView, TaskView
+from fleetdeck.text import plural
 
 # A task whose attempts keep getting lost (its host dies under it) is failed after
 # this many lost attempts: lost attempts do not spend the task's own retries.
@@ -133,6 +134,7 @@ class Engine:
         self._capacity = Capacity(fleet.config.agents, fleet.config.runners, fleet.config.hosts)
         self._running: dict[int, _Running] = {}
         self._ci_waits: dict[str, list[float]] = {}
+        self._workdirs: dict[int, str] = {}
         self._retry_timers: dict[int, asyncio.TimerHandle] = {}
         self._in_flight = 0
         self._unfinished = len(self._tasks)
@@ -409,7 +411,8 @@ class Engine:
             policy=self._policy,
             started_at=self.started_at,
         )
-        self._run_dir = self._journal.run_dir(self.run_id)
+        # A string: paths are built per attempt, and pathlib costs more than it helps.
+        self._run_dir = str(self._journal.run_dir(self.run_id))
         interrupted = True
         try:
             self._emit(
@@ -533,8 +536,8 @@ class Engine:
             number=number,
             worker=worker_name,
             host=host,
-            log_path=str(self._run_dir / f"{stem}.log"),
-            output_path=str(self._run_dir / f"{stem}.out"),
+            log_path=f"{self._run_dir}/{stem}.log",
+            output_path=f"{self._run_dir}/{stem}.out",
             started_at=at,
         )
         self._next_attempt_id += 1
@@ -561,7 +564,7 @@ class Engine:
         attempt = running.attempt
         spec = self._specs[running.node]
         worker = self._worker(attempt.stage, attempt.worker)
-        cwd = str(self.fleet.workdir(worker)) if attempt.host == LOCAL_HOST else worker.workdir
+        cwd = self._local_workdir(worker) if attempt.host == LOCAL_HOST else worker.workdir
         fields = {
             "task": spec.id,
             "prompt": spec.prompt,
@@ -593,11 +596,16 @@ class Engine:
             cwd=cwd,
             log_path=attempt.log_path,
             output_path=attempt.output_path,
-            inputs_path=str(
-                self._run_dir / f"{spec.id}.{attempt.number}.{attempt.stage}.inputs.json"
-            ),
+            inputs_path=f"{self._run_dir}/{spec.id}.{attempt.number}.{attempt.stage}.inputs.json",
             inputs=inputs,
         )
+
+    def _local_workdir(self, worker: WorkerSpec) -> str:
+        # Path.resolve() touches the disk; the answer does not change during a run.
+        cwd = self._workdirs.get(id(worker))
+        if cwd is None:
+            cwd = self._workdirs[id(worker)] = str(self.fleet.workdir(worker))
+        return cwd
 
     def _read_output(self, node: int) -> str:
         path = self._tasks[node].output_path
@@ -617,26 +625,17 @@ class Engine:
                 raise LaunchError(f"no executor for host '{attempt.host}'")
             request = self._request_for(running)
             running.process = await executor.start(request)
-        except LaunchError as exc:
-            attempt.error = str(exc)
-            self._attempt_ended(running, Outcome.FAILED, None)
-            return
-        except Exception as exc:  # an executor bug must not take the engine down
-            attempt.error = f"{type(exc).__name__}: {exc}"
+        except Exception as exc:  # LaunchError, or an executor bug: never take the engine down
+            attempt.error = (
+                str(exc) if isinstance(exc, LaunchError) else f"{type(exc).__name__}: {exc}"
+            )
+            # Every attempt_finished has its attempt_started, even with no process.
+            self._announce_start(attempt)
             self._attempt_ended(running, Outcome.FAILED, None)
             return
         process = running.process
         attempt.pid = process.pid
-        self._journal.record_attempt(self._run_id, attempt)
-        self._emit(
-            EventKind.ATTEMPT_STARTED,
-            attempt.task,
-            stage=attempt.stage,
-            attempt=attempt.number,
-            **{"agent" if attempt.stage is Stage.AGENT else "runner": attempt.worker},
-            host=attempt.host,
-            pid=process.pid,
-        )
+        self._announce_start(attempt)
         if running.stop_reason is not None:
             # Cancelled or interrupted while the process was starting.
             self._stop_attempt(running, running.stop_reason, force=True)
@@ -658,6 +657,18 @@ class Engine:
                 await process.stop(self._grace_for_stop())
         outcome = running.stop_reason or (Outcome.OK if exit_code == 0 else Outcome.FAILED)
         self._attempt_ended(running, outcome, exit_code)
+
+    def _announce_start(self, attempt: Attempt) -> None:
+        self._journal.record_attempt(self._run_id, attempt)
+        self._emit(
+            EventKind.ATTEMPT_STARTED,
+            attempt.task,
+            stage=attempt.stage,
+            attempt=attempt.number,
+            **{"agent" if attempt.stage is Stage.AGENT else "runner": attempt.worker},
+            host=attempt.host,
+            pid=attempt.pid,
+        )
 
     def _stop_attempt(
         self, running: _Running, reason: Outcome, *, grace: float | None = None, force: bool = False
@@ -767,9 +778,8 @@ class Engine:
             reason = "timed out" if outcome is Outcome.TIMEOUT else "failed"
             if outcome is Outcome.LOST:
                 reason = "host lost too often"
-            self._give_up(
-                node, TaskState.FAILED, reason=f"{reason} after {task.agent_attempts} attempts"
-            )
+            attempts = plural(task.agent_attempts, "attempt")
+            self._give_up(node, TaskState.FAILED, reason=f"{reason} after {attempts}")
 
     def _retry_due(self, node: int) -> None:
         self._retry_timers.pop(node, None)

@@ -6,14 +6,16 @@ one JSON object per event with a UTC timestamp instead, for scripts.
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
+import time
 from collections.abc import Sequence
-from datetime import datetime
 from typing import Any, TextIO
 
 from fleetdeck.metrics import Report, TaskSummary
 from fleetdeck.model import Event
+from fleetdeck.text import format_seconds, plural
 
 # Keys shown first, in this order, when they are present in an event's details.
 _DETAIL_ORDER = (
@@ -75,12 +77,23 @@ class HeadlessView:
 
 def format_event(event: Event, task_width: int = 16) -> str:
     """`HH:MM:SS.mmm  task  event  key=value ...` in local time."""
-    moment = datetime.fromtimestamp(event.ts)
-    clock = moment.strftime("%H:%M:%S.") + f"{moment.microsecond // 1000:03d}"
+    clock = _clock(event.ts)
     task = event.task or "-"
     details = format_details(event.data)
     line = f"{clock}  {task:<{task_width}}  {event.kind!s:<16}"
     return f"{line}  {details}".rstrip() if details else line.rstrip()
+
+
+def _clock(ts: float) -> str:
+    """`HH:MM:SS.mmm` in local time."""
+    whole = int(ts)
+    return f"{_local_second(whole)}.{int((ts - whole) * 1000):03d}"
+
+
+@functools.lru_cache(maxsize=8)
+def _local_second(whole: int) -> str:
+    # strftime once per second rather than once per line.
+    return time.strftime("%H:%M:%S", time.localtime(whole))
 
 
 def format_details(data: dict[str, Any]) -> str:
@@ -100,21 +113,6 @@ def format_details(data: dict[str, Any]) -> str:
             shown = str(value)
         parts.append(f"{key}={shown}")
     return " ".join(parts)
-
-
-def format_seconds(seconds: float | None) -> str:
-    """`0.42s`, `12.3s`, `4m05s`, `2h03m`; `-` for nothing."""
-    if seconds is None:
-        return "-"
-    if seconds < 10:
-        return f"{seconds:.2f}s"
-    if seconds < 60:
-        return f"{seconds:.1f}s"
-    minutes, secs = divmod(round(seconds), 60)
-    if minutes < 60:
-        return f"{minutes}m{secs:02d}s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m"
 
 
 def format_task_table(tasks: Sequence[TaskSummary]) -> str:
@@ -149,7 +147,7 @@ def format_report(report: Report) -> str:
         ("makespan", format_seconds(report.makespan)),
         ("lower bound", f"{format_seconds(report.lower_bound)} (efficiency {efficiency})"),
         ("tasks", f"{report.tasks}: {states}"),
-        ("attempts", f"{report.attempts} ({report.retries} retries)"),
+        ("attempts", f"{report.attempts}, agent and CI ({plural(report.retries, 'retry')})"),
         ("completion rate", f"{report.completion_rate:.0%}"),
         ("time to first CI", _mean(report.mean_time_to_first_ci)),
         ("time to complete", _mean(report.mean_time_to_complete)),

@@ -1,12 +1,13 @@
 """The journal: every event and attempt of every run, in SQLite (WAL), plus logs.
 
-Layout of a state directory (0700; files 0600):
+Layout of a state directory (0700; the files fleetdeck writes are 0600):
 
-    journal.sqlite3             runs, events, attempts (this module's schema)
-    lock                        held by the supervisor using the directory
-    runs/RUN/TASK/N-STAGE.log   stdout+stderr of attempt N's stage
-    runs/RUN/TASK/N-STAGE.out   what the attempt wrote to $FLEETDECK_OUTPUT
-    runs/RUN/TASK/N-inputs.json $FLEETDECK_INPUTS for attempt N
+    journal.sqlite3                  runs, events, attempts (this module's schema)
+    lock                             held by the supervisor using the directory
+    runs/RUN/TASK.N.STAGE.log        stdout+stderr of attempt N's stage (agent|ci)
+    runs/RUN/TASK.N.STAGE.out        what the attempt wrote to $FLEETDECK_OUTPUT
+    runs/RUN/TASK.N.STAGE.inputs.json  $FLEETDECK_INPUTS of that attempt
+    runs/RUN/no-inputs.json          the (empty) inputs of tasks without dependencies
 
 Writes are buffered and committed together (group commit): the engine calls
 `commit()` once per turn of the event loop, and only then tells anyone what

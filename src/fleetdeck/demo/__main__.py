@@ -11,7 +11,8 @@ show a retry and a blocked dependent on every run:
     [fails:1,2]      fail on these attempt numbers
     [fails:always]   never succeed
     [ci-fails:1]     the CI job fails on these attempt numbers
-    [takes:4.5]      take this many seconds (before jitter)
+    [takes:4.5]      the agent takes this many seconds (before jitter)
+    [ci-takes:3]     the CI job takes this many seconds (before jitter)
 
 No API key, no network: everything happens on this machine.
 """
@@ -26,7 +27,7 @@ import re
 import sys
 import time
 
-_DIRECTIVE = re.compile(r"\[(fails|ci-fails|takes):([^\]]+)\]")
+_DIRECTIVE = re.compile(r"\[(fails|ci-fails|takes|ci-takes):([^\]]+)\]")
 
 _AGENT_STEPS = (
     "reading the task",
@@ -80,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     prompt = os.environ.get("FLEETDECK_PROMPT", "")
     rules = _directives(prompt)
 
-    seconds = float(rules.get("takes", args.seconds))
+    seconds = float(rules.get("takes" if args.role == "agent" else "ci-takes", args.seconds))
     spread = (2 * _unit(args.seed, task, str(attempt), args.role, "time") - 1) * args.jitter
     seconds = max(0.05, seconds * (1 + spread))
     forced = _fails(rules.get("fails" if args.role == "agent" else "ci-fails"), attempt)

@@ -1,0 +1,99 @@
+"""The example fleets in config/: every one validates, and content.toml runs end to end."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fleetdeck.cli import main
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
+CONFIGS = sorted(CONFIG_DIR.glob("*.toml"))
+
+GENERATIONS = ("twitter-thread", "linkedin-post", "instagram-caption", "newsletter")
+
+
+def test_the_examples_are_there() -> None:
+    names = {path.name for path in CONFIGS}
+    expected = {
+        "demo.toml",
+        "code-review.toml",
+        "sequential-prs.toml",
+        "content.toml",
+        "agents.example.toml",
+    }
+    assert expected <= names
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda path: path.name)
+def test_example_config_validates(path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["validate", str(path)]) == 0
+    out, err = capsys.readouterr()
+    assert ": ok: fleet " in out
+    assert err == ""
+
+
+def _events(stdout: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in stdout.splitlines() if line.strip()]
+
+
+def _when(event: dict[str, Any]) -> datetime:
+    return datetime.fromisoformat(event["ts"])
+
+
+def _one(events: list[dict[str, Any]], kind: str, task: str, **match: Any) -> dict[str, Any]:
+    found = [
+        event
+        for event in events
+        if event["event"] == kind
+        and event.get("task") == task
+        and all(event.get(key) == value for key, value in match.items())
+    ]
+    assert len(found) == 1, f"expected one {kind} for {task} {match}, got {found}"
+    return found[0]
+
+
+@pytest.mark.slow
+def test_content_fleet_runs_generations_at_once_and_feeds_publish(tmp_path: Path) -> None:
+    config = CONFIG_DIR / "content.toml"
+    command = [sys.executable, "-m", "fleetdeck", "run", str(config), "--no-tui", "--json"]
+    command += ["--state-dir", str(tmp_path)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    events = _events(done.stdout)
+    assert events[-1]["event"] == "run_finished"
+    assert events[-1]["exit_code"] == 0
+
+    # The four generations overlapped: each started before any of them finished.
+    starts = {
+        task: _when(_one(events, "attempt_started", task, stage="agent")) for task in GENERATIONS
+    }
+    finishes = {
+        task: _when(_one(events, "attempt_finished", task, stage="agent", outcome="ok"))
+        for task in GENERATIONS
+    }
+    assert max(starts.values()) < min(finishes.values()), (starts, finishes)
+
+    # They started only after the research they depend on succeeded.
+    researched = _one(events, "task_succeeded", "topic-research")
+    assert all(start >= _when(researched) for start in starts.values())
+
+    # publish started after all four succeeded, in time and in the event stream.
+    succeeded = [_one(events, "task_succeeded", task) for task in GENERATIONS]
+    publish_started = _one(events, "attempt_started", "publish", stage="agent")
+    assert _when(publish_started) >= max(_when(event) for event in succeeded)
+    assert events.index(publish_started) > max(events.index(event) for event in succeeded)
+    _one(events, "task_succeeded", "publish")
+
+    # ... and received their outputs: the simulated agent prints its inputs.
+    logs = list(tmp_path.glob("runs/*/publish.1.agent.log"))
+    assert len(logs) == 1, logs
+    log = logs[0].read_text(encoding="utf-8")
+    for task in GENERATIONS:
+        assert f"input from {task}: {task}: done in attempt 1" in log, log
