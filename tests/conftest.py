@@ -14,7 +14,8 @@ import psutil
 import pytest
 
 from fleetdeck.config import Fleet, build_fleet
-from fleetdeck.engine import Engine, RunResult, default_executors
+from fleetdeck.engine import Engine, RunResult
+from fleetdeck.executors import build_executors
 from fleetdeck.journal import Journal
 from fleetdeck.model import Event, EventKind
 
@@ -86,9 +87,7 @@ class EngineHarness:
     def engine(self, fleet: Fleet, **kwargs: Any) -> Engine:
         journal = Journal(self.tmp_path / "state")
         self.journals.append(journal)
-        executors = kwargs.pop(
-            "executors", default_executors(grace=fleet.config.fleet.grace_period)
-        )
+        executors = kwargs.pop("executors", None) or build_executors(fleet)
         return Engine(fleet, journal=journal, executors=executors, **kwargs)
 
     async def run(

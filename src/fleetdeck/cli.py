@@ -16,7 +16,8 @@ from pathlib import Path
 
 from fleetdeck import __version__
 from fleetdeck.config import ConfigError, Fleet, load_fleet
-from fleetdeck.engine import Engine, RunResult, default_executors
+from fleetdeck.engine import Engine, RunResult
+from fleetdeck.executors import LaunchError, build_executors
 from fleetdeck.executors.proctree import become_subreaper
 from fleetdeck.headless import HeadlessView
 from fleetdeck.journal import Journal, JournalError
@@ -87,23 +88,19 @@ def run_command(fleet: Fleet, args: argparse.Namespace) -> int:
     """`fleetdeck run`: open the journal, pick the view, run to the end."""
     state_dir = Path(args.state_dir) if args.state_dir else fleet.state_dir
     use_tui = not (args.no_tui or args.json) and sys.stdout.isatty() and sys.stdin.isatty()
-    if fleet.config.hosts:
-        names = ", ".join(sorted(fleet.config.hosts))
-        print(
-            f"fleetdeck: {fleet.source}: hosts {names}: SSH hosts are not supported "
-            "by this version yet",
-            file=sys.stderr,
-        )
+    # Orphans an attempt leaves behind (double fork) are re-parented to us, so we
+    # can stop them with their attempt instead of leaving them to init.
+    adopt = become_subreaper()
+    try:
+        executors = build_executors(fleet, adopt_orphans=adopt)
+    except LaunchError as exc:
+        print(f"fleetdeck: {fleet.source}: {exc}", file=sys.stderr)
         return EXIT_USAGE
     try:
         journal = Journal(state_dir)
     except JournalError as exc:
         print(f"fleetdeck: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    # Orphans an attempt leaves behind (double fork) are re-parented to us, so we
-    # can stop them with their attempt instead of leaving them to init.
-    adopt = become_subreaper()
-    executors = default_executors(grace=fleet.config.fleet.grace_period, adopt_orphans=adopt)
     engine = Engine(fleet, journal=journal, executors=executors, policy=args.policy)
     try:
         if use_tui:

@@ -26,12 +26,23 @@ from fleetdeck.config import Fleet, TaskSpec, WorkerSpec, config_json, suggest
 from fleetdeck.executors.base import (
     AttemptProcess,
     Executor,
+    HostHealth,
     HostLostError,
+    HostState,
     LaunchError,
     LaunchRequest,
+    Usage,
 )
 from fleetdeck.journal import Journal
-from fleetdeck.metrics import Report, ReportBuilder, TaskSummary, cognitive_load, mean, percentile
+from fleetdeck.metrics import (
+    ContentionHistory,
+    Report,
+    ReportBuilder,
+    TaskSummary,
+    cognitive_load,
+    mean,
+    percentile,
+)
 from fleetdeck.model import (
     BLOCKING_STATES,
     LOCAL_HOST,
@@ -53,12 +64,22 @@ from fleetdeck.policy import (
     ready_order_key,
 )
 from fleetdeck.slots import Capacity
-from fleetdeck.snapshot import AttemptView, AttentionItem, FleetSnapshot, PoolView, TaskView
+from fleetdeck.snapshot import (
+    AttemptView,
+    AttentionItem,
+    FleetSnapshot,
+    HostView,
+    PoolView,
+    TaskView,
+)
 from fleetdeck.text import plural
 
 # A task whose attempts keep getting lost (its host dies under it) is failed after
 # this many lost attempts: lost attempts do not spend the task's own retries.
 MAX_LOST_ATTEMPTS = 3
+
+# How often contention and resource use are sampled (sparklines, CPU, memory).
+SAMPLE_INTERVAL = 1.0
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -135,6 +156,10 @@ class Engine:
         self._running: dict[int, _Running] = {}
         self._ci_waits: dict[str, list[float]] = {}
         self._workdirs: dict[int, str] = {}
+        # This machine is up from the start; other hosts once their executor says so.
+        self._hosts: dict[str, HostHealth] = {LOCAL_HOST: HostHealth(LOCAL_HOST, HostState.UP)}
+        self._history = ContentionHistory()
+        self._sample_timer: asyncio.TimerHandle | None = None
         self._retry_timers: dict[int, asyncio.TimerHandle] = {}
         self._in_flight = 0
         self._unfinished = len(self._tasks)
@@ -227,6 +252,9 @@ class Engine:
                     AttentionItem(task=task.id, state=state, since=task.attention_since)
                 )
         attention.sort(key=lambda item: item.since)
+        resources: dict[int, Usage] = {}
+        for executor in self._executors.values():
+            resources.update(executor.usage())
         running = tuple(
             AttemptView(
                 attempt_id=r.attempt.attempt_id,
@@ -239,6 +267,8 @@ class Engine:
                 started_at=r.attempt.started_at or at,
                 log_path=r.attempt.log_path,
                 stopping=r.stop_reason is not None,
+                cpu_percent=u.cpu_percent if (u := resources.get(r.attempt.attempt_id)) else None,
+                rss_bytes=u.rss_bytes if u else None,
             )
             for r in self._running.values()
         )
@@ -249,6 +279,7 @@ class Engine:
                 busy=(usage := self._capacity.usage(Stage.AGENT, name)).busy,
                 total=usage.total,
                 waiting=self._ready.waiting(name),
+                history=self._history.of((Stage.AGENT, name)),
             )
             for name in self.fleet.config.agents
         ]
@@ -264,8 +295,20 @@ class Engine:
                     waiting=len(queue),
                     wait_mean=mean(waits),
                     wait_p95=percentile(waits, 0.95),
+                    history=self._history.of((Stage.CI, name)),
                 )
             )
+        hosts = tuple(
+            HostView(
+                name=name,
+                state=health.state if (health := self._hosts.get(name)) else HostState.DOWN,
+                running=self._capacity.sessions(name),
+                latency=health.latency if health else None,
+                load=health.load if health else None,
+                reason=health.reason if health else None,
+            )
+            for name in (LOCAL_HOST, *self.fleet.config.hosts)
+        )
         return FleetSnapshot(
             fleet=self.fleet.name,
             policy=self._policy,
@@ -276,6 +319,7 @@ class Engine:
             tasks=tuple(tasks),
             running=running,
             pools=tuple(pools),
+            hosts=hosts,
             load=cognitive_load(
                 in_flight_states, len(attention), self.fleet.config.fleet.load_capacity
             ),
@@ -426,6 +470,13 @@ class Engine:
             for node, waiting in enumerate(self._waiting_on):
                 if waiting == 0:
                     self._make_ready(node)
+            # Hosts other than this machine take work once their executor says
+            # they are up; opening never waits for a slow host.
+            for host in self.fleet.config.hosts:
+                self._capacity.set_host_up(host, False)
+            for executor in self._executors.values():
+                await executor.open(self._on_host_health)
+            self._sample_timer = self._loop.call_later(SAMPLE_INTERVAL, self._sample)
             self._request_schedule()
             waiters = [asyncio.ensure_future(self._stop_requested.wait())]
             if until_settled:
@@ -899,6 +950,86 @@ class Engine:
         if self._settled is not None:
             self._settled.clear()
 
+    # --- hosts and contention -------------------------------------------------------
+
+    def _on_host_health(self, health: HostHealth) -> None:
+        """An executor's report on its host: update slots, tell on every change."""
+        previous = self._hosts.get(health.host)
+        self._hosts[health.host] = health
+        self._capacity.set_host_up(health.host, health.state is HostState.UP)
+        if previous is None or previous.state is not health.state:
+            details: dict[str, Any] = {"state": health.state}
+            if health.latency is not None:
+                details["latency"] = round(health.latency, 4)
+            if health.load is not None:
+                details["load"] = list(health.load)
+            if health.reason:
+                details["reason"] = health.reason
+            kind = EventKind.HOST_UP if health.state is HostState.UP else EventKind.HOST_DOWN
+            self._emit(kind, None, host=health.host, **details)
+        if health.state is HostState.FAILED and not self._stopping:
+            self._fail_stranded()
+        self._request_schedule()
+
+    def _usable(self, stage: Stage, worker: str) -> bool:
+        """False when every host of `worker` has failed for good."""
+        spec = self._worker(stage, worker)
+        return any(
+            (health := self._hosts.get(host)) is None or health.state is not HostState.FAILED
+            for host in spec.host_names
+        )
+
+    def _fail_stranded(self) -> None:
+        """Fail waiting tasks whose agent or runner has no host left to run on."""
+        for node, task in enumerate(self._tasks):
+            if task.state.is_terminal or self._running_for(node) is not None:
+                continue
+            spec = self._specs[node]
+            stranded = [
+                (stage, name)
+                for stage, name in ((Stage.AGENT, spec.agent), (Stage.CI, spec.ci))
+                if name is not None and not self._usable(stage, name)
+            ]
+            if not stranded:
+                continue
+            stage, name = stranded[0]
+            hosts = self._worker(stage, name).host_names
+            reasons = "; ".join(
+                f"{host}: {health.reason or health.state}"
+                for host in hosts
+                if (health := self._hosts.get(host)) is not None
+            )
+            kind = "agent" if stage is Stage.AGENT else "runner"
+            self._ready.remove(task.id)
+            with contextlib.suppress(ValueError):
+                self._retry_lane.remove(node)
+            if spec.ci is not None:
+                with contextlib.suppress(ValueError):
+                    self._ci_queues[spec.ci].remove(node)
+            timer = self._retry_timers.pop(node, None)
+            if timer is not None:
+                timer.cancel()
+            self._give_up(
+                node, TaskState.FAILED, reason=f"no usable host for {kind} '{name}' ({reasons})"
+            )
+
+    def _sample(self) -> None:
+        """Once a second: resource use of attempts, contention history for sparklines."""
+        assert self._loop is not None
+        for executor in self._executors.values():
+            executor.sample()
+        at = self._clock()
+        for stage, names in ((Stage.AGENT, self.fleet.config.agents), (Stage.CI, self._ci_queues)):
+            for name in names:
+                usage = self._capacity.usage(stage, name)
+                waiting = (
+                    self._ready.waiting(name)
+                    if stage is Stage.AGENT
+                    else len(self._ci_queues[name])
+                )
+                self._history.record((stage, name), at, usage.busy, usage.total, waiting)
+        self._sample_timer = self._loop.call_later(SAMPLE_INTERVAL, self._sample)
+
     # --- events and the journal -----------------------------------------------------
 
     @property
@@ -932,6 +1063,8 @@ class Engine:
     async def _shut_down(self) -> None:
         """Stop whatever still runs, flush the journal, close the executors."""
         self._stopping = True
+        if self._sample_timer is not None:
+            self._sample_timer.cancel()
         for timer in self._retry_timers.values():
             timer.cancel()
         self._retry_timers.clear()
@@ -977,10 +1110,3 @@ class Engine:
             report=self._report.report(),
             tasks=self.summaries(),
         )
-
-
-def default_executors(*, grace: float, adopt_orphans: bool = False) -> dict[str, Executor]:
-    """The executors of a fleet with local hosts only."""
-    from fleetdeck.executors.local import LocalExecutor
-
-    return {LOCAL_HOST: LocalExecutor(grace=grace, adopt_orphans=adopt_orphans)}

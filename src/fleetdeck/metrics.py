@@ -7,6 +7,7 @@ by the engine or replayed from the journal afterwards (`fleetdeck report`).
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -54,6 +55,40 @@ def cognitive_load(
         needs_attention=needs_attention,
         distinct_states=distinct,
     )
+
+
+# --- contention over time ------------------------------------------------------------
+
+
+@dataclass(slots=True, frozen=True)
+class PoolSample:
+    """One agent's or runner's contention at one instant."""
+
+    at: float
+    busy: int
+    total: int
+    waiting: int
+
+
+class ContentionHistory:
+    """The last `keep` samples of each pool, for sparklines (bounded memory)."""
+
+    def __init__(self, keep: int = 600) -> None:
+        self._keep = keep
+        self._samples: dict[tuple[Stage, str], deque[PoolSample]] = {}
+
+    def record(
+        self, pool: tuple[Stage, str], at: float, busy: int, total: int, waiting: int
+    ) -> None:
+        """Add a sample for `pool` (stage, name)."""
+        samples = self._samples.get(pool)
+        if samples is None:
+            samples = self._samples[pool] = deque(maxlen=self._keep)
+        samples.append(PoolSample(at=at, busy=busy, total=total, waiting=waiting))
+
+    def of(self, pool: tuple[Stage, str]) -> tuple[PoolSample, ...]:
+        """The samples of `pool`, oldest first."""
+        return tuple(self._samples.get(pool, ()))
 
 
 # --- statistics ------------------------------------------------------------------------

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from fleetdeck.metrics import CognitiveLoad
+from fleetdeck.executors.base import HostState
+from fleetdeck.metrics import CognitiveLoad, PoolSample
 from fleetdeck.model import Stage, TaskState
 from fleetdeck.policy import Policy
 
@@ -45,6 +46,8 @@ class AttemptView:
     started_at: float
     log_path: str
     stopping: bool
+    cpu_percent: float | None = None  # the attempt's process tree, last sample
+    rss_bytes: int | None = None
 
 
 @dataclass(slots=True, frozen=True)
@@ -62,6 +65,19 @@ class PoolView:
     waiting: int
     wait_mean: float | None = None
     wait_p95: float | None = None
+    history: tuple[PoolSample, ...] = ()  # one sample a second, oldest first
+
+
+@dataclass(slots=True, frozen=True)
+class HostView:
+    """A host's health and how many attempts it runs."""
+
+    name: str
+    state: HostState
+    running: int
+    latency: float | None = None
+    load: tuple[float, float, float] | None = None
+    reason: str | None = None
 
 
 @dataclass(slots=True, frozen=True)
@@ -86,6 +102,7 @@ class FleetSnapshot:
     tasks: tuple[TaskView, ...]
     running: tuple[AttemptView, ...]
     pools: tuple[PoolView, ...]
+    hosts: tuple[HostView, ...]
     load: CognitiveLoad
     attention: tuple[AttentionItem, ...]
     done: int

@@ -1,11 +1,45 @@
-"""Executors run attempts: `local` (subprocesses) and, later, SSH hosts."""
+"""Executors run attempts: `local` (subprocesses) and SSH hosts."""
 
+from __future__ import annotations
+
+from fleetdeck.config import Fleet
 from fleetdeck.executors.base import (
     AttemptProcess,
     Executor,
+    HostHealth,
     HostLostError,
+    HostState,
     LaunchError,
     LaunchRequest,
+    Usage,
 )
+from fleetdeck.model import LOCAL_HOST
 
-__all__ = ["AttemptProcess", "Executor", "HostLostError", "LaunchError", "LaunchRequest"]
+__all__ = [
+    "AttemptProcess",
+    "Executor",
+    "HostHealth",
+    "HostLostError",
+    "HostState",
+    "LaunchError",
+    "LaunchRequest",
+    "Usage",
+    "build_executors",
+]
+
+
+def build_executors(fleet: Fleet, *, adopt_orphans: bool = False) -> dict[str, Executor]:
+    """One executor per host of `fleet`: this machine, and each `[hosts.NAME]`.
+
+    `adopt_orphans` is for a process that made itself a child subreaper (the CLI).
+    """
+    from fleetdeck.executors.local import LocalExecutor
+
+    grace = fleet.config.fleet.grace_period
+    executors: dict[str, Executor] = {
+        LOCAL_HOST: LocalExecutor(grace=grace, adopt_orphans=adopt_orphans)
+    }
+    if fleet.config.hosts:
+        names = ", ".join(sorted(fleet.config.hosts))
+        raise LaunchError(f"hosts {names}: SSH hosts are not supported by this version yet")
+    return executors

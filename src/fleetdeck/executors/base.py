@@ -8,7 +8,8 @@ executor only runs what it is given and kills it completely when asked.
 from __future__ import annotations
 
 import abc
-from collections.abc import Mapping
+import enum
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from fleetdeck.model import Stage
@@ -53,6 +54,41 @@ class LaunchRequest:
     inputs: Mapping[str, str]
 
 
+class HostState(enum.StrEnum):
+    """How reachable a host is."""
+
+    UP = "up"
+    # Not reachable now (never connected yet, or stopped answering): fleetdeck
+    # keeps trying, and launches nothing there meanwhile.
+    DOWN = "down"
+    # Will not be tried again this run (host key refused, authentication failed):
+    # work that has no other host fails instead of waiting forever.
+    FAILED = "failed"
+
+
+@dataclass(slots=True, frozen=True)
+class HostHealth:
+    """What an executor knows of its host's health, reported on every change."""
+
+    host: str
+    state: HostState
+    latency: float | None = None  # seconds, round trip of the last health check
+    load: tuple[float, float, float] | None = None  # /proc/loadavg: 1, 5, 15 min
+    reason: str | None = None  # why it is down or failed, for the operator
+
+
+@dataclass(slots=True, frozen=True)
+class Usage:
+    """Resources used by one attempt's process tree (sampled)."""
+
+    cpu_percent: float  # of one core: 200.0 is two cores busy
+    rss_bytes: int
+    processes: int
+
+
+HealthListener = Callable[[HostHealth], None]
+
+
 class AttemptProcess(abc.ABC):
     """A started attempt: something to wait for and to stop."""
 
@@ -79,6 +115,23 @@ class Executor(abc.ABC):
     """Starts attempts on one host."""
 
     host: str
+
+    async def open(self, on_health: HealthListener) -> None:
+        """Get ready to run attempts, without waiting for a slow host.
+
+        Called once before the first launch. An executor whose host may come and
+        go (SSH) connects in the background and reports every change of health to
+        `on_health`; until it reports UP, nothing is launched on its host. The
+        default is a host that is always up.
+        """
+        on_health(HostHealth(host=self.host, state=HostState.UP))
+
+    def usage(self) -> Mapping[int, Usage]:
+        """Resources of running attempts by attempt id, as of the last `sample()`."""
+        return {}
+
+    def sample(self) -> None:  # noqa: B027 - optional hook, nothing to do by default
+        """Measure the resources of running attempts (called about once a second)."""
 
     @abc.abstractmethod
     async def start(self, request: LaunchRequest) -> AttemptProcess:

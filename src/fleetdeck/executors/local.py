@@ -22,16 +22,25 @@ import contextlib
 import json
 import os
 import subprocess
+import time
 
 import psutil
 
-from fleetdeck.executors.base import AttemptProcess, Executor, LaunchError, LaunchRequest
-from fleetdeck.executors.proctree import TreeKill, direct_children, group_exists
+from fleetdeck.executors.base import AttemptProcess, Executor, LaunchError, LaunchRequest, Usage
+from fleetdeck.executors.proctree import (
+    TreeKill,
+    direct_children,
+    group_exists,
+    process_table,
+    trees,
+)
 from fleetdeck.model import LOCAL_HOST
 
 # The variable by which an adopted orphan is traced back to its attempt.
 ATTEMPT_ID_VARIABLE = "FLEETDECK_ATTEMPT_ID"
 _ATTEMPT_ID_KEY = ATTEMPT_ID_VARIABLE.encode()
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+_PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 # How often the subreaper looks for adopted orphans while attempts run.
 SWEEP_INTERVAL = 1.0
 
@@ -141,6 +150,9 @@ class LocalExecutor(Executor):
         self._foreign: set[int] = set()
         self._sweeper: asyncio.TimerHandle | None = None
         self._empty_inputs_files: dict[str, str] = {}
+        self._usage: dict[int, Usage] = {}
+        self._last_ticks: dict[int, int] = {}
+        self._last_sample = 0.0
         self._base_env = {os.fsencode(k): os.fsencode(v) for k, v in os.environ.items()}
         # One /dev/null for every attempt's stdin (Popen would open one each time).
         self._devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
@@ -207,6 +219,40 @@ class LocalExecutor(Executor):
             write_private(path, b"{}")
             self._empty_inputs_files[directory] = path
         return path
+
+    def sample(self) -> None:
+        """Measure CPU and memory of every running attempt's tree (one /proc pass)."""
+        now = time.monotonic()
+        table = {proc.pid: proc for proc in process_table()}
+        roots = {
+            process.attempt_id: [process._pid, *self._adopted.get(process.attempt_id, {})]
+            for process in self._live.values()
+        }
+        usage: dict[int, Usage] = {}
+        ticks_now: dict[int, int] = {}
+        for attempt_id, pids in trees(table.values(), roots).items():
+            cpu_ticks = rss_pages = count = 0
+            for pid in pids:
+                proc = table.get(pid)
+                if proc is None:
+                    continue
+                count += 1
+                rss_pages += proc.rss_pages
+                # CPU is a rate: ticks since the last sample of the same process.
+                ticks_now[pid] = proc.cpu_ticks
+                cpu_ticks += proc.cpu_ticks - self._last_ticks.get(pid, proc.cpu_ticks)
+            elapsed = now - self._last_sample if self._last_sample else 0.0
+            cpu = 100.0 * cpu_ticks / (_CLOCK_TICKS * elapsed) if elapsed > 0 else 0.0
+            usage[attempt_id] = Usage(
+                cpu_percent=cpu, rss_bytes=rss_pages * _PAGE_SIZE, processes=count
+            )
+        self._last_ticks = ticks_now
+        self._last_sample = now
+        self._usage = usage
+
+    def usage(self) -> dict[int, Usage]:
+        """CPU and memory of running attempts, as of the last `sample()`."""
+        return self._usage
 
     def adopted_by(self, attempt_id: int) -> list[psutil.Process]:
         """Orphans of attempt `attempt_id` that were re-parented to us."""

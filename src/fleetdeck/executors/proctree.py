@@ -15,7 +15,8 @@ import ctypes
 import os
 import signal
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 
 import psutil
 
@@ -28,8 +29,19 @@ _MAX_POLL = 0.2
 _KILL_SWEEPS = 50
 
 
-def _process_table() -> list[tuple[int, int, int]]:
-    """`(pid, ppid, pgid)` of every live (non-zombie) process, from /proc/*/stat.
+@dataclass(slots=True, frozen=True)
+class ProcStat:
+    """One live process as /proc/PID/stat describes it."""
+
+    pid: int
+    ppid: int
+    pgid: int
+    cpu_ticks: int  # user + system time, in clock ticks
+    rss_pages: int
+
+
+def process_table() -> list[ProcStat]:
+    """Every live (non-zombie) process, from /proc/*/stat.
 
     Read directly rather than through psutil: a tree kill polls this, and it must
     stay cheap even with a few hundred processes (a fork bomb) on a busy machine.
@@ -44,21 +56,54 @@ def _process_table() -> list[tuple[int, int, int]]:
         except OSError:
             continue  # gone since listdir
         # The command name may hold spaces and parentheses: split after the last ')'.
+        # Fields from there: state ppid pgrp session tty tpgid flags minflt cminflt
+        # majflt cmajflt utime stime cutime cstime priority nice threads itreal
+        # starttime vsize rss ...
         fields = raw[raw.rfind(b")") + 2 :].split()
         if fields[0] in (b"Z", b"X"):
             continue
-        table.append((int(name), int(fields[1]), int(fields[2])))
+        table.append(
+            ProcStat(
+                pid=int(name),
+                ppid=int(fields[1]),
+                pgid=int(fields[2]),
+                cpu_ticks=int(fields[11]) + int(fields[12]),
+                rss_pages=int(fields[21]),
+            )
+        )
     return table
+
+
+def trees(table: Iterable[ProcStat], roots: Mapping[int, Iterable[int]]) -> dict[int, set[int]]:
+    """For each key of `roots`, the pids of its root processes and all their
+    descendants, and the members of groups named like a root (an attempt's
+    group id is its leader's pid)."""
+    children: dict[int, list[int]] = {}
+    groups: dict[int, list[int]] = {}
+    for proc in table:
+        children.setdefault(proc.ppid, []).append(proc.pid)
+        groups.setdefault(proc.pgid, []).append(proc.pid)
+    found: dict[int, set[int]] = {}
+    for key, pids in roots.items():
+        seen: set[int] = set()
+        stack = [pid for root in pids for pid in (root, *groups.get(root, ()))]
+        while stack:
+            pid = stack.pop()
+            if pid not in seen:
+                seen.add(pid)
+                stack.extend(children.get(pid, ()))
+        found[key] = seen
+    return found
 
 
 def _scan(roots: Iterable[int], pgid: int | None) -> set[int]:
     """Pids of live descendants of `roots` and live members of group `pgid`."""
     children: dict[int, list[int]] = {}
     found: set[int] = set()
-    for pid, ppid, group in _process_table():
-        children.setdefault(ppid, []).append(pid)
-        if group == pgid:
-            found.add(pid)
+    for proc in process_table():
+        children.setdefault(proc.ppid, []).append(proc.pid)
+        if proc.pgid == pgid:
+            found.add(proc.pid)
     # Walk down from the roots and from every group member: a member's children
     # may have left the group (setsid) but are still part of the attempt.
     stack = [*roots, *found]
