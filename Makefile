@@ -30,8 +30,8 @@ demo: $(VENV)/.runtime
 test: lint unit
 
 lint: $(VENV)/.test
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks scripts
+	$(BIN)/ruff format --check src tests benchmarks scripts
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
@@ -40,6 +40,10 @@ unit: $(VENV)/.test
 
 bench: $(VENV)/.runtime
 	$(BIN)/python benchmarks/run.py
+
+# SVGs of the demo for the README: main screen, task detail, timeline, help.
+screenshots: $(VENV)/.runtime
+	$(BIN)/python scripts/screenshots.py
 
 clean:
 	rm -rf $(VENV) .fleetdeck .pytest_cache .mypy_cache .ruff_cache

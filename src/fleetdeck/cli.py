@@ -104,9 +104,7 @@ def run_command(fleet: Fleet, args: argparse.Namespace) -> int:
     engine = Engine(fleet, journal=journal, executors=executors, policy=args.policy)
     try:
         if use_tui:
-            tui_run = _tui_runner()
-            if tui_run is not None:
-                return tui_run(engine)
+            return _tui_runner()(engine)
         return asyncio.run(_run_headless(engine, json_lines=args.json))
     except JournalError as exc:
         print(f"fleetdeck: {exc}", file=sys.stderr)
@@ -115,9 +113,11 @@ def run_command(fleet: Fleet, args: argparse.Namespace) -> int:
         journal.close()
 
 
-def _tui_runner() -> Callable[[Engine], int] | None:
-    """The TUI's entry point once it exists; None means headless."""
-    return None
+def _tui_runner() -> Callable[[Engine], int]:
+    """The TUI's entry point, imported only when a terminal wants it (Textual is big)."""
+    from fleetdeck.tui import run_tui
+
+    return run_tui
 
 
 async def _run_headless(engine: Engine, *, json_lines: bool) -> int:

@@ -19,7 +19,6 @@ import sys
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from fleetdeck.config import Fleet, TaskSpec, WorkerSpec, config_json, suggest
@@ -65,18 +64,25 @@ from fleetdeck.policy import (
 )
 from fleetdeck.slots import Capacity
 from fleetdeck.snapshot import (
+    AttemptRecord,
     AttemptView,
     AttentionItem,
     FleetSnapshot,
     HostView,
+    Lane,
     PoolView,
+    TaskDetail,
     TaskView,
+    Timeline,
 )
 from fleetdeck.text import plural
 
 # A task whose attempts keep getting lost (its host dies under it) is failed after
 # this many lost attempts: lost attempts do not spend the task's own retries.
 MAX_LOST_ATTEMPTS = 3
+
+# How much of an input or output the detail screen gets.
+DETAIL_TEXT_LIMIT = 4096
 
 # How often contention and resource use are sampled (sparklines, CPU, memory).
 SAMPLE_INTERVAL = 1.0
@@ -129,9 +135,12 @@ class Engine:
         clock: Callable[[], float] = now,
         rng: random.Random | None = None,
         estimates: Sequence[float] | None = None,
+        sample_interval: float | None = SAMPLE_INTERVAL,
     ) -> None:
         """`estimates[i]` is the expected duration of task i (critical-path priority);
-        without them every task counts as 1, so chains are ranked by length."""
+        without them every task counts as 1, so chains are ranked by length.
+        `sample_interval` is how often contention and resources are sampled (None:
+        only when `sample()` is called, for tests that want a still picture)."""
         self.fleet = fleet
         self._journal = journal
         self._executors = dict(executors)
@@ -181,6 +190,7 @@ class Engine:
         self.run_id: int | None = None
         self.started_at: float | None = None
         self.grace = fleet.config.fleet.grace_period
+        self._sample_interval = sample_interval
 
     # --- public interface -------------------------------------------------------------
 
@@ -220,33 +230,12 @@ class Engine:
         in_flight_states: list[TaskState] = []
         done = 0
         for node, task in enumerate(self._tasks):
-            spec = self._specs[node]
             state = task.state
             if state is TaskState.SUCCEEDED:
                 done += 1
             if task.in_flight:
                 in_flight_states.append(state)
-            waiting_for = tuple(
-                self._tasks[dep].id
-                for dep in self._dag.deps[node]
-                if self._tasks[dep].state is not TaskState.SUCCEEDED
-            )
-            tasks.append(
-                TaskView(
-                    id=task.id,
-                    state=state,
-                    wave=task.wave,
-                    agent=spec.agent,
-                    runner=spec.ci,
-                    attempts=task.agent_attempts,
-                    waiting_for=waiting_for,
-                    blocked_by=task.blocked_by,
-                    in_flight=task.in_flight,
-                    started_at=task.first_started_at,
-                    finished_at=task.finished_at,
-                    retry_at=task.retry_at,
-                )
-            )
+            tasks.append(self._task_view(node))
             if task.attention_since is not None and self._needs_attention(node):
                 attention.append(
                     AttentionItem(task=task.id, state=state, since=task.attention_since)
@@ -296,6 +285,7 @@ class Engine:
                     wait_mean=mean(waits),
                     wait_p95=percentile(waits, 0.95),
                     history=self._history.of((Stage.CI, name)),
+                    oldest_wait=self._oldest_wait(queue, at),
                 )
             )
         hosts = tuple(
@@ -326,6 +316,71 @@ class Engine:
             attention=tuple(attention),
             done=done,
             total=len(self._tasks),
+        )
+
+    def _oldest_wait(self, queue: deque[int], at: float) -> float | None:
+        """How long the task at the head of a CI queue has waited."""
+        if not queue:
+            return None
+        attempt = self._tasks[queue[0]].current_attempt
+        if attempt is None or attempt.queued_at is None:
+            return None
+        return at - attempt.queued_at
+
+    def _task_view(self, node: int) -> TaskView:
+        task = self._tasks[node]
+        spec = self._specs[node]
+        return TaskView(
+            id=task.id,
+            state=task.state,
+            wave=task.wave,
+            agent=spec.agent,
+            runner=spec.ci,
+            attempts=task.agent_attempts,
+            waiting_for=tuple(
+                self._tasks[dep].id
+                for dep in self._dag.deps[node]
+                if self._tasks[dep].state is not TaskState.SUCCEEDED
+            ),
+            blocked_by=task.blocked_by,
+            in_flight=task.in_flight,
+            started_at=task.first_started_at,
+            finished_at=task.finished_at,
+            retry_at=task.retry_at,
+        )
+
+    def task_detail(self, task_id: str) -> TaskDetail:
+        """One task's attempts, inputs and output, for the detail screen."""
+        node = self._node(task_id)
+        task = self._tasks[node]
+        return TaskDetail(
+            task=self._task_view(node),
+            prompt=self._specs[node].prompt,
+            depends_on=tuple(self._tasks[dep].id for dep in self._dag.deps[node]),
+            dependents=tuple(self._tasks[child].id for child in self._dag.dependents[node]),
+            attempts=tuple(AttemptRecord.of(attempt) for attempt in task.attempts),
+            inputs={
+                self._tasks[dep].id: self._read_output(dep, DETAIL_TEXT_LIMIT)
+                for dep in self._dag.deps[node]
+            },
+            output=self._read_output(node, DETAIL_TEXT_LIMIT) if task.output_path else None,
+        )
+
+    def timeline(self) -> Timeline:
+        """Every attempt so far and the slots they ran in, for the timeline screen."""
+        lanes: list[Lane] = []
+        for stage, workers in (
+            (Stage.AGENT, self.fleet.config.agents),
+            (Stage.CI, self.fleet.config.runners),
+        ):
+            for name, spec in workers.items():
+                for host in spec.host_names:
+                    lanes.extend(Lane(stage, name, host, slot) for slot in range(1, spec.slots + 1))
+        attempts = tuple(
+            AttemptRecord.of(attempt) for task in self._tasks for attempt in task.attempts
+        )
+        return Timeline(
+            started_at=self.started_at, now=self._clock(), lanes=tuple(lanes), attempts=attempts
         )
 
     def _needs_attention(self, node: int) -> bool:
@@ -476,7 +531,8 @@ class Engine:
                 self._capacity.set_host_up(host, False)
             for executor in self._executors.values():
                 await executor.open(self._on_host_health)
-            self._sample_timer = self._loop.call_later(SAMPLE_INTERVAL, self._sample)
+            if self._sample_interval is not None:
+                self._sample_timer = self._loop.call_later(self._sample_interval, self._sample_tick)
             self._request_schedule()
             waiters = [asyncio.ensure_future(self._stop_requested.wait())]
             if until_settled:
@@ -658,14 +714,19 @@ class Engine:
             cwd = self._workdirs[id(worker)] = str(self.fleet.workdir(worker))
         return cwd
 
-    def _read_output(self, node: int) -> str:
+    def _read_output(self, node: int, limit: int | None = None) -> str:
         path = self._tasks[node].output_path
         if path is None:
             return ""
         try:
-            return Path(path).read_text(encoding="utf-8", errors="replace")
+            with open(path, "rb") as handle:
+                data = handle.read() if limit is None else handle.read(limit + 1)
         except OSError:
             return ""
+        text = data.decode("utf-8", errors="replace")
+        if limit is not None and len(data) > limit:
+            text = text[:limit] + "\n[...]"
+        return text
 
     async def _supervise(self, running: _Running) -> None:
         """One attempt from launch to end; never raises."""
@@ -1013,9 +1074,14 @@ class Engine:
                 node, TaskState.FAILED, reason=f"no usable host for {kind} '{name}' ({reasons})"
             )
 
-    def _sample(self) -> None:
-        """Once a second: resource use of attempts, contention history for sparklines."""
-        assert self._loop is not None
+    def _sample_tick(self) -> None:
+        self.sample()
+        assert self._loop is not None and self._sample_interval is not None
+        self._sample_timer = self._loop.call_later(self._sample_interval, self._sample_tick)
+
+    def sample(self) -> None:
+        """Measure resource use of attempts and contention (for sparklines); the
+        engine does it every `sample_interval` seconds on its own."""
         for executor in self._executors.values():
             executor.sample()
         at = self._clock()
@@ -1028,7 +1094,6 @@ class Engine:
                     else len(self._ci_queues[name])
                 )
                 self._history.record((stage, name), at, usage.busy, usage.total, waiting)
-        self._sample_timer = self._loop.call_later(SAMPLE_INTERVAL, self._sample)
 
     # --- events and the journal -----------------------------------------------------
 

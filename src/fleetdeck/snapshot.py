@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from fleetdeck.executors.base import HostState
 from fleetdeck.metrics import CognitiveLoad, PoolSample
-from fleetdeck.model import Stage, TaskState
+from fleetdeck.model import Attempt, Outcome, Stage, TaskState
 from fleetdeck.policy import Policy
 
 
@@ -66,6 +66,7 @@ class PoolView:
     wait_mean: float | None = None
     wait_p95: float | None = None
     history: tuple[PoolSample, ...] = ()  # one sample a second, oldest first
+    oldest_wait: float | None = None  # runners: how long the head of the queue has waited
 
 
 @dataclass(slots=True, frozen=True)
@@ -112,3 +113,80 @@ class FleetSnapshot:
     def elapsed(self) -> float:
         """Seconds since the run started."""
         return 0.0 if self.started_at is None else max(0.0, self.now - self.started_at)
+
+
+@dataclass(slots=True, frozen=True)
+class AttemptRecord:
+    """One attempt, running or ended (detail and timeline screens)."""
+
+    attempt_id: int
+    task: str
+    stage: Stage
+    number: int
+    worker: str
+    host: str
+    queued_at: float | None
+    started_at: float | None
+    finished_at: float | None
+    outcome: Outcome | None
+    exit_code: int | None
+    error: str | None
+    log_path: str
+    output_path: str
+
+    @classmethod
+    def of(cls, attempt: Attempt) -> AttemptRecord:
+        """A frozen copy of the engine's live attempt."""
+        return cls(
+            attempt_id=attempt.attempt_id,
+            task=attempt.task,
+            stage=attempt.stage,
+            number=attempt.number,
+            worker=attempt.worker,
+            host=attempt.host,
+            queued_at=attempt.queued_at,
+            started_at=attempt.started_at,
+            finished_at=attempt.finished_at,
+            outcome=attempt.outcome,
+            exit_code=attempt.exit_code,
+            error=attempt.error,
+            log_path=attempt.log_path,
+            output_path=attempt.output_path,
+        )
+
+
+@dataclass(slots=True, frozen=True)
+class TaskDetail:
+    """Everything the detail screen shows of one task.
+
+    `inputs` maps each dependency to its output and `output` is the task's own, as
+    far as they exist yet, each cut to a readable length.
+    """
+
+    task: TaskView
+    prompt: str
+    depends_on: tuple[str, ...]
+    dependents: tuple[str, ...]
+    attempts: tuple[AttemptRecord, ...]
+    inputs: dict[str, str]
+    output: str | None
+
+
+@dataclass(slots=True, frozen=True)
+class Lane:
+    """One slot of an agent or runner on a host: a row of the timeline."""
+
+    stage: Stage
+    worker: str
+    host: str
+    slot: int  # 1-based, per worker and host
+
+
+@dataclass(slots=True, frozen=True)
+class Timeline:
+    """Every attempt of the run so far, and the slots they ran in."""
+
+    started_at: float | None
+    now: float
+    lanes: tuple[Lane, ...]
+    attempts: tuple[AttemptRecord, ...]

@@ -1,0 +1,340 @@
+"""The supervisor screen: a view over the engine, driven from the keyboard.
+
+The app reads `engine.snapshot()` on a timer and sends the engine commands; it
+holds no scheduling logic. It owns the engine's run: quitting, the terminal
+going away (SIGHUP) or SIGTERM stop the work in flight cleanly before it exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import Iterable
+
+from textual import on
+from textual.app import App, ComposeResult, SystemCommand
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Input
+
+from fleetdeck.engine import CommandError, Engine, RunResult
+from fleetdeck.model import Event, EventKind
+from fleetdeck.policy import other_policy
+from fleetdeck.tui.confirm import ConfirmScreen
+from fleetdeck.tui.contention import ContentionPane
+from fleetdeck.tui.detail import TaskDetailScreen
+from fleetdeck.tui.header import FleetHeader
+from fleetdeck.tui.help import HelpScreen
+from fleetdeck.tui.inflight import InFlightTable
+from fleetdeck.tui.load import LoadPane
+from fleetdeck.tui.queue import QueuePane, QueueTable
+from fleetdeck.tui.timeline import TimelineScreen
+
+# Screen refreshes per second at most: output floods and event bursts are
+# batched into these, never one repaint per line or per event.
+REFRESH_SECONDS = 0.25
+# At least this often even when nothing happened, so that clocks tick.
+IDLE_REFRESH_SECONDS = 1.0
+# Wider than this, the screen uses its room (the `-wide` class).
+WIDE = 140
+
+
+class FleetApp(App[int]):
+    """fleetdeck's terminal UI for one engine."""
+
+    CSS_PATH = "app.tcss"
+    TITLE = "fleetdeck"
+    ENABLE_COMMAND_PALETTE = True
+    BINDINGS = [
+        Binding("s", "switch_policy", "Policy"),
+        Binding("c", "cancel", "Cancel"),
+        Binding("r", "retry", "Retry"),
+        Binding("p", "pause", "Pause"),
+        Binding("enter", "details", "Details"),
+        Binding("t", "timeline", "Timeline"),
+        Binding("slash", "filter", "Filter", key_display="/"),
+        Binding("question_mark", "help", "Help", key_display="?"),
+        Binding("q", "quit", "Quit"),
+        Binding("escape", "go_back", "Back", show=False),
+        Binding("j", "cursor_down", "Down", show=False),
+        Binding("k", "cursor_up", "Up", show=False),
+    ]
+
+    def __init__(self, engine: Engine, *, refresh_seconds: float = REFRESH_SECONDS) -> None:
+        super().__init__()
+        self.engine = engine
+        self.refresh_seconds = refresh_seconds
+        self.result: RunResult | None = None
+        self._engine_task: asyncio.Task[RunResult] | None = None
+        self._dirty = True
+        self._since_refresh = 0.0
+        self._settled_told = False
+        self._quitting = False
+
+    # --- layout -------------------------------------------------------------------
+
+    def compose(self) -> ComposeResult:
+        # In flight across the whole width (its rows carry the latest output line),
+        # the queue below on the left (it needs height), contention and load beside.
+        yield FleetHeader(id="header")
+        yield InFlightTable(id="inflight")
+        with Horizontal(id="body"):
+            yield QueuePane(id="queue")
+            with Vertical(id="side"):
+                yield ContentionPane(id="contention")
+                yield LoadPane(id="load")
+        yield Footer()
+
+    async def on_mount(self) -> None:
+        self.engine.subscribe(self._on_event)
+        self._engine_task = asyncio.create_task(self.engine.run(until_settled=False))
+        self._engine_task.add_done_callback(self._engine_finished)
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGHUP, signal.SIGTERM):
+            # The terminal went away, or someone asked us politely to stop.
+            loop.add_signal_handler(signum, self._stop_requested_from_outside)
+        self.set_interval(self.refresh_seconds, self._tick)
+        self.query_one(QueueTable).focus()
+        self.refresh_view()
+
+    def on_resize(self) -> None:
+        self.set_class(self.size.width >= WIDE, "-wide")
+        self._dirty = True
+
+    # --- refreshing -----------------------------------------------------------------
+
+    def _on_event(self, event: Event) -> None:
+        # Only note that something changed: the timer repaints, whatever the rate.
+        self._dirty = True
+        if event.kind is EventKind.POLICY_CHANGED:
+            self.notify(f"policy: {event.data['policy']} (from the next launch)", timeout=3)
+
+    def _tick(self) -> None:
+        self._since_refresh += self.refresh_seconds
+        if self._dirty or self._since_refresh >= IDLE_REFRESH_SECONDS:
+            self.refresh_view()
+
+    def refresh_view(self) -> None:
+        """Repaint every pane from one snapshot of the engine."""
+        self._dirty = False
+        self._since_refresh = 0.0
+        snapshot = self.engine.snapshot()
+        width = self.size.width
+        self.query_one(FleetHeader).show(snapshot, width=width)
+        self.query_one(QueuePane).show(snapshot)
+        self.query_one(InFlightTable).show(snapshot)
+        side = self.query_one("#side")
+        self.query_one(ContentionPane).show(snapshot, width=side.size.width)
+        load = self.query_one(LoadPane)
+        # size is the content area (inside border and padding).
+        load.show(snapshot, width=load.size.width, lines=max(2, load.size.height))
+        if snapshot.done == snapshot.total and not self._settled_told and snapshot.started_at:
+            self._settled_told = True
+            self.notify("Every task is done. q quits.", timeout=6)
+
+    # --- the selected task ----------------------------------------------------------
+
+    def selected_task(self) -> str | None:
+        """The task the keys act on: the detail screen's, or the focused table's row."""
+        if isinstance(self.screen, TaskDetailScreen):
+            return self.screen.task_id
+        focused = self.focused
+        if isinstance(focused, InFlightTable):
+            return focused.selected_task
+        return self.query_one(QueueTable).selected_task
+
+    def _selected_or_tell(self) -> str | None:
+        task = self.selected_task()
+        if task is None:
+            self.notify("Select a task first (arrows or j/k).", severity="warning", timeout=3)
+        return task
+
+    def _command(self, what: str, action: object) -> None:
+        try:
+            action()  # type: ignore[operator]
+        except CommandError as exc:
+            self.notify(str(exc), title=what, severity="error", timeout=5)
+        self.refresh_view()
+
+    # --- actions --------------------------------------------------------------------
+
+    def action_switch_policy(self) -> None:
+        """s: sequential <-> wave, for the next launch decision."""
+        self._command("policy", lambda: self.engine.set_policy(other_policy(self.engine.policy)))
+
+    def action_cancel(self) -> None:
+        """c: cancel the selected task, once confirmed."""
+        task = self._selected_or_tell()
+        if task is None:
+            return
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self._command("cancel", lambda: self.engine.cancel(task))
+                self.notify(f"cancelling {task}", timeout=3)
+
+        self.push_screen(
+            ConfirmScreen(
+                f"Cancel [b]{task}[/b]?\nIts attempt and every process it started will be "
+                "stopped, and the tasks that depend on it will be blocked."
+            ),
+            answered,
+        )
+
+    def action_retry(self) -> None:
+        """r: run a failed, cancelled or blocked-root task again."""
+        task = self._selected_or_tell()
+        if task is not None:
+            self._command("retry", lambda: self.engine.retry(task))
+
+    def action_pause(self) -> None:
+        """p: hold back new launches, or let them go again."""
+        if self.engine.paused:
+            self.engine.resume()
+        else:
+            self.engine.pause()
+        self.refresh_view()
+
+    def action_details(self) -> None:
+        """enter: the selected task's attempts, log, inputs and output."""
+        task = self._selected_or_tell()
+        if task is not None and not isinstance(self.screen, TaskDetailScreen):
+            self.push_screen(TaskDetailScreen(self.engine, task))
+
+    @on(DataTable.RowSelected, "#queue-table, #inflight")
+    def _row_chosen(self) -> None:
+        # Enter on a table row (or a click on a selected row) opens its details.
+        self.action_details()
+
+    def action_timeline(self) -> None:
+        """t: the Gantt of attempts per slot."""
+        if not isinstance(self.screen, TimelineScreen):
+            self.push_screen(TimelineScreen(self.engine))
+
+    def action_filter(self) -> None:
+        """/: type to filter the queue."""
+        pane = self.query_one(QueuePane)
+        pane.add_class("-filtering")
+        self.query_one("#queue-filter", Input).focus()
+
+    @on(Input.Changed, "#queue-filter")
+    def _filter_changed(self, event: Input.Changed) -> None:
+        self.query_one(QueuePane).set_filter(event.value)
+        self.refresh_view()
+
+    @on(Input.Submitted, "#queue-filter")
+    def _filter_done(self) -> None:
+        self.query_one(QueueTable).focus()
+
+    def action_go_back(self) -> None:
+        """esc: leave a screen, or clear the filter."""
+        if len(self.screen_stack) > 1:
+            self.pop_screen()
+            return
+        pane = self.query_one(QueuePane)
+        if pane.has_class("-filtering") or pane.filter_text:
+            self.query_one("#queue-filter", Input).value = ""
+            pane.set_filter("")
+            pane.remove_class("-filtering")
+            self.query_one(QueueTable).focus()
+            self.refresh_view()
+
+    def action_help(self) -> None:
+        """?: keys and the load formula."""
+        if not isinstance(self.screen, HelpScreen):
+            self.push_screen(HelpScreen())
+
+    def action_cursor_down(self) -> None:
+        """j: like the down arrow."""
+        if isinstance(self.focused, DataTable):
+            self.focused.action_cursor_down()
+
+    def action_cursor_up(self) -> None:
+        """k: like the up arrow."""
+        if isinstance(self.focused, DataTable):
+            self.focused.action_cursor_up()
+
+    async def action_quit(self) -> None:
+        """q: stop cleanly and leave; asks first while work is in flight."""
+        in_flight = self.engine.in_flight
+        if in_flight == 0:
+            await self._stop_and_exit()
+            return
+
+        async def answered(yes: bool | None) -> None:
+            if yes:
+                await self._stop_and_exit()
+
+        self.push_screen(
+            ConfirmScreen(
+                f"Quit? [b]{in_flight}[/b] task(s) in flight will be stopped "
+                "(their whole process trees); the journal keeps everything."
+            ),
+            answered,
+        )
+
+    def get_system_commands(self, screen: Screen[object]) -> Iterable[SystemCommand]:
+        """Every action in the command palette (ctrl+p), by name."""
+        yield SystemCommand("Switch policy", "sequential <-> wave (s)", self.action_switch_policy)
+        yield SystemCommand("Cancel task", "cancel the selected task (c)", self.action_cancel)
+        yield SystemCommand("Retry task", "retry the selected task (r)", self.action_retry)
+        yield SystemCommand("Pause or resume", "hold back new launches (p)", self.action_pause)
+        yield SystemCommand(
+            "Task details", "attempts, log, inputs, output (enter)", self.action_details
+        )
+        yield SystemCommand("Timeline", "attempts per slot over time (t)", self.action_timeline)
+        yield SystemCommand("Filter queue", "by task, state or agent (/)", self.action_filter)
+        yield SystemCommand("Help", "keys and the load formula (?)", self.action_help)
+        yield SystemCommand("Quit", "stop cleanly and leave (q)", self.action_quit)
+        yield from super().get_system_commands(screen)
+
+    # --- stopping -------------------------------------------------------------------
+
+    async def _stop_and_exit(self) -> None:
+        if self._quitting:
+            return
+        self._quitting = True
+        self.engine.request_stop()
+        self.refresh_view()
+        if self._engine_task is not None:
+            await asyncio.shield(self._engine_task)
+
+    def _stop_requested_from_outside(self) -> None:
+        # No one may be there to answer a question: stop at once, cleanly.
+        self._quitting = True
+        self.engine.request_stop()
+
+    def _engine_finished(self, task: asyncio.Task[RunResult]) -> None:
+        if task.cancelled():
+            self.exit(1)
+            return
+        exception = task.exception()
+        if exception is not None:
+            self.exit(1, message=f"fleetdeck: the engine stopped: {exception!r}")
+            return
+        self.result = task.result()
+        if self._quitting:
+            self.exit(self.result.exit_code)
+
+    async def on_unmount(self) -> None:
+        # However the app ends (a test's exit, a crash), leave no process behind.
+        task = self._engine_task
+        if task is not None and not task.done():
+            self.engine.request_stop(hurry=True)
+            with contextlib.suppress(Exception):
+                await asyncio.shield(task)
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop = asyncio.get_running_loop()
+            loop.remove_signal_handler(signal.SIGHUP)
+            loop.remove_signal_handler(signal.SIGTERM)
+
+
+def run_tui(engine: Engine) -> int:
+    """Run the TUI over `engine` until the operator quits; returns the exit code."""
+    app = FleetApp(engine)
+    code = app.run()
+    if app.result is not None:
+        return app.result.exit_code
+    return code if isinstance(code, int) else 1

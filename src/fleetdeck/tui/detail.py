@@ -1,0 +1,187 @@
+"""The task detail screen: attempts, the live tail of a log, inputs and output."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Log, Static
+
+from fleetdeck.engine import CommandError, Engine
+from fleetdeck.logtail import LogFollower
+from fleetdeck.model import Outcome
+from fleetdeck.snapshot import AttemptRecord, TaskDetail
+from fleetdeck.text import format_seconds
+from fleetdeck.tui.render import state_text
+
+# The log keeps this many lines in memory; the whole log stays on disk.
+LOG_LINES_KEPT = 2000
+REFRESH_SECONDS = 0.25
+
+_OUTCOME_STYLES = {
+    Outcome.OK: "green",
+    Outcome.FAILED: "bold red",
+    Outcome.TIMEOUT: "bold red",
+    Outcome.CANCELLED: "red",
+    Outcome.LOST: "yellow",
+}
+
+
+def _outcome(attempt: AttemptRecord) -> Text:
+    if attempt.outcome is None:
+        return Text("running", style="bold green")
+    return Text(attempt.outcome.value, style=_OUTCOME_STYLES[attempt.outcome])
+
+
+class TaskDetailScreen(Screen[None]):
+    """Everything about one task; the log follows the attempt selected above it."""
+
+    BINDINGS = [Binding("escape", "app.pop_screen", "Back")]
+    DEFAULT_CSS = """
+    TaskDetailScreen #summary { height: auto; max-height: 4; padding: 0 1; background: $panel; }
+    TaskDetailScreen #main { height: 1fr; }
+    TaskDetailScreen #attempts { height: auto; max-height: 8; border: round $primary; }
+    TaskDetailScreen #log { border: round $success; height: 1fr; min-height: 5; }
+    TaskDetailScreen #data { height: 6; }
+    TaskDetailScreen #inputs, TaskDetailScreen #output {
+        width: 1fr; height: 6; border: round $primary; padding: 0 1; overflow-y: auto;
+    }
+    """
+
+    def __init__(self, engine: Engine, task_id: str) -> None:
+        super().__init__()
+        self.engine = engine
+        self.task_id = task_id
+        self._follower: LogFollower | None = None
+        self._following: int | None = None  # attempt id whose log is shown
+        self._pinned = False  # the user picked an attempt: stop jumping to the latest
+        self._rows: tuple[AttemptRecord, ...] = ()
+
+    def compose(self) -> ComposeResult:
+        yield Static(id="summary")
+        with Vertical(id="main"):
+            yield DataTable(id="attempts", cursor_type="row")
+            yield Log(id="log", max_lines=LOG_LINES_KEPT, auto_scroll=True)
+            with Horizontal(id="data"):
+                yield Static(id="inputs")
+                yield Static(id="output")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        table = self.query_one("#attempts", DataTable)
+        for label in ("#", "stage", "outcome", "exit", "duration", "host", "by", "error"):
+            table.add_column(label, key=label)
+        self.query_one("#attempts").border_title = "Attempts"
+        self.query_one("#inputs").border_title = "Inputs"
+        self.query_one("#output").border_title = "Output"
+        self.refresh_detail()
+        self.set_interval(REFRESH_SECONDS, self.refresh_detail)
+
+    def refresh_detail(self) -> None:
+        """Re-read the task from the engine and new log lines from disk."""
+        try:
+            detail = self.engine.task_detail(self.task_id)
+        except CommandError:
+            return
+        self._show_summary(detail)
+        if detail.attempts != self._rows:
+            self._show_attempts(detail)
+        self._show_data(detail)
+        self._follow_log(detail)
+
+    def _show_summary(self, detail: TaskDetail) -> None:
+        task = detail.task
+        line = Text()
+        line.append(f"{task.id}  ", style="bold")
+        line.append_text(state_text(task.state))
+        line.append(f"  wave {task.wave}  agent {task.agent}")
+        if task.runner:
+            line.append(f"  ci {task.runner}")
+        if task.blocked_by:
+            line.append(f"  blocked by {task.blocked_by}", style="red")
+        line.append(f"\nprompt: {detail.prompt}")
+        links = []
+        if detail.depends_on:
+            links.append(f"depends on {', '.join(detail.depends_on)}")
+        if detail.dependents:
+            links.append(f"needed by {', '.join(detail.dependents)}")
+        if links:
+            line.append("\n" + " · ".join(links), style="dim")
+        self.query_one("#summary", Static).update(line)
+
+    def _show_attempts(self, detail: TaskDetail) -> None:
+        table = self.query_one("#attempts", DataTable)
+        selected = table.cursor_row if self._pinned else None
+        table.clear()
+        for attempt in detail.attempts:
+            duration = (
+                attempt.finished_at - attempt.started_at
+                if attempt.finished_at is not None and attempt.started_at is not None
+                else None
+            )
+            table.add_row(
+                str(attempt.number),
+                attempt.stage.value,
+                _outcome(attempt),
+                "" if attempt.exit_code is None else str(attempt.exit_code),
+                format_seconds(duration) if duration is not None else "…",
+                attempt.host,
+                attempt.worker,
+                Text(attempt.error or "", style="red"),
+                key=str(attempt.attempt_id),
+            )
+        self._rows = detail.attempts
+        if detail.attempts:
+            table.move_cursor(row=selected if selected is not None else len(detail.attempts) - 1)
+
+    @on(DataTable.RowSelected, "#attempts")
+    def _pick_attempt(self, event: DataTable.RowSelected) -> None:
+        self._pinned = True
+        self._switch_log(int(event.row_key.value or 0))
+
+    def _follow_log(self, detail: TaskDetail) -> None:
+        if not detail.attempts:
+            return
+        if not self._pinned or self._following is None:
+            latest = detail.attempts[-1].attempt_id
+            if latest != self._following:
+                self._switch_log(latest)
+        if self._follower is not None:
+            lines = self._follower.read()
+            if lines:
+                # One call per refresh, whatever the number of lines.
+                self.query_one("#log", Log).write_lines(lines)
+
+    def _switch_log(self, attempt_id: int) -> None:
+        attempt = next((a for a in self._rows if a.attempt_id == attempt_id), None)
+        if attempt is None:
+            return
+        self._following = attempt_id
+        self._follower = LogFollower(attempt.log_path)
+        log = self.query_one("#log", Log)
+        log.clear()
+        log.border_title = f"Log · attempt {attempt.number} {attempt.stage.value}"
+        log.border_subtitle = attempt.log_path
+        lines = self._follower.read()
+        if self._follower.skipped:
+            log.write_line(f"[… {self._follower.skipped} earlier bytes in the file on disk]")
+        log.write_lines(lines)
+
+    def _show_data(self, detail: TaskDetail) -> None:
+        inputs = Text()
+        for dep, text in detail.inputs.items():
+            inputs.append(f"{dep}: ", style="bold")
+            inputs.append(text.strip() or "(no output)")
+            inputs.append("\n")
+        if not detail.inputs:
+            inputs.append("no dependencies", style="dim")
+        self.query_one("#inputs", Static).update(inputs)
+        output = (
+            Text(detail.output.strip() or "(empty)")
+            if detail.output is not None
+            else Text("not yet", style="dim")
+        )
+        self.query_one("#output", Static).update(output)

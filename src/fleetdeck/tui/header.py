@@ -1,0 +1,49 @@
+"""The header line: fleet, policy, paused or not, progress, elapsed."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.widgets import Static
+
+from fleetdeck.snapshot import FleetSnapshot
+from fleetdeck.tui.render import bar, clock
+
+
+class FleetHeader(Static):
+    """One line that says what runs, how, and how far along it is."""
+
+    DEFAULT_CSS = """
+    FleetHeader {
+        height: 1;
+        background: $panel;
+        color: $text;
+        padding: 0 1;
+    }
+    """
+
+    def show(self, snapshot: FleetSnapshot, *, width: int) -> None:
+        """Render `snapshot` for a terminal `width` cells wide."""
+        line = Text()
+        line.append("fleetdeck ", style="bold")
+        line.append(snapshot.fleet, style="bold cyan")
+        line.append("  policy ", style="dim")
+        line.append(snapshot.policy, style="bold yellow" if snapshot.policy == "wave" else "bold")
+        line.append("  ")
+        if snapshot.stopping:
+            line.append("■ stopping", style="bold red")
+        elif snapshot.paused:
+            line.append("⏸ paused", style="bold magenta")
+        elif snapshot.done == snapshot.total:
+            line.append("✓ all done", style="bold green")
+        else:
+            line.append("▶ running", style="green")
+        progress = f"  {snapshot.done}/{snapshot.total} done "
+        elapsed = f"  {clock(snapshot.elapsed)}"
+        room = width - 2 - len(line.plain) - len(progress) - len(elapsed) - 5
+        line.append(progress)
+        if room >= 6:
+            fraction = snapshot.done / snapshot.total if snapshot.total else 1.0
+            line.append(bar(fraction, min(room, 40)), style="green")
+            line.append(f" {fraction:4.0%}")
+        line.append(elapsed, style="bold")
+        self.update(line)

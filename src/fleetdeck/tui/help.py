@@ -1,0 +1,71 @@
+"""The help screen: every key, and how the load score is computed."""
+
+from __future__ import annotations
+
+from rich.table import Table
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import VerticalScroll
+from textual.screen import ModalScreen
+from textual.widgets import Static
+
+# Keys and what they do; the single list the help screen and the README follow.
+KEYS: tuple[tuple[str, str], ...] = (
+    ("s", "switch policy: sequential <-> wave (next launch; nothing in flight is touched)"),
+    ("c", "cancel the selected task (asks y/n); its process tree is stopped"),
+    ("r", "retry the selected failed, cancelled or blocked-root task"),
+    ("p", "pause / resume new launches (work in flight goes on)"),
+    ("enter", "details of the selected task: attempts, live log, inputs, output"),
+    ("t", "timeline: attempts per slot over time"),
+    ("/", "filter the queue by task, state or agent"),
+    ("?", "this help"),
+    ("q", "quit (asks y/n while work is in flight; stops it cleanly)"),
+    ("esc", "back, or clear the filter"),
+    ("↑ ↓  j k", "move the selection; tab switches between queue and in flight"),
+    ("ctrl+p", "command palette: every action by name"),
+)
+
+LOAD_HELP = """\
+load = in_flight + 2 × needs_attention + (distinct in-flight states − 1)
+
+in_flight        tasks between their first launch and their end, each one
+                 thing to keep in mind
+needs_attention  failed tasks awaiting a decision, and blocked roots (tasks
+                 blocked directly by a failed or cancelled dependency); they
+                 count double because they interrupt
+distinct states  running, waiting for CI, waiting to retry: each kind of
+                 state in flight beyond the first is one more context
+
+The gauge turns yellow past 70% of your capacity and red past it.
+Set the capacity with load_capacity in [fleet] (default 7)."""
+
+
+class HelpScreen(ModalScreen[None]):
+    """Keys and the load formula."""
+
+    DEFAULT_CSS = """
+    HelpScreen { align: center middle; }
+    HelpScreen > VerticalScroll {
+        width: 90%; max-width: 96; height: 90%;
+        border: thick $primary; background: $surface; padding: 1 2;
+    }
+    """
+    BINDINGS = [
+        Binding("escape", "app.pop_screen", "Back"),
+        Binding("question_mark", "app.pop_screen", "Back", show=False),
+        Binding("q", "app.pop_screen", "Back", show=False),
+    ]
+
+    def compose(self) -> ComposeResult:
+        keys = Table(box=None, show_header=False, padding=(0, 2))
+        keys.add_column(style="bold cyan", no_wrap=True)
+        keys.add_column()
+        for key, what in KEYS:
+            keys.add_row(key, what)
+        with VerticalScroll():
+            yield Static(Text("Keys", style="bold underline"))
+            yield Static(keys)
+            yield Static(Text("\nCognitive load", style="bold underline"))
+            yield Static(Text(LOAD_HELP))
+            yield Static(Text("\nesc closes this screen", style="dim"))

@@ -1,0 +1,66 @@
+"""The cognitive-load pane: the score against capacity, and the attention queue."""
+
+from __future__ import annotations
+
+from rich.console import Group
+from rich.text import Text
+from textual.widgets import Static
+
+from fleetdeck.snapshot import FleetSnapshot
+from fleetdeck.tui.render import STATE_GLYPHS, STATE_STYLES, bar, clock
+
+
+def load_style(score: int, capacity: int) -> str:
+    """Green while comfortable, yellow near capacity, red past it."""
+    if score > capacity:
+        return "bold red"
+    if score > 0.7 * capacity:
+        return "bold yellow"
+    return "bold green"
+
+
+class LoadPane(Static):
+    """The operator's load as a gauge, what makes it up, and what needs them."""
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__("", id=id)
+        self.border_title = "Cognitive load"
+
+    def show(self, snapshot: FleetSnapshot, *, width: int, lines: int) -> None:
+        """Render into a pane `width` cells wide with room for `lines` lines."""
+        load = snapshot.load
+        style = load_style(load.score, load.capacity)
+        gauge = Text()
+        gauge.append(f"{load.score:>2}/{load.capacity} ", style=style)
+        # The bar spans twice the capacity so that being over it shows.
+        gauge_width = max(8, width - 12)
+        gauge.append(bar(load.score / (2 * load.capacity), gauge_width), style=style)
+        gauge.append(" over!" if load.over_capacity else "", style="bold red")
+        extra_states = max(0, load.distinct_states - 1)
+        if width >= 44:
+            breakdown = (
+                f"{load.in_flight} in flight + 2×{load.needs_attention} need you"
+                f" + {extra_states} extra states"
+            )
+        else:
+            breakdown = (
+                f"{load.in_flight} flight + 2×{load.needs_attention} attn + {extra_states} states"
+            )
+        parts = Text(breakdown, style="dim")
+        rows: list[Text] = [gauge, parts]
+        room = max(0, lines - 2)
+        items = snapshot.attention
+        shown = items if len(items) <= room else items[: max(0, room - 1)]
+        for item in shown:
+            line = Text()
+            line.append(f"{STATE_GLYPHS[item.state]} ", style=STATE_STYLES[item.state])
+            line.append(item.task)
+            line.append(f" {item.state.value} ", style=STATE_STYLES[item.state])
+            line.append(clock(snapshot.now - item.since), style="dim")
+            rows.append(line)
+        if len(shown) < len(items):
+            rows.append(Text(f"… and {len(items) - len(shown)} more", style="dim"))
+        elif not items and room:
+            rows.append(Text("nothing needs you", style="dim"))
+        self.border_subtitle = f"attention {len(items)}" if items else ""
+        self.update(Group(*rows))

@@ -1,0 +1,137 @@
+"""Pictures of the main screen in the states that matter, compared with SVG snapshots.
+
+Each test stages a state with a manual executor and a clock that moves only when
+told, so the picture is the same on every run. Update them on purpose with
+`pytest tests/test_tui_snapshots.py --snapshot-update` and look at the SVGs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from textual.pilot import Pilot
+
+from fleetdeck.model import TaskState
+from fleetdeck.tui.app import FleetApp
+from tui_support import FakeClock, ManualExecutor, fleet, make_app, until
+
+SnapCompare = Callable[..., bool]
+
+
+def staged(
+    executor: ManualExecutor, clock: FakeClock, steps: Callable[[FleetApp], Awaitable[None]]
+) -> Callable[[Pilot[Any]], Awaitable[None]]:
+    """A run_before that plays `steps`, samples contention, and repaints."""
+
+    async def run_before(pilot: Pilot[Any]) -> None:
+        app = pilot.app
+        assert isinstance(app, FleetApp)
+        await steps(app)
+        for _ in range(12):  # a dozen one-second samples for the sparklines
+            clock.advance(1.0)
+            app.engine.sample()
+        await pilot.pause()
+        app.refresh_view()
+        await pilot.pause()
+
+    return run_before
+
+
+def demo_like(tmp_path: Path, **settings: Any) -> list[dict[str, Any]]:
+    """A small fleet in three waves with CI on most tasks."""
+    return [
+        {"id": "schema", "agent": "coder", "ci": "ci", "prompt": "Add the users table"},
+        {"id": "auth-api", "agent": "coder", "ci": "ci", "prompt": "Sketch the auth API"},
+        {"id": "ui-shell", "agent": "coder", "ci": "ci", "prompt": "Create the UI shell"},
+        {"id": "docs", "agent": "coder", "prompt": "Outline the guide"},
+        {"id": "login", "agent": "coder", "ci": "ci", "depends_on": ["schema", "auth-api"]},
+        {"id": "user-model", "agent": "coder", "ci": "ci", "depends_on": ["schema"]},
+        {"id": "ui-login", "agent": "coder", "depends_on": ["ui-shell"]},
+        {"id": "sessions", "agent": "coder", "ci": "ci", "depends_on": ["login"]},
+        {"id": "rate-limits", "agent": "coder", "ci": "ci", "depends_on": ["login"]},
+        {"id": "e2e-tests", "agent": "coder", "ci": "ci", "depends_on": ["sessions", "ui-login"]},
+    ]
+
+
+def test_wave_with_many_in_flight(snap_compare: SnapCompare, tmp_path: Path) -> None:
+    executor, clock = ManualExecutor(), FakeClock()
+    tasks = [{"id": f"analysis-{i:02d}", "agent": "coder", "ci": "ci"} for i in range(8)]
+    tasks.append({"id": "merge", "agent": "coder", "depends_on": [t["id"] for t in tasks]})
+    app, journal = make_app(
+        fleet(tmp_path, tasks, slots=6), tmp_path, executor=executor, clock=clock
+    )
+
+    async def steps(app: FleetApp) -> None:
+        await until(lambda: len(executor.current) == 6)
+        for i, task in enumerate(sorted(executor.current)):
+            clock.advance(0.7)
+            executor.say(task, f"step {i}: editing src/module_{i}.py")
+
+    assert snap_compare(app, terminal_size=(120, 36), run_before=staged(executor, clock, steps))
+    journal.close()
+
+
+def test_sequential_with_a_ci_queue(snap_compare: SnapCompare, tmp_path: Path) -> None:
+    """Wave let four agents finish at once in front of one runner; then `s`."""
+    executor, clock = ManualExecutor(), FakeClock()
+    tasks = [{"id": f"pr-{i}", "agent": "coder", "ci": "ci"} for i in range(1, 5)]
+    tasks.append({"id": "release", "agent": "coder", "depends_on": [t["id"] for t in tasks]})
+    app, journal = make_app(
+        fleet(tmp_path, tasks, slots=4), tmp_path, executor=executor, clock=clock
+    )
+
+    async def steps(app: FleetApp) -> None:
+        await until(lambda: len(executor.current) == 4)
+        for i in range(1, 5):
+            clock.advance(2.0)
+            executor.finish(f"pr-{i}", output=f"PR #{i} ready")
+            await until(lambda i=i: app.engine.task(f"pr-{i}").state is not TaskState.RUNNING)
+        executor.say("pr-1", "running 41 tests")
+        app.action_switch_policy()
+
+    assert snap_compare(app, terminal_size=(120, 36), run_before=staged(executor, clock, steps))
+    journal.close()
+
+
+def test_a_failure_fills_the_attention_queue(snap_compare: SnapCompare, tmp_path: Path) -> None:
+    executor, clock = ManualExecutor(), FakeClock()
+    app, journal = make_app(
+        fleet(tmp_path, demo_like(tmp_path)), tmp_path, executor=executor, clock=clock
+    )
+
+    async def steps(app: FleetApp) -> None:
+        await until(lambda: "schema" in executor.current)
+        clock.advance(3.0)
+        executor.say("schema", "error: the migration does not apply")
+        executor.finish("schema", code=1)
+        await until(lambda: app.engine.task("schema").state is TaskState.FAILED)
+        clock.advance(2.0)
+        executor.finish("docs", output="the outline")
+        await until(lambda: app.engine.task("docs").state is TaskState.SUCCEEDED)
+
+    assert snap_compare(app, terminal_size=(120, 36), run_before=staged(executor, clock, steps))
+    journal.close()
+
+
+def test_main_screen_at_80x24(snap_compare: SnapCompare, tmp_path: Path) -> None:
+    """A plain SSH session: everything must still be there and readable."""
+    executor, clock = ManualExecutor(), FakeClock()
+    app, journal = make_app(
+        fleet(tmp_path, demo_like(tmp_path)), tmp_path, executor=executor, clock=clock
+    )
+
+    async def steps(app: FleetApp) -> None:
+        await until(lambda: len(executor.current) == 3)
+        clock.advance(2.5)
+        executor.finish("schema", output="schema done")
+        await until(lambda: app.engine.task("schema").state is TaskState.CI_RUNNING)
+        executor.finish("auth-api", output="api done")
+        await until(lambda: app.engine.task("auth-api").state is TaskState.CI_QUEUED)
+        clock.advance(1.5)
+        executor.say("schema", "[ci] running unit tests... (1.1s)")
+        executor.say("ui-shell", "editing web/shell.tsx")
+
+    assert snap_compare(app, terminal_size=(80, 24), run_before=staged(executor, clock, steps))
+    journal.close()

@@ -1,0 +1,126 @@
+"""What TUI tests need: a clock that only moves when told, and an executor whose
+attempts end when the test says so. With both, the screen is the same every run."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from fleetdeck.config import Fleet, build_fleet
+from fleetdeck.engine import Engine
+from fleetdeck.executors.base import AttemptProcess, Executor, LaunchRequest
+from fleetdeck.journal import Journal
+from fleetdeck.tui.app import FleetApp
+
+# 2026-11-23 10:00:00 UTC: a fixed start for every deterministic screen.
+START = 1_795_428_000.0
+
+
+class FakeClock:
+    """Seconds since the epoch that move only with `advance()`."""
+
+    def __init__(self, start: float = START) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+class ManualProcess(AttemptProcess):
+    """An attempt that ends when the test calls `finish()`, or when stopped."""
+
+    def __init__(self, request: LaunchRequest, pid: int) -> None:
+        self.request = request
+        self.pid = pid
+        self._done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+    async def wait(self) -> int:
+        return await asyncio.shield(self._done)
+
+    async def stop(self, grace: float) -> None:
+        if not self._done.done():
+            self._done.set_result(-15)
+
+    def finish(self, code: int) -> None:
+        if not self._done.done():
+            self._done.set_result(code)
+
+
+class ManualExecutor(Executor):
+    """Runs nothing: records each attempt, writes its log lines, ends it on demand."""
+
+    host = "local"
+
+    def __init__(self) -> None:
+        self.current: dict[str, ManualProcess] = {}
+        self.started: list[tuple[str, str, int]] = []  # (task, stage, attempt number)
+
+    async def start(self, request: LaunchRequest) -> AttemptProcess:
+        process = ManualProcess(request, pid=40000 + len(self.started))
+        self.current[request.task] = process
+        self.started.append((request.task, str(request.stage), request.number))
+        self.say(
+            request.task, f"[{request.stage}] {request.task}: starting attempt {request.number}"
+        )
+        return process
+
+    def say(self, task: str, line: str) -> None:
+        """Append a line to the task's current log."""
+        with open(self.current[task].request.log_path, "a") as log:
+            log.write(line + "\n")
+
+    def finish(self, task: str, code: int = 0, output: str | None = None) -> None:
+        """End the task's current attempt with `code`, writing `output` first."""
+        process = self.current[task]
+        if output is not None:
+            Path(process.request.output_path).write_text(output)
+        process.finish(code)
+
+
+def fleet(tmp_path: Path, tasks: list[dict[str, Any]], **settings: Any) -> Fleet:
+    """A fleet with agent `coder` (3 slots, or `slots`) and runner `ci` (1 slot)."""
+    slots = settings.pop("slots", 3)
+    return build_fleet(
+        {
+            "fleet": {"name": "tui-test", "state_dir": "state", "retry_backoff": 0.0, **settings},
+            "agents": {"coder": {"command": ["true"], "slots": slots}},
+            "runners": {"ci": {"command": ["true"], "slots": 1}},
+            "tasks": tasks,
+        },
+        source="tui-test.toml",
+        base_dir=tmp_path,
+    )
+
+
+def make_app(
+    fleet: Fleet,
+    tmp_path: Path,
+    *,
+    executor: Executor | None = None,
+    clock: FakeClock | None = None,
+) -> tuple[FleetApp, Journal]:
+    """The app as the CLI builds it, over an engine with a manual executor and clock."""
+    journal = Journal(tmp_path / "state")
+    engine = Engine(
+        fleet,
+        journal=journal,
+        executors={"local": executor or ManualExecutor()},
+        clock=clock or FakeClock(),
+        sample_interval=None,
+    )
+    return FleetApp(engine), journal
+
+
+async def until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    """Let the event loop run until `condition()` holds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.01)
