@@ -299,3 +299,20 @@ async def test_sighup_stops_the_run_cleanly(tmp_path: Path) -> None:
     assert app.result is not None and app.result.interrupted
     assert not alive(pid)
     journal.close()
+
+
+async def test_wave_headers_count_the_tasks_still_in_the_queue(tmp_path: Path) -> None:
+    executor = ManualExecutor()
+    tasks = [{"id": "a", "agent": "coder"}, {"id": "b", "agent": "coder"}]
+    app, journal = make_app(fleet(tmp_path, tasks), tmp_path, executor=executor)
+    async with app.run_test() as pilot:
+        await until(lambda: len(executor.current) == 2)
+        await pilot.pause()
+        table = app.query_one(QueueTable)
+        assert str(table.get_cell("wave:0", "task")) == "wave 0 · 2"
+        executor.finish("a")
+        await until(lambda: app.engine.task("a").state is TaskState.SUCCEEDED)
+        app.refresh_view()
+        assert str(table.get_cell("wave:0", "task")) == "wave 0 · 1"
+        assert "a" not in {key.value for key in table.rows}
+    journal.close()

@@ -59,6 +59,10 @@ def waits_for(task: TaskView, now: float) -> str:
     return ""
 
 
+def _wave_header(wave: int, count: int) -> Text:
+    return Text(f"wave {wave} · {count}", style="bold dim")
+
+
 def _row(task: TaskView, now: float) -> _Row:
     return _Row(task.state, task.agent, task.attempts, waits_for(task, now))
 
@@ -115,6 +119,7 @@ class QueuePane(Vertical):
         self.border_title = "Queue"
         self._shown: dict[str, _Row] = {}
         self._wave_of: dict[str, int] = {}
+        self._wave_counts: Counter[int] = Counter()
         self._filter = ""
         self._widths = (0, 0)
 
@@ -192,13 +197,12 @@ class QueuePane(Vertical):
         for task in sorted(visible, key=lambda t: t.wave):
             if task.wave != wave:
                 wave = task.wave
-                count = per_wave[wave]
-                header = Text(f"wave {wave} · {count}", style="bold dim")
-                table.add_row(header, "", "", "", key=f"{_WAVE}{wave}")
+                table.add_row(_wave_header(wave, per_wave[wave]), "", "", "", key=f"{_WAVE}{wave}")
             row = _row(task, now)
             table.add_row(*self._cells(task.id, row), key=task.id)
             self._shown[task.id] = row
             self._wave_of[task.id] = task.wave
+        self._wave_counts = per_wave
         target = selected if selected in self._shown else next(iter(self._shown), None)
         if target is not None:
             table.move_cursor(row=table.get_row_index(target), animate=False)
@@ -209,8 +213,13 @@ class QueuePane(Vertical):
             table.remove_row(task_id)
             del self._shown[task_id]
             wave = self._wave_of.pop(task_id)
-            if wave not in self._wave_of.values():
+            self._wave_counts[wave] -= 1
+            if self._wave_counts[wave] == 0:
                 table.remove_row(f"{_WAVE}{wave}")
+            else:
+                table.update_cell(
+                    f"{_WAVE}{wave}", COLUMNS[0], _wave_header(wave, self._wave_counts[wave])
+                )
         for task in visible:
             row = _row(task, now)
             if row != self._shown[task.id]:
