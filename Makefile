@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 # Versions the suite was last run against (snapshots depend on Textual's exact look).
 CONSTRAINTS := constraints.txt
 
-.PHONY: demo test lint unit bench screenshots clean
+.PHONY: demo test lint unit bench screenshots clean ssh-server
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
@@ -35,8 +35,18 @@ lint: $(VENV)/.test
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-unit: $(VENV)/.test
+unit: $(VENV)/.test ssh-server
 	$(BIN)/pytest
+
+# The SSH tests start real sshd servers on 127.0.0.1 (tests/sshd.py); CI must run
+# them, so install OpenSSH's server when it is missing. Quiet when it is there.
+ssh-server:
+	@[ -x /usr/sbin/sshd ] || { \
+		echo "installing openssh-server for the SSH tests"; \
+		SUDO=$$([ "$$(id -u)" -eq 0 ] || echo sudo); \
+		$$SUDO apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq openssh-server >/dev/null; \
+	}
 
 bench: $(VENV)/.runtime
 	$(BIN)/python benchmarks/run.py

@@ -40,6 +40,10 @@ def build_executors(fleet: Fleet, *, adopt_orphans: bool = False) -> dict[str, E
         LOCAL_HOST: LocalExecutor(grace=grace, adopt_orphans=adopt_orphans)
     }
     if fleet.config.hosts:
-        names = ", ".join(sorted(fleet.config.hosts))
-        raise LaunchError(f"hosts {names}: SSH hosts are not supported by this version yet")
+        # asyncssh (and the cryptography it loads) takes a while to import: only
+        # fleets that have SSH hosts pay for it.
+        from fleetdeck.executors.ssh import SshExecutor
+
+        for name, spec in fleet.config.hosts.items():
+            executors[name] = SshExecutor(name, spec, grace=grace, base_dir=fleet.base_dir)
     return executors
