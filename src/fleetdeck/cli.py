@@ -110,7 +110,10 @@ def run_command(fleet: Fleet, args: argparse.Namespace) -> int:
         print(f"fleetdeck: {exc}", file=sys.stderr)
         return 1
     finally:
-        journal.close()
+        try:
+            journal.close()
+        except JournalError as exc:
+            print(f"fleetdeck: {exc}", file=sys.stderr)
 
 
 def _tui_runner() -> Callable[[Engine], int]:

@@ -17,7 +17,7 @@ import contextlib
 import random
 import sys
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,7 +32,7 @@ from fleetdeck.executors.base import (
     LaunchRequest,
     Usage,
 )
-from fleetdeck.journal import Journal
+from fleetdeck.journal import Journal, JournalError
 from fleetdeck.metrics import (
     ContentionHistory,
     Report,
@@ -180,6 +180,10 @@ class Engine:
         self._unpublished: list[Event] = []
         self._after_commit: list[Callable[[], None]] = []
         self._flush_scheduled = False
+        self._committing = False  # a batch is with the journal's writer
+        self._no_commit_in_flight = asyncio.Event()
+        self._no_commit_in_flight.set()
+        self.journal_error: JournalError | None = None
         self._schedule_scheduled = False
         self._stopping = False
         self._hurry = False
@@ -634,17 +638,14 @@ class Engine:
             self._in_flight += 1
         if task.first_started_at is None:
             task.first_started_at = at
-        number = task.agent_attempts
-        stem = f"{task.id}.{number}.{stage}"
         attempt = Attempt(
             attempt_id=self._next_attempt_id,
             task=task.id,
             stage=stage,
-            number=number,
+            number=task.agent_attempts,
             worker=worker_name,
             host=host,
-            log_path=f"{self._run_dir}/{stem}.log",
-            output_path=f"{self._run_dir}/{stem}.out",
+            run_dir=self._run_dir,
             started_at=at,
         )
         self._next_attempt_id += 1
@@ -690,9 +691,12 @@ class Engine:
         task = self._tasks[running.node]
         if attempt.stage is Stage.CI and task.output_path is not None:
             env["FLEETDECK_AGENT_OUTPUT"] = task.output_path
-        inputs = {
-            self._tasks[dep].id: self._read_output(dep) for dep in self._dag.deps[running.node]
-        }
+        inputs = DependencyOutputs(
+            {
+                self._tasks[dep].id: self._tasks[dep].output_path
+                for dep in self._dag.deps[running.node]
+            }
+        )
         return LaunchRequest(
             attempt_id=attempt.attempt_id,
             task=spec.id,
@@ -703,7 +707,7 @@ class Engine:
             cwd=cwd,
             log_path=attempt.log_path,
             output_path=attempt.output_path,
-            inputs_path=f"{self._run_dir}/{spec.id}.{attempt.number}.{attempt.stage}.inputs.json",
+            inputs_path=attempt.inputs_path,
             inputs=inputs,
         )
 
@@ -715,18 +719,7 @@ class Engine:
         return cwd
 
     def _read_output(self, node: int, limit: int | None = None) -> str:
-        path = self._tasks[node].output_path
-        if path is None:
-            return ""
-        try:
-            with open(path, "rb") as handle:
-                data = handle.read() if limit is None else handle.read(limit + 1)
-        except OSError:
-            return ""
-        text = data.decode("utf-8", errors="replace")
-        if limit is not None and len(data) > limit:
-            text = text[:limit] + "\n[...]"
-        return text
+        return read_output(self._tasks[node].output_path, limit)
 
     async def _supervise(self, running: _Running) -> None:
         """One attempt from launch to end; never raises."""
@@ -832,7 +825,7 @@ class Engine:
             return  # interrupted: the task keeps its state, to be resumed
         if outcome is Outcome.OK:
             if attempt.stage is Stage.AGENT:
-                task.output_path = attempt.output_path
+                task.output_attempt = attempt
                 runner = self._specs[node].ci
                 if runner is not None:
                     self._queue_for_ci(node, runner)
@@ -1107,21 +1100,62 @@ class Engine:
         self._journal.append(self._run_id, event)
         self._report.feed(event)
         self._unpublished.append(event)
+        self._request_flush()
+
+    def _flush(self) -> None:
+        """Hand what was recorded to the journal's writer; one batch at a time.
+
+        What happens meanwhile waits for the next batch, which then carries more:
+        under load, commits get larger rather than more frequent.
+        """
+        self._flush_scheduled = False
+        if self._committing or self._loop is None:
+            return
+        if not self._unpublished and not self._after_commit and not self._journal.pending:
+            return
+        events, self._unpublished = self._unpublished, []
+        after, self._after_commit = self._after_commit, []
+        self._committing = True
+        self._no_commit_in_flight.clear()
+        self._journal.commit_async(self._loop, lambda error: self._committed(events, after, error))
+
+    def _committed(
+        self, events: list[Event], after: list[Callable[[], None]], error: JournalError | None
+    ) -> None:
+        """A batch is durable: tell the listeners, then do what waited for it."""
+        self._committing = False
+        self._no_commit_in_flight.set()
+        if error is not None:
+            # Keep what was not told; stop cleanly. The journal still holds the rows.
+            self._unpublished = events + self._unpublished
+            self._after_commit = after + self._after_commit
+            self.journal_error = self.journal_error or error
+            self.request_stop()
+            return
+        self._publish(events, after)
+        if self._unpublished or self._after_commit or self._journal.pending:
+            self._request_flush()
+
+    def _publish(self, events: list[Event], after: list[Callable[[], None]]) -> None:
+        for event in events:
+            for listener in list(self._listeners):
+                listener(event)
+        for action in after:
+            action()
+
+    def _request_flush(self) -> None:
         if not self._flush_scheduled and self._loop is not None:
             self._flush_scheduled = True
             self._loop.call_soon(self._flush)
 
-    def _flush(self) -> None:
-        """Commit the journal, then publish events and run what waited for the commit."""
-        self._flush_scheduled = False
-        self._journal.commit()
-        events, self._unpublished = self._unpublished, []
-        for event in events:
-            for listener in list(self._listeners):
-                listener(event)
-        after, self._after_commit = self._after_commit, []
-        for action in after:
-            action()
+    async def _drain(self) -> None:
+        """Wait for the batch in flight, then commit and publish the rest here."""
+        await self._no_commit_in_flight.wait()
+        while self._unpublished or self._after_commit or self._journal.pending:
+            events, self._unpublished = self._unpublished, []
+            after, self._after_commit = self._after_commit, []
+            self._journal.commit()
+            self._publish(events, after)
 
     # --- the end ----------------------------------------------------------------------
 
@@ -1142,8 +1176,7 @@ class Engine:
             with contextlib.suppress(Exception):
                 await executor.aclose()
         # Run anything that was waiting on a commit (a success just before the stop).
-        while self._unpublished or self._after_commit:
-            self._flush()
+        await self._drain()
 
     def _finish(self, interrupted: bool) -> RunResult:
         self._report.finished_at = self._clock()
@@ -1161,7 +1194,9 @@ class Engine:
             exit_code=exit_code,
             report=report.to_json_dict(),
         )
-        self._flush()
+        self._journal.commit()
+        self._publish(self._unpublished, [])
+        self._unpublished = []
         self._journal.finish_run(
             self._run_id,
             status="interrupted" if interrupted else "finished",
@@ -1175,3 +1210,40 @@ class Engine:
             report=self._report.report(),
             tasks=self.summaries(),
         )
+
+
+def read_output(path: str | None, limit: int | None = None) -> str:
+    """An output file as text ("" when there is none), cut to `limit` bytes."""
+    if path is None:
+        return ""
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read() if limit is None else handle.read(limit + 1)
+    except OSError:
+        return ""
+    text = data.decode("utf-8", errors="replace")
+    if limit is not None and len(data) > limit:
+        text = text[:limit] + "\n[...]"
+    return text
+
+
+class DependencyOutputs(Mapping[str, str]):
+    """Each dependency's output, read from its file only when an executor asks.
+
+    An executor that hands inputs to its attempts reads them all; one that does
+    not (an in-process executor) costs no file access at all.
+    """
+
+    __slots__ = ("_paths",)
+
+    def __init__(self, paths: dict[str, str | None]) -> None:
+        self._paths = paths
+
+    def __getitem__(self, task: str) -> str:
+        return read_output(self._paths[task])
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._paths)
+
+    def __len__(self) -> int:
+        return len(self._paths)

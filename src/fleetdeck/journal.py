@@ -9,28 +9,37 @@ Layout of a state directory (0700; the files fleetdeck writes are 0600):
     runs/RUN/TASK.N.STAGE.inputs.json  $FLEETDECK_INPUTS of that attempt
     runs/RUN/no-inputs.json          the (empty) inputs of tasks without dependencies
 
-Writes are buffered and committed together (group commit): the engine calls
-`commit()` once per turn of the event loop, and only then tells anyone what
-happened, so nothing is ever reported that the journal does not hold. WAL with
+Writes are buffered and committed together (group commit) by a writer thread
+that owns the connection: the engine hands over a batch with `commit_async()`
+and only tells anyone what happened once that batch is committed, so nothing is
+ever reported that the journal does not hold. While one batch is written the
+next one fills, so batches grow with the load, and SQLite (which releases the
+GIL while it works) runs beside the event loop instead of in it. WAL with
 synchronous=NORMAL survives the death of the supervisor process at any moment;
 a power cut may lose the last commits.
 """
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import contextlib
 import fcntl
 import json
 import os
+import queue
 import sqlite3
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from fleetdeck.model import Attempt, Event, EventKind
 
 SCHEMA_VERSION = 1
+# One encoder for every event: json.dumps with options builds a new one per call.
+_encode = json.JSONEncoder(separators=(",", ":"), default=str).encode
 DB_NAME = "journal.sqlite3"
 LOCK_NAME = "lock"
 
@@ -109,6 +118,46 @@ def _private_dir(path: Path) -> None:
     path.mkdir(mode=0o700, parents=True, exist_ok=True)
 
 
+_Rows = tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]
+T = TypeVar("T")
+
+
+class _Writer:
+    """The thread that owns the database: every read and write runs on it, in order."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+        self._jobs: queue.SimpleQueue[
+            tuple[Callable[[sqlite3.Connection], Any], concurrent.futures.Future[Any]] | None
+        ] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._work, name="fleetdeck-journal", daemon=True)
+        self._thread.start()
+
+    def submit(self, job: Callable[[sqlite3.Connection], T]) -> concurrent.futures.Future[T]:
+        """Run `job(db)` after everything submitted before it."""
+        future: concurrent.futures.Future[T] = concurrent.futures.Future()
+        self._jobs.put((job, future))
+        return future
+
+    def call(self, job: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `job(db)` in turn and wait for its result."""
+        return self.submit(job).result()
+
+    def close(self) -> None:
+        """Finish what was submitted, then stop the thread."""
+        self._jobs.put(None)
+        self._thread.join()
+
+    def _work(self) -> None:
+        while (item := self._jobs.get()) is not None:
+            job, future = item
+            if future.set_running_or_notify_cancel():
+                try:
+                    future.set_result(job(self._db))
+                except BaseException as exc:  # handed to whoever waits for it
+                    future.set_exception(exc)
+
+
 class Journal:
     """The SQLite journal of one state directory, open for writing.
 
@@ -137,6 +186,7 @@ class Journal:
                 "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)",
                 (str(SCHEMA_VERSION),),
             )
+            self._writer = _Writer(self._db)
         except StateDirBusy:
             raise
         except (OSError, sqlite3.Error) as exc:
@@ -170,38 +220,44 @@ class Journal:
 
     # --- writing ------------------------------------------------------------------
 
+    def _write_error(self, exc: BaseException) -> JournalError:
+        return JournalError(f"cannot write the journal in {self.state_dir}: {_reason(exc)}")
+
     def begin_run(
         self, *, fleet: str, config_path: str, config_json: str, policy: str, started_at: float
     ) -> int:
         """Record the start of a run and return its id."""
         self.commit()
-        try:
-            cursor = self._db.execute(
+
+        def insert(db: sqlite3.Connection) -> int | None:
+            return db.execute(
                 "INSERT INTO runs(fleet, config_path, config_json, policy, supervisor_pid,"
                 " started_at) VALUES (?, ?, ?, ?, ?, ?)",
                 (fleet, config_path, config_json, policy, os.getpid(), started_at),
-            )
+            ).lastrowid
+
+        try:
+            run_id = self._writer.call(insert)
         except sqlite3.Error as exc:
-            raise JournalError(
-                f"cannot write the journal in {self.state_dir}: {_reason(exc)}"
-            ) from None
-        run_id = cursor.lastrowid
+            raise self._write_error(exc) from None
         assert run_id is not None
         _private_dir(self.run_dir(run_id))
         return run_id
 
     def next_attempt_id(self) -> int:
         """The first attempt id not used by any run in this journal."""
-        row = self._db.execute("SELECT COALESCE(MAX(attempt_id), 0) FROM attempts").fetchone()
+        row = self._writer.call(
+            lambda db: db.execute("SELECT COALESCE(MAX(attempt_id), 0) FROM attempts").fetchone()
+        )
         return int(row[0]) + 1
 
     def append(self, run_id: int, event: Event) -> None:
-        """Buffer an event; it is written at the next `commit()`."""
-        data = json.dumps(event.data, separators=(",", ":"), default=str) if event.data else "{}"
+        """Buffer an event; it is written by the next commit."""
+        data = _encode(event.data) if event.data else "{}"
         self._events.append((run_id, event.ts, str(event.kind), event.task, data))
 
     def record_attempt(self, run_id: int, attempt: Attempt) -> None:
-        """Buffer the attempt's current row (insert or replace at `commit()`)."""
+        """Buffer the attempt's current row (written, or updated, by the next commit)."""
         self._attempts[attempt.attempt_id] = (
             attempt.attempt_id,
             run_id,
@@ -223,66 +279,80 @@ class Journal:
 
     @property
     def pending(self) -> int:
-        """Rows buffered and not yet committed."""
+        """Rows buffered and not yet handed to the writer."""
         return len(self._events) + len(self._attempts)
 
+    def _take(self) -> _Rows:
+        rows: _Rows = (self._events, list(self._attempts.values()))
+        self._events, self._attempts = [], {}
+        return rows
+
+    def _give_back(self, rows: _Rows) -> None:
+        """A batch that could not be written goes back in front of what came since."""
+        events, attempts = rows
+        self._events = events + self._events
+        newer = self._attempts
+        self._attempts = {row[0]: row for row in attempts}
+        self._attempts.update(newer)
+
     def commit(self) -> None:
-        """Write everything buffered in one transaction."""
-        if not self._events and not self._attempts:
+        """Write everything buffered in one transaction, and wait for it."""
+        rows = self._take()
+        if not rows[0] and not rows[1]:
             return
-        events, self._events = self._events, []
-        attempts, self._attempts = list(self._attempts.values()), {}
         try:
-            with self._transaction():
-                if events:
-                    self._db.executemany(
-                        "INSERT INTO events(run_id, ts, event, task, data) VALUES (?, ?, ?, ?, ?)",
-                        events,
-                    )
-                if attempts:
-                    self._db.executemany(
-                        "INSERT OR REPLACE INTO attempts VALUES"
-                        " (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        attempts,
-                    )
+            self._writer.call(lambda db: _write_rows(db, rows))
         except sqlite3.Error as exc:
-            # Keep what we could not write, so a later commit may still save it.
-            self._events = events + self._events
-            for row in attempts:
-                self._attempts.setdefault(row[0], row)
-            raise JournalError(
-                f"cannot write the journal in {self.state_dir}: {_reason(exc)}"
-            ) from None
+            self._give_back(rows)
+            raise self._write_error(exc) from None
+
+    def commit_async(
+        self, loop: asyncio.AbstractEventLoop, done: Callable[[JournalError | None], None]
+    ) -> None:
+        """Write everything buffered in one transaction on the writer thread; then
+        call `done(error)` on `loop` (error is None when the batch is durable)."""
+        rows = self._take()
+
+        def finished(future: concurrent.futures.Future[None]) -> None:
+            exc = future.exception()
+            loop.call_soon_threadsafe(self._async_committed, rows, exc, done)
+
+        self._writer.submit(lambda db: _write_rows(db, rows)).add_done_callback(finished)
+
+    def _async_committed(
+        self,
+        rows: _Rows,
+        exc: BaseException | None,
+        done: Callable[[JournalError | None], None],
+    ) -> None:
+        if exc is None:
+            done(None)
+            return
+        self._give_back(rows)
+        done(self._write_error(exc))
 
     def finish_run(self, run_id: int, *, status: str, exit_code: int, finished_at: float) -> None:
         """Commit what is buffered and mark the run finished or interrupted."""
         self.commit()
-        try:
-            with self._transaction():
-                self._db.execute(
+
+        def update(db: sqlite3.Connection) -> None:
+            with _transaction(db):
+                db.execute(
                     "UPDATE runs SET status = ?, exit_code = ?, finished_at = ? WHERE run_id = ?",
                     (status, exit_code, finished_at, run_id),
                 )
-        except sqlite3.Error as exc:
-            raise JournalError(
-                f"cannot write the journal in {self.state_dir}: {_reason(exc)}"
-            ) from None
 
-    @contextlib.contextmanager
-    def _transaction(self) -> Iterator[None]:
-        self._db.execute("BEGIN")
         try:
-            yield
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
+            self._writer.call(update)
+        except sqlite3.Error as exc:
+            raise self._write_error(exc) from None
 
     def close(self) -> None:
         """Commit what is left, close the database and release the lock."""
         try:
             self.commit()
         finally:
+            self._writer.close()
             with contextlib.suppress(sqlite3.Error):
                 self._db.close()
             self._unlock()
@@ -297,11 +367,38 @@ class Journal:
 
     def runs(self) -> list[RunRecord]:
         """Every run in this journal, oldest first."""
-        return read_runs(self._db)
+        return self._writer.call(read_runs)
 
-    def events(self, run_id: int) -> Iterator[Event]:
+    def events(self, run_id: int) -> list[Event]:
         """The committed events of run `run_id`, in order."""
-        return read_events(self._db, run_id)
+        return self._writer.call(lambda db: list(read_events(db, run_id)))
+
+
+@contextlib.contextmanager
+def _transaction(db: sqlite3.Connection) -> Iterator[None]:
+    db.execute("BEGIN")
+    try:
+        yield
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
+
+
+def _write_rows(db: sqlite3.Connection, rows: _Rows) -> None:
+    events, attempts = rows
+    with _transaction(db):
+        if events:
+            db.executemany(
+                "INSERT INTO events(run_id, ts, event, task, data) VALUES (?, ?, ?, ?, ?)", events
+            )
+        if attempts:
+            # An attempt is written when it starts and again when it ends.
+            db.executemany(
+                "INSERT OR REPLACE INTO attempts VALUES"
+                " (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                attempts,
+            )
 
 
 def read_runs(db: sqlite3.Connection) -> list[RunRecord]:

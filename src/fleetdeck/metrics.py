@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Collection, Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Collection, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from fleetdeck.config import Fleet
@@ -116,7 +116,7 @@ class TaskSummary:
     """One row of the end-of-run table."""
 
     task: str
-    state: str = str(TaskState.PENDING)
+    state: TaskState = TaskState.PENDING
     attempts: int = 0
     started_at: float | None = None
     finished_at: float | None = None
@@ -126,7 +126,6 @@ class TaskSummary:
     ci_time: float = 0.0
     first_ci_at: float | None = None
     failed_at: float | None = None  # start of the current failure streak
-    recovered_after: list[float] = field(default_factory=list)
 
     @property
     def duration(self) -> float | None:
@@ -173,66 +172,95 @@ class ReportBuilder:
         self.started_at: float | None = None
         self.finished_at: float | None = None
         self._last_ts: float | None = None
+        self._recoveries: list[float] = []
+        self._handlers: dict[EventKind, Callable[[Any, Event], None]] = {
+            EventKind.RUN_STARTED: self._run_started,
+            EventKind.RUN_FINISHED: self._run_finished,
+            EventKind.ATTEMPT_STARTED: self._attempt_started,
+            EventKind.CI_QUEUED: self._ci_queued,
+            EventKind.ATTEMPT_FINISHED: self._attempt_finished,
+            EventKind.RETRY_SCHEDULED: self._retry_scheduled,
+            EventKind.TASK_SUCCEEDED: self._task_succeeded,
+            EventKind.TASK_FAILED: self._task_ended,
+            EventKind.TASK_BLOCKED: self._task_ended,
+            EventKind.TASK_CANCELLED: self._task_ended,
+            EventKind.TASK_READY: self._task_ready,
+            EventKind.TASK_REQUEUED: self._task_requeued,
+        }
 
     def feed(self, event: Event) -> None:
         """Take one event into account."""
         self._last_ts = event.ts
-        kind = event.kind
-        if kind is EventKind.RUN_STARTED:
-            if self.started_at is None:
-                self.started_at = event.ts
+        handler = self._handlers.get(event.kind)
+        if handler is None:
             return
-        if kind is EventKind.RUN_FINISHED:
-            self.finished_at = event.ts
+        if event.task is None:
+            handler(None, event)
             return
-        row = self.rows.get(event.task or "")
-        if row is None:
-            return
+        row = self.rows.get(event.task)
+        if row is not None:
+            handler(row, event)
+
+    def _run_started(self, _row: TaskSummary | None, event: Event) -> None:
+        if self.started_at is None:
+            self.started_at = event.ts
+
+    def _run_finished(self, _row: TaskSummary | None, event: Event) -> None:
+        self.finished_at = event.ts
+
+    def _attempt_started(self, row: TaskSummary, event: Event) -> None:
+        self._attempts += 1
         data = event.data
-        if kind is EventKind.ATTEMPT_STARTED:
-            self._attempts += 1
-            if data.get("stage") == Stage.AGENT:
-                row.attempts = max(row.attempts, int(data.get("attempt", 0)))
-                if row.started_at is None:
-                    row.started_at = event.ts
-                row.state = str(TaskState.RUNNING)
-            else:
-                queued = self._queued_at.pop(row.task, None)
-                if queued is not None:
-                    wait = event.ts - queued
-                    self._ci_waits.append(wait)
-                    row.ci_wait += wait
-                if row.first_ci_at is None:
-                    row.first_ci_at = event.ts
-                row.state = str(TaskState.CI_RUNNING)
-        elif kind is EventKind.CI_QUEUED:
-            self._queued_at[row.task] = event.ts
-            row.state = str(TaskState.CI_QUEUED)
-        elif kind is EventKind.ATTEMPT_FINISHED:
-            duration = float(data.get("duration") or 0.0)
-            if data.get("stage") == Stage.CI:
-                row.ci_time += duration
-            else:
-                row.agent_time += duration
-            if data.get("outcome") in (Outcome.FAILED, Outcome.TIMEOUT) and row.failed_at is None:
-                row.failed_at = event.ts
-        elif kind is EventKind.RETRY_SCHEDULED:
-            self._retries += 1
-            row.state = str(TaskState.RETRY_WAIT)
-        elif kind is EventKind.TASK_SUCCEEDED:
-            row.state = str(TaskState.SUCCEEDED)
-            row.finished_at = event.ts
-            if row.failed_at is not None:
-                row.recovered_after.append(event.ts - row.failed_at)
-                row.failed_at = None
-        elif kind in _FINAL_STATES:
-            row.state = str(_FINAL_STATES[kind])
-            row.finished_at = event.ts
-        elif kind is EventKind.TASK_READY:
-            row.state = str(TaskState.READY)
-        elif kind is EventKind.TASK_REQUEUED:
-            row.state = str(data.get("state", TaskState.PENDING))
-            row.finished_at = None
+        if data.get("stage") == Stage.AGENT:
+            row.attempts = max(row.attempts, int(data.get("attempt", 0)))
+            if row.started_at is None:
+                row.started_at = event.ts
+            row.state = TaskState.RUNNING
+            return
+        queued = self._queued_at.pop(row.task, None)
+        if queued is not None:
+            wait = event.ts - queued
+            self._ci_waits.append(wait)
+            row.ci_wait += wait
+        if row.first_ci_at is None:
+            row.first_ci_at = event.ts
+        row.state = TaskState.CI_RUNNING
+
+    def _ci_queued(self, row: TaskSummary, event: Event) -> None:
+        self._queued_at[row.task] = event.ts
+        row.state = TaskState.CI_QUEUED
+
+    def _attempt_finished(self, row: TaskSummary, event: Event) -> None:
+        data = event.data
+        duration = float(data.get("duration") or 0.0)
+        if data.get("stage") == Stage.CI:
+            row.ci_time += duration
+        else:
+            row.agent_time += duration
+        if data.get("outcome") in (Outcome.FAILED, Outcome.TIMEOUT) and row.failed_at is None:
+            row.failed_at = event.ts
+
+    def _retry_scheduled(self, row: TaskSummary, _event: Event) -> None:
+        self._retries += 1
+        row.state = TaskState.RETRY_WAIT
+
+    def _task_succeeded(self, row: TaskSummary, event: Event) -> None:
+        row.state = TaskState.SUCCEEDED
+        row.finished_at = event.ts
+        if row.failed_at is not None:
+            self._recoveries.append(event.ts - row.failed_at)
+            row.failed_at = None
+
+    def _task_ended(self, row: TaskSummary, event: Event) -> None:
+        row.state = _FINAL_STATES[event.kind]
+        row.finished_at = event.ts
+
+    def _task_ready(self, row: TaskSummary, _event: Event) -> None:
+        row.state = TaskState.READY
+
+    def _task_requeued(self, row: TaskSummary, event: Event) -> None:
+        row.state = TaskState(event.data.get("state", TaskState.PENDING))
+        row.finished_at = None
 
     def report(self) -> Report:
         """The report of what has been fed so far."""
@@ -251,7 +279,7 @@ class ReportBuilder:
             if row.first_ci_at is not None and row.started_at is not None
         ]
         complete = [d for row in succeeded if (d := row.duration) is not None]
-        recoveries = [r for row in rows for r in row.recovered_after]
+        recoveries = self._recoveries
         return Report(
             makespan=makespan,
             lower_bound=lower_bound,

@@ -121,8 +121,9 @@ class Attempt:
     number: int  # 1 for the task's first attempt; CI attempts share the agent's number
     worker: str  # the agent or runner name
     host: str
-    log_path: str
-    output_path: str
+    # The run's directory, shared by every attempt of the run: the attempt's
+    # files are named from it, not stored (100,000 tasks, 200 bytes each).
+    run_dir: str
     queued_at: float | None = None  # CI only: when the task joined the runner's queue
     started_at: float | None = None
     finished_at: float | None = None
@@ -130,6 +131,21 @@ class Attempt:
     outcome: Outcome | None = None
     exit_code: int | None = None
     error: str | None = None
+
+    @property
+    def log_path(self) -> str:
+        """The attempt's stdout and stderr."""
+        return f"{self.run_dir}/{self.task}.{self.number}.{self.stage}.log"
+
+    @property
+    def output_path(self) -> str:
+        """Where the attempt's $FLEETDECK_OUTPUT ends up."""
+        return f"{self.run_dir}/{self.task}.{self.number}.{self.stage}.out"
+
+    @property
+    def inputs_path(self) -> str:
+        """Where a local attempt's $FLEETDECK_INPUTS is written."""
+        return f"{self.run_dir}/{self.task}.{self.number}.{self.stage}.inputs.json"
 
     @property
     def duration(self) -> float | None:
@@ -161,9 +177,15 @@ class TaskRun:
     finished_at: float | None = None
     # When the task started to need the operator (failed, cancelled, blocked).
     attention_since: float | None = None
-    # The output file of the successful agent attempt (outputs stay on disk).
-    output_path: str | None = None
+    # The successful agent attempt, whose output file is the task's output
+    # (outputs stay on disk).
+    output_attempt: Attempt | None = None
     retry_at: float | None = None
+
+    @property
+    def output_path(self) -> str | None:
+        """The file holding the task's output, once its agent stage succeeded."""
+        return None if self.output_attempt is None else self.output_attempt.output_path
 
     @property
     def current_attempt(self) -> Attempt | None:

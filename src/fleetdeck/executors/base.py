@@ -99,7 +99,13 @@ class AttemptProcess(abc.ABC):
         """Wait for the attempt's main process to end; return its exit status.
 
         A process killed by signal N returns -N. Raises HostLostError when the host
-        stopped answering.
+        stopped answering. It may return while what the main process left running
+        is still being stopped (stop() waits for all of it).
+
+        On SSH hosts the status comes from the remote shell, which reports a death
+        by signal N as 128+N, exactly as it reports `exit 128+N`: there, an exit
+        status from 129 to 192 is returned as -(status - 128) (`exit 130` gives -2,
+        where a local attempt gives 130).
         """
 
     @abc.abstractmethod

@@ -172,7 +172,7 @@ class LocalExecutor(Executor):
         inputs_path = request.inputs_path
         try:
             if request.inputs:
-                write_private(inputs_path, json.dumps(request.inputs).encode())
+                write_private(inputs_path, json.dumps(dict(request.inputs)).encode())
             else:
                 inputs_path = self._empty_inputs(os.path.dirname(inputs_path))
         except OSError as exc:

@@ -6,38 +6,47 @@ keepalive interval, and reconnects with exponential backoff when the connection
 is lost. Transient trouble (refused, unreachable, no answer) is reported DOWN
 and retried; trouble that retrying cannot fix (host key unknown or changed,
 authentication refused, unusable identity file) is reported FAILED once and
-the host is left alone for the rest of the run. asyncssh's keepalive closes a
-connection whose host stops answering after about keepalive_interval x
-keepalive_count seconds; the host is then DOWN and every attempt running there
-ends with HostLostError (outcome `lost`: the engine reruns it elsewhere).
+the host is left alone for the rest of the run. Whether the host is gone is
+asyncssh's keepalive's call alone: it closes a connection whose host stops
+answering after about keepalive_interval x keepalive_count seconds; the host is
+then DOWN and every attempt running there ends with HostLostError (outcome
+`lost`: the engine reruns it elsewhere). A health check that is refused (every
+session the host allows is in use) or slow only leaves the numbers stale.
 
 Host keys are always verified against known_hosts. An unknown key is refused
 unless the host opts in with `trust_unknown_host_key`, and then it is pinned for
 the run; a key that differs from known_hosts is refused in every case.
 
-Attempts. Each attempt is one exec channel running `WRAPPER`, a POSIX sh script
-(no Python needed on the host). We cannot rely on the channel to kill anything:
-OpenSSH ignores signal requests from root sessions, and closing a channel
-without a pty kills nothing. So the wrapper owns the attempt's life:
+Attempts. Each attempt is one exec channel running the wrapper (wrapper.sh
+beside this file, a POSIX sh script: no Python needed on the host; it documents
+the protocol). We cannot rely on the channel to kill anything: OpenSSH ignores
+signal requests from root sessions, and closing a channel without a pty kills
+nothing. So the wrapper owns the attempt's life:
 
-- It makes a private temp dir, writes the inputs JSON there (read from its
-  stdin; for a CI attempt also a copy of the agent's output, for
-  FLEETDECK_AGENT_OUTPUT), points FLEETDECK_INPUTS and FLEETDECK_OUTPUT into
-  it, and starts the
-  command with `setsid` (its own session and process group) under `env` (the
-  worker's variables; OpenSSH's AcceptEnv would drop channel env requests).
-  Every process of the attempt inherits FLEETDECK_ATTEMPT_MARK=<random token>.
-- A reader turns its stdin into stop requests: "stop GRACE", "kill" (hurry),
-  and end of input - which is also what it reads when sshd closes the session
-  because the connection went away, so a dead fleetdeck or network stops the
-  attempt too. A stop sends SIGTERM to every process of the attempt, then
-  SIGKILL after the grace, and looks again until nothing is left. "Every
-  process" is found in /proc: processes carrying the token (even after a double
-  fork and setsid), the leader's session and group, and all their descendants.
-- When the command ends, whatever it left running is stopped the same way; the
-  wrapper then reports the exit status and sends the output file on the
-  channel's stderr (our protocol channel: the attempt's own stderr is merged
-  into stdout, which streams into the attempt's log), and removes its temp dir.
+- Its command line holds only the attempt's random token and a few numbers:
+  every user of the host can read command lines. The command, its environment
+  (API keys), the workdir, the inputs and a CI attempt's copy of the agent's
+  output come on its stdin, which it reads into a private temp dir; the
+  command then starts in its own session with the worker's variables, then
+  fleetdeck's own (FLEETDECK_INPUTS, FLEETDECK_OUTPUT... pointing into that
+  dir), and FLEETDECK_ATTEMPT_MARK=<token>, inherited by all it starts.
+- Later lines of stdin are heartbeats and stop requests; the end of stdin is a
+  stop too. A stop sends SIGTERM to every process of the attempt, then SIGKILL
+  after the grace, and looks again until nothing is left. "Every process" is
+  found in /proc: processes carrying the token (even after a double fork and
+  setsid), the leader's session and group, and all their descendants.
+- After a network partition, sshd does not notice the connection is gone for
+  hours; the attempt would go on while fleetdeck reruns it elsewhere. So
+  fleetdeck sends a heartbeat every keepalive interval, and the wrapper stops
+  the attempt once a few more intervals than fleetdeck's own patience passed
+  without one. And when fleetdeck connects to a host again, it first stops
+  whatever still carries the token of an attempt lost there.
+- When the command ends, the wrapper reports its exit status and the output
+  file's size and bytes at once (on the channel's stderr, our protocol channel:
+  the attempt's own stderr is merged into stdout, which streams into the
+  attempt's log), and only then stops what the command left running. wait()
+  returns as soon as all of that arrived; the channel, and the session it
+  takes from max_sessions, lasts until the leftovers are gone.
 """
 
 from __future__ import annotations
@@ -48,12 +57,14 @@ import errno
 import json
 import os
 import random
+import re
 import secrets
 import shlex
 import signal as signals
 import socket
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -70,180 +81,111 @@ from fleetdeck.executors.base import (
     LaunchError,
     LaunchRequest,
 )
+from fleetdeck.executors.common import (
+    command_not_found,
+    open_log,
+    permission_denied,
+    workdir_missing,
+    write_all,
+)
 
 # Reconnection backoff: first retry after this, doubling up to the cap, with jitter.
 RECONNECT_FIRST = 1.0
 RECONNECT_MAX = 30.0
-# A command line longer than this is refused by Linux (one argv string of
-# `sh -c` must stay under MAX_ARG_STRLEN, 128 KiB); we say so before trying.
-MAX_COMMAND_BYTES = 120_000
-# The variable by which the wrapper finds every process of an attempt.
-MARK_VARIABLE = "FLEETDECK_ATTEMPT_MARK"
 # A CI attempt's path to its agent's output: a file on this machine, which the
 # wrapper re-creates on the host (the variable then names the host's copy).
 AGENT_OUTPUT_VARIABLE = "FLEETDECK_AGENT_OUTPUT"
+# Heartbeat intervals the wrapper waits beyond the time fleetdeck takes to give
+# up on a silent host, before it stops the attempt: fleetdeck must have called
+# the attempt lost first, or a slow network would turn into failed attempts.
+HEARTBEAT_SLACK = 2
 # Exit statuses above this are deaths by signal (status - 128), as sh reports them.
 _SIGNAL_BASE = 128
 _MAX_SIGNAL = 64
-
-# The remote wrapper (see the module docstring). Arguments: token, grace,
-# what comes on stdin (0-3, below), workdir ('' for the login directory), PATH to look the
-# command up in ('' for the host's), number of NAME=VALUE entries, the
-# entries, then the argv. Comment lines are stripped before it is sent.
-_WRAPPER_SOURCE = r"""
-t=$1 g=$2 w=$3 c=$4 lp=$5 n=$6
-shift 6
-# fd 3 carries the protocol to fleetdeck (the channel's stderr); stray messages
-# of the wrapper's own tools go into the attempt's log, with its output.
-exec 3>&2 2>&1 4<&0
-say() { printf '%s %s\n' "$t" "$*" >&3; }
-d=$(mktemp -d "${TMPDIR:-/tmp}/fleetdeck.XXXXXXXXXX") || { say error tmp; exit 1; }
-fail() { say error "$1"; rm -rf "$d"; exit 1; }
-# Data from this machine, on stdin: w=1 the inputs JSON line, w=2 the agent's
-# output (a CI attempt's FLEETDECK_AGENT_OUTPUT) as one printf-%b-escaped line,
-# w=3 both, in that order.
-case $w in
-  1) head -n 1 >"$d/inputs.json" || fail inputs ;;
-  2) head -n 1 >"$d/pre" || fail inputs ;;
-  3) head -n 2 >"$d/pre" && sed -n 1p "$d/pre" >"$d/inputs.json" || fail inputs ;;
-esac
-[ -e "$d/inputs.json" ] || printf '{}' >"$d/inputs.json"
-if [ "$w" -ge 2 ]; then
-  printf '%b' "$(sed -n "$((w - 1))p" "$d/pre")" >"$d/agent-output" || fail inputs
-  export FLEETDECK_AGENT_OUTPUT="$d/agent-output"
-fi
-if [ -n "$c" ]; then
-  case $c in "~") c=$HOME ;; "~/"*) c=$HOME/${c#"~/"} ;; esac
-  cd "$c" 2>/dev/null || fail workdir
-fi
-eval "a=\${$((n + 1))}"
-case $a in
-  */*)
-    if [ ! -e "$a" ]; then fail notfound; elif [ -d "$a" ] || [ ! -x "$a" ]; then fail noexec; fi
-    ;;
-  *) PATH=${lp:-$PATH} command -v "$a" >/dev/null 2>&1 || fail notfound ;;
-esac
-# Every live process of the attempt, one pid a line: those whose environment
-# holds our token, the leader's session and group, and all their descendants.
-pids() {
-  {
-    grep -l -F -e "FLEETDECK_ATTEMPT_MARK=$t" /proc/[0-9]*/environ
-    cat /proc/[0-9]*/stat
-  } 2>/dev/null |
-    awk -v p="$p" '
-      /^\/proc\// { split($0, f, "/"); seed[f[3]] = 1; next }
-      {
-        pid = $1; sub(/.*\) /, "")
-        if ($1 == "Z" || $1 == "X") next
-        live[pid] = 1; parent[pid] = $2
-        if (pid == p || $3 == p || $4 == p) seed[pid] = 1
-      }
-      END {
-        for (q in seed) if (q in live) found[q] = 1
-        do {
-          more = 0
-          for (q in live) if (!(q in found) && (parent[q] in found)) { found[q] = 1; more = 1 }
-        } while (more)
-        for (q in found) print q
-      }'
-}
-# SIGTERM once to each process, SIGKILL to all that is left after $1 seconds
-# (at once after a "kill"); return when nothing of the attempt is left.
-killtree() {
-  l=$(pids)
-  if [ -n "$l" ]; then
-    ticks=$(awk -v g="$1" 'BEGIN { print int(g * 20 + 0.999) }') sent=" " rounds=0
-    while [ -n "$l" ] && [ "$rounds" -lt 200 ]; do
-      if [ "$ticks" -le 0 ] || [ -e "$d/kill" ]; then
-        kill -KILL $l 2>/dev/null
-        rounds=$((rounds + 1))
-      else
-        for q in $l; do
-          case $sent in *" $q "*) ;; *) kill -TERM "$q" 2>/dev/null; sent="$sent$q " ;; esac
-        done
-        ticks=$((ticks - 1))
-      fi
-      sleep 0.05
-      l=$(pids)
-    done
-  fi
-  : >"$d/stopped"
-}
-s=
-command -v setsid >/dev/null 2>&1 && s="setsid -w"
-FLEETDECK_INPUTS=$d/inputs.json FLEETDECK_OUTPUT=$d/output FLEETDECK_ATTEMPT_MARK=$t \
-  $s env "$@" </dev/null 3>&- 4<&- &
-p=$!
-# A write to a vanished connection must not kill the wrapper before it has
-# cleaned up (the attempt, started before this, keeps the default SIGPIPE).
-trap '' PIPE
-# Stop requests: "stop GRACE", "kill", or the end of input, which is also what
-# this reads when sshd closes the session because the connection is gone.
-(
-  exec >/dev/null 2>&1 3>&-
-  k=
-  while IFS= read -r l; do
-    case $l in
-      "stop "*) [ -n "$k" ] || { : >"$d/stopping"; killtree "${l#stop }" & k=$!; } ;;
-      kill) : >"$d/kill"; [ -n "$k" ] || { : >"$d/stopping"; killtree 0 & k=$!; } ;;
-    esac
-  done
-  [ -n "$k" ] || { : >"$d/stopping"; killtree "$g" & k=$!; }
-  wait "$k"
-) <&4 &
-r=$!
-exec 4<&-
-say started "$p"
-wait "$p"
-e=$?
-# Stopped: wait for the stop to finish. Ended by itself: stop what it left.
-if [ -e "$d/stopping" ]; then
-  while [ ! -e "$d/stopped" ]; do sleep 0.05; done
-else
-  killtree "$g"
-fi
-kill "$r" 2>/dev/null
-if [ -f "$d/output" ]; then say exit "$e" 1; cat "$d/output" >&3; else say exit "$e" 0; fi
-rm -rf "$d"
-"""
-WRAPPER = "\n".join(
-    line for line in _WRAPPER_SOURCE.strip().splitlines() if not line.lstrip().startswith("#")
-)
+# What `export NAME=...` accepts in sh.
+_VARIABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
-def remote_command(
-    *,
-    token: str,
-    grace: float,
-    has_inputs: bool,
-    has_agent_output: bool = False,
-    cwd: str | None,
-    env: Mapping[str, str],
-    argv: tuple[str, ...],
-) -> str:
-    """The exec command of one attempt: the wrapper and its quoted arguments.
+def _wrapper_script() -> str:
+    """wrapper.sh without its comment and blank lines (it travels on every exec)."""
+    source = resources.files("fleetdeck.executors").joinpath("wrapper.sh").read_text()
+    return "\n".join(
+        line for line in source.splitlines() if line.strip() and not line.lstrip().startswith("#")
+    )
+
+
+WRAPPER = _wrapper_script()
+
+
+def _hundredths(seconds: float) -> int:
+    """A grace as the wrapper counts it: hundredths of a second, /proc/uptime's unit."""
+    return max(0, round(seconds * 100))
+
+
+def remote_command(*, token: str, grace: float, heartbeat: float, misses: int) -> str:
+    """The exec command of one attempt: the wrapper with only small, fixed parameters.
 
     The login shell runs it, so it starts by handing over to /bin/sh: what
-    follows is POSIX whatever the user's shell is. Every argument is quoted on
-    its own, so argv reaches the command exactly as given, never re-split.
+    follows is POSIX whatever the user's shell is. The attempt itself goes to
+    the wrapper's stdin (`attempt_setup`).
     """
-    entries = [f"{name}={value}" for name, value in env.items() if name != AGENT_OUTPUT_VARIABLE]
-    params = [
-        token,
-        f"{grace:.3f}",
-        str(int(has_inputs) + 2 * int(has_agent_output)),
-        cwd or "",
-        env.get("PATH", ""),
-        str(len(entries)),
-        *entries,
-        *argv,
-    ]
-    quoted = " ".join(shlex.quote(param) for param in params)
-    return f"exec /bin/sh -c {shlex.quote(WRAPPER)} fleetdeck {quoted}"
+    params = f"attempt {token} {_hundredths(grace)} {heartbeat:g} {misses}"
+    return f"exec /bin/sh -c {shlex.quote(WRAPPER)} fleetdeck {params}"
+
+
+def reap_command(tokens: Iterable[str], *, grace: float) -> str:
+    """The command that stops every process carrying one of `tokens` (hex strings)."""
+    return f"exec /bin/sh -c {shlex.quote(WRAPPER)} fleetdeck reap {_hundredths(grace)} " + (
+        " ".join(tokens)
+    )
+
+
+def _encode(text: str) -> bytes:
+    # surrogateescape: strings that came from file names hold undecodable bytes so.
+    return text.encode("utf-8", "surrogateescape")
+
+
+def attempt_setup(
+    *,
+    argv: tuple[str, ...],
+    env: Mapping[str, str],
+    cwd: str | None,
+    inputs: Mapping[str, str],
+    agent_output: bytes | None = None,
+) -> bytes:
+    """What the wrapper reads on its stdin before it starts the command (see wrapper.sh).
+
+    The variables and the argv are sh, every value quoted on its own by shlex,
+    so the wrapper's shell takes them literally; each line is escaped for
+    printf %b so that no value's newline can end it. `env` must hold only
+    names sh accepts.
+    """
+    lines: list[bytes] = []
+    if cwd:
+        lines.append(b"cwd " + printf_escape(_encode(cwd)))
+    if inputs:
+        lines.append(b"inputs " + printf_escape(json.dumps(dict(inputs)).encode()))
+    if agent_output is not None:
+        lines.append(b"agent-output " + printf_escape(agent_output))
+    for name, value in env.items():
+        lines.append(b"env " + printf_escape(_encode(f"export {name}={shlex.quote(value)}")))
+    command = " ".join(shlex.quote(arg) for arg in argv)
+    lines.append(b"argv " + printf_escape(_encode(f"set -- {command}")))
+    lines.append(b"go")
+    return b"\n".join(lines) + b"\n"
+
+
+def printf_escape(data: bytes) -> bytes:
+    """`data` as one line that sh's `printf '%b'` turns back into `data`."""
+    return data.replace(b"\\", b"\\\\").replace(b"\n", b"\\n").replace(b"\0", b"\\0000")
 
 
 def exit_status(raw: int) -> int:
-    """The wrapper's status as the local executor reports it: -N for signal N."""
+    """The wrapper's status as the local executor reports it: -N for signal N.
+
+    sh reports a death by signal N as 128+N, the same as `exit 128+N`: both
+    come out as -N (see AttemptProcess.wait).
+    """
     if _SIGNAL_BASE < raw <= _SIGNAL_BASE + _MAX_SIGNAL:
         return _SIGNAL_BASE - raw
     return raw
@@ -253,12 +195,6 @@ def resolve_path(path: str, base_dir: Path) -> Path:
     """`~` expanded, relative paths taken from the config file's directory."""
     expanded = Path(path).expanduser()
     return expanded if expanded.is_absolute() else base_dir / expanded
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
 
 
 class _Permanent(Exception):
@@ -272,71 +208,151 @@ class _Transient(Exception):
 class RemoteProcess(AttemptProcess):
     """One attempt on an SSH host: an exec channel running the wrapper."""
 
-    def __init__(self, executor: SshExecutor, request: LaunchRequest, log_fd: int) -> None:
+    def __init__(
+        self,
+        executor: SshExecutor,
+        request: LaunchRequest,
+        *,
+        log_fd: int,
+        setup: bytes,
+        heartbeat: float,
+    ) -> None:
         self._executor = executor
         self._request = request
-        self._token = secrets.token_hex(16).encode()
+        self._token = secrets.token_hex(16)
+        # What the wrapper writes on stdout after the command's own output.
+        self._end_mark = b"\0" + self._token.encode() + b"\0"
+        self._setup = setup
+        self._heartbeat_interval = heartbeat
         self._log_fd = log_fd
         self._out_fd = -1
+        self._output_left = 0  # bytes of the output file still to come
         self._control = bytearray()
-        self._sending_output = False
+        self._held = b""  # stdout bytes that may be the start of the end mark
+        self._log_complete = False
         self._status: int | None = None
         self._lost: str | None = None
         self._channel: asyncssh.SSHClientChannel[bytes] | None = None
+        # What to send once the channel is there (a stop asked for before).
+        self._pending = bytearray()
         loop = asyncio.get_running_loop()
         self.started: asyncio.Future[None] = loop.create_future()
+        self._exited: asyncio.Future[None] = loop.create_future()
         self._closed: asyncio.Future[None] = loop.create_future()
         self._stop_deadline: float | None = None
         self._kill_timer: asyncio.TimerHandle | None = None
         self._killed = False
-        # Holds one of the executor's sessions (max_sessions) until the channel closes.
-        self.holds_session = False
+        self._heartbeat: asyncio.TimerHandle | None = None
+        self._heartbeats_paused = False
+        self._release_session: Callable[[], None] | None = None
         self._launch_failed = False
         self._last_stray = ""
+        # True when the channel ended without the wrapper ending: it may still
+        # run on the host (see SshExecutor._reap).
+        self.orphaned = False
 
     @property
     def token(self) -> str:
         """The random mark every process of this attempt carries on the host."""
-        return self._token.decode()
+        return self._token
+
+    @property
+    def attached(self) -> bool:
+        """True once the channel is open (the wrapper may be running)."""
+        return self._channel is not None
 
     @property
     def ended(self) -> bool:
         """True once the channel is closed (ended, or lost with its host)."""
         return self._closed.done()
 
+    def hold_session(self, release: Callable[[], None]) -> None:
+        """Keep one of the host's sessions (max_sessions) until the channel closes;
+        `release` gives it back."""
+        if self._closed.done():
+            release()
+        else:
+            self._release_session = release
+
+    def pause_heartbeats(self) -> None:
+        """Stop sending heartbeats while the channel stays open: what a network
+        partition looks like to the host. For tests."""
+        self._heartbeats_paused = True
+
     # --- from the channel ------------------------------------------------------
 
     def attach(self, channel: asyncssh.SSHClientChannel[bytes]) -> None:
-        """Tie this attempt to its (open) channel."""
+        """Tie this attempt to its (open) channel: send the attempt, then what
+        was asked for meanwhile, and start the heartbeat."""
         self._channel = channel
+        self._send(self._setup)
+        if self._pending:
+            self._send(bytes(self._pending))
+            self._pending.clear()
+        self._heartbeat = asyncio.get_running_loop().call_later(
+            self._heartbeat_interval, self._beat
+        )
+
+    def _beat(self) -> None:
+        if self._closed.done():
+            return
+        if not self._heartbeats_paused:
+            self._send(b"ping\n")
+        self._heartbeat = asyncio.get_running_loop().call_later(
+            self._heartbeat_interval, self._beat
+        )
 
     def on_stdout(self, data: bytes) -> None:
-        """Output of the attempt (stdout and stderr): straight into its log."""
-        if self._log_fd >= 0:
-            _write_all(self._log_fd, data)
+        """Output of the attempt (stdout and stderr): into its log, without the
+        wrapper's end mark, whose arrival says the log is complete."""
+        if self._log_complete:
+            self._log(data)
+            return
+        if self._held:
+            data = self._held + data
+        at = data.find(self._end_mark)
+        if at >= 0:
+            self._held = b""
+            self._log(data[:at])
+            self._log(data[at + len(self._end_mark) :])  # leftovers still printing
+            self._log_complete = True
+            self._check_exited()
+            return
+        keep = _mark_start_at_end(data, self._end_mark)
+        self._held = data[len(data) - keep :] if keep else b""
+        self._log(data[: len(data) - keep])
+
+    def _log(self, data: bytes) -> None:
+        if self._log_fd >= 0 and data:
+            write_all(self._log_fd, data)
 
     def on_control(self, data: bytes) -> None:
-        """The wrapper's protocol lines, then, after `exit`, the output file's bytes."""
+        """The wrapper's protocol lines, and after `exit` the output file's bytes."""
         if self._closed.done():
             return  # abandoned: the connection is being torn down
-        if self._sending_output:
-            _write_all(self._out_fd, data)
-            return
         self._control += data
-        prefix = self._token + b" "
-        while not self._sending_output and (end := self._control.find(b"\n")) >= 0:
+        prefix = self._token.encode() + b" "
+        while self._control:
+            if self._output_left:
+                chunk = bytes(self._control[: self._output_left])
+                del self._control[: len(chunk)]
+                write_all(self._out_fd, chunk)
+                self._output_left -= len(chunk)
+                if not self._output_left:
+                    self._output_arrived()
+                continue
+            end = self._control.find(b"\n")
+            if end < 0:
+                return
             line = bytes(self._control[:end])
             del self._control[: end + 1]
             if not line.startswith(prefix):
                 # Not the wrapper's (a login script writing to stderr): keep it
                 # in the log, where the operator will look.
-                self.on_stdout(line + b"\n")
+                self._log(line + b"\n")
                 self._last_stray = line.decode(errors="replace").strip()
                 continue
             self._on_message(line[len(prefix) :].decode(errors="replace").split())
-        if self._sending_output and self._control:
-            _write_all(self._out_fd, bytes(self._control))
-            self._control.clear()
 
     def _on_message(self, words: list[str]) -> None:
         match words:
@@ -348,73 +364,118 @@ class RemoteProcess(AttemptProcess):
                 self._launch_failed = True
                 if not self.started.done():
                     self.started.set_exception(LaunchError(self._launch_message(code)))
-            case ["exit", status, has_output] if status.isdigit():
+            case ["lost"]:
+                if not self._exited.done():
+                    self._lost = (
+                        f"{self._executor.host}: the host heard no heartbeat from fleetdeck "
+                        "for too long and stopped the attempt"
+                    )
+            case ["exit", status, size] if status.isdigit() and (size.isdigit() or size == "-"):
                 self._status = exit_status(int(status))
-                if has_output == "1":
-                    try:
-                        self._out_fd = os.open(
-                            self._request.output_path,
-                            os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC,
-                            0o600,
-                        )
-                    except OSError:
-                        self._out_fd = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
-                    self._sending_output = True
+                if size != "-":
+                    self._out_fd = _open_output(self._request.output_path)
+                    self._output_left = int(size)
+                    if not self._output_left:
+                        self._output_arrived()
+                self._check_exited()
             case _:
                 pass  # a newer wrapper's message: nothing we need
+
+    def _output_arrived(self) -> None:
+        os.close(self._out_fd)
+        self._out_fd = -1
+        self._check_exited()
+
+    def _check_exited(self) -> None:
+        """wait() returns once the status, the whole output file and the whole log are here."""
+        if (
+            self._status is not None
+            and not self._output_left
+            and self._log_complete
+            and not self._exited.done()
+        ):
+            self._exited.set_result(None)
 
     def _launch_message(self, code: str) -> str:
         host = self._executor.host
         request = self._request
         if code == "workdir":
-            return f"{host}: workdir does not exist: {request.cwd}"
+            return f"{host}: {workdir_missing(request.cwd or '')}"
         if code == "notfound":
-            return f"{host}: command not found: {request.argv[0]!r}"
+            return f"{host}: {command_not_found(request.argv[0])}"
         if code == "noexec":
-            return f"{host}: permission denied running {request.argv[0]!r}"
+            return f"{host}: {permission_denied(request.argv[0])}"
         if code == "tmp":
             return f"{host}: cannot create a temporary directory (is /tmp full or read-only?)"
+        if code == "noproc":
+            return (
+                f"{host}: the host has no /proc: fleetdeck runs attempts on Linux hosts only "
+                "(it finds an attempt's processes there)"
+            )
         return f"{host}: cannot start the attempt ({code})"
 
     def on_closed(self, exc: Exception | None, exit_code: int | None) -> None:
-        """The channel is gone: the attempt ended, or its host was lost."""
+        """The channel is gone: the attempt ended, or its host was lost.
+
+        `exit_code` is what sshd reported for the wrapper; None when the channel
+        ended without one: the connection closed under it, cleanly or not, and
+        the wrapper may still be running.
+        """
         if self._closed.done():
             return
-        if exc is not None and (self._status is None or self._sending_output):
-            # The status, or the output that follows it, did not arrive in full.
-            self._lost = f"{self._executor.host}: connection lost ({exc})"
-        elif self._status is None:
-            # The wrapper ended without reporting (killed on the host, or the
-            # login shell could not run it): whatever the channel says.
-            self._status = exit_code if exit_code is not None else 255
-            if not self.started.done():
-                tail = self._control.decode(errors="replace").strip() or self._last_stray
-                detail = f": {tail}" if tail else ""
-                self.started.set_exception(
-                    LaunchError(
-                        f"{self._executor.host}: the remote wrapper did not start "
-                        f"(exit status {self._status}){detail}"
-                    )
-                )
-            elif not self._launch_failed:
-                note = f"fleetdeck: the remote wrapper ended without a status ({self._status})\n"
-                self.on_stdout(note.encode())
+        self._log(self._held)
+        self._held = b""
+        self.orphaned = self.attached and exit_code is None
+        if not self._exited.done():
+            if self._lost is None and self._status is not None and not self._output_left:
+                pass  # all that counts arrived; at most the end of the log is missing
+            elif self._lost is None and self._status is None and exit_code is not None:
+                self._ended_without_report(exit_code)
+            elif self._lost is None:
+                why = f"connection lost ({exc})" if exc is not None else "connection closed"
+                self._lost = f"{self._executor.host}: {why}"
+            self._exited.set_result(None)
         if not self.started.done():
             self.started.set_result(None)  # lost: wait() says so
         for fd in (self._log_fd, self._out_fd):
             if fd >= 0:
                 os.close(fd)
         self._log_fd = self._out_fd = -1
-        if self._kill_timer is not None:
-            self._kill_timer.cancel()
+        for timer in (self._kill_timer, self._heartbeat):
+            if timer is not None:
+                timer.cancel()
         self._closed.set_result(None)
+        release, self._release_session = self._release_session, None
+        if release is not None:
+            release()
         self._executor._attempt_closed(self)
+
+    def _ended_without_report(self, exit_code: int) -> None:
+        """The wrapper ended without reporting (killed on the host, or the login
+        shell could not run it): its status is what sshd says."""
+        self._status = exit_code
+        if not self.started.done():
+            tail = self._control.decode(errors="replace").strip() or self._last_stray
+            detail = f": {tail}" if tail else ""
+            self.started.set_exception(
+                LaunchError(
+                    f"{self._executor.host}: the remote wrapper did not start "
+                    f"(exit status {exit_code}){detail}"
+                )
+            )
+        elif not self._launch_failed:
+            note = f"fleetdeck: the remote wrapper ended without a status ({exit_code})\n"
+            self._log(note.encode())
 
     # --- AttemptProcess ---------------------------------------------------------
 
     async def wait(self) -> int:
-        """The exit status of the command; HostLostError if its host went away."""
-        await asyncio.shield(self._closed)
+        """The exit status of the command; HostLostError if its host went away.
+
+        Returns as soon as the status and the command's output are here, while
+        the wrapper may still be stopping what the command left running.
+        """
+        await asyncio.shield(self._exited)
         if self._lost is not None:
             raise HostLostError(self._lost)
         assert self._status is not None
@@ -423,7 +484,8 @@ class RemoteProcess(AttemptProcess):
     async def stop(self, grace: float) -> None:
         """Ask the wrapper to stop the whole tree; return once the channel closed.
 
-        A second call with a shorter grace brings the SIGKILL forward.
+        A second call with a shorter grace brings the SIGKILL forward. Asked
+        before the channel is open, the stop is sent right after the attempt.
         """
         if self._closed.done():
             return
@@ -431,51 +493,62 @@ class RemoteProcess(AttemptProcess):
         deadline = loop.time() + grace
         if self._stop_deadline is None:
             self._stop_deadline = deadline
-            self._send(f"stop {max(grace, 0.0):.3f}\n")
+            self._send(f"stop {_hundredths(grace)}\n".encode())
         elif deadline < self._stop_deadline:
             self._stop_deadline = deadline
             if self._kill_timer is not None:
                 self._kill_timer.cancel()
-            self._kill_timer = loop.call_at(deadline, self.kill_now)
+            self._kill_timer = loop.call_at(deadline, self.hurry)
         await asyncio.shield(self._closed)
 
-    def kill_now(self) -> None:
-        """Skip what is left of the grace of a stop in progress."""
-        if self._stop_deadline is not None and not self._killed:
+    def hurry(self) -> None:
+        """Skip what is left of the grace of a stop, or of the cleanup of what
+        the command left running."""
+        if (self._stop_deadline is not None or self._exited.done()) and not self._killed:
             self._killed = True
-            self._send("kill\n")
+            self._send(b"kill\n")
 
     @property
     def stopping(self) -> bool:
         """True once a stop was asked for."""
         return self._stop_deadline is not None
 
-    def send_data(self, agent_output: bytes | None) -> None:
-        """What the wrapper reads before it starts the command (see WRAPPER)."""
-        data = b""
-        if self._request.inputs:
-            # One line: json.dumps escapes every newline (and, by default, non-ASCII).
-            data += json.dumps(dict(self._request.inputs)).encode() + b"\n"
-        if agent_output is not None:
-            data += printf_escape(agent_output) + b"\n"
-        if data:
-            self._send_bytes(data)
-
-    def _send(self, text: str) -> None:
-        self._send_bytes(text.encode())
-
-    def _send_bytes(self, data: bytes) -> None:
+    def _send(self, data: bytes) -> None:
+        if self._closed.done():
+            return
         channel = self._channel
-        if channel is None or self._closed.done():
+        if channel is None:
+            self._pending += data
             return
         # The channel may be closing under us (host lost): nothing left to tell.
         with contextlib.suppress(OSError, asyncssh.Error):
             channel.write(data)
 
     def abandon(self, reason: str) -> None:
-        """Give up on the channel (the connection is gone): the attempt is lost."""
+        """Give up on the attempt (never started, or its connection is gone): it is lost."""
         if not self._closed.done():
-            self.on_closed(ConnectionError(reason), None)
+            if not self._exited.done() and self._lost is None:
+                self._lost = f"{self._executor.host}: {reason}"
+            self.on_closed(None, None)
+
+
+def _mark_start_at_end(data: bytes, mark: bytes) -> int:
+    """How many bytes at the end of `data` could be the start of `mark` (which
+    starts with a NUL): they wait for the next chunk before they go to the log."""
+    at = data.find(b"\0", max(0, len(data) - len(mark) + 1))
+    while at >= 0:
+        if mark.startswith(data[at:]):
+            return len(data) - at
+        at = data.find(b"\0", at + 1)
+    return 0
+
+
+def _open_output(path: str) -> int:
+    try:
+        return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    except OSError:
+        # Nowhere to put it (the state dir vanished?): take the bytes off the wire anyway.
+        return os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
 
 
 class _Session(asyncssh.SSHClientSession[bytes]):
@@ -541,11 +614,15 @@ class SshExecutor(Executor):
         self._identity = resolve_path(spec.identity, base_dir) if spec.identity else None
         self._known_hosts = resolve_path(spec.known_hosts or "~/.ssh/known_hosts", base_dir)
         self._listener: HealthListener | None = None
-        self._health = HostHealth(host=name, state=HostState.DOWN)
         self._conn: asyncssh.SSHClientConnection | None = None
         self._keeper: asyncio.Task[None] | None = None
+        # The host's sessions (max_sessions): each attempt holds one from before
+        # its channel opens until it closes (RemoteProcess.hold_session).
         self._sessions: asyncio.Semaphore | None = None
         self._attempts: set[RemoteProcess] = set()
+        # Tokens of attempts whose channel went with a connection: they may
+        # still run there, to be stopped when we connect again.
+        self._lost_tokens: set[str] = set()
         self._closing = False
         # With trust_unknown_host_key: the key accepted at the first connection,
         # the only one accepted from then on this run.
@@ -554,15 +631,19 @@ class SshExecutor(Executor):
         self._rng = random.Random()
 
     @property
-    def health(self) -> HostHealth:
-        """The last health reported."""
-        return self._health
-
-    @property
     def destination(self) -> str:
         """`user@address:port`, for messages."""
         user = f"{self._spec.user}@" if self._spec.user else ""
         return f"{user}{self._spec.address}:{self._spec.port}"
+
+    @property
+    def heartbeat_misses(self) -> int:
+        """Heartbeat intervals without one after which the host stops an attempt.
+
+        asyncssh closes a silent connection after max(2, keepalive_count)
+        intervals (see _connect); the wrapper waits HEARTBEAT_SLACK more.
+        """
+        return max(2, self._spec.keepalive_count) + HEARTBEAT_SLACK
 
     # --- health and connection --------------------------------------------------
 
@@ -580,9 +661,9 @@ class SshExecutor(Executor):
         latency: float | None = None,
         load: tuple[float, float, float] | None = None,
     ) -> None:
-        self._health = HostHealth(self.host, state, latency=latency, load=load, reason=reason)
+        health = HostHealth(self.host, state, latency=latency, load=load, reason=reason)
         if self._listener is not None and not self._closing:
-            self._listener(self._health)
+            self._listener(health)
 
     async def _keep_connected(self) -> None:
         delay = RECONNECT_FIRST
@@ -592,7 +673,7 @@ class SshExecutor(Executor):
             except _Permanent as exc:
                 self._report(HostState.FAILED, reason=str(exc))
                 return
-            except (_Transient, Exception) as exc:
+            except Exception as exc:
                 # Anything unforeseen is treated as transient: retrying is the
                 # safe side, and the reason tells the operator what happened.
                 message = (
@@ -605,6 +686,7 @@ class SshExecutor(Executor):
                 continue
             self._conn = conn
             try:
+                await self._reap(conn)
                 if await self._watch(conn):
                     delay = RECONNECT_FIRST
             finally:
@@ -669,6 +751,10 @@ class SshExecutor(Executor):
             raise _Transient(f"SSH with {spec.address}:{spec.port} failed: {exc.reason}") from None
 
     def _load_identity(self, path: Path) -> asyncssh.SSHKey:
+        passphrase_hint = (
+            f"identity file {path} is protected by a passphrase: load it into ssh-agent "
+            f"and leave identity unset in [hosts.{self.host}]"
+        )
         try:
             return asyncssh.read_private_key(str(path))
         except FileNotFoundError:
@@ -676,11 +762,12 @@ class SshExecutor(Executor):
         except OSError as exc:
             raise _Permanent(f"cannot read identity file {path}: {exc.strerror}") from None
         except asyncssh.KeyEncryptionError:
-            raise _Permanent(
-                f"identity file {path} is protected by a passphrase: load it into ssh-agent "
-                f"and leave identity unset in [hosts.{self.host}]"
-            ) from None
+            raise _Permanent(passphrase_hint) from None
         except (asyncssh.KeyImportError, ValueError) as exc:
+            # asyncssh says "Passphrase must be specified to import encrypted
+            # private keys" for an encrypted key we gave no passphrase for.
+            if "passphrase" in str(exc).lower():
+                raise _Permanent(passphrase_hint) from None
             raise _Permanent(f"identity file {path} is not a usable private key: {exc}") from None
 
     def _judge_host_key(self, addr: str, port: int, key: asyncssh.SSHKey) -> bool:
@@ -739,45 +826,63 @@ class SshExecutor(Executor):
             )
         return f"{where}: host key not accepted: {exc.reason}"
 
+    async def _reap(self, conn: asyncssh.SSHClientConnection) -> None:
+        """Stop what attempts lost with an earlier connection left on the host.
+
+        Their wrappers stop them once heartbeats have been missing long enough,
+        but a partition that healed quickly may bring us back before that: the
+        engine has rerun them meanwhile, and two agents must not work on the
+        same thing. Done before the host is reported up again.
+        """
+        tokens = sorted(self._lost_tokens)
+        sessions = self._sessions
+        if not tokens or sessions is None:
+            return
+        try:
+            async with sessions:
+                result = await conn.run(
+                    reap_command(tokens, grace=self._grace), check=False, stdin=asyncssh.DEVNULL
+                )
+        except (OSError, asyncssh.Error):
+            return  # the connection is going too: try again at the next one
+        if result.exit_status == 0:
+            self._lost_tokens.difference_update(tokens)
+
     async def _watch(self, conn: asyncssh.SSHClientConnection) -> bool:
         """Report the host up and keep its health fresh until the connection ends.
 
-        Returns True when the host was up (the backoff starts over), False
-        when the connection ended before its first health check answered.
+        Whether the host is gone is for asyncssh's keepalive to say: a health
+        check that is refused or slow changes nothing but the numbers' freshness.
+        Returns True when the host was reported up (the backoff starts over).
         """
         interval = self._spec.keepalive_interval
-        patience = interval * self._spec.keepalive_count
         closed = asyncio.ensure_future(conn.wait_closed())
+        probe: asyncio.Future[Any] | None = None
         was_up = False
         try:
             while not closed.done():
                 probe = asyncio.ensure_future(self._probe(conn))
-                await asyncio.wait(
-                    {probe, closed}, timeout=patience, return_when=asyncio.FIRST_COMPLETED
-                )
+                await asyncio.wait({probe, closed}, return_when=asyncio.FIRST_COMPLETED)
                 if not probe.done():
-                    probe.cancel()
-                    with contextlib.suppress(asyncio.CancelledError, Exception):
-                        await probe
-                    if not closed.done():
-                        # Keepalive will say the same very soon; no need to wait.
-                        self._connection_lost(
-                            conn, ConnectionError(f"health check unanswered for {patience:g}s")
-                        )
-                    break
-                if probe.exception() is not None:
-                    if not closed.done():
-                        error = probe.exception()
-                        self._connection_lost(conn, error if isinstance(error, Exception) else None)
-                    break
-                result = probe.result()
-                if result is not None and self._conn is conn and not self._closing:
-                    latency, load = result
-                    self._report(HostState.UP, latency=latency, load=load)
-                    was_up = True
+                    break  # the connection ended; `finally` ends the probe
+                # An exception means the connection is ending (keepalive gave up,
+                # or the host closed it): `closed` says so at the next turn.
+                if probe.exception() is None and self._conn is conn and not self._closing:
+                    health = probe.result()
+                    if health is not None:
+                        latency, load = health
+                        self._report(HostState.UP, latency=latency, load=load)
+                        was_up = True
+                    elif not was_up:
+                        self._report(HostState.UP)  # answers, but every session is busy
+                        was_up = True
                 await asyncio.wait({closed}, timeout=interval)
         finally:
             closed.cancel()
+            if probe is not None and not probe.done():
+                probe.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await probe
         return was_up
 
     async def _probe(
@@ -787,11 +892,15 @@ class SshExecutor(Executor):
         sessions = self._sessions
         assert sessions is not None
         if sessions.locked():
-            # Attempts use every session the host allows; keepalive still watches it.
+            # Attempts use every session we allow ourselves; keepalive still watches.
             return None
         async with sessions:
             started = time.monotonic()
-            result = await conn.run("cat /proc/loadavg", check=False, stdin=asyncssh.DEVNULL)
+            try:
+                result = await conn.run("cat /proc/loadavg", check=False, stdin=asyncssh.DEVNULL)
+            except asyncssh.ChannelOpenError:
+                # The host allows fewer sessions than max_sessions: busy, not gone.
+                return None
             latency = time.monotonic() - started
         return latency, _parse_loadavg(result.stdout)
 
@@ -808,7 +917,7 @@ class SshExecutor(Executor):
             reason = f"connection lost ({exc})" if exc is not None else "connection closed"
             self._report(HostState.DOWN, reason=reason)
         for process in list(self._attempts):
-            process.abandon(str(exc) if exc is not None else "connection closed")
+            process.abandon(f"connection lost ({exc})" if exc is not None else "connection closed")
         if exc is not None and not conn.is_closed():
             conn.abort()
 
@@ -817,44 +926,42 @@ class SshExecutor(Executor):
     async def start(self, request: LaunchRequest) -> RemoteProcess:
         """Start `request` on the host. Raises LaunchError; a host lost meanwhile
         gives an attempt whose wait() raises HostLostError."""
-        if any("\0" in arg for arg in request.argv) or any(
-            "\0" in key or "=" in key or "\0" in value for key, value in request.env.items()
-        ):
-            raise LaunchError(f"{self.host}: a command argument or variable holds a NUL byte")
-        try:
-            log_fd = os.open(
-                request.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600
-            )
-        except OSError as exc:
-            raise LaunchError(f"cannot open log {request.log_path}: {exc.strerror}") from None
-        agent_output = _read_agent_output(request.env.get(AGENT_OUTPUT_VARIABLE))
-        process = RemoteProcess(self, request, log_fd)
-        command = remote_command(
-            token=process.token,
-            grace=self._grace,
-            has_inputs=bool(request.inputs),
-            has_agent_output=agent_output is not None,
-            cwd=request.cwd,
-            env=request.env,
-            argv=request.argv,
+        if self._closing:
+            raise LaunchError(f"{self.host}: not starting anything: fleetdeck is shutting down")
+        setup = self._setup_for(request)
+        process = RemoteProcess(
+            self,
+            request,
+            log_fd=open_log(request.log_path),
+            setup=setup,
+            heartbeat=self._spec.keepalive_interval,
         )
-        if len(command.encode()) > MAX_COMMAND_BYTES:
-            os.close(log_fd)
-            raise LaunchError(
-                f"{self.host}: command, prompt and environment take {len(command)} bytes; "
-                f"an SSH host takes at most {MAX_COMMAND_BYTES}"
-            )
-        self._attempts.add(process)
         sessions = self._sessions
         conn = self._conn
         if sessions is None or conn is None:
             process.abandon("host not connected")
             return process
-        await sessions.acquire()
-        process.holds_session = True
+        self._attempts.add(process)
+        try:
+            await sessions.acquire()
+        except asyncio.CancelledError:
+            process.abandon("cancelled while starting")
+            raise
+        process.hold_session(sessions.release)
+        if self._closing:
+            process.abandon("fleetdeck is shutting down")
+            raise LaunchError(f"{self.host}: not starting anything: fleetdeck is shutting down")
+        if process.ended:
+            return process  # lost with the connection while it waited
         if self._conn is not conn:
             process.abandon("connection lost while starting")
             return process
+        command = remote_command(
+            token=process.token,
+            grace=self._grace,
+            heartbeat=self._spec.keepalive_interval,
+            misses=self.heartbeat_misses,
+        )
         try:
             channel, _session = await conn.create_session(
                 lambda: _Session(process), command, encoding=None
@@ -867,7 +974,6 @@ class SshExecutor(Executor):
                 process.abandon(f"connection lost while starting ({exc.reason})")
                 return process
             process.abandon(exc.reason)
-            self._attempts.discard(process)
             raise LaunchError(
                 f"{self.host}: the host refused a new session ({exc.reason}); is max_sessions "
                 f"in [hosts.{self.host}] above the host's MaxSessions?"
@@ -876,35 +982,49 @@ class SshExecutor(Executor):
             process.abandon(f"cannot open a session: {exc}")
             return process
         process.attach(channel)
-        process.send_data(agent_output)
-        try:
-            await process.started
-        except LaunchError:
-            # The wrapper is exiting; its session is free once its channel closes.
-            with contextlib.suppress(HostLostError):
-                await process.wait()
-            raise
+        await process.started  # LaunchError: the wrapper is exiting, its session freed then
         return process
+
+    def _setup_for(self, request: LaunchRequest) -> bytes:
+        """The attempt as the wrapper reads it; LaunchError for what sh cannot carry."""
+        # The engine's path to the agent's output is on this machine: the host
+        # gets a copy of the file instead.
+        env = {name: value for name, value in request.env.items() if name != AGENT_OUTPUT_VARIABLE}
+        texts = [*request.argv, *env.values(), request.cwd or ""]
+        if any("\0" in text for text in texts):
+            raise LaunchError(f"{self.host}: a command argument or variable holds a NUL byte")
+        for name in env:
+            if not _VARIABLE_NAME.fullmatch(name):
+                raise LaunchError(
+                    f"{self.host}: cannot set the variable {name!r} on an SSH host: the host's "
+                    "sh takes only letters, digits and _ in names (not a digit first)"
+                )
+        return attempt_setup(
+            argv=request.argv,
+            env=env,
+            cwd=request.cwd,
+            inputs=request.inputs,
+            agent_output=_read_agent_output(request.env.get(AGENT_OUTPUT_VARIABLE)),
+        )
 
     def _attempt_closed(self, process: RemoteProcess) -> None:
         self._attempts.discard(process)
-        if process.holds_session and self._sessions is not None:
-            process.holds_session = False
-            self._sessions.release()
+        if process.orphaned:
+            self._lost_tokens.add(process.token)
 
     def hurry(self) -> None:
-        """Every stop in progress sends its SIGKILL now (a second Ctrl-C)."""
+        """Stops and leftover cleanups in progress send their SIGKILL now (a second Ctrl-C)."""
         for process in list(self._attempts):
-            if process.stopping:
-                process.kill_now()
+            process.hurry()
 
     async def aclose(self) -> None:
-        """Stop every remote attempt (whole trees), then close the connection."""
+        """Refuse new attempts, stop every remote attempt (whole trees), then close
+        the connection."""
+        self._closing = True
         running = [process for process in self._attempts if not process.ended]
         await asyncio.gather(
             *(process.stop(self._grace) for process in running), return_exceptions=True
         )
-        self._closing = True
         if self._keeper is not None:
             self._keeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -913,11 +1033,6 @@ class SshExecutor(Executor):
         if conn is not None:
             conn.close()
             await conn.wait_closed()
-
-
-def printf_escape(data: bytes) -> bytes:
-    """`data` as one line that sh's `printf '%b'` turns back into `data`."""
-    return data.replace(b"\\", b"\\\\").replace(b"\n", b"\\n").replace(b"\0", b"\\0000")
 
 
 def _read_agent_output(path: str | None) -> bytes | None:
@@ -934,7 +1049,7 @@ def _read_agent_output(path: str | None) -> bytes | None:
 
 
 def _parse_loadavg(text: object) -> tuple[float, float, float] | None:
-    """The 1, 5 and 15 minute loads of /proc/loadavg; None elsewhere (no /proc)."""
+    """The 1, 5 and 15 minute loads of /proc/loadavg; None when it is not there."""
     if isinstance(text, bytes):
         text = text.decode(errors="replace")
     if not isinstance(text, str):

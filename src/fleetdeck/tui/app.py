@@ -16,6 +16,7 @@ from textual import on
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
+from textual.css.query import NoMatches
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Input
 
@@ -120,14 +121,20 @@ class FleetApp(App[int]):
         """Repaint every pane from one snapshot of the engine."""
         self._dirty = False
         self._since_refresh = 0.0
+        if not self.screen_stack:
+            return
+        main = self.screen_stack[0]  # the panes live there, whatever screen is on top
+        try:
+            header = main.query_one(FleetHeader)
+        except NoMatches:
+            return  # the app is closing and its widgets are gone
         snapshot = self.engine.snapshot()
-        width = self.size.width
-        self.query_one(FleetHeader).show(snapshot, width=width)
-        self.query_one(QueuePane).show(snapshot)
-        self.query_one(InFlightTable).show(snapshot)
-        side = self.query_one("#side")
-        self.query_one(ContentionPane).show(snapshot, width=side.size.width)
-        load = self.query_one(LoadPane)
+        header.show(snapshot, width=self.size.width)
+        main.query_one(QueuePane).show(snapshot)
+        main.query_one(InFlightTable).show(snapshot)
+        side = main.query_one("#side")
+        main.query_one(ContentionPane).show(snapshot, width=side.size.width)
+        load = main.query_one(LoadPane)
         # size is the content area (inside border and padding).
         load.show(snapshot, width=load.size.width, lines=max(2, load.size.height))
         if snapshot.done == snapshot.total and not self._settled_told and snapshot.started_at:

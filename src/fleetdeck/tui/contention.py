@@ -107,7 +107,7 @@ def _pool_lines(pool: PoolView, widths: _Widths, cpu: float | None, rss: int | N
     line.append_text(waiting)
     if widths.narrow:
         # Counts on the first line; the detail and the history share the second.
-        second = Text("  ").append_text(cut(detail, widths.spark // 2))
+        second = Text("  ").append_text(cut(detail, widths.spark * 2 // 3))
         second.append(" " if detail else "")
         room = widths.spark - len(second) + 2
         second.append(sparkline(values, max(0, room), ceiling=ceiling), style=spark_style)

@@ -8,7 +8,7 @@ from textual.widgets import DataTable
 from fleetdeck.logtail import last_line
 from fleetdeck.model import Stage
 from fleetdeck.snapshot import AttemptView, FleetSnapshot
-from fleetdeck.tui.render import clock, cut, room_for_last_column, size
+from fleetdeck.tui.render import clock, cut, size
 
 COLUMNS = ("task", "stage", "time", "host", "by", "cpu", "mem", "latest output")
 
@@ -17,12 +17,44 @@ class InFlightTable(DataTable[Text | str]):
     """One row per running attempt, keyed by task (a task runs one attempt at a time)."""
 
     def __init__(self, *, id: str | None = None) -> None:
-        super().__init__(cursor_type="row", id=id)
+        super().__init__(cursor_type="row", id=id, show_cursor=False)
         self.border_title = "In flight"
+        self._widths: tuple[tuple[int, ...], int] = ((), 0)
 
-    def on_mount(self) -> None:
-        for label in COLUMNS:
-            self.add_column(label, key=label)
+    def _set_widths(self, snapshot: FleetSnapshot) -> int:
+        """Fixed column widths from the fleet's names and the table's width; the
+        room left for the output. Fixed, so the picture never depends on what
+        the rows showed a moment ago."""
+        longest = {
+            "task": max((len(t.id) for t in snapshot.tasks), default=4),
+            "host": max((len(h.name) for h in snapshot.hosts), default=5),
+            "by": max((len(p.name) for p in snapshot.pools), default=2),
+        }
+        widths = [
+            min(28, max(4, longest["task"])),
+            5,  # stage
+            7,  # time
+            min(16, max(4, longest["host"])),
+            min(16, max(2, longest["by"])),
+            4,  # cpu
+            5,  # mem
+        ]
+        padding = 2 * self.cell_padding * len(COLUMNS)
+        room = max(12, self.scrollable_content_region.width - sum(widths) - padding)
+        if (tuple(widths), room) != self._widths:
+            self._widths = (tuple(widths), room)
+            self.clear(columns=True)
+            for label, width in zip(COLUMNS, [*widths, room], strict=True):
+                self.add_column(label, key=label, width=width)
+        return room
+
+    def on_focus(self) -> None:
+        # Only the focused table shows its cursor: one visible selection, the
+        # one the keys act on.
+        self.show_cursor = True
+
+    def on_blur(self) -> None:
+        self.show_cursor = False
 
     @property
     def selected_task(self) -> str | None:
@@ -37,7 +69,7 @@ class InFlightTable(DataTable[Text | str]):
         running = sorted(snapshot.running, key=lambda r: r.started_at)
         agents = sum(1 for r in running if r.stage is Stage.AGENT)
         self.border_title = f"In flight · {agents} agent · {len(running) - agents} CI"
-        room = room_for_last_column(self)
+        room = self._set_widths(snapshot)
         self.clear()
         for attempt in running:
             self.add_row(*self._cells(attempt, snapshot.now, room), key=attempt.task)

@@ -82,6 +82,14 @@ class QueueTable(DataTable[Text | str]):
         ):
             self.add_column(label, key=label, width=width)
 
+    def on_focus(self) -> None:
+        # Only the focused table shows its cursor: one visible selection, the
+        # one the keys act on.
+        self.show_cursor = True
+
+    def on_blur(self) -> None:
+        self.show_cursor = False
+
     @property
     def selected_task(self) -> str | None:
         """The task under the cursor, or None (no rows, or on a wave header)."""

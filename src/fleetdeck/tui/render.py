@@ -7,10 +7,8 @@ NO_COLOR set or on a monochrome terminal.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 from rich.text import Text
-from textual.widgets import DataTable
 
 from fleetdeck.model import TaskState
 
@@ -104,18 +102,6 @@ def size(num_bytes: int | None) -> str:
             return f"{value:.0f}{unit}" if value >= 10 or unit == "B" else f"{value:.1f}{unit}"
         value /= 1024
     return f"{value:.1f}G"
-
-
-def room_for_last_column(table: DataTable[Any], minimum: int = 8) -> int:
-    """Cells left for the last column once the others have their width.
-
-    Tables here end with a free-text column (latest output, what a task waits
-    for); cut to this, it never pushes the table into a horizontal scroll.
-    """
-    columns = table.ordered_columns
-    used = sum(column.get_render_width(table) for column in columns[:-1])
-    padding = 2 * table.cell_padding
-    return max(minimum, table.scrollable_content_region.width - used - padding)
 
 
 def cut(text: str | Text, width: int, style: str = "") -> Text:
