@@ -165,6 +165,7 @@ class Engine:
         self._running: dict[int, _Running] = {}
         self._ci_waits: dict[str, list[float]] = {}
         self._workdirs: dict[int, str] = {}
+        self._argv_templates: dict[int, tuple[tuple[str, bool], ...]] = {}
         # This machine is up from the start; other hosts once their executor says so.
         self._hosts: dict[str, HostHealth] = {LOCAL_HOST: HostHealth(LOCAL_HOST, HostState.UP)}
         self._history = ContentionHistory()
@@ -673,29 +674,31 @@ class Engine:
         spec = self._specs[running.node]
         worker = self._worker(attempt.stage, attempt.worker)
         cwd = self._local_workdir(worker) if attempt.host == LOCAL_HOST else worker.workdir
+        number = str(attempt.number)
         fields = {
             "task": spec.id,
             "prompt": spec.prompt,
-            "attempt": str(attempt.number),
+            "attempt": number,
             "workdir": cwd or "",
             "python": sys.executable,
         }
-        argv = tuple(arg.format(**fields) for arg in worker.command)
+        argv = tuple(
+            arg.format_map(fields) if templated else arg
+            for arg, templated in self._templates(worker)
+        )
         env = dict(worker.env)
         env.update(
             FLEETDECK_TASK=spec.id,
-            FLEETDECK_ATTEMPT=str(attempt.number),
+            FLEETDECK_ATTEMPT=number,
             FLEETDECK_PROMPT=spec.prompt,
             FLEETDECK_STAGE=str(attempt.stage),
         )
         task = self._tasks[running.node]
         if attempt.stage is Stage.CI and task.output_path is not None:
             env["FLEETDECK_AGENT_OUTPUT"] = task.output_path
+        tasks = self._tasks
         inputs = DependencyOutputs(
-            {
-                self._tasks[dep].id: self._tasks[dep].output_path
-                for dep in self._dag.deps[running.node]
-            }
+            {tasks[dep].id: tasks[dep].output_attempt for dep in self._dag.deps[running.node]}
         )
         return LaunchRequest(
             attempt_id=attempt.attempt_id,
@@ -710,6 +713,15 @@ class Engine:
             inputs_path=attempt.inputs_path,
             inputs=inputs,
         )
+
+    def _templates(self, worker: WorkerSpec) -> tuple[tuple[str, bool], ...]:
+        """Each argv element of `worker`, and whether it has placeholders to fill."""
+        templates = self._argv_templates.get(id(worker))
+        if templates is None:
+            # `}}` alone is a literal brace too: anything with a brace is formatted.
+            templates = tuple((arg, "{" in arg or "}" in arg) for arg in worker.command)
+            self._argv_templates[id(worker)] = templates
+        return templates
 
     def _local_workdir(self, worker: WorkerSpec) -> str:
         # Path.resolve() touches the disk; the answer does not change during a run.
@@ -1234,16 +1246,19 @@ class DependencyOutputs(Mapping[str, str]):
     not (an in-process executor) costs no file access at all.
     """
 
-    __slots__ = ("_paths",)
+    __slots__ = ("_attempts",)
 
-    def __init__(self, paths: dict[str, str | None]) -> None:
-        self._paths = paths
+    def __init__(self, attempts: dict[str, Attempt | None]) -> None:
+        # The successful attempt of each dependency (its output file's name is
+        # built only if someone reads it).
+        self._attempts = attempts
 
     def __getitem__(self, task: str) -> str:
-        return read_output(self._paths[task])
+        attempt = self._attempts[task]
+        return "" if attempt is None else read_output(attempt.output_path)
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self._paths)
+        return iter(self._attempts)
 
     def __len__(self) -> int:
-        return len(self._paths)
+        return len(self._attempts)

@@ -35,11 +35,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+import orjson
+
 from fleetdeck.model import Attempt, Event, EventKind
 
 SCHEMA_VERSION = 1
-# One encoder for every event: json.dumps with options builds a new one per call.
-_encode = json.JSONEncoder(separators=(",", ":"), default=str).encode
+
+
+def _encode(data: dict[str, Any]) -> str:
+    """An event's details as compact JSON (orjson: this runs four times per task)."""
+    return orjson.dumps(data, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
+
+
 DB_NAME = "journal.sqlite3"
 LOCK_NAME = "lock"
 
@@ -258,6 +265,7 @@ class Journal:
 
     def record_attempt(self, run_id: int, attempt: Attempt) -> None:
         """Buffer the attempt's current row (written, or updated, by the next commit)."""
+        stem = attempt.stem
         self._attempts[attempt.attempt_id] = (
             attempt.attempt_id,
             run_id,
@@ -267,8 +275,8 @@ class Journal:
             attempt.worker,
             attempt.host,
             attempt.pid,
-            attempt.log_path,
-            attempt.output_path,
+            stem + ".log",
+            stem + ".out",
             attempt.queued_at,
             attempt.started_at,
             attempt.finished_at,

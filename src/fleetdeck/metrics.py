@@ -270,7 +270,8 @@ class ReportBuilder:
         rows = list(self.rows.values())
         states: dict[str, int] = {}
         for row in rows:
-            states[row.state] = states.get(row.state, 0) + 1
+            state = str(row.state)
+            states[state] = states.get(state, 0) + 1
         succeeded = [row for row in rows if row.state == TaskState.SUCCEEDED]
         lower_bound = self._lower_bound()
         first_ci = [

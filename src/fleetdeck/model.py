@@ -89,12 +89,14 @@ def iso_timestamp(ts: float) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)
 class Event:
     """One thing that happened, with its UTC timestamp (seconds since the epoch).
 
     `data` holds the event's details (stage, outcome, delay...); its keys are the
-    ones `--json` prints next to `ts`, `event` and `task`.
+    ones `--json` prints next to `ts`, `event` and `task`. Treat it as immutable:
+    it is not frozen only because the engine makes four per task and frozen
+    dataclasses are several times slower to build.
     """
 
     ts: float
@@ -133,19 +135,24 @@ class Attempt:
     error: str | None = None
 
     @property
+    def stem(self) -> str:
+        """The common start of the attempt's file names: RUN_DIR/TASK.N.STAGE"""
+        return f"{self.run_dir}/{self.task}.{self.number}.{self.stage}"
+
+    @property
     def log_path(self) -> str:
         """The attempt's stdout and stderr."""
-        return f"{self.run_dir}/{self.task}.{self.number}.{self.stage}.log"
+        return self.stem + ".log"
 
     @property
     def output_path(self) -> str:
         """Where the attempt's $FLEETDECK_OUTPUT ends up."""
-        return f"{self.run_dir}/{self.task}.{self.number}.{self.stage}.out"
+        return self.stem + ".out"
 
     @property
     def inputs_path(self) -> str:
         """Where a local attempt's $FLEETDECK_INPUTS is written."""
-        return f"{self.run_dir}/{self.task}.{self.number}.{self.stage}.inputs.json"
+        return self.stem + ".inputs.json"
 
     @property
     def duration(self) -> float | None:
@@ -193,6 +200,6 @@ class TaskRun:
         return self.attempts[-1] if self.attempts else None
 
 
-def now() -> float:
-    """The default clock: seconds since the epoch."""
-    return time.time()
+# The default clock: seconds since the epoch (time.time itself: it is called
+# for every event, and a wrapper would cost a call each time).
+now = time.time

@@ -26,9 +26,9 @@ class HostLostError(Exception):
     """The host went away under a running attempt (its outcome is `lost`)."""
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)
 class LaunchRequest:
-    """Everything an executor needs to start one attempt.
+    """Everything an executor needs to start one attempt (treat it as immutable).
 
     `env` holds only what fleetdeck adds (the worker's `env` and the `FLEETDECK_*`
     variables); the executor adds it on top of the host's own environment.
