@@ -676,3 +676,37 @@ async def test_report_counts_states_attempts_and_retries(
         "bad": ("failed", 1),
         "after-bad": ("blocked", 0),
     }
+
+
+async def test_priority_follows_durations_learned_in_earlier_runs(tmp_path: Path) -> None:
+    """Run 1 knows nothing and keeps config order; run 2 starts the slow task first."""
+    from fleetdeck.executors import build_executors
+    from fleetdeck.journal import Journal
+
+    fleet = make_fleet(
+        tmp_path,
+        [
+            {"id": "quick-1", **sh("sleep 0.05")},
+            {"id": "slow", **sh("sleep 0.4")},
+            {"id": "quick-2", **sh("sleep 0.05")},
+        ],
+        agents={"sh": {"command": ["sh", "-c", "{prompt}"], "slots": 1}},
+    )
+    orders = []
+    for _ in range(2):
+        journal = Journal(tmp_path / "state")
+        engine = Engine(fleet, journal=journal, executors=build_executors(fleet))
+        started: list[str] = []
+
+        def note(event: Event, started: list[str] = started) -> None:
+            if event.kind is EventKind.ATTEMPT_STARTED and event.task:
+                started.append(event.task)
+
+        engine.subscribe(note)
+        await engine.run()
+        journal.close()
+        orders.append(started)
+    assert orders[0] == ["quick-1", "slow", "quick-2"]  # no history: config order
+    # The quick ones took about the same time, so only the slow one's place is sure.
+    assert orders[1][0] == "slow"
+    assert sorted(orders[1][1:]) == ["quick-1", "quick-2"]

@@ -134,13 +134,13 @@ class Engine:
         policy: Policy | None = None,
         clock: Callable[[], float] = now,
         rng: random.Random | None = None,
-        estimates: Sequence[float] | None = None,
         sample_interval: float | None = SAMPLE_INTERVAL,
     ) -> None:
-        """`estimates[i]` is the expected duration of task i (critical-path priority);
-        without them every task counts as 1, so chains are ranked by length.
-        `sample_interval` is how often contention and resources are sampled (None:
-        only when `sample()` is called, for tests that want a still picture)."""
+        """`sample_interval` is how often contention and resources are sampled
+        (None: only when `sample()` is called, for tests that want a still picture).
+
+        Ready tasks are ranked by critical path, weighted by how long each task
+        took in earlier runs in the same journal (see `estimated_durations`)."""
         self.fleet = fleet
         self._journal = journal
         self._executors = dict(executors)
@@ -153,7 +153,8 @@ class Engine:
         self._tasks = [
             TaskRun(id=spec.id, order=i, wave=dag.levels[i]) for i, spec in enumerate(self._specs)
         ]
-        critical = dag.critical_path(estimates)
+        self.estimates = estimated_durations(fleet, journal.learned_durations())
+        critical = dag.critical_path(self.estimates)
         self._ready_keys = [
             ready_order_key(spec.priority, critical[i], i) for i, spec in enumerate(self._specs)
         ]
@@ -1222,6 +1223,18 @@ class Engine:
             report=self._report.report(),
             tasks=self.summaries(),
         )
+
+
+def estimated_durations(fleet: Fleet, learned: Mapping[str, float]) -> list[float]:
+    """The expected duration of each task, for critical-path priority.
+
+    A task that ran before weighs the seconds it took; one that never ran weighs
+    the mean of those that did. With no history at all, every task weighs 1 and
+    the critical path counts hops: the longest chain still goes first.
+    """
+    known = [learned[task.id] for task in fleet.tasks if task.id in learned]
+    default = sum(known) / len(known) if known else 1.0
+    return [learned.get(task.id, default) for task in fleet.tasks]
 
 
 def read_output(path: str | None, limit: int | None = None) -> str:

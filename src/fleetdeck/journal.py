@@ -373,6 +373,11 @@ class Journal:
 
     # --- reading ------------------------------------------------------------------
 
+    def learned_durations(self) -> dict[str, float]:
+        """How long each task took in earlier runs: per task, the mean duration of
+        its successful agent attempts plus that of its successful CI attempts."""
+        return self._writer.call(read_learned_durations)
+
     def runs(self) -> list[RunRecord]:
         """Every run in this journal, oldest first."""
         return self._writer.call(read_runs)
@@ -407,6 +412,19 @@ def _write_rows(db: sqlite3.Connection, rows: _Rows) -> None:
                 " (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 attempts,
             )
+
+
+def read_learned_durations(db: sqlite3.Connection) -> dict[str, float]:
+    """Per task id: mean successful agent attempt + mean successful CI attempt."""
+    rows = db.execute(
+        "SELECT task, stage, AVG(finished_at - started_at) FROM attempts"
+        " WHERE outcome = 'ok' AND finished_at IS NOT NULL AND started_at IS NOT NULL"
+        " GROUP BY task, stage"
+    ).fetchall()
+    learned: dict[str, float] = {}
+    for task, _stage, seconds in rows:
+        learned[task] = learned.get(task, 0.0) + max(0.0, float(seconds))
+    return learned
 
 
 def read_runs(db: sqlite3.Connection) -> list[RunRecord]:
