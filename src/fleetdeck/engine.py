@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import random
 import sys
+from array import array
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -150,14 +151,11 @@ class Engine:
         self._specs: Sequence[TaskSpec] = fleet.tasks
         dag = fleet.dag
         self._dag = dag
-        self._tasks = [
-            TaskRun(id=spec.id, order=i, wave=dag.levels[i]) for i, spec in enumerate(self._specs)
-        ]
+        self._tasks = [TaskRun(id=spec.id) for spec in self._specs]
         self.estimates = estimated_durations(fleet, journal.learned_durations())
         critical = dag.critical_path(self.estimates)
-        self._ready_keys = [
-            ready_order_key(spec.priority, critical[i], i) for i, spec in enumerate(self._specs)
-        ]
+        # One number per task (not a key tuple): the key is built when pushed.
+        self._critical = array("d", critical)
         self._waiting_on = [len(deps) for deps in dag.deps]
         self._ready = ReadyQueue()
         self._retry_lane: deque[int] = deque()
@@ -339,7 +337,7 @@ class Engine:
         return TaskView(
             id=task.id,
             state=task.state,
-            wave=task.wave,
+            wave=self._dag.levels[node],
             agent=spec.agent,
             runner=spec.ci,
             attempts=task.agent_attempts,
@@ -404,7 +402,7 @@ class Engine:
 
     def summaries(self) -> list[TaskSummary]:
         """The per-task table so far."""
-        return list(self._report.rows.values())
+        return self._report.summaries()
 
     def report(self) -> Report:
         """The report of the run so far."""
@@ -574,8 +572,10 @@ class Engine:
         task = self._tasks[node]
         task.state = TaskState.READY
         spec = self._specs[node]
-        self._ready.push(task.id, spec.agent, self._ready_keys[node])
-        self._emit(EventKind.TASK_READY, task.id, wave=task.wave)
+        self._ready.push(
+            task.id, spec.agent, ready_order_key(spec.priority, self._critical[node], node)
+        )
+        self._emit(EventKind.TASK_READY, task.id, wave=self._dag.levels[node])
 
     def _request_schedule(self) -> None:
         if not self._schedule_scheduled and self._loop is not None:
@@ -638,8 +638,6 @@ class Engine:
         if not task.in_flight:
             task.in_flight = True
             self._in_flight += 1
-        if task.first_started_at is None:
-            task.first_started_at = at
         attempt = Attempt(
             attempt_id=self._next_attempt_id,
             task=task.id,
@@ -656,7 +654,7 @@ class Engine:
             attempt.queued_at = previous.queued_at if previous is not None else None
             if attempt.queued_at is not None:
                 self._ci_waits.setdefault(worker_name, []).append(at - attempt.queued_at)
-        task.attempts.append(attempt)
+        task.attempts = (*task.attempts, attempt)
         timeout = spec.timeout
         worker = self._worker(stage, worker_name)
         if timeout is None:
@@ -853,7 +851,9 @@ class Engine:
             # Not the task's fault: run it again at once, on a healthy host.
             task.state = TaskState.READY
             self._retry_lane.append(node)
-            self._emit(EventKind.TASK_READY, task.id, wave=task.wave, reason="attempt lost")
+            self._emit(
+                EventKind.TASK_READY, task.id, wave=self._dag.levels[node], reason="attempt lost"
+            )
         else:
             self._attempt_failed(node, outcome)
         self._request_schedule()
@@ -907,7 +907,7 @@ class Engine:
         task.retry_at = None
         task.state = TaskState.READY
         self._retry_lane.append(node)
-        self._emit(EventKind.TASK_READY, task.id, wave=task.wave, reason="retry")
+        self._emit(EventKind.TASK_READY, task.id, wave=self._dag.levels[node], reason="retry")
         self._request_schedule()
 
     def _succeed(self, node: int) -> None:

@@ -164,13 +164,17 @@ class Attempt:
 
 @dataclass(slots=True)
 class TaskRun:
-    """The live state of one task in a run (its definition lives in the config)."""
+    """The live state of one task in a run.
+
+    Its definition lives in the config, its place in the DAG (node, wave) in the
+    engine's Dag: only what changes is kept here, to stay small at 100,000 tasks.
+    """
 
     id: str
-    order: int  # position in the config file, the last tie-breaker
-    wave: int
     state: TaskState = TaskState.PENDING
-    attempts: list[Attempt] = field(default_factory=list)
+    # A tuple, replaced when an attempt is added: tasks have few attempts, and an
+    # empty tuple costs nothing where an empty list costs 56 bytes.
+    attempts: tuple[Attempt, ...] = ()
     # Agent attempts started so far: the number the next attempt gets is this + 1.
     agent_attempts: int = 0
     # Failed attempts charged to the task's own retry budget (lost ones are not).
@@ -180,7 +184,6 @@ class TaskRun:
     # sequential policy and max_in_flight count (retry_wait included).
     in_flight: bool = False
     blocked_by: str | None = None
-    first_started_at: float | None = None
     finished_at: float | None = None
     # When the task started to need the operator (failed, cancelled, blocked).
     attention_since: float | None = None
@@ -188,6 +191,11 @@ class TaskRun:
     # (outputs stay on disk).
     output_attempt: Attempt | None = None
     retry_at: float | None = None
+
+    @property
+    def first_started_at(self) -> float | None:
+        """When the task's first attempt started."""
+        return self.attempts[0].started_at if self.attempts else None
 
     @property
     def output_path(self) -> str | None:
