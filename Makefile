@@ -34,22 +34,37 @@ lint: $(VENV)/.test
 	$(BIN)/ruff format --check src tests benchmarks scripts
 	$(BIN)/mypy
 	$(BIN)/lint-imports
+	@if command -v shellcheck >/dev/null; then shellcheck -s sh src/fleetdeck/executors/wrapper.sh; \
+	else echo "shellcheck is not installed: the SSH wrapper is not linted"; fi
 
 unit: $(VENV)/.test ssh-server
 	$(BIN)/pytest
 
-# The SSH tests start real sshd servers on 127.0.0.1 (tests/sshd.py); CI must run
-# them, so install OpenSSH's server when it is missing. Quiet when it is there.
+# The SSH tests start real sshd servers on 127.0.0.1 (tests/sshd.py) and run the
+# remote wrapper with BusyBox's tools; CI must run them, so install OpenSSH's server
+# and BusyBox when they are missing. Quiet when they are there.
 ssh-server:
-	@[ -x /usr/sbin/sshd ] || { \
-		echo "installing openssh-server for the SSH tests"; \
+	@{ [ -x /usr/sbin/sshd ] && command -v busybox >/dev/null; } || { \
+		echo "installing openssh-server and busybox for the SSH tests"; \
 		SUDO=$$([ "$$(id -u)" -eq 0 ] || echo sudo); \
 		$$SUDO apt-get update -qq && \
-		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq openssh-server >/dev/null; \
+		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq openssh-server busybox >/dev/null; \
 	}
 
+# The performance suite (README, Performance): ~12 min; `make bench BENCH_ARGS=--quick`
+# for ~2-3 min, or name sections: `make bench BENCH_ARGS="overhead journal"`. The
+# overhead section compares with GNU parallel and the UI section drives tmux: install
+# them when missing (the suite skips them, with a note, if that is impossible).
+BENCH_ARGS ?=
 bench: $(VENV)/.runtime
-	$(BIN)/python benchmarks/run.py
+	@{ command -v parallel >/dev/null && command -v tmux >/dev/null; } || { \
+		echo "installing GNU parallel and tmux for the benchmarks"; \
+		SUDO=$$([ "$$(id -u)" -eq 0 ] || echo sudo); \
+		{ $$SUDO apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq parallel tmux >/dev/null; } \
+		|| echo "could not install GNU parallel and tmux: their columns will be skipped"; \
+	}
+	$(BIN)/python benchmarks/run.py $(BENCH_ARGS)
 
 # SVGs of the demo for the README: main screen, task detail, timeline, help.
 screenshots: $(VENV)/.runtime

@@ -28,6 +28,10 @@ import psutil
 
 SSHD = "/usr/sbin/sshd"
 TEST_USER = "fleetdeck-test"
+# sshd's own processes: the listener and, per connection, the privileged monitor
+# and the user's side. OpenSSH 9.8 and later run a connection as `sshd-session`
+# (and authentication as `sshd-auth` from 10.0).
+SSHD_NAMES = frozenset({"sshd", "sshd-session", "sshd-auth"})
 # How long a server gets to start listening; generous for a loaded 2-core machine.
 START_TIMEOUT = 20.0
 
@@ -84,6 +88,8 @@ class SshServer:
     port: int
     host_key: Path
     host_key_line: str  # "ssh-ed25519 AAAA... comment"
+    address: str = "127.0.0.1"
+    netns: str | None = None  # a network namespace to run in (`ip netns exec`)
     process: subprocess.Popen[bytes] | None = None
     frozen: list[psutil.Process] = field(default_factory=list)
 
@@ -97,7 +103,7 @@ class SshServer:
         return "\n".join(
             [
                 f"Port {self.port}",
-                "ListenAddress 127.0.0.1",
+                f"ListenAddress {self.address}",
                 f"HostKey {self.host_key}",
                 f"AuthorizedKeysFile {self.lab.authorized_keys}",
                 "PidFile none",
@@ -119,9 +125,11 @@ class SshServer:
         config.write_text(self.config_text())
         # sshd checks that its privilege-separation directory exists.
         os.makedirs("/run/sshd", mode=0o755, exist_ok=True)
+        prefix = ["ip", "netns", "exec", self.netns] if self.netns else []
         with open(self.log, "ab") as log:
+            # `ip netns exec` execs sshd: the pid is the listener's either way.
             self.process = subprocess.Popen(
-                [SSHD, "-D", "-e", "-f", str(config)],
+                [*prefix, SSHD, "-D", "-e", "-f", str(config)],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=log,
@@ -132,7 +140,7 @@ class SshServer:
                 raise RuntimeError(f"sshd {self.name} exited: {self.log.read_text()[-2000:]}")
             with (
                 contextlib.suppress(OSError),
-                socket.create_connection(("127.0.0.1", self.port), timeout=2) as sock,
+                socket.create_connection((self.address, self.port), timeout=2) as sock,
             ):
                 sock.settimeout(5)
                 if sock.recv(64).startswith(b"SSH-2.0-"):
@@ -149,7 +157,7 @@ class SshServer:
             found = [listener]
             for child in listener.children(recursive=True):
                 with contextlib.suppress(psutil.Error):
-                    if child.name() == "sshd":
+                    if child.name() in SSHD_NAMES:
                         found.append(child)
         except psutil.Error:
             return []
@@ -161,8 +169,17 @@ class SshServer:
         The attempts keep running, as on a host whose network went away; they
         must be stopped by the wrapper once sshd notices the connection is gone.
         """
-        self.frozen = self.sshd_processes()
-        for proc in self.frozen:
+        self._stop_processes(self.sshd_processes())
+
+    def freeze_connections(self) -> None:
+        """SIGSTOP the connections open now but not the listener: the old
+        connections go silent (their sessions see no end of input) while new
+        ones are served, as after a partition that healed."""
+        self._stop_processes(self.sshd_processes()[1:])
+
+    def _stop_processes(self, processes: list[psutil.Process]) -> None:
+        self.frozen += processes
+        for proc in processes:
             with contextlib.suppress(psutil.Error):
                 proc.send_signal(signal.SIGSTOP)
 
@@ -192,7 +209,7 @@ class SshServer:
     def host(self, **overrides: object) -> dict[str, object]:
         """A `[hosts.NAME]` table (as a dict) for this server."""
         table: dict[str, object] = {
-            "address": "127.0.0.1",
+            "address": self.address,
             "port": self.port,
             "user": TEST_USER,
             "identity": str(self.lab.client_key),
@@ -206,7 +223,8 @@ class SshServer:
 
     def known_hosts_line(self) -> str:
         """This server's line for a known_hosts file."""
-        return f"[127.0.0.1]:{self.port} {self.host_key_line}"
+        name = self.address if self.port == 22 else f"[{self.address}]:{self.port}"
+        return f"{name} {self.host_key_line}"
 
     def ssh_argv(self, *command: str, user: str = TEST_USER) -> list[str]:
         """Plain OpenSSH `ssh` running `command` on this server (the benchmark's baseline)."""
@@ -226,7 +244,7 @@ class SshServer:
             "IdentitiesOnly=yes",
             "-F",
             "/dev/null",
-            f"{user}@127.0.0.1",
+            f"{user}@{self.address}",
             *command,
         ]
 
@@ -257,13 +275,24 @@ class SshLab:
         known_hosts.write_text("")
         return cls(root, client_key, authorized_keys, known_hosts)
 
-    def start_server(self, name: str, *, trusted: bool = True) -> SshServer:
-        """Start a server with a fresh host key; `trusted` lists it in known_hosts."""
+    def start_server(
+        self, name: str, *, trusted: bool = True, netns: NetworkNamespace | None = None
+    ) -> SshServer:
+        """Start a server with a fresh host key; `trusted` lists it in known_hosts.
+
+        With `netns`, the server runs in that namespace, on its address.
+        """
         host_key = self.root / f"{name}.host_key"
         line = keygen(host_key, f"fleetdeck-test-host-{name}")
         last_error: Exception | None = None
         for _ in range(5):
-            server = SshServer(name, self, free_port(), host_key, line)
+            if netns is None:
+                server = SshServer(name, self, free_port(), host_key, line)
+            else:
+                # Nothing else listens in a namespace of our own.
+                server = SshServer(
+                    name, self, 22, host_key, line, address=netns.address, netns=netns.name
+                )
             try:
                 server.start()
             except RuntimeError as exc:  # lost the race for the port: try another
@@ -276,6 +305,12 @@ class SshLab:
                     known.write(server.known_hosts_line() + "\n")
             return server
         raise RuntimeError(f"could not start sshd {name}: {last_error}")
+
+    def stop_server(self, server: SshServer) -> None:
+        """Stop one server for good (one a test started for itself)."""
+        server.stop()
+        with contextlib.suppress(ValueError):
+            self.servers.remove(server)
 
     def close(self) -> None:
         """Stop every server and remove the directory."""
@@ -300,3 +335,63 @@ def processes_matching(marker: str) -> list[str]:
         # Zombies are dead: their parent has yet to reap them.
         if marker in line and line.split()[1][0] != "Z" and "ps -e -o" not in line
     ]
+
+
+class NetworkNamespace:
+    """A network namespace joined to this one by a veth pair: a host behind a
+    link the tests can cut, for a real network partition.
+
+    Addresses are link-local (169.254.N.1 here, 169.254.N.2 in the namespace):
+    traffic cannot leave the pair. The link is cut and healed inside the
+    namespace only; this side is never touched but to create and delete it.
+    Needs root and `ip` (iproute2).
+    """
+
+    def __init__(self) -> None:
+        tag = os.getpid() % 100_000
+        self.name = f"fleetdeck-test-{tag}"
+        self._outside = f"fdk{tag}o"
+        self._inside = f"fdk{tag}i"
+        subnet = 1 + tag % 250
+        self.address = f"169.254.{subnet}.2"
+        self._outside_address = f"169.254.{subnet}.1"
+
+    @staticmethod
+    def missing() -> str | None:
+        """Why namespaces cannot be made here, or None when they can."""
+        if os.geteuid() != 0:
+            return "network namespaces need root"
+        if shutil.which("ip") is None:
+            return "ip (iproute2) is missing"
+        return None
+
+    def _ip(self, *args: str, inside: bool = False) -> None:
+        prefix = ["ip", "netns", "exec", self.name] if inside else []
+        subprocess.run([*prefix, "ip", *args], check=True, capture_output=True, timeout=30)
+
+    def create(self) -> None:
+        """Make the namespace and the link, both ends up."""
+        self.delete()  # what a killed earlier run of this pid may have left
+        self._ip("netns", "add", self.name)
+        self._ip("link", "add", self._outside, "type", "veth", "peer", "name", self._inside)
+        self._ip("link", "set", self._inside, "netns", self.name)
+        self._ip("addr", "add", f"{self._outside_address}/30", "dev", self._outside)
+        self._ip("link", "set", self._outside, "up")
+        self._ip("addr", "add", f"{self.address}/30", "dev", self._inside, inside=True)
+        self._ip("link", "set", "lo", "up", inside=True)
+        self.heal()
+
+    def cut(self) -> None:
+        """Take the link down inside the namespace: packets either way are lost,
+        and neither side's TCP is told anything."""
+        self._ip("link", "set", self._inside, "down", inside=True)
+
+    def heal(self) -> None:
+        """Bring the link back up."""
+        self._ip("link", "set", self._inside, "up", inside=True)
+
+    def delete(self) -> None:
+        """Remove the link and the namespace (stop the servers in it first)."""
+        for args in (["link", "del", self._outside], ["netns", "del", self.name]):
+            with contextlib.suppress(subprocess.CalledProcessError, subprocess.TimeoutExpired):
+                self._ip(*args)

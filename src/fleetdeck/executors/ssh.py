@@ -157,8 +157,10 @@ def attempt_setup(
 
     The variables and the argv are sh, every value quoted on its own by shlex,
     so the wrapper's shell takes them literally; each line is escaped for
-    printf %b so that no value's newline can end it. `env` must hold only
-    names sh accepts.
+    printf %b so that no value's newline can end it. The command's name and the
+    worker's PATH also go as they are, for the wrapper to check that the command
+    exists without sourcing anything. `env` must hold only names sh accepts, and
+    neither argv[0] nor PATH a newline.
     """
     lines: list[bytes] = []
     if cwd:
@@ -171,6 +173,9 @@ def attempt_setup(
         lines.append(b"env " + printf_escape(_encode(f"export {name}={shlex.quote(value)}")))
     command = " ".join(shlex.quote(arg) for arg in argv)
     lines.append(b"argv " + printf_escape(_encode(f"set -- {command}")))
+    lines.append(b"command " + _encode(argv[0]))
+    if "PATH" in env:
+        lines.append(b"path " + _encode(env["PATH"]))
     lines.append(b"go")
     return b"\n".join(lines) + b"\n"
 
@@ -319,8 +324,10 @@ class RemoteProcess(AttemptProcess):
             self._check_exited()
             return
         keep = _mark_start_at_end(data, self._end_mark)
-        self._held = data[len(data) - keep :] if keep else b""
-        self._log(data[: len(data) - keep])
+        if keep:
+            self._held = data[-keep:]
+            data = data[:-keep]
+        self._log(data)
 
     def _log(self, data: bytes) -> None:
         if self._log_fd >= 0 and data:
@@ -993,6 +1000,8 @@ class SshExecutor(Executor):
         texts = [*request.argv, *env.values(), request.cwd or ""]
         if any("\0" in text for text in texts):
             raise LaunchError(f"{self.host}: a command argument or variable holds a NUL byte")
+        if "\n" in request.argv[0] or "\n" in env.get("PATH", ""):
+            raise LaunchError(f"{self.host}: the command's name or PATH holds a newline")
         for name in env:
             if not _VARIABLE_NAME.fullmatch(name):
                 raise LaunchError(

@@ -25,6 +25,8 @@
 #   agent-output VALUE  a CI attempt's copy of its agent's output
 #   env VALUE           one line of sh: export NAME='value'
 #   argv VALUE          one line of sh: set -- 'command' 'argument'...
+#   command NAME        the command's name, as is (no newline), to check it is there
+#   path PATH           the worker's PATH, as is, if it sets one: the check uses it
 #   go                  start it
 # and then, while it runs:
 #   ping                fleetdeck's heartbeat, every HEARTBEAT seconds
@@ -101,8 +103,12 @@ killtree() {
   while [ -n "$list" ] && [ "$kills" -lt 100 ]; do
     clock
     if [ "$now" -ge "$deadline" ] || { [ -n "$dir" ] && [ -e "$dir/kill" ]; }; then
+      # The leader first while it is unreaped (its pid cannot be reused yet):
+      # were its children killed first, a shell that waits for them could
+      # exit 0 before its own SIGKILL lands, and the stop would read as a
+      # success.
       # shellcheck disable=SC2086 # one pid a word
-      kill -KILL $list 2>/dev/null
+      kill -KILL $unreaped $list 2>/dev/null
       kills=$((kills + 1))
     else
       for pid in $list; do
@@ -117,18 +123,30 @@ killtree() {
   done
 }
 
-# Stop the attempt with a grace of $1, unless a stop is under way already
-# (mkdir is atomic: one caller wins; the others return 1).
-request_stop() {
-  mkdir "$dir/stopping" 2>/dev/null || return 1
+# Files are created with `true >FILE`, not `: >FILE`: a failed redirection on a
+# special builtin such as `:` ends the whole shell.
+
+# Claim the stop of the attempt: the first caller gets 0, any later one 1. With
+# noclobber (set -C), > creates the file or fails (O_EXCL): atomic, and no
+# process to start.
+claim_stop() {
+  set -C
+  true 2>/dev/null >"$dir/stopping"
+  claimed=$?
+  set +C
+  return "$claimed"
+}
+
+# Stop the attempt with a grace of $1 (after claim_stop), then say it is done.
+stop_tree() {
   killtree "$1"
-  : >"$dir/stopped"
+  true >"$dir/stopped"
 }
 
 if [ "$mode" = reap ]; then
   grace=$2
   shift 2
-  token=reap marks='' leader='' dir=''
+  token=reap marks='' leader='' unreaped='' dir=''
   for mark in "$@"; do marks="$marks -e FLEETDECK_ATTEMPT_MARK=$mark"; done
   killtree "$grace"
   exit 0
@@ -142,8 +160,8 @@ fail() { say error "$1"; rm -rf "$dir"; exit 1; }
 
 # The attempt, from stdin. `read` takes one line and not a byte more (the shell
 # reads a pipe byte by byte), so what follows "go" stays for the stop reader.
-workdir='' go=''
-: >"$dir/env" || fail setup
+workdir='' command_name='' worker_path='' go=''
+true >"$dir/env" || fail setup
 while IFS= read -r line; do
   value=${line#* }
   case $line in
@@ -153,6 +171,8 @@ while IFS= read -r line; do
     "agent-output "*) printf '%b' "$value" >"$dir/agent-output" || fail setup ;;
     "env "*) printf '%b\n' "$value" >>"$dir/env" || fail setup ;;
     "argv "*) printf '%b\n' "$value" >"$dir/argv" || fail setup ;;
+    "command "*) command_name=$value ;;
+    "path "*) worker_path=$value ;;
   esac
 done
 # No "go": fleetdeck went away before it sent the whole attempt.
@@ -172,24 +192,17 @@ if [ -n "$workdir" ]; then
   cd "$workdir" 2>/dev/null || fail workdir
 fi
 
-# Is the command there, looked up with the worker's environment (its PATH)?
-# In a subshell: the worker's variables must not reach the wrapper's own tools.
-# $1 names the directory until the argv replaces it ($dir could be a worker's
-# variable).
-check_command() {
-  # shellcheck source=/dev/null # written above
-  { . "$1/env" && . "$1/argv"; } || exit 2
-  case $1 in
-    */*) if [ ! -e "$1" ]; then exit 3; elif [ -d "$1" ] || [ ! -x "$1" ]; then exit 4; fi ;;
-    *) command -v "$1" >/dev/null 2>&1 || exit 3 ;;
-  esac
-}
-(check_command "$dir")
-case $? in
-  0) ;;
-  3) fail notfound ;;
-  4) fail noexec ;;
-  *) fail setup ;;
+# Is the command there? A name without a slash is looked up in the worker's
+# PATH, if it sets one (the prefix assignment holds for that lookup only).
+case $command_name in
+  */*)
+    if [ ! -e "$command_name" ]; then
+      fail notfound
+    elif [ -d "$command_name" ] || [ ! -x "$command_name" ]; then
+      fail noexec
+    fi
+    ;;
+  *) PATH=${worker_path:-$PATH} command -v "$command_name" >/dev/null 2>&1 || fail notfound ;;
 esac
 
 # The command in its own session (setsid), with the worker's variables and
@@ -202,47 +215,54 @@ $setsid /bin/sh -c '. "$1/env" &&
   export FLEETDECK_INPUTS="$1/inputs.json" FLEETDECK_OUTPUT="$1/output" FLEETDECK_ATTEMPT_MARK="$2" &&
   if [ -e "$1/agent-output" ]; then export FLEETDECK_AGENT_OUTPUT="$1/agent-output"; fi &&
   . "$1/argv" && exec "$@"' fleetdeck-attempt "$dir" "$token" </dev/null 3>&- &
-leader=$!
+leader=$! unreaped=$!
 # A write to a vanished connection must not kill the wrapper before it has
 # cleaned up (the command, started before this, keeps the default SIGPIPE).
 trap '' PIPE
 say started "$leader"
 
-# Heartbeats and stop requests. The end of input stops the attempt too. The
-# explicit <&4: sh gives a background job /dev/null as stdin otherwise.
+# Heartbeats and stop requests. The end of input stops the attempt too. A stop
+# runs in the background (heartbeats and "kill" must still be read), and only
+# once claimed: a request that comes too late touches nothing. The explicit
+# <&4: sh gives a background job /dev/null as stdin otherwise.
 exec 4<&0
 (
   while IFS= read -r line; do
     case $line in
-      ping) : >"$dir/ping" ;;
-      "stop "*) request_stop "${line#stop }" & ;;
-      kill) : >"$dir/kill"; request_stop 0 & ;;
+      ping) true >"$dir/ping" ;;
+      "stop "*) if claim_stop; then stop_tree "${line#stop }" & fi ;;
+      kill) true >"$dir/kill"; if claim_stop; then stop_tree 0 & fi ;;
     esac
   done
-  request_stop "$grace"
+  if claim_stop; then stop_tree "$grace"; fi
 ) <&4 >/dev/null 2>&1 3>&- &
 reader=$!
 exec 4<&- </dev/null
 
 # The watchdog: after $misses heartbeat intervals without one, fleetdeck has
 # given up on this attempt (and likely runs it elsewhere): stop it. Its sleep
-# must not hold fd 3, or the channel would stay open until the sleep ends.
+# runs as a job, so that the wrapper's SIGTERM at the end takes it along (a
+# trapped signal interrupts wait); and it must not hold fd 3, or the channel
+# would stay open until the sleep ends.
 (
+  trap 'kill "$nap" 2>/dev/null; exit 0' TERM
   missed=0
   while [ "$missed" -lt "$misses" ]; do
-    sleep "$heartbeat" 3>&-
+    sleep "$heartbeat" 3>&- &
+    nap=$!
+    wait "$nap"
     if rm "$dir/ping" 2>/dev/null; then missed=0; else missed=$((missed + 1)); fi
   done
   say lost
   exec 3>&-
-  request_stop "$grace"
+  if claim_stop; then stop_tree "$grace"; fi
 ) >/dev/null 2>&1 &
 watchdog=$!
 
 # Quiet: some shells tell of a job killed by a signal ("Killed"), which would
 # land in the attempt's log.
 wait "$leader" 2>/dev/null
-status=$?
+status=$? unreaped=''
 # Report at once; what the command left running is stopped after. The output
 # file is copied first: a leftover may still be writing it.
 printf '\000%s\000' "$token"
@@ -255,6 +275,13 @@ fi
 # Stop the leftovers, or wait for the stop under way. (If the connection is cut
 # off, the report above may block until sshd notices; the watchdog stops the
 # leftovers meanwhile.)
-request_stop "$grace" || until [ -e "$dir/stopped" ]; do sleep 0.05; done
+if claim_stop; then
+  stop_tree "$grace"
+else
+  until [ -e "$dir/stopped" ]; do sleep 0.05; done
+fi
+# Once the reader and the watchdog are gone, nothing writes in $dir any more.
+# (Quiet: wait would tell the log they were "Terminated".)
 kill "$reader" "$watchdog" 2>/dev/null
+wait "$reader" "$watchdog" 2>/dev/null
 rm -rf "$dir"
