@@ -162,6 +162,12 @@ class Engine:
         self._ci_queues: dict[str, deque[int]] = {name: deque() for name in fleet.config.runners}
         self._capacity = Capacity(fleet.config.agents, fleet.config.runners, fleet.config.hosts)
         self._running: dict[int, _Running] = {}
+        # Each task's view, kept from one snapshot to the next until something in
+        # it changes (see `_view_changed`): a refresh at 10,000 tasks rebuilds the
+        # few that changed, and views can tell what changed by identity. None until
+        # the first snapshot, so a run nobody watches pays nothing for it.
+        self._views: list[TaskView | None] | None = None
+        self._stale_views: set[int] = set()
         self._ci_waits: dict[str, list[float]] = {}
         self._workdirs: dict[int, str] = {}
         self._argv_templates: dict[int, tuple[tuple[str, bool], ...]] = {}
@@ -229,17 +235,16 @@ class Engine:
     def snapshot(self) -> FleetSnapshot:
         """A consistent, immutable picture of the run for views."""
         at = self._clock()
-        tasks: list[TaskView] = []
         attention: list[AttentionItem] = []
         in_flight_states: list[TaskState] = []
         done = 0
+        views = self._fresh_views()
         for node, task in enumerate(self._tasks):
             state = task.state
             if state is TaskState.SUCCEEDED:
                 done += 1
             if task.in_flight:
                 in_flight_states.append(state)
-            tasks.append(self._task_view(node))
             if task.attention_since is not None and self._needs_attention(node):
                 attention.append(
                     AttentionItem(task=task.id, state=state, since=task.attention_since)
@@ -310,7 +315,7 @@ class Engine:
             stopping=self._stopping,
             now=at,
             started_at=self.started_at,
-            tasks=tuple(tasks),
+            tasks=views,
             running=running,
             pools=tuple(pools),
             hosts=hosts,
@@ -330,6 +335,28 @@ class Engine:
         if attempt is None or attempt.queued_at is None:
             return None
         return at - attempt.queued_at
+
+    def _fresh_views(self) -> tuple[TaskView, ...]:
+        """Every task's view, rebuilding only those that changed since the last call."""
+        if self._views is None:
+            self._views = [self._task_view(node) for node in range(len(self._tasks))]
+        else:
+            views = self._views
+            for node in self._stale_views:
+                views[node] = self._task_view(node)
+        self._stale_views.clear()
+        return tuple(self._views)  # type: ignore[arg-type]  # no None left
+
+    def _view_changed(self, node: int, *, dependents: bool = False) -> None:
+        """Something the task's view shows changed (and, with `dependents`, what its
+        dependents wait for). Every change comes with an event about the task
+        (`_emit` calls this), except the launch and a success made durable, which
+        call it directly."""
+        if self._views is None:
+            return
+        self._stale_views.add(node)
+        if dependents:
+            self._stale_views.update(self._dag.dependents[node])
 
     def _task_view(self, node: int) -> TaskView:
         task = self._tasks[node]
@@ -655,6 +682,7 @@ class Engine:
             if attempt.queued_at is not None:
                 self._ci_waits.setdefault(worker_name, []).append(at - attempt.queued_at)
         task.attempts = (*task.attempts, attempt)
+        self._view_changed(node)  # running now; ATTEMPT_STARTED comes once it has started
         timeout = spec.timeout
         worker = self._worker(stage, worker_name)
         if timeout is None:
@@ -928,6 +956,8 @@ class Engine:
         task.state = TaskState.SUCCEEDED
         task.finished_at = at
         self._leave_flight(task)
+        # No event here (TASK_SUCCEEDED went out before the commit): say it.
+        self._view_changed(node, dependents=True)
         self._unfinished -= 1
         for child in self._dag.dependents[node]:
             self._waiting_on[child] -= 1
@@ -1110,6 +1140,9 @@ class Engine:
 
     def _emit(self, kind: EventKind, task: str | None, **data: Any) -> None:
         event = Event(ts=self._clock(), kind=kind, task=task, data=data)
+        if task is not None and self._views is not None:
+            # A task put back changes what its dependents wait for.
+            self._view_changed(self._dag.index[task], dependents=kind is EventKind.TASK_REQUEUED)
         self._journal.append(self._run_id, event)
         self._report.feed(event)
         self._unpublished.append(event)
