@@ -1,7 +1,8 @@
 """The supervisor screen: a view over the engine, driven from the keyboard.
 
-The app reads `engine.snapshot()` on a timer and sends the engine commands; it
-holds no scheduling logic. It owns the engine's run: quitting, the terminal
+The app reads the engine through a `SnapshotFeed` (a snapshot, and the task views
+that changed) on a timer and sends the engine commands; it holds no scheduling
+logic. It owns the engine's run: quitting, the terminal
 going away (SIGHUP) or SIGTERM stop the work in flight cleanly before it exits.
 """
 
@@ -26,12 +27,14 @@ from fleetdeck.policy import other_policy
 from fleetdeck.tui.confirm import ConfirmScreen
 from fleetdeck.tui.contention import ContentionPane
 from fleetdeck.tui.detail import TaskDetailScreen
+from fleetdeck.tui.feed import SnapshotFeed
 from fleetdeck.tui.header import FleetHeader
 from fleetdeck.tui.help import HelpScreen
 from fleetdeck.tui.inflight import InFlightTable
 from fleetdeck.tui.load import LoadPane
 from fleetdeck.tui.queue import QueuePane, QueueTable
 from fleetdeck.tui.timeline import TimelineScreen
+from fleetdeck.tui.vtable import VirtualTable
 
 # Screen refreshes per second at most: output floods and event bursts are
 # batched into these, never one repaint per line or per event.
@@ -66,6 +69,7 @@ class FleetApp(App[int]):
     def __init__(self, engine: Engine, *, refresh_seconds: float = REFRESH_SECONDS) -> None:
         super().__init__()
         self.engine = engine
+        self.feed = SnapshotFeed(engine)
         self.refresh_seconds = refresh_seconds
         self.result: RunResult | None = None
         self._engine_task: asyncio.Task[RunResult] | None = None
@@ -118,7 +122,7 @@ class FleetApp(App[int]):
             self.refresh_view()
 
     def refresh_view(self) -> None:
-        """Repaint every pane from one snapshot of the engine."""
+        """Repaint every pane from one snapshot of the engine (what changed, for tasks)."""
         self._dirty = False
         self._since_refresh = 0.0
         if not self.screen_stack:
@@ -128,10 +132,11 @@ class FleetApp(App[int]):
             header = main.query_one(FleetHeader)
         except NoMatches:
             return  # the app is closing and its widgets are gone
-        snapshot = self.engine.snapshot()
+        refresh = self.feed.poll()
+        snapshot = refresh.snapshot
         header.show(snapshot, width=self.size.width)
-        main.query_one(QueuePane).show(snapshot)
-        main.query_one(InFlightTable).show(snapshot)
+        main.query_one(QueuePane).show(refresh)
+        main.query_one(InFlightTable).show(snapshot, task_width=refresh.longest_id)
         side = main.query_one("#side")
         main.query_one(ContentionPane).show(snapshot, width=side.size.width)
         load = main.query_one(LoadPane)
@@ -210,7 +215,7 @@ class FleetApp(App[int]):
         if task is not None and not isinstance(self.screen, TaskDetailScreen):
             self.push_screen(TaskDetailScreen(self.engine, task))
 
-    @on(DataTable.RowSelected, "#queue-table, #inflight")
+    @on(VirtualTable.RowSelected, "#queue-table, #inflight")
     def _row_chosen(self) -> None:
         # Enter on a table row (or a click on a selected row) opens its details.
         self.action_details()
@@ -255,12 +260,12 @@ class FleetApp(App[int]):
 
     def action_cursor_down(self) -> None:
         """j: like the down arrow."""
-        if isinstance(self.focused, DataTable):
+        if isinstance(self.focused, DataTable | VirtualTable):
             self.focused.action_cursor_down()
 
     def action_cursor_up(self) -> None:
         """k: like the up arrow."""
-        if isinstance(self.focused, DataTable):
+        if isinstance(self.focused, DataTable | VirtualTable):
             self.focused.action_cursor_up()
 
     async def action_quit(self) -> None:

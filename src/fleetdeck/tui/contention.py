@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from rich.console import Group
 from rich.text import Text
-from textual.widgets import Static
 
 from fleetdeck.executors.base import HostState
 from fleetdeck.model import Stage
 from fleetdeck.snapshot import FleetSnapshot, PoolView
 from fleetdeck.text import format_seconds
+from fleetdeck.tui.lines import LinesPane
 from fleetdeck.tui.render import cut, short_seconds, size, sparkline
 
 _HOST_STYLES = {HostState.UP: "green", HostState.DOWN: "yellow", HostState.FAILED: "bold red"}
@@ -21,13 +20,13 @@ _BUSY = 6  # " 12/16"
 _WAITING = 9  # "queue 12 "
 
 
-class ContentionPane(Static):
+class ContentionPane(LinesPane):
     """Per runner: busy/total, queue, queue wait, a sparkline of the queue over time.
     Per agent: busy/total, tasks waiting for a slot, CPU and memory of its attempts.
     Per host: health, attempts running, latency and load."""
 
     def __init__(self, *, id: str | None = None) -> None:
-        super().__init__("", id=id)
+        super().__init__(id=id)
         self.border_title = "Contention"
 
     def show(self, snapshot: FleetSnapshot, *, width: int) -> None:
@@ -66,7 +65,7 @@ class ContentionPane(Static):
             line.append(f"{host.running} run".ljust(_WAITING))
             line.append_text(cut(" ".join(detail), max(8, inner - len(line))))
             lines.append(line)
-        self.update(Group(*lines))
+        self.show_lines(lines)
 
 
 @dataclass(slots=True, frozen=True)
@@ -103,7 +102,7 @@ def _pool_lines(pool: PoolView, widths: _Widths, cpu: float | None, rss: int | N
     line.append(
         f"{pool.busy}/{pool.total}".rjust(_BUSY - 1) + " ", style="bold red" if full else ""
     )
-    waiting.pad_right(_WAITING - len(waiting))
+    waiting.pad_right(max(1, _WAITING - len(waiting)))  # a space even past 999
     line.append_text(waiting)
     if widths.narrow:
         # Counts on the first line; the detail and the history share the second.

@@ -21,6 +21,8 @@ class FleetHeader(Static):
     }
     """
 
+    _shown: Text | None = None
+
     def show(self, snapshot: FleetSnapshot, *, width: int) -> None:
         """Render `snapshot` for a terminal `width` cells wide."""
         line = Text()
@@ -46,4 +48,6 @@ class FleetHeader(Static):
             line.append(bar(fraction, min(room, 40)), style="green")
             line.append(f" {fraction:4.0%}")
         line.append(elapsed, style="bold")
-        self.update(line)
+        if line != self._shown:
+            self._shown = line
+            self.update(line, layout=False)  # always one line: no layout to redo

@@ -1,32 +1,62 @@
-"""The in-flight pane: agent and CI attempts running now, with their latest output."""
+"""The in-flight pane: agent and CI attempts running now, with their latest output.
+
+A row per running attempt (the fleet's slots at most). A row is drawn again only
+when what it shows changed, and a log's last line is read only for rows on screen.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from rich.text import Text
-from textual.widgets import DataTable
 
 from fleetdeck.logtail import last_line
 from fleetdeck.model import Stage
 from fleetdeck.snapshot import AttemptView, FleetSnapshot
+from fleetdeck.tui.lines import set_border_subtitle, set_border_title
 from fleetdeck.tui.render import clock, cut, size
+from fleetdeck.tui.vtable import Row, VirtualTable
 
 COLUMNS = ("task", "stage", "time", "host", "by", "cpu", "mem", "latest output")
 
 
-class InFlightTable(DataTable[Text | str]):
-    """One row per running attempt, keyed by task (a task runs one attempt at a time)."""
+class _AttemptRows:
+    """The rows of the in-flight table, in the order the attempts started."""
+
+    def __init__(self, rows: list[Row]) -> None:
+        self._rows = rows
+        self._index = {row.key: index for index, row in enumerate(rows)}
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def row(self, index: int) -> Row:
+        return self._rows[index]
+
+    def index_of(self, key: str) -> int | None:
+        return self._index.get(key)
+
+
+class InFlightTable(VirtualTable):
+    """One row per running attempt, keyed by task (a task runs one attempt at a time).
+
+    A `VirtualTable`: a row is drawn again only when what it shows changed, so a
+    flood of output repaints the rows whose latest line moved, and nothing else.
+    """
 
     def __init__(self, *, id: str | None = None) -> None:
-        super().__init__(cursor_type="row", id=id, show_cursor=False)
+        super().__init__(id=id, show_cursor=False)
         self.border_title = "In flight"
         self._widths: tuple[tuple[int, ...], int] = ((), 0)
+        self._shown: dict[str, _Cells] = {}  # task -> what its row shows
+        self._rows: list[Row] = []
 
-    def _set_widths(self, snapshot: FleetSnapshot) -> int:
+    def _set_widths(self, snapshot: FleetSnapshot, task_width: int) -> int:
         """Fixed column widths from the fleet's names and the table's width; the
         room left for the output. Fixed, so the picture never depends on what
         the rows showed a moment ago."""
         longest = {
-            "task": max((len(t.id) for t in snapshot.tasks), default=4),
+            "task": task_width or 4,
             "host": max((len(h.name) for h in snapshot.hosts), default=5),
             "by": max((len(p.name) for p in snapshot.pools), default=2),
         }
@@ -39,13 +69,12 @@ class InFlightTable(DataTable[Text | str]):
             4,  # cpu
             5,  # mem
         ]
-        padding = 2 * self.cell_padding * len(COLUMNS)
+        padding = 2 * self.CELL_PADDING * len(COLUMNS)
         room = max(12, self.scrollable_content_region.width - sum(widths) - padding)
         if (tuple(widths), room) != self._widths:
             self._widths = (tuple(widths), room)
-            self.clear(columns=True)
-            for label, width in zip(COLUMNS, [*widths, room], strict=True):
-                self.add_column(label, key=label, width=width)
+            self._shown.clear()
+            self.set_columns(list(zip(COLUMNS, [*widths, room], strict=True)))
         return room
 
     def on_focus(self) -> None:
@@ -59,46 +88,100 @@ class InFlightTable(DataTable[Text | str]):
     @property
     def selected_task(self) -> str | None:
         """The task under the cursor, if any."""
-        if self.row_count == 0:
-            return None
-        return self.coordinate_to_cell_key(self.cursor_coordinate).row_key.value
+        return self.cursor_key
 
-    def show(self, snapshot: FleetSnapshot) -> None:
-        """Redraw from `snapshot` (a few rows: rebuilt each time, cursor kept)."""
-        selected = self.selected_task
+    def get_cell(self, key: str, column: str) -> Text | str:
+        """What the row with `key` shows in `column`."""
+        return self._rows[self.get_row_index(key)].cells[COLUMNS.index(column)]
+
+    def show(self, snapshot: FleetSnapshot, *, task_width: int) -> None:
+        """Bring the rows in line with `snapshot`. `task_width` is the longest task
+        id. Output is read from the log files on disk only for the rows on screen;
+        rows out of view keep what they showed last."""
         running = sorted(snapshot.running, key=lambda r: r.started_at)
         agents = sum(1 for r in running if r.stage is Stage.AGENT)
-        self.border_title = f"In flight · {agents} agent · {len(running) - agents} CI"
-        room = self._set_widths(snapshot)
-        self.clear()
-        for attempt in running:
-            self.add_row(*self._cells(attempt, snapshot.now, room), key=attempt.task)
+        set_border_title(self, f"In flight · {agents} agent · {len(running) - agents} CI")
+        room = self._set_widths(snapshot, task_width)
+        top = int(self.scroll_y)
+        on_screen = range(top, top + max(0, self.scrollable_content_region.height - 1))
+        shown: dict[str, _Cells] = {}
+        rows: list[Row] = []
+        for index, attempt in enumerate(running):
+            if index in on_screen:
+                output = last_line(attempt.log_path)
+            else:
+                before = self._shown.get(attempt.task)
+                output = before.output if before is not None else ""
+            cells = _Cells.of(attempt, snapshot.now, output)
+            shown[attempt.task] = cells
+            rows.append(Row(attempt.task, cells.render(room), (cells, room)))
+        changed = rows != self._rows
+        self._shown, self._rows = shown, rows
+        if changed:
+            self.set_rows(_AttemptRows(rows))
         if not running:
-            self.border_subtitle = "nothing running" if snapshot.started_at else "starting"
+            set_border_subtitle(self, "nothing running" if snapshot.started_at else "starting")
         else:
-            self.border_subtitle = ""
-        if selected is not None and selected in {r.task for r in running}:
-            self.move_cursor(row=self.get_row_index(selected), animate=False)
+            set_border_subtitle(self, "")
 
-    @staticmethod
-    def _cells(attempt: AttemptView, now: float, room: int) -> tuple[Text | str, ...]:
+
+@dataclass(frozen=True, slots=True)
+class _Cells:
+    """What a row shows, as plain values (compared to skip cells that did not change)."""
+
+    task: str
+    stage: str  # agent, ci or stop
+    time: str
+    host: str
+    worker: str
+    cpu: str
+    mem: str
+    output: str
+
+    @classmethod
+    def of(cls, attempt: AttemptView, now: float, output: str) -> _Cells:
         if attempt.stopping:
-            stage = Text("stop", style="bold red")
+            stage = "stop"
         elif attempt.stage is Stage.AGENT:
-            stage = Text("agent", style="green")
+            stage = "agent"
         else:
-            stage = Text("ci", style="cyan")
-        cpu = "" if attempt.cpu_percent is None else f"{attempt.cpu_percent:.0f}%"
-        mem = "" if attempt.rss_bytes is None else size(attempt.rss_bytes)
-        # Read from the log file on disk, only for rows on screen.
-        output = cut(last_line(attempt.log_path), room, style="dim")
-        return (
-            attempt.task,
-            stage,
-            clock(now - attempt.started_at),
-            attempt.host,
-            attempt.worker,
-            cpu,
-            mem,
-            output,
+            stage = "ci"
+        return cls(
+            task=attempt.task,
+            stage=stage,
+            time=clock(now - attempt.started_at),
+            host=attempt.host,
+            worker=attempt.worker,
+            cpu="" if attempt.cpu_percent is None else f"{attempt.cpu_percent:.0f}%",
+            mem="" if attempt.rss_bytes is None else size(attempt.rss_bytes),
+            output=output,
         )
+
+    def values(self) -> tuple[str, ...]:
+        """The values in column order."""
+        return (
+            self.task,
+            self.stage,
+            self.time,
+            self.host,
+            self.worker,
+            self.cpu,
+            self.mem,
+            self.output,
+        )
+
+    def render(self, room: int) -> tuple[Text | str, ...]:
+        """The cells in column order; the output cut to `room` cells."""
+        return (
+            self.task,
+            Text(self.stage, style=_STAGE_STYLES[self.stage]),
+            self.time,
+            self.host,
+            self.worker,
+            self.cpu,
+            self.mem,
+            cut(self.output, room, style="dim"),
+        )
+
+
+_STAGE_STYLES = {"stop": "bold red", "agent": "green", "ci": "cyan"}

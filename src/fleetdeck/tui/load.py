@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from rich.console import Group
 from rich.text import Text
-from textual.widgets import Static
 
 from fleetdeck.snapshot import FleetSnapshot
+from fleetdeck.tui.lines import LinesPane, set_border_subtitle
 from fleetdeck.tui.render import STATE_GLYPHS, STATE_STYLES, bar, clock
 
 
@@ -19,11 +18,11 @@ def load_style(score: int, capacity: int) -> str:
     return "bold green"
 
 
-class LoadPane(Static):
+class LoadPane(LinesPane):
     """The operator's load as a gauge, what makes it up, and what needs them."""
 
     def __init__(self, *, id: str | None = None) -> None:
-        super().__init__("", id=id)
+        super().__init__(id=id)
         self.border_title = "Cognitive load"
 
     def show(self, snapshot: FleetSnapshot, *, width: int, lines: int) -> None:
@@ -62,5 +61,5 @@ class LoadPane(Static):
             rows.append(Text(f"… and {len(items) - len(shown)} more", style="dim"))
         elif not items and room:
             rows.append(Text("nothing needs you", style="dim"))
-        self.border_subtitle = f"attention {len(items)}" if items else ""
-        self.update(Group(*rows))
+        set_border_subtitle(self, f"attention {len(items)}" if items else "")
+        self.show_lines(rows)

@@ -1,24 +1,31 @@
 """The queue pane: every task not yet done, grouped by wave.
 
-Rows are updated in place from one snapshot to the next (only cells that
-changed), and rebuilt only when a task must appear that is not shown: with
-10,000 tasks a rebuild per refresh would be the slowest thing on screen.
+With 10,000 tasks nothing here may cost the fleet per refresh. The pane keeps
+the latest view of every task and takes in only the views that changed
+(`Refresh.changed`); `QueueRows` keeps the tasks shown in display order, where
+a task coming or going is a bisection; and the table draws only the rows on
+screen (`VirtualTable`). A refresh costs the changes plus the rows in view;
+a new filter costs one pass over the tasks.
 """
 
 from __future__ import annotations
 
-from collections import Counter
+from bisect import bisect_left, bisect_right
+from collections.abc import Hashable, Iterable
 from dataclasses import dataclass
+from itertools import accumulate
 
 from rich.text import Text
-from textual import on
 from textual.app import ComposeResult
 from textual.containers import Vertical
-from textual.widgets import DataTable, Input, Static
+from textual.widgets import Input, Static
 
 from fleetdeck.model import TaskState
-from fleetdeck.snapshot import FleetSnapshot, TaskView
+from fleetdeck.snapshot import TaskView
+from fleetdeck.tui.feed import Refresh
+from fleetdeck.tui.lines import set_border_title
 from fleetdeck.tui.render import cut, state_text
+from fleetdeck.tui.vtable import Row, VirtualTable
 
 _WAVE = "wave:"
 COLUMNS = ("task", "state", "#", "waits for")
@@ -29,10 +36,9 @@ TASK_WIDTH_MAX = 28
 
 @dataclass(slots=True, frozen=True)
 class _Row:
-    """What a task row shows; rows are redrawn only when this changes."""
+    """What a task row shows; equal rows draw the same."""
 
     state: TaskState
-    agent: str
     attempts: int
     waits_for: str
 
@@ -63,24 +69,154 @@ def _wave_header(wave: int, count: int) -> Text:
     return Text(f"wave {wave} · {count}", style="bold dim")
 
 
-def _row(task: TaskView, now: float) -> _Row:
-    return _Row(task.state, task.agent, task.attempts, waits_for(task, now))
+class QueueRows:
+    """The tasks the queue shows, in display order: per wave, a header row and then
+    its tasks in config order. A `RowSource` for the table.
+
+    Shown tasks are kept sorted by (wave, config order), so a task coming or going
+    is a bisection, and the row at an index is found by bisecting the header rows.
+    """
+
+    def __init__(self) -> None:
+        self.views: dict[str, TaskView] = {}  # every task's latest view
+        self._order: dict[str, int] = {}  # config order
+        self._shown: list[tuple[int, int, str]] = []  # (wave, order, id), sorted
+        self._count: dict[int, int] = {}  # shown tasks per wave
+        self._waves: list[int] = []  # waves with shown tasks, ascending
+        self._headers: list[int] | None = None  # each wave header's index (lazily)
+        self.filter = ""
+        self.now = 0.0
+        self.widths = (0, 0)  # the task and "waits for" columns
+
+    # --- what is shown ------------------------------------------------------------
+
+    def shows(self, task: TaskView) -> bool:
+        """Not done, and matching the filter (in its id, state or agent)."""
+        if task.state is TaskState.SUCCEEDED:
+            return False
+        needle = self.filter
+        return not needle or any(
+            needle in field for field in (task.id.lower(), task.state.value, task.agent.lower())
+        )
+
+    @property
+    def task_count(self) -> int:
+        """How many tasks are shown (header rows not counted)."""
+        return len(self._shown)
+
+    def load(self, tasks: Iterable[TaskView]) -> None:
+        """Every task's view, in config order (then `refilter()` decides what shows)."""
+        self.views = {task.id: task for task in tasks}
+        self._order = {task_id: number for number, task_id in enumerate(self.views)}
+
+    def put(self, task: TaskView) -> bool:
+        """Take in a task's new view; whether its row came or went."""
+        old = self.views.get(task.id)
+        if old is None:
+            self._order[task.id] = len(self._order)
+        self.views[task.id] = task
+        was, now = old is not None and self.shows(old), self.shows(task)
+        if was and not now:
+            self._remove((task.wave, self._order[task.id], task.id))
+        elif now and not was:
+            self._add((task.wave, self._order[task.id], task.id))
+        return was != now
+
+    def refilter(self, text: str) -> None:
+        """Show the tasks matching `text` (one pass over every task)."""
+        self.filter = text
+        order = self._order
+        self._shown = sorted(
+            (task.wave, order[task.id], task.id) for task in self.views.values() if self.shows(task)
+        )
+        self._count = {}
+        for wave, _, _ in self._shown:
+            self._count[wave] = self._count.get(wave, 0) + 1
+        self._waves = sorted(self._count)
+        self._headers = None
+
+    def _add(self, entry: tuple[int, int, str]) -> None:
+        wave = entry[0]
+        self._shown.insert(bisect_left(self._shown, entry), entry)
+        if wave not in self._count:
+            self._count[wave] = 0
+            self._waves.insert(bisect_left(self._waves, wave), wave)
+        self._count[wave] += 1
+        self._headers = None
+
+    def _remove(self, entry: tuple[int, int, str]) -> None:
+        wave = entry[0]
+        index = bisect_left(self._shown, entry)
+        if index < len(self._shown) and self._shown[index] == entry:
+            del self._shown[index]
+            self._count[wave] -= 1
+            if not self._count[wave]:
+                del self._count[wave]
+                del self._waves[bisect_left(self._waves, wave)]
+            self._headers = None
+
+    def _header_rows(self) -> list[int]:
+        if self._headers is None:
+            before = accumulate((self._count[wave] for wave in self._waves), initial=0)
+            self._headers = [tasks + number for number, tasks in enumerate(before)][
+                : len(self._waves)
+            ]
+        return self._headers
+
+    # --- RowSource ----------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self._shown) + len(self._waves)
+
+    def key(self, index: int) -> str:
+        """The key of the row at `index`: a task id, or `wave:N` for a header."""
+        headers = self._header_rows()
+        number = bisect_right(headers, index) - 1
+        if headers[number] == index:
+            return f"{_WAVE}{self._waves[number]}"
+        return self._shown[index - number - 1][2]
+
+    def row(self, index: int) -> Row:
+        key = self.key(index)
+        if key.startswith(_WAVE):
+            wave = int(key[len(_WAVE) :])
+            count = self._count[wave]
+            return Row(key, (_wave_header(wave, count), "", "", ""), (key, count))
+        task = self.views[key]
+        shown = _Row(task.state, task.attempts, waits_for(task, self.now))
+        signature: Hashable = (key, shown, self.widths)
+        task_width, waits_width = self.widths
+        cells = (
+            cut(key, task_width),
+            state_text(shown.state, short=True),
+            str(shown.attempts) if shown.attempts else "",
+            cut(shown.waits_for, waits_width, style="dim"),
+        )
+        return Row(key, cells, signature)
+
+    def index_of(self, key: str) -> int | None:
+        if key.startswith(_WAVE):
+            wave = int(key[len(_WAVE) :])
+            number = bisect_left(self._waves, wave)
+            if number < len(self._waves) and self._waves[number] == wave:
+                return self._header_rows()[number]
+            return None
+        task = self.views.get(key)
+        if task is None:
+            return None
+        entry = (task.wave, self._order[key], key)
+        at = bisect_left(self._shown, entry)
+        if at == len(self._shown) or self._shown[at] != entry:
+            return None
+        return at + bisect_right(self._waves, task.wave)
 
 
-class QueueTable(DataTable[Text | str]):
+class QueueTable(VirtualTable):
     """The queue's table: wave header rows between task rows; the cursor skips headers."""
 
     def __init__(self) -> None:
-        super().__init__(cursor_type="row", zebra_stripes=False, id="queue-table")
-        self._last_row = 0
-
-    def set_widths(self, task_width: int, waits_width: int) -> None:
-        """(Re)create the columns with fixed widths: content never shifts them."""
-        self.clear(columns=True)
-        for label, width in zip(
-            COLUMNS, (task_width, STATE_WIDTH, ATTEMPTS_WIDTH, waits_width), strict=True
-        ):
-            self.add_column(label, key=label, width=width)
+        super().__init__(id="queue-table", show_cursor=True)
+        self.rows = QueueRows()
 
     def on_focus(self) -> None:
         # Only the focused table shows its cursor: one visible selection, the
@@ -90,28 +226,23 @@ class QueueTable(DataTable[Text | str]):
     def on_blur(self) -> None:
         self.show_cursor = False
 
+    def selectable(self, index: int) -> bool:
+        """Tasks, not wave headers."""
+        return not self.rows.key(index).startswith(_WAVE)
+
     @property
     def selected_task(self) -> str | None:
         """The task under the cursor, or None (no rows, or on a wave header)."""
-        if self.row_count == 0:
-            return None
-        key = self.coordinate_to_cell_key(self.cursor_coordinate).row_key.value
+        key = self.cursor_key
         return None if key is None or key.startswith(_WAVE) else key
 
-    @on(DataTable.RowHighlighted)
-    def _skip_wave_headers(self) -> None:
-        # Look at where the cursor is now, not where the message says it was: after a
-        # clear() a stale message for row 0 may arrive once the cursor has moved on.
-        if self.row_count == 0:
-            return
-        row = self.cursor_row
-        if self.selected_task is not None:
-            self._last_row = row
-            return
-        # On a wave header: keep going the way the cursor moved; at the top, step down.
-        target = row - 1 if row < self._last_row and row > 0 else row + 1
-        if 0 <= target < self.row_count:
-            self.move_cursor(row=target, animate=False)
+    def row_keys(self) -> list[str]:
+        """Every row's key, top to bottom (for tests: costs the whole queue)."""
+        return [self.rows.key(index) for index in range(len(self.rows))]
+
+    def get_cell(self, key: str, column: str) -> Text | str:
+        """What the row with `key` shows in `column`."""
+        return self.rows.row(self.get_row_index(key)).cells[COLUMNS.index(column)]
 
 
 class QueuePane(Vertical):
@@ -125,11 +256,10 @@ class QueuePane(Vertical):
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
         self.border_title = "Queue"
-        self._shown: dict[str, _Row] = {}
-        self._wave_of: dict[str, int] = {}
-        self._wave_counts: Counter[int] = Counter()
         self._filter = ""
-        self._widths = (0, 0)
+        self._refilter = False
+        self._on_screen: list[Hashable] = []  # the signatures of the rows last drawn
+        self._empty: str | None = ""  # the message under the table (None: hidden)
 
     def compose(self) -> ComposeResult:
         yield Input(placeholder="filter: task, state or agent (esc clears)", id="queue-filter")
@@ -147,99 +277,66 @@ class QueuePane(Vertical):
         return self._filter
 
     def set_filter(self, text: str) -> None:
-        """Show only tasks whose id, state or agent contains `text`."""
+        """Show only tasks whose id, state or agent contains `text` (from the next show)."""
         self._filter = text.strip().lower()
-        self._shown.clear()  # forces a rebuild at the next show()
+        self._refilter = True
 
-    def _matches(self, task: TaskView) -> bool:
-        needle = self._filter
-        return not needle or any(
-            needle in field for field in (task.id.lower(), task.state.value, task.agent.lower())
-        )
-
-    def show(self, snapshot: FleetSnapshot) -> None:
-        """Bring the table in line with `snapshot`."""
-        now = snapshot.now
-        visible = [
-            task
-            for task in snapshot.tasks
-            if task.state is not TaskState.SUCCEEDED and self._matches(task)
-        ]
-        waiting = sum(1 for task in snapshot.tasks if task.state is not TaskState.SUCCEEDED)
-        title = f"Queue · {waiting} not done"
-        if self._filter:
-            title += f" · {len(visible)} match '{self._filter}'"
-        self.border_title = title
+    def show(self, refresh: Refresh) -> None:
+        """Bring the table in line with the engine: take in what changed, draw what is
+        on screen."""
+        snapshot = refresh.snapshot
         table = self.table
-        task_width = min(TASK_WIDTH_MAX, max((len(t.id) for t in snapshot.tasks), default=4))
+        rows = table.rows
+        rows.now = snapshot.now
+        selected = table.selected_task
+        refiltered = self._refilter or refresh.full
+        if refresh.full:
+            rows.load(refresh.changed)
+        came_or_went = False
+        for task in () if refresh.full else refresh.changed:
+            came_or_went |= rows.put(task)
+        if refiltered:
+            rows.refilter(self._filter)
+            self._refilter = False
+        task_width = min(TASK_WIDTH_MAX, refresh.longest_id or 4)
         # Each column has cell padding on both sides.
-        padding = 2 * table.cell_padding * len(COLUMNS)
+        padding = 2 * table.CELL_PADDING * len(COLUMNS)
         room = table.scrollable_content_region.width - task_width - STATE_WIDTH
         room = max(8, room - ATTEMPTS_WIDTH - padding)
-        selected = table.selected_task  # before anything below clears the table
-        if (task_width, room) != self._widths:
-            # First time, or the pane was resized: new columns, every row again.
-            self._widths = (task_width, room)
-            table.set_widths(task_width, room)
-            self._shown.clear()
-        if any(task.id not in self._shown for task in visible) or not table.row_count:
-            self._rebuild(table, visible, now, selected)
-        else:
-            self._update(table, visible, now)
+        if (task_width, room) != rows.widths:
+            # First time, or the pane was resized: new columns.
+            rows.widths = (task_width, room)
+            table.set_columns(
+                list(zip(COLUMNS, (task_width, STATE_WIDTH, ATTEMPTS_WIDTH, room), strict=True))
+            )
+        if came_or_went or refiltered:
+            table.set_rows(rows)
+            if refiltered and (selected is None or rows.index_of(selected) is None):
+                table.action_scroll_top()  # the selected task is not shown: the first one
+        # Draw again only when a row on screen looks different (rows off screen cost
+        # nothing until they are scrolled to).
+        on_screen = [rows.row(index).signature for index in table.rows_on_screen()]
+        if on_screen != self._on_screen:
+            self._on_screen = on_screen
+            table.refresh()
+        not_done = snapshot.total - snapshot.done
+        title = f"Queue · {not_done} not done"
+        if self._filter:
+            title += f" · {rows.task_count} match '{self._filter}'"
+        set_border_title(self, title)
+        self._show_empty(
+            None
+            if rows.task_count
+            else "No task matches the filter."
+            if self._filter
+            else "Every task is done."
+        )
+
+    def _show_empty(self, message: str | None) -> None:
+        """Say why the table is empty, or hide the message (only when that changes)."""
+        if message == self._empty:
+            return
+        self._empty = message
         empty = self.query_one("#queue-empty", Static)
-        if visible:
-            empty.update("")
-            empty.display = False
-        else:
-            empty.display = True
-            empty.update("No task matches the filter." if self._filter else "Every task is done.")
-
-    def _rebuild(
-        self, table: QueueTable, visible: list[TaskView], now: float, selected: str | None
-    ) -> None:
-        table.clear()
-        self._shown.clear()
-        self._wave_of.clear()
-        per_wave = Counter(task.wave for task in visible)
-        wave = None
-        for task in sorted(visible, key=lambda t: t.wave):
-            if task.wave != wave:
-                wave = task.wave
-                table.add_row(_wave_header(wave, per_wave[wave]), "", "", "", key=f"{_WAVE}{wave}")
-            row = _row(task, now)
-            table.add_row(*self._cells(task.id, row), key=task.id)
-            self._shown[task.id] = row
-            self._wave_of[task.id] = task.wave
-        self._wave_counts = per_wave
-        target = selected if selected in self._shown else next(iter(self._shown), None)
-        if target is not None:
-            table.move_cursor(row=table.get_row_index(target), animate=False)
-
-    def _update(self, table: QueueTable, visible: list[TaskView], now: float) -> None:
-        still = {task.id for task in visible}
-        for task_id in [t for t in self._shown if t not in still]:
-            table.remove_row(task_id)
-            del self._shown[task_id]
-            wave = self._wave_of.pop(task_id)
-            self._wave_counts[wave] -= 1
-            if self._wave_counts[wave] == 0:
-                table.remove_row(f"{_WAVE}{wave}")
-            else:
-                table.update_cell(
-                    f"{_WAVE}{wave}", COLUMNS[0], _wave_header(wave, self._wave_counts[wave])
-                )
-        for task in visible:
-            row = _row(task, now)
-            if row != self._shown[task.id]:
-                for column, cell in zip(COLUMNS, self._cells(task.id, row), strict=True):
-                    table.update_cell(task.id, column, cell)
-                self._shown[task.id] = row
-        # A removed row may leave the cursor on a wave header.
-        if table.row_count and table.selected_task is None:
-            below = min(table.cursor_row + 1, table.row_count - 1)
-            table.move_cursor(row=below, animate=False)
-
-    def _cells(self, task_id: str, row: _Row) -> tuple[Text | str, ...]:
-        attempts = str(row.attempts) if row.attempts else ""
-        waits = cut(row.waits_for, self._widths[1], style="dim")
-        return (cut(task_id, self._widths[0]), state_text(row.state, short=True), attempts, waits)
+        empty.display = message is not None
+        empty.update(message or "")

@@ -1,0 +1,50 @@
+"""What the main screen reads of the engine per refresh: one snapshot, and the task
+views that changed since the previous refresh.
+
+The engine keeps each task's view from one snapshot to the next until something
+in it changes, so a changed view is a different object: finding the changes is
+an identity check per task, and the queue redraws only those.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fleetdeck.engine import Engine
+from fleetdeck.snapshot import FleetSnapshot, TaskView
+
+
+@dataclass(frozen=True, slots=True)
+class Refresh:
+    """One refresh's worth of the engine.
+
+    `full`: `changed` is every task, in config order (the first refresh).
+    """
+
+    snapshot: FleetSnapshot
+    changed: tuple[TaskView, ...]
+    full: bool
+    longest_id: int  # the longest task id, in characters (0 before any task is known)
+
+
+class SnapshotFeed:
+    """Polls one engine for the main screen; remembers what it has handed out."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._known: dict[str, TaskView] = {}  # the views of the last poll
+        self._longest = 0
+
+    def poll(self) -> Refresh:
+        """The snapshot now, and the task views that changed since the last poll."""
+        snapshot = self._engine.snapshot()
+        tasks = snapshot.tasks
+        known = self._known
+        if not known:
+            self._known = {task.id: task for task in tasks}
+            self._longest = max((len(task.id) for task in tasks), default=0)
+            return Refresh(snapshot, tasks, True, self._longest)
+        changed = tuple(task for task in tasks if known.get(task.id) is not task)
+        for task in changed:
+            known[task.id] = task
+        return Refresh(snapshot, changed, False, self._longest)
