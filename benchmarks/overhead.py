@@ -1,0 +1,200 @@
+"""1. Overhead: what supervision costs per task, against the least a supervisor can do.
+
+    .venv/bin/python benchmarks/overhead.py [--quick]
+
+N no-op tasks (`true`, no dependencies, one agent with 2 slots, no CI) through the
+real CLI, `fleetdeck run CONFIG --no-tui --state-dir FRESH` with stdout to /dev/null,
+against two baselines doing the same work:
+- raw loop: a plain asyncio script (benchmarks/raw_loop.py, its own process) that
+  starts N `true` with create_subprocess_exec under Semaphore(2);
+- GNU parallel: `parallel -j2 true` fed N lines (skipped, with a note, if absent;
+  `make bench` installs it).
+The contestants alternate within each repetition (who goes first rotates), after an
+unrecorded warm-up of each; medians are compared.
+
+How to read it: "fleetdeck / raw loop" is the price of supervision (journal, logs,
+events, process-tree care) over the least a Python supervisor can do; the target is
+at most 1.2x. "per task" is (fleetdeck - raw loop) / N. The 1-task fleet is
+fleetdeck's fixed start-up (interpreter, imports, config, journal), paid once per run;
+"per task after start-up" is (fleetdeck - 1-task fleet) / (N - 1).
+
+The state dirs live in the work directory (benchmarks/.work): on this machine creating
+files under /tmp costs 5-10x more, which would show here as fleetdeck overhead.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from itertools import count
+from pathlib import Path
+
+from fleets import write_noop_fleet
+from harness import (
+    HERE,
+    Command,
+    Contestant,
+    Settings,
+    SummaryRow,
+    alternate,
+    fleetdeck_argv,
+    load_average,
+    paired_ratios,
+    run_alone,
+    run_checked,
+    table,
+    verdict,
+)
+
+TARGET = 1.2
+SLOTS = 2
+
+
+@dataclass(frozen=True)
+class Size:
+    """How much to measure."""
+
+    tasks: int
+    repetitions: int
+    warmup_tasks: int
+
+
+FULL = Size(tasks=1000, repetitions=5, warmup_tasks=50)
+QUICK = Size(tasks=500, repetitions=3, warmup_tasks=20)
+
+
+def gnu_parallel() -> tuple[str | None, str]:
+    """The path of GNU parallel and its version line, or None and why not."""
+    path = shutil.which("parallel")
+    if path is None:
+        return None, "GNU parallel is not installed (apt-get install -y parallel)"
+    try:
+        done = subprocess.run([path, "--version"], capture_output=True, timeout=30, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return None, f"`{path} --version` failed: {exc}"
+    version = done.stdout.decode(errors="replace")
+    if "GNU parallel" not in version:
+        return None, f"{path} is not GNU parallel (moreutils' parallel takes other arguments)"
+    return path, version.splitlines()[0]
+
+
+def noop_configs(workdir: Path, sizes: set[int]) -> dict[int, Path]:
+    """A no-op fleet of each size, on SLOTS slots."""
+    configs = {}
+    for size in sizes:
+        configs[size] = workdir / f"noop-{size}.toml"
+        write_noop_fleet(configs[size], size, SLOTS)
+    return configs
+
+
+def measure(settings: Settings) -> list[SummaryRow]:
+    """Alternate the contestants over the repetitions; print the table; summary rows."""
+    size = QUICK if settings.quick else FULL
+    workdir, n = settings.workdir, size.tasks
+    print(
+        f"\n== 1. Overhead: {n} no-op tasks (`true`), {SLOTS} slots, {size.repetitions} "
+        f"repetitions (load average {load_average():.2f}) =="
+    )
+    configs = noop_configs(workdir, {n, size.warmup_tasks, 1})
+    fleetdeck = fleetdeck_argv()
+    states = count()
+
+    def fleetdeck_run(tasks: int) -> Command:
+        state = workdir / f"state-{next(states)}"  # fresh, not yet created
+        return Command(
+            [*fleetdeck, "run", str(configs[tasks]), "--no-tui", "--state-dir", str(state)]
+        )
+
+    def raw_loop(tasks: int) -> Command:
+        return Command([sys.executable, str(HERE / "raw_loop.py"), str(tasks), str(SLOTS)])
+
+    contender = Contestant("fleetdeck run --no-tui", fleetdeck_run)
+    raw = Contestant("raw asyncio loop", raw_loop)
+    startup = Contestant("fleetdeck, 1-task fleet", fleetdeck_run)
+    path, about = gnu_parallel()
+    parallel = None
+    if path is not None:
+
+        def parallel_run(tasks: int) -> Command:
+            lines = "".join(f"{i}\n" for i in range(tasks)).encode()
+            return Command([path, "--will-cite", f"-j{SLOTS}", "true"], lines)
+
+        parallel = Contestant(f"GNU parallel -j{SLOTS}", parallel_run)
+    everyone = [c for c in (contender, raw, parallel, startup) if c is not None]
+
+    def clean_states() -> None:
+        for state in workdir.glob("state-*"):
+            shutil.rmtree(state, ignore_errors=True)
+
+    # Warm the page cache and the .pyc files; not recorded.
+    for contestant in everyone:
+        run_checked(contestant.prepare(size.warmup_tasks))
+    alternate(
+        everyone,
+        size.repetitions,
+        lambda c: 1 if c is startup else n,
+        after_each_rep=clean_states,
+    )
+
+    rows = []
+    for contestant in everyone:
+        tasks = 1 if contestant is startup else n
+        rows.append(
+            [
+                contestant.name,
+                f"{tasks}",
+                f"{contestant.median:.3f} s",
+                contestant.spread(),
+                "-" if tasks == 1 else f"{contestant.median / tasks * 1000:.2f} ms",
+                "-" if tasks == 1 else f"{contestant.median / raw.median:.2f}x",
+            ]
+        )
+    print(table(["contestant", "tasks", "median", "range", "per task", "/ raw loop"], rows))
+    if parallel is None:
+        print(f"note: GNU parallel skipped: {about}")
+    else:
+        print(f"GNU parallel: {about}")
+    extra = (contender.median - raw.median) / n * 1000
+    marginal = (contender.median - startup.median) / (n - 1) * 1000
+    print(
+        f"fleetdeck over the raw loop: {extra:.2f} ms per task ((fleetdeck - raw) / N); "
+        f"start-up (1-task fleet) {startup.median:.2f} s, then {marginal:.2f} ms per task "
+        f"(raw loop, start-up included: {raw.median / n * 1000:.2f} ms per task)"
+    )
+    print(f"load average {load_average():.2f} at the end of the section")
+    return summary(contender, raw, parallel)
+
+
+def summary(
+    contender: Contestant, raw: Contestant, parallel: Contestant | None
+) -> list[SummaryRow]:
+    """fleetdeck / raw loop against the target; / GNU parallel as information."""
+    ratio = contender.median / raw.median
+    per_rep = paired_ratios(contender, raw)
+    rows = [
+        SummaryRow(
+            "1. overhead: fleetdeck / raw loop",
+            f"{ratio:.2f}x",
+            f"<= {TARGET:.2f}x",
+            verdict(ratio, TARGET),
+            f"per rep {min(per_rep):.2f}-{max(per_rep):.2f}x",
+        )
+    ]
+    if parallel is None:
+        rows.append(SummaryRow("1. overhead: fleetdeck / GNU parallel", "skipped", "-", "(absent)"))
+    else:
+        per_rep = paired_ratios(contender, parallel)
+        rows.append(
+            SummaryRow(
+                "1. overhead: fleetdeck / GNU parallel",
+                f"{contender.median / parallel.median:.2f}x",
+                detail=f"per rep {min(per_rep):.2f}-{max(per_rep):.2f}x",
+            )
+        )
+    return rows
+
+
+if __name__ == "__main__":
+    sys.exit(run_alone(measure, __doc__ or ""))
