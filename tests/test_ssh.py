@@ -352,7 +352,9 @@ async def test_timeout_and_cancel_kill_the_remote_tree(
     marker = "7001" if how == "timeout" else "7002"
     task: dict[str, Any] = {"id": "tree", "agent": "remote", "prompt": tree_script(marker)}
     if how == "timeout":
-        task["timeout"] = 3
+        # Long enough for the tree to say "ready" on a loaded 2-core machine
+        # (connection, wrapper start-up, the script's own 0.5 s).
+        task["timeout"] = 6
     fleet = ssh_fleet(
         tmp_path,
         {"alpha": alpha.host()},
