@@ -1,4 +1,4 @@
-"""Command line: `fleetdeck run|validate|schema`, and the choice of TUI or headless.
+"""Command line: `fleetdeck run|validate|report|schema`, and the choice of TUI or headless.
 
 Exit codes: 0 every task succeeded; 1 some task failed, was blocked or cancelled;
 2 usage or configuration error; 130 interrupted (work stopped, journal intact).
@@ -48,8 +48,27 @@ def build_parser() -> argparse.ArgumentParser:
     validate = commands.add_parser("validate", help="check a fleet's config and print its shape")
     validate.add_argument("config", metavar="CONFIG")
 
+    report = commands.add_parser(
+        "report", help="print a run's tasks and report from its journal (read only)"
+    )
+    report.add_argument("state_dir", metavar="STATE_DIR", help="the fleet's state directory")
+    report.add_argument(
+        "--run", type=_run_number, metavar="N", help="which run (default: the latest)"
+    )
+    report.add_argument("--json", action="store_true", help="one JSON object")
+
     commands.add_parser("schema", help="print the config format as JSON Schema")
     return parser
+
+
+def _run_number(text: str) -> int:
+    try:
+        number = int(text)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"expected a run number (1, 2, ...), got {text!r}")
+    return number
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -60,6 +79,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         print(json.dumps(json_schema(), indent=2))
         return 0
+    if args.command == "report":
+        return report_command(args)
     try:
         fleet = load_fleet(args.config)
     except ConfigError as exc:
@@ -82,6 +103,22 @@ def describe(fleet: Fleet) -> str:
         f"{plural(len(config.agents), 'agent')}, {plural(len(config.runners), 'runner')}, "
         f"policy {config.fleet.policy}"
     )
+
+
+def report_command(args: argparse.Namespace) -> int:
+    """`fleetdeck report`: a run's table and report, from the journal, read only."""
+    from fleetdeck.report import ReportError, format_replay, load_run, replay_json
+
+    try:
+        replay = load_run(args.state_dir, args.run)
+    except ReportError as exc:
+        print(f"fleetdeck: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.json:
+        print(json.dumps(replay_json(replay)))
+    else:
+        print(format_replay(replay))
+    return 0
 
 
 def run_command(fleet: Fleet, args: argparse.Namespace) -> int:
