@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from fleetdeck import __version__
-from fleetdeck.config import ConfigError, Fleet, load_fleet
+from fleetdeck.config import ConfigError, Fleet, load_fleet, printable
 from fleetdeck.engine import Engine, RunResult
 from fleetdeck.executors import LaunchError, build_executors
 from fleetdeck.executors.proctree import become_subreaper
@@ -97,7 +97,7 @@ def describe(fleet: Fleet) -> str:
     config = fleet.config
     waves = fleet.dag.depth
     longest = int(fleet.dag.critical_path_length())
-    return (
+    return printable(
         f"{fleet.source}: ok: fleet '{fleet.name}', {plural(len(config.tasks), 'task')} in "
         f"{plural(waves, 'wave')} (longest chain {longest}), "
         f"{plural(len(config.agents), 'agent')}, {plural(len(config.runners), 'runner')}, "
