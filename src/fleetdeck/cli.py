@@ -22,6 +22,7 @@ from fleetdeck.executors.proctree import become_subreaper
 from fleetdeck.headless import HeadlessView
 from fleetdeck.journal import Journal, JournalError
 from fleetdeck.policy import POLICY_NAMES
+from fleetdeck.redact import MIN_LENGTH as MIN_SECRET_LENGTH
 from fleetdeck.text import plural
 
 EXIT_USAGE = 2
@@ -139,6 +140,12 @@ def run_command(fleet: Fleet, args: argparse.Namespace) -> int:
         print(f"fleetdeck: {exc}", file=sys.stderr)
         return EXIT_USAGE
     engine = Engine(fleet, journal=journal, executors=executors, policy=args.policy)
+    for name in engine.redactor.too_short:
+        print(
+            f"fleetdeck: {fleet.source}: warning: secret {name} is shorter than "
+            f"{MIN_SECRET_LENGTH} characters: it is not masked",
+            file=sys.stderr,
+        )
     try:
         if use_tui:
             return _tui_runner()(engine)

@@ -60,6 +60,9 @@ class FleetSection:
     retry_backoff_max: NonNegativeSeconds = 60.0
     # Cognitive-load capacity (DESIGN.md, "Contention and cognitive load").
     load_capacity: PositiveInt = 7
+    # Names of environment variables whose values are masked as *** in
+    # everything fleetdeck records or shows (fleetdeck.redact).
+    secrets: tuple[StrictStr, ...] = ()
 
 
 @dataclass(slots=True, frozen=True)
@@ -214,6 +217,11 @@ class Fleet:
         """The tasks in config order (node i of the DAG is task i)."""
         return self.config.tasks
 
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """Names of the environment variables whose values are never shown or recorded."""
+        return self.config.fleet.secrets
+
 
 def load_fleet(path: str | Path) -> Fleet:
     """Read, parse and validate the fleet at `path`. Raises ConfigError."""
@@ -317,6 +325,7 @@ def prepare_fleet(config: FleetConfig, *, source: str, base_dir: Path) -> Fleet:
     This is also the entry point for fleets built in code (benchmarks, tests).
     """
     problems = list(_reference_problems(config))
+    problems += _secret_problems(config.fleet.secrets)
     if problems:
         raise ConfigError(source, problems)
     ids = [task.id for task in config.tasks]
@@ -331,6 +340,27 @@ def prepare_fleet(config: FleetConfig, *, source: str, base_dir: Path) -> Fleet:
             [Problem(f"tasks[{first}].depends_on", f"dependency cycle: {cycle}")],
         ) from None
     return Fleet(config=config, source=source, base_dir=base_dir, dag=dag)
+
+
+VARIABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _secret_problems(names: Sequence[str]) -> list[Problem]:
+    problems: list[Problem] = []
+    seen: set[str] = set()
+    for i, name in enumerate(names):
+        if not VARIABLE_NAME.fullmatch(name):
+            problems.append(
+                Problem(
+                    f"fleet.secrets[{i}]",
+                    f"{name!r} is not an environment variable name "
+                    "(letters, digits and '_', not starting with a digit)",
+                )
+            )
+        elif name in seen:
+            problems.append(Problem(f"fleet.secrets[{i}]", f"'{name}' is listed twice"))
+        seen.add(name)
+    return problems
 
 
 def suggest(name: str, candidates: Iterable[str]) -> str:

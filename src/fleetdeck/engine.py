@@ -63,6 +63,7 @@ from fleetdeck.policy import (
     parse_policy,
     ready_order_key,
 )
+from fleetdeck.redact import Redactor
 from fleetdeck.slots import Capacity
 from fleetdeck.snapshot import (
     AttemptRecord,
@@ -195,6 +196,8 @@ class Engine:
         self.started_at: float | None = None
         self.grace = fleet.config.fleet.grace_period
         self._sample_interval = sample_interval
+        # Masks the values of the fleet's secrets in events, errors and what views read.
+        self.redactor = Redactor.for_fleet(fleet)
 
     # --- public interface -------------------------------------------------------------
 
@@ -260,6 +263,7 @@ class Engine:
                 started_at=r.attempt.started_at or at,
                 log_path=r.attempt.log_path,
                 stopping=r.stop_reason is not None,
+                redactor=self.redactor,
                 cpu_percent=u.cpu_percent if (u := resources.get(r.attempt.attempt_id)) else None,
                 rss_bytes=u.rss_bytes if u else None,
             )
@@ -299,7 +303,7 @@ class Engine:
                 running=self._capacity.sessions(name),
                 latency=health.latency if health else None,
                 load=health.load if health else None,
-                reason=health.reason if health else None,
+                reason=self.redactor.text(health.reason) if health and health.reason else None,
             )
             for name in (LOCAL_HOST, *self.fleet.config.hosts)
         )
@@ -357,17 +361,18 @@ class Engine:
         """One task's attempts, inputs and output, for the detail screen."""
         node = self._node(task_id)
         task = self._tasks[node]
+        redact = self.redactor.text
         return TaskDetail(
             task=self._task_view(node),
-            prompt=self._specs[node].prompt,
+            prompt=redact(self._specs[node].prompt),
             depends_on=tuple(self._tasks[dep].id for dep in self._dag.deps[node]),
             dependents=tuple(self._tasks[child].id for child in self._dag.dependents[node]),
-            attempts=tuple(AttemptRecord.of(attempt) for attempt in task.attempts),
+            attempts=tuple(AttemptRecord.of(attempt, self.redactor) for attempt in task.attempts),
             inputs={
-                self._tasks[dep].id: self._read_output(dep, DETAIL_TEXT_LIMIT)
+                self._tasks[dep].id: redact(self._read_output(dep, DETAIL_TEXT_LIMIT))
                 for dep in self._dag.deps[node]
             },
-            output=self._read_output(node, DETAIL_TEXT_LIMIT) if task.output_path else None,
+            output=redact(self._read_output(node, DETAIL_TEXT_LIMIT)) if task.output_path else None,
         )
 
     def timeline(self) -> Timeline:
@@ -381,7 +386,9 @@ class Engine:
                 for host in spec.host_names:
                     lanes.extend(Lane(stage, name, host, slot) for slot in range(1, spec.slots + 1))
         attempts = tuple(
-            AttemptRecord.of(attempt) for task in self._tasks for attempt in task.attempts
+            AttemptRecord.of(attempt, self.redactor)
+            for task in self._tasks
+            for attempt in task.attempts
         )
         return Timeline(
             started_at=self.started_at, now=self._clock(), lanes=tuple(lanes), attempts=attempts
@@ -510,7 +517,7 @@ class Engine:
         self.run_id = self._journal.begin_run(
             fleet=self.fleet.name,
             config_path=self.fleet.source,
-            config_json=config_json(self.fleet.config),
+            config_json=self.redactor.config_json(config_json(self.fleet.config)),
             policy=self._policy,
             started_at=self.started_at,
         )
@@ -742,7 +749,7 @@ class Engine:
             request = self._request_for(running)
             running.process = await executor.start(request)
         except Exception as exc:  # LaunchError, or an executor bug: never take the engine down
-            attempt.error = (
+            attempt.error = self.redactor.text(
                 str(exc) if isinstance(exc, LaunchError) else f"{type(exc).__name__}: {exc}"
             )
             # Every attempt_finished has its attempt_started, even with no process.
@@ -763,7 +770,7 @@ class Engine:
         try:
             exit_code: int | None = await process.wait()
         except HostLostError as exc:
-            attempt.error = str(exc) or "host lost"
+            attempt.error = self.redactor.text(str(exc)) or "host lost"
             self._attempt_ended(running, Outcome.LOST, None)
             return
         if running.stop_reason is not None:
@@ -1109,6 +1116,8 @@ class Engine:
         return self.run_id
 
     def _emit(self, kind: EventKind, task: str | None, **data: Any) -> None:
+        if self.redactor:
+            data = self.redactor.details(data)
         event = Event(ts=self._clock(), kind=kind, task=task, data=data)
         self._journal.append(self._run_id, event)
         self._report.feed(event)

@@ -5,7 +5,6 @@ from __future__ import annotations
 from rich.text import Text
 from textual.widgets import DataTable
 
-from fleetdeck.logtail import last_line
 from fleetdeck.model import Stage
 from fleetdeck.snapshot import AttemptView, FleetSnapshot
 from fleetdeck.tui.render import clock, cut, size
@@ -91,7 +90,7 @@ class InFlightTable(DataTable[Text | str]):
         cpu = "" if attempt.cpu_percent is None else f"{attempt.cpu_percent:.0f}%"
         mem = "" if attempt.rss_bytes is None else size(attempt.rss_bytes)
         # Read from the log file on disk, only for rows on screen.
-        output = cut(last_line(attempt.log_path), room, style="dim")
+        output = cut(attempt.last_line(), room, style="dim")
         return (
             attempt.task,
             stage,
