@@ -146,18 +146,23 @@ def run_command(fleet: Fleet, args: argparse.Namespace) -> int:
             f"{MIN_SECRET_LENGTH} characters: it is not masked",
             file=sys.stderr,
         )
+    failure: str | None = None
     try:
         if use_tui:
             return _tui_runner()(engine)
         return asyncio.run(_run_headless(engine, json_lines=args.json))
     except JournalError as exc:
+        # The disk filled up or went read-only mid-run: the engine stopped every
+        # attempt; what the journal committed before stays readable.
+        failure = str(exc)
         print(f"fleetdeck: {exc}", file=sys.stderr)
         return 1
     finally:
         try:
             journal.close()
         except JournalError as exc:
-            print(f"fleetdeck: {exc}", file=sys.stderr)
+            if str(exc) != failure:  # the same failure again, as the last commit retries
+                print(f"fleetdeck: {exc}", file=sys.stderr)
 
 
 def _tui_runner() -> Callable[[Engine], int]:
