@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import random
+import stat
 import sys
 from array import array
 from collections import deque
@@ -824,6 +826,8 @@ class Engine:
             running.timer.cancel()
         del self._running[attempt.attempt_id]
         self._capacity.release(attempt.stage, attempt.worker, attempt.host)
+        # A local attempt creates its output file itself, with its own umask.
+        make_private(attempt.output_path)
         self._journal.record_attempt(self._run_id, attempt)
         details: dict[str, Any] = {
             "stage": attempt.stage,
@@ -1244,6 +1248,25 @@ def estimated_durations(fleet: Fleet, learned: Mapping[str, float]) -> list[floa
     known = [learned[task.id] for task in fleet.tasks if task.id in learned]
     default = sum(known) / len(known) if known else 1.0
     return [learned.get(task.id, default) for task in fleet.tasks]
+
+
+def make_private(path: str) -> None:
+    """Make the regular file at `path` readable by its owner only, if it is there.
+
+    Never through a symlink (an attempt could point its output anywhere, and we
+    may be root) and never blocking on a FIFO.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        if stat.S_ISREG(os.fstat(fd).st_mode):
+            os.fchmod(fd, 0o600)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def read_output(path: str | None, limit: int | None = None) -> str:

@@ -122,7 +122,12 @@ class RunRecord:
 
 
 def _private_dir(path: Path) -> None:
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    # mkdir(parents=True) gives the parents it creates the default mode (0755 with
+    # the usual umask): what leads up to the directory is the user's business,
+    # but the directory itself is private.
+    if not path.parent.is_dir():
+        path.parent.mkdir(parents=True, exist_ok=True)
+    path.mkdir(mode=0o700, exist_ok=True)
 
 
 _Rows = tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]
@@ -248,6 +253,7 @@ class Journal:
         except sqlite3.Error as exc:
             raise self._write_error(exc) from None
         assert run_id is not None
+        _private_dir(self.state_dir / "runs")
         _private_dir(self.run_dir(run_id))
         return run_id
 
