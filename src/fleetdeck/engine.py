@@ -200,6 +200,7 @@ class Engine:
         self._sample_interval = sample_interval
         # Masks the values of the fleet's secrets in events, errors and what views read.
         self.redactor = Redactor.for_fleet(fleet)
+        self._masking = bool(self.redactor)  # checked for every event: a plain bool
 
     # --- public interface -------------------------------------------------------------
 
@@ -1120,7 +1121,7 @@ class Engine:
         return self.run_id
 
     def _emit(self, kind: EventKind, task: str | None, **data: Any) -> None:
-        if self.redactor:
+        if self._masking:
             data = self.redactor.details(data)
         event = Event(ts=self._clock(), kind=kind, task=task, data=data)
         self._journal.append(self._run_id, event)
