@@ -827,8 +827,10 @@ class Engine:
             running.timer.cancel()
         del self._running[attempt.attempt_id]
         self._capacity.release(attempt.stage, attempt.worker, attempt.host)
-        # A local attempt creates its output file itself, with its own umask.
-        make_private(attempt.output_path)
+        if attempt.host == LOCAL_HOST:
+            # A local attempt creates its output file itself, with its own umask
+            # (the SSH executor writes remote outputs here 0600 itself).
+            make_private(attempt.output_path)
         self._journal.record_attempt(self._run_id, attempt)
         details: dict[str, Any] = {
             "stage": attempt.stage,

@@ -97,8 +97,10 @@ class Redactor:
             return self._pattern.sub(MASK, value)
         if isinstance(value, dict):
             return {key: self.value(item) for key, item in value.items()}
-        if isinstance(value, list | tuple):
+        if isinstance(value, list):
             return [self.value(item) for item in value]
+        if isinstance(value, tuple):
+            return tuple(self.value(item) for item in value)
         return value
 
     def details(self, data: dict[str, Any]) -> dict[str, Any]:
