@@ -154,3 +154,22 @@ def test_a_disk_that_fills_mid_run_stops_cleanly_and_keeps_the_journal(
     assert data["unfinished"], "the disk filled before the end: some tasks never ran"
     succeeded = {task for kind, task in journaled if kind == "task_succeeded"}
     assert {t["task"] for t in data["tasks"] if t["state"] == "succeeded"} == succeeded
+
+
+def test_a_file_in_the_way_is_one_line_not_a_traceback(tmp_path: Path) -> None:
+    """Found while testing: a file named `runs` in the state dir raised out of run."""
+    in_the_way = tmp_path / "file"
+    in_the_way.write_text("")
+    done = fleetdeck("run", str(fleet_file(tmp_path, in_the_way, ONE_TASK)), "--no-tui")
+    assert (done.returncode, done.stderr) == (
+        2,
+        f"fleetdeck: cannot open the journal in {in_the_way}: not a directory\n",
+    )
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    (state / "runs").write_text("")
+    done = fleetdeck("run", str(fleet_file(tmp_path, state, ONE_TASK)), "--no-tui")
+    assert (done.returncode, done.stderr) == (
+        1,
+        f"fleetdeck: cannot create {state / 'runs'}: not a directory\n",
+    )
