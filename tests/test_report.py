@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import sqlite3
 from pathlib import Path
@@ -209,3 +210,49 @@ def test_a_run_number_the_journal_does_not_hold(
     usage = fleetdeck("report", str(state), "--run", "0")
     assert usage.returncode == 2
     assert "argument --run: expected a run number (1, 2, ...), got '0'" in usage.stderr
+
+
+def test_a_damaged_journal_is_one_line_never_a_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Found by flipping random bytes of a real journal: text that is not UTF-8,
+    SQLite messages quoting a damaged schema over several lines, rows of the
+    wrong type."""
+    config = write_config(tmp_path, FAILING)
+    assert fleetdeck("run", str(config), "--no-tui").returncode == 1
+    state = tmp_path / "state"
+    journal = state / "journal.sqlite3"
+    pristine = journal.read_bytes()
+    rng = random.Random(6)
+    for flips in [1, 3, 20, 200, 2000] * 8:
+        damaged = bytearray(pristine)
+        for _ in range(flips):
+            damaged[rng.randrange(len(damaged))] = rng.randrange(256)
+        journal.write_bytes(bytes(damaged))
+        code = main(["report", str(state), "--json"])
+        out, err = capsys.readouterr()
+        assert code in (0, 2), err
+        if code == 2:
+            assert len(err.splitlines()) == 1 and err.startswith(f"fleetdeck: {state}"), err
+        else:
+            json.loads(out)
+    for damage, message in [
+        ("UPDATE runs SET started_at = 'noon'", "cannot read the journal: a damaged row in runs"),
+        (
+            "UPDATE events SET data = '{\"duration\": \"long\"}' WHERE event = 'attempt_finished'",
+            "run 1 has a damaged event: ValueError",
+        ),
+    ]:
+        journal.write_bytes(pristine)
+        db = sqlite3.connect(journal)
+        db.execute(damage)
+        db.commit()
+        db.close()
+        assert message in report_error([str(state)], capsys)
+    journal.write_bytes(pristine)
+    db = sqlite3.connect(journal)
+    db.execute("UPDATE runs SET fleet = CAST(X'66FF6F' AS TEXT)")
+    db.commit()
+    db.close()
+    assert main(["report", str(state)]) == 0
+    assert "fleet 'f\ufffdo'" in capsys.readouterr().out

@@ -85,8 +85,12 @@ def load_run(state_dir: str | Path, run_id: int | None = None) -> RunReplay:
     runs, events, record, pid = _read(path, directory, run_id)
     fleet = _fleet_of(record, path)
     builder = ReportBuilder(fleet)
-    for event in events:
-        builder.feed(event)
+    try:
+        for event in events:
+            builder.feed(event)
+    except (TypeError, ValueError, KeyError) as exc:
+        # Only a damaged journal holds events the engine never wrote.
+        raise ReportError(f"{path}: run {record.run_id} has a damaged event: {exc!r}") from None
     status, reason = _status(directory, record, pid, latest=record.run_id == runs[-1].run_id)
     ended_at = builder.finished_at
     if ended_at is None and status == INTERRUPTED:
@@ -147,13 +151,25 @@ def _connect(path: Path, *, immutable: bool) -> Iterator[sqlite3.Connection]:
     try:
         db = sqlite3.connect(uri, uri=True)
     except sqlite3.Error as exc:
-        raise ReportError(f"{path}: cannot open the journal: {exc}") from None
+        raise ReportError(f"{path}: cannot open the journal: {_one_line(exc)}") from None
+    # A damaged page can hold bytes that are not UTF-8: show them, do not fail.
+    db.text_factory = lambda data: data.decode("utf-8", errors="replace")
     try:
         yield db
     except sqlite3.DatabaseError as exc:
-        raise ReportError(f"{path}: cannot read the journal: {exc}") from None
+        raise ReportError(f"{path}: cannot read the journal: {_one_line(exc)}") from None
+    except UnicodeDecodeError:
+        # sqlite3 decodes names and messages itself, before any text_factory.
+        raise ReportError(f"{path}: cannot read the journal: it is damaged") from None
     finally:
         db.close()
+
+
+def _one_line(exc: BaseException, limit: int = 200) -> str:
+    """An error message on one line, cut to a readable length (SQLite quotes whole
+    schema statements, newlines and all, when one is damaged)."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _runs(db: sqlite3.Connection, path: Path) -> list[tuple[RunRecord, int | None]]:
@@ -167,6 +183,10 @@ def _runs(db: sqlite3.Connection, path: Path) -> list[tuple[RunRecord, int | Non
         if "no such table" in str(exc):
             raise ReportError(f"{path}: not a fleetdeck journal (no runs table)") from None
         raise
+    for row in rows:
+        run_id, started_at = row[0], row[5]
+        if not isinstance(run_id, int) or not isinstance(started_at, int | float):
+            raise ReportError(f"{path}: cannot read the journal: a damaged row in runs")
     return [(RunRecord(*row[:-1]), row[-1]) for row in rows]
 
 
