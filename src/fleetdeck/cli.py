@@ -1,4 +1,4 @@
-"""Command line: `fleetdeck run|validate|schema`, and the choice of TUI or headless.
+"""Command line: `fleetdeck run|validate|report|schema`, and the choice of TUI or headless.
 
 Exit codes: 0 every task succeeded; 1 some task failed, was blocked or cancelled;
 2 usage or configuration error; 130 interrupted (work stopped, journal intact).
@@ -15,13 +15,14 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from fleetdeck import __version__
-from fleetdeck.config import ConfigError, Fleet, load_fleet
+from fleetdeck.config import ConfigError, Fleet, load_fleet, printable
 from fleetdeck.engine import Engine, RunResult
 from fleetdeck.executors import LaunchError, build_executors
 from fleetdeck.executors.proctree import become_subreaper
 from fleetdeck.headless import HeadlessView
 from fleetdeck.journal import Journal, JournalError
 from fleetdeck.policy import POLICY_NAMES
+from fleetdeck.redact import MIN_LENGTH as MIN_SECRET_LENGTH
 from fleetdeck.text import plural
 
 EXIT_USAGE = 2
@@ -48,8 +49,27 @@ def build_parser() -> argparse.ArgumentParser:
     validate = commands.add_parser("validate", help="check a fleet's config and print its shape")
     validate.add_argument("config", metavar="CONFIG")
 
+    report = commands.add_parser(
+        "report", help="print a run's tasks and report from its journal (read only)"
+    )
+    report.add_argument("state_dir", metavar="STATE_DIR", help="the fleet's state directory")
+    report.add_argument(
+        "--run", type=_run_number, metavar="N", help="which run (default: the latest)"
+    )
+    report.add_argument("--json", action="store_true", help="one JSON object")
+
     commands.add_parser("schema", help="print the config format as JSON Schema")
     return parser
+
+
+def _run_number(text: str) -> int:
+    try:
+        number = int(text)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"expected a run number (1, 2, ...), got {text!r}")
+    return number
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -60,6 +80,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         print(json.dumps(json_schema(), indent=2))
         return 0
+    if args.command == "report":
+        return report_command(args)
     try:
         fleet = load_fleet(args.config)
     except ConfigError as exc:
@@ -76,12 +98,28 @@ def describe(fleet: Fleet) -> str:
     config = fleet.config
     waves = fleet.dag.depth
     longest = int(fleet.dag.critical_path_length())
-    return (
+    return printable(
         f"{fleet.source}: ok: fleet '{fleet.name}', {plural(len(config.tasks), 'task')} in "
         f"{plural(waves, 'wave')} (longest chain {longest}), "
         f"{plural(len(config.agents), 'agent')}, {plural(len(config.runners), 'runner')}, "
         f"policy {config.fleet.policy}"
     )
+
+
+def report_command(args: argparse.Namespace) -> int:
+    """`fleetdeck report`: a run's table and report, from the journal, read only."""
+    from fleetdeck.report import ReportError, format_replay, load_run, replay_json
+
+    try:
+        replay = load_run(args.state_dir, args.run)
+    except ReportError as exc:
+        print(f"fleetdeck: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.json:
+        print(json.dumps(replay_json(replay)))
+    else:
+        print(format_replay(replay))
+    return 0
 
 
 def run_command(fleet: Fleet, args: argparse.Namespace) -> int:
@@ -102,18 +140,29 @@ def run_command(fleet: Fleet, args: argparse.Namespace) -> int:
         print(f"fleetdeck: {exc}", file=sys.stderr)
         return EXIT_USAGE
     engine = Engine(fleet, journal=journal, executors=executors, policy=args.policy)
+    for name in engine.redactor.too_short:
+        print(
+            f"fleetdeck: {fleet.source}: warning: secret {name} is shorter than "
+            f"{MIN_SECRET_LENGTH} characters: it is not masked",
+            file=sys.stderr,
+        )
+    failure: str | None = None
     try:
         if use_tui:
             return _tui_runner()(engine)
         return asyncio.run(_run_headless(engine, json_lines=args.json))
     except JournalError as exc:
+        # The disk filled up or went read-only mid-run: the engine stopped every
+        # attempt; what the journal committed before stays readable.
+        failure = str(exc)
         print(f"fleetdeck: {exc}", file=sys.stderr)
         return 1
     finally:
         try:
             journal.close()
         except JournalError as exc:
-            print(f"fleetdeck: {exc}", file=sys.stderr)
+            if str(exc) != failure:  # the same failure again, as the last commit retries
+                print(f"fleetdeck: {exc}", file=sys.stderr)
 
 
 def _tui_runner() -> Callable[[Engine], int]:

@@ -13,7 +13,7 @@ import datetime
 import difflib
 import re
 import string
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Annotated, Any, Protocol
@@ -38,9 +38,10 @@ _SCHEMA = ConfigDict(extra="forbid")
 
 PositiveInt = Annotated[StrictInt, Field(ge=1)]
 NonNegativeInt = Annotated[StrictInt, Field(ge=0)]
-# TOML integers are fine where seconds are expected; strings are not.
-Seconds = Annotated[float, Field(strict=True, gt=0)]
-NonNegativeSeconds = Annotated[float, Field(strict=True, ge=0)]
+# TOML integers are fine where seconds are expected; strings are not. TOML's `inf`
+# is not: an infinite grace period would never SIGKILL what ignores SIGTERM.
+Seconds = Annotated[float, Field(strict=True, gt=0, allow_inf_nan=False)]
+NonNegativeSeconds = Annotated[float, Field(strict=True, ge=0, allow_inf_nan=False)]
 # Placeholders of command templates; {python} is the interpreter running fleetdeck
 # (so simulated agents run from a virtual environment that is not on PATH).
 TEMPLATE_FIELDS: tuple[str, ...] = ("task", "prompt", "attempt", "workdir", "python")
@@ -66,6 +67,9 @@ class FleetSection:
     retry_backoff_max: NonNegativeSeconds = 60.0
     # Cognitive-load capacity (DESIGN.md, "Contention and cognitive load").
     load_capacity: PositiveInt = 7
+    # Names of environment variables whose values are masked as *** in
+    # everything fleetdeck records or shows (fleetdeck.redact).
+    secrets: tuple[StrictStr, ...] = ()
 
 
 @dataclass(slots=True, frozen=True)
@@ -165,13 +169,25 @@ class ConfigError(Exception):
         super().__init__(self.render())
 
     def render(self) -> str:
-        """Every problem as `FILE: KEY.PATH: message`, capped at a readable number."""
+        """Every problem as `FILE: KEY.PATH: message`, capped at a readable number.
+
+        Names quoted from the file may hold control characters (TOML allows any
+        in quoted keys and strings): they are escaped, so that each problem stays
+        on its one line and nothing in the file can drive the terminal.
+        """
         shown = self.problems[:MAX_REPORTED_PROBLEMS]
-        lines = [f"{self.source}: {problem}" for problem in shown]
+        lines = [printable(f"{self.source}: {problem}") for problem in shown]
         hidden = len(self.problems) - len(shown)
         if hidden > 0:
             lines.append(f"{self.source}: ... and {hidden} more problems")
         return "\n".join(lines)
+
+
+def printable(text: str) -> str:
+    """`text` with every non-printable character escaped (`\\n`, `\\x1b`, `\\u2028`)."""
+    if text.isprintable():
+        return text
+    return "".join(char if char.isprintable() else ascii(char)[1:-1] for char in text)
 
 
 @dataclass(slots=True, frozen=True)
@@ -208,6 +224,11 @@ class Fleet:
         """The tasks in config order (node i of the DAG is task i)."""
         return self.config.tasks
 
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """Names of the environment variables whose values are never shown or recorded."""
+        return self.config.fleet.secrets
+
 
 def load_fleet(path: str | Path) -> Fleet:
     """Read, parse and validate the fleet at `path`. Raises ConfigError."""
@@ -243,6 +264,7 @@ def parse_fleet(text: str, *, source: str = "<config>", base_dir: Path | None = 
 
 def build_fleet(data: Mapping[str, Any], *, source: str, base_dir: Path) -> Fleet:
     """Validate an already-parsed config (a dict as tomllib returns it)."""
+    raw = list(_text_problems(data))
     try:
         config = _ADAPTER.validate_python(data)
     except PydanticValidationError as exc:
@@ -252,11 +274,56 @@ def build_fleet(data: Mapping[str, Any], *, source: str, base_dir: Path) -> Flee
         flagged = {problem.path for problem in problems}
         problems += [
             problem
-            for problem in _reference_problems(_RawShape(data), require_tasks=False)
+            for problem in [*raw, *_reference_problems(_RawShape(data), require_tasks=False)]
             if problem.path not in flagged
         ]
         raise ConfigError(source, problems) from None
+    if raw:
+        raise ConfigError(source, [*raw, *_reference_problems(config)])
     return prepare_fleet(config, source=source, base_dir=base_dir)
+
+
+def _text_problems(data: object, path: str = "") -> Iterator[Problem]:
+    """Text no path, argument, environment variable or name can hold.
+
+    A NUL character ends a string for the operating system (Python refuses to
+    pass one on), and a variable name with `=` or none at all cannot be set.
+    """
+    if isinstance(data, str):
+        if "\x00" in data:
+            yield Problem(path, "must not contain a NUL character (\\x00)")
+    elif isinstance(data, list):
+        for index, item in enumerate(data):
+            yield from _text_problems(item, f"{path}[{index}]")
+    elif isinstance(data, dict):
+        for key, value in data.items():
+            where = f"{path}.{key}" if path else str(key)
+            if "\x00" in key:
+                yield Problem(path, f"the key {key!r} must not contain a NUL character")
+                continue
+            yield from _text_problems(value, where)
+    if path:
+        return
+    # Names are shown on every line of the headless view and on the TUI: a
+    # newline or an escape sequence in one would forge lines or drive the terminal.
+    name = _table(data.get("fleet")).get("name") if isinstance(data, dict) else None
+    if isinstance(name, str) and not name.isprintable():
+        yield Problem("fleet.name", f"{name!r} has control characters; use printable text")
+    for section in ("hosts", "agents", "runners"):
+        for key in _table(_table(data).get(section)):
+            if not key.isprintable():
+                yield Problem(
+                    section, f"the name {key!r} has control characters; use printable text"
+                )
+    for section in ("agents", "runners"):
+        for name, worker in _table(_table(data).get(section)).items():
+            env = _table(worker).get("env")
+            for variable in _table(env):
+                if not variable or "=" in variable:
+                    yield Problem(
+                        f"{section}.{name}.env",
+                        f"bad variable name {variable!r}: it must be non-empty, without '='",
+                    )
 
 
 def prepare_fleet(config: FleetConfig, *, source: str, base_dir: Path) -> Fleet:
@@ -265,6 +332,7 @@ def prepare_fleet(config: FleetConfig, *, source: str, base_dir: Path) -> Fleet:
     This is also the entry point for fleets built in code (benchmarks, tests).
     """
     problems = list(_reference_problems(config))
+    problems += _secret_problems(config.fleet.secrets)
     if problems:
         raise ConfigError(source, problems)
     ids = [task.id for task in config.tasks]
@@ -279,6 +347,27 @@ def prepare_fleet(config: FleetConfig, *, source: str, base_dir: Path) -> Fleet:
             [Problem(f"tasks[{first}].depends_on", f"dependency cycle: {cycle}")],
         ) from None
     return Fleet(config=config, source=source, base_dir=base_dir, dag=dag)
+
+
+VARIABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _secret_problems(names: Sequence[str]) -> list[Problem]:
+    problems: list[Problem] = []
+    seen: set[str] = set()
+    for i, name in enumerate(names):
+        if not VARIABLE_NAME.fullmatch(name):
+            problems.append(
+                Problem(
+                    f"fleet.secrets[{i}]",
+                    f"{name!r} is not an environment variable name "
+                    "(letters, digits and '_', not starting with a digit)",
+                )
+            )
+        elif name in seen:
+            problems.append(Problem(f"fleet.secrets[{i}]", f"'{name}' is listed twice"))
+        seen.add(name)
+    return problems
 
 
 def suggest(name: str, candidates: Iterable[str]) -> str:
@@ -344,6 +433,8 @@ def _describe(kind: str, error: Any, value: Any) -> str:
         return f"must be more than {ctx.get('gt')}, got {shown}"
     if kind == "less_than_equal":
         return f"must be at most {ctx.get('le')}, got {shown}"
+    if kind == "finite_number":
+        return f"must be a finite number of seconds, got {shown}"
     if kind == "too_short":
         return "must not be empty"
     return f"{error.get('msg', 'invalid value')}, got {shown}"

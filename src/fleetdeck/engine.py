@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import random
+import stat
 import sys
 from array import array
 from collections import deque
@@ -63,6 +65,7 @@ from fleetdeck.policy import (
     parse_policy,
     ready_order_key,
 )
+from fleetdeck.redact import Redactor
 from fleetdeck.slots import Capacity
 from fleetdeck.snapshot import (
     AttemptRecord,
@@ -201,6 +204,9 @@ class Engine:
         self.started_at: float | None = None
         self.grace = fleet.config.fleet.grace_period
         self._sample_interval = sample_interval
+        # Masks the values of the fleet's secrets in events, errors and what views read.
+        self.redactor = Redactor.for_fleet(fleet)
+        self._masking = bool(self.redactor)  # checked for every event: a plain bool
 
     # --- public interface -------------------------------------------------------------
 
@@ -265,6 +271,7 @@ class Engine:
                 started_at=r.attempt.started_at or at,
                 log_path=r.attempt.log_path,
                 stopping=r.stop_reason is not None,
+                redactor=self.redactor,
                 cpu_percent=u.cpu_percent if (u := resources.get(r.attempt.attempt_id)) else None,
                 rss_bytes=u.rss_bytes if u else None,
             )
@@ -304,7 +311,7 @@ class Engine:
                 running=self._capacity.sessions(name),
                 latency=health.latency if health else None,
                 load=health.load if health else None,
-                reason=health.reason if health else None,
+                reason=self.redactor.text(health.reason) if health and health.reason else None,
             )
             for name in (LOCAL_HOST, *self.fleet.config.hosts)
         )
@@ -384,17 +391,18 @@ class Engine:
         """One task's attempts, inputs and output, for the detail screen."""
         node = self._node(task_id)
         task = self._tasks[node]
+        redact = self.redactor.text
         return TaskDetail(
             task=self._task_view(node),
-            prompt=self._specs[node].prompt,
+            prompt=redact(self._specs[node].prompt),
             depends_on=tuple(self._tasks[dep].id for dep in self._dag.deps[node]),
             dependents=tuple(self._tasks[child].id for child in self._dag.dependents[node]),
-            attempts=tuple(AttemptRecord.of(attempt) for attempt in task.attempts),
+            attempts=tuple(AttemptRecord.of(attempt, self.redactor) for attempt in task.attempts),
             inputs={
-                self._tasks[dep].id: self._read_output(dep, DETAIL_TEXT_LIMIT)
+                self._tasks[dep].id: redact(self._read_output(dep, DETAIL_TEXT_LIMIT))
                 for dep in self._dag.deps[node]
             },
-            output=self._read_output(node, DETAIL_TEXT_LIMIT) if task.output_path else None,
+            output=redact(self._read_output(node, DETAIL_TEXT_LIMIT)) if task.output_path else None,
         )
 
     def timeline(self) -> Timeline:
@@ -408,7 +416,9 @@ class Engine:
                 for host in spec.host_names:
                     lanes.extend(Lane(stage, name, host, slot) for slot in range(1, spec.slots + 1))
         attempts = tuple(
-            AttemptRecord.of(attempt) for task in self._tasks for attempt in task.attempts
+            AttemptRecord.of(attempt, self.redactor)
+            for task in self._tasks
+            for attempt in task.attempts
         )
         return Timeline(
             started_at=self.started_at, now=self._clock(), lanes=tuple(lanes), attempts=attempts
@@ -537,7 +547,7 @@ class Engine:
         self.run_id = self._journal.begin_run(
             fleet=self.fleet.name,
             config_path=self.fleet.source,
-            config_json=config_json(self.fleet.config),
+            config_json=self.redactor.config_json(config_json(self.fleet.config)),
             policy=self._policy,
             started_at=self.started_at,
         )
@@ -770,7 +780,7 @@ class Engine:
             request = self._request_for(running)
             running.process = await executor.start(request)
         except Exception as exc:  # LaunchError, or an executor bug: never take the engine down
-            attempt.error = (
+            attempt.error = self.redactor.text(
                 str(exc) if isinstance(exc, LaunchError) else f"{type(exc).__name__}: {exc}"
             )
             # Every attempt_finished has its attempt_started, even with no process.
@@ -791,7 +801,7 @@ class Engine:
         try:
             exit_code: int | None = await process.wait()
         except HostLostError as exc:
-            attempt.error = str(exc) or "host lost"
+            attempt.error = self.redactor.text(str(exc)) or "host lost"
             self._attempt_ended(running, Outcome.LOST, None)
             return
         if running.stop_reason is not None:
@@ -845,6 +855,10 @@ class Engine:
             running.timer.cancel()
         del self._running[attempt.attempt_id]
         self._capacity.release(attempt.stage, attempt.worker, attempt.host)
+        if attempt.host == LOCAL_HOST:
+            # A local attempt creates its output file itself, with its own umask
+            # (the SSH executor writes remote outputs here 0600 itself).
+            make_private(attempt.output_path)
         self._journal.record_attempt(self._run_id, attempt)
         details: dict[str, Any] = {
             "stage": attempt.stage,
@@ -1139,6 +1153,8 @@ class Engine:
         return self.run_id
 
     def _emit(self, kind: EventKind, task: str | None, **data: Any) -> None:
+        if self._masking:
+            data = self.redactor.details(data)
         event = Event(ts=self._clock(), kind=kind, task=task, data=data)
         if task is not None and self._views is not None:
             # A task put back changes what its dependents wait for.
@@ -1268,6 +1284,25 @@ def estimated_durations(fleet: Fleet, learned: Mapping[str, float]) -> list[floa
     known = [learned[task.id] for task in fleet.tasks if task.id in learned]
     default = sum(known) / len(known) if known else 1.0
     return [learned.get(task.id, default) for task in fleet.tasks]
+
+
+def make_private(path: str) -> None:
+    """Make the regular file at `path` readable by its owner only, if it is there.
+
+    Never through a symlink (an attempt could point its output anywhere, and we
+    may be root) and never blocking on a FIFO.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        if stat.S_ISREG(os.fstat(fd).st_mode):
+            os.fchmod(fd, 0o600)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def read_output(path: str | None, limit: int | None = None) -> str:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import errno
 import fcntl
 import json
 import os
@@ -122,7 +123,15 @@ class RunRecord:
 
 
 def _private_dir(path: Path) -> None:
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    # mkdir(parents=True) gives the parents it creates the default mode (0755 with
+    # the usual umask): what leads up to the directory is the user's business,
+    # but the directory itself is private.
+    if not path.parent.is_dir():
+        path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(mode=0o700, exist_ok=True)
+    except FileExistsError:  # something that is not a directory is in the way
+        raise NotADirectoryError(errno.ENOTDIR, "not a directory", str(path)) from None
 
 
 _Rows = tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]
@@ -248,7 +257,12 @@ class Journal:
         except sqlite3.Error as exc:
             raise self._write_error(exc) from None
         assert run_id is not None
-        _private_dir(self.run_dir(run_id))
+        try:
+            _private_dir(self.state_dir / "runs")
+            _private_dir(self.run_dir(run_id))
+        except OSError as exc:
+            where = exc.filename or self.run_dir(run_id)
+            raise JournalError(f"cannot create {where}: {_reason(exc)}") from None
         return run_id
 
     def next_attempt_id(self) -> int:

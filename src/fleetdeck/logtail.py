@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import os
 import re
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from fleetdeck.redact import Redactor
 
 # CSI and OSC escape sequences, and other control characters but tab.
 _ESCAPES = re.compile(
@@ -23,20 +27,30 @@ def clean(line: str) -> str:
     return _ESCAPES.sub("", line)
 
 
-def last_line(path: str, *, window: int = 4096) -> str:
-    """The last non-empty line of the file at `path` (reads at most `window` bytes)."""
+def last_line(path: str, *, window: int = 4096, redact: Redactor | None = None) -> str:
+    """The last non-empty line of the file at `path` (reads at most `window` bytes),
+    with the secrets of `redact` masked."""
     try:
         with open(path, "rb") as handle:
             size = handle.seek(0, os.SEEK_END)
-            handle.seek(max(0, size - window))
+            start = max(0, size - window)
+            handle.seek(start)
             tail = handle.read(window)
     except OSError:
         return ""
-    for raw in reversed(tail.splitlines()):
+    lines = tail.splitlines()
+    for index in range(len(lines) - 1, -1, -1):
         # \r-separated progress updates: the last one is what a terminal would show.
-        text = clean(raw.decode("utf-8", errors="replace").rsplit("\r", 1)[-1]).strip()
-        if text:
+        text = clean(lines[index].decode("utf-8", errors="replace").rsplit("\r", 1)[-1]).strip()
+        if not text:
+            continue
+        if not redact:
             return text
+        if index == 0 and start > 0:
+            # The window cut this line, maybe through a secret whose end no mask
+            # would match: mask the whole ones, then drop what could be left of one.
+            return "…" + redact.text(text)[redact.longest - 1 :].lstrip()
+        return redact.text(text)
     return ""
 
 
@@ -48,8 +62,18 @@ class LogFollower:
     taken in bounded bites.
     """
 
-    def __init__(self, path: str, *, backlog: int = 64 * 1024, chunk: int = 256 * 1024) -> None:
+    def __init__(
+        self,
+        path: str,
+        *,
+        backlog: int = 64 * 1024,
+        chunk: int = 256 * 1024,
+        redact: Redactor | None = None,
+    ) -> None:
+        """Lines come out with the secrets of `redact` masked (after escape sequences
+        are cleaned away, so a secret broken up by them is masked as it is seen)."""
         self.path = path
+        self._redact = redact
         self._backlog = backlog
         self._chunk = chunk
         self._offset: int | None = None
@@ -79,4 +103,5 @@ class LogFollower:
         if self._cut_first_line and lines:
             lines.pop(0)
             self._cut_first_line = False
-        return [clean(line.decode("utf-8", errors="replace").rstrip("\r")) for line in lines]
+        shown = [clean(line.decode("utf-8", errors="replace").rstrip("\r")) for line in lines]
+        return [self._redact.text(line) for line in shown] if self._redact else shown

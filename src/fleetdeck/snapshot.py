@@ -6,12 +6,14 @@ socket transport can ship them to a TUI attached from another terminal.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from fleetdeck.executors.base import HostState
+from fleetdeck.logtail import LogFollower, last_line
 from fleetdeck.metrics import CognitiveLoad, PoolSample
 from fleetdeck.model import Attempt, Outcome, Stage, TaskState
 from fleetdeck.policy import Policy
+from fleetdeck.redact import NO_SECRETS, Redactor
 
 
 @dataclass(slots=True, frozen=True)
@@ -48,6 +50,12 @@ class AttemptView:
     stopping: bool
     cpu_percent: float | None = None  # the attempt's process tree, last sample
     rss_bytes: int | None = None
+    # The fleet's secrets, masked in whatever is read of the log.
+    redactor: Redactor = field(default=NO_SECRETS, compare=False, repr=False)
+
+    def last_line(self) -> str:
+        """The latest line of the attempt's output, secrets masked (read from disk)."""
+        return last_line(self.log_path, redact=self.redactor)
 
 
 @dataclass(slots=True, frozen=True)
@@ -133,10 +141,15 @@ class AttemptRecord:
     error: str | None
     log_path: str
     output_path: str
+    redactor: Redactor = field(default=NO_SECRETS, compare=False, repr=False)
+
+    def follow_log(self) -> LogFollower:
+        """A follower of the attempt's log whose lines come with secrets masked."""
+        return LogFollower(self.log_path, redact=self.redactor)
 
     @classmethod
-    def of(cls, attempt: Attempt) -> AttemptRecord:
-        """A frozen copy of the engine's live attempt."""
+    def of(cls, attempt: Attempt, redactor: Redactor = NO_SECRETS) -> AttemptRecord:
+        """A frozen copy of the engine's live attempt (its error with secrets masked)."""
         return cls(
             attempt_id=attempt.attempt_id,
             task=attempt.task,
@@ -149,9 +162,10 @@ class AttemptRecord:
             finished_at=attempt.finished_at,
             outcome=attempt.outcome,
             exit_code=attempt.exit_code,
-            error=attempt.error,
+            error=None if attempt.error is None else redactor.text(attempt.error),
             log_path=attempt.log_path,
             output_path=attempt.output_path,
+            redactor=redactor,
         )
 
 

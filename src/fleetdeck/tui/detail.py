@@ -160,7 +160,7 @@ class TaskDetailScreen(Screen[None]):
         if attempt is None:
             return
         self._following = attempt_id
-        self._follower = LogFollower(attempt.log_path)
+        self._follower = attempt.follow_log()
         log = self.query_one("#log", Log)
         log.clear()
         log.border_title = f"Log · attempt {attempt.number} {attempt.stage.value}"

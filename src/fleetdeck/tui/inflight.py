@@ -10,7 +10,6 @@ from dataclasses import dataclass
 
 from rich.text import Text
 
-from fleetdeck.logtail import last_line
 from fleetdeck.model import Stage
 from fleetdeck.snapshot import AttemptView, FleetSnapshot
 from fleetdeck.tui.lines import set_border_subtitle, set_border_title
@@ -108,7 +107,7 @@ class InFlightTable(VirtualTable):
         rows: list[Row] = []
         for index, attempt in enumerate(running):
             if index in on_screen:
-                output = last_line(attempt.log_path)
+                output = attempt.last_line()
             else:
                 before = self._shown.get(attempt.task)
                 output = before.output if before is not None else ""

@@ -1,0 +1,258 @@
+"""`fleetdeck report STATE_DIR`: real runs, read back from their journals."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from conftest import alive, read_pids, wait_dead
+from fleetdeck.cli import main
+from fleetdeck.journal import Journal
+from test_cli_run import TWO_TASKS, _start_tree_fleet, fleetdeck, write_config
+
+FAILING = """
+[[tasks]]
+id = "build"
+prompt = "echo building"
+agent = "sh"
+ci = "ci"
+
+[[tasks]]
+id = "flaky"
+prompt = "exit 3"
+agent = "sh"
+retries = 1
+
+[[tasks]]
+id = "docs"
+prompt = "echo docs"
+agent = "sh"
+depends_on = ["build", "flaky"]
+"""
+
+
+def summary(stdout: str) -> str:
+    """The per-task table and the report: everything after the first blank line."""
+    return stdout.split("\n\n", 1)[1]
+
+
+def listing(directory: Path) -> list[tuple[str, int]]:
+    """Every path under `directory` with its size (to see that nothing changed)."""
+    return sorted(
+        (str(path.relative_to(directory)), path.stat().st_size) for path in directory.rglob("*")
+    )
+
+
+def test_report_repeats_the_end_of_run_summary_and_changes_nothing(tmp_path: Path) -> None:
+    config = write_config(tmp_path, FAILING)
+    done = fleetdeck("run", str(config), "--no-tui")
+    assert done.returncode == 1, done.stderr
+    state = tmp_path / "state"
+    before = listing(state)
+    report = fleetdeck("report", str(state))
+    assert report.returncode == 0, report.stderr
+    assert report.stderr == ""
+    head, rest = report.stdout.split("\n\n", 1)
+    assert head.splitlines()[0] == (
+        f"run 1 (of 1) in {state}: fleet 'cli-test' ({config}), policy wave"
+    )
+    assert "finished after" in head and "exit code 1" in head
+    # The same rebuilt figures, printed by the same code, as the run printed at its end.
+    assert rest == summary(done.stdout)
+    assert "flaky  failed" in rest and "docs   blocked" in rest
+    # Read only: no -wal or -shm appears, nothing grows.
+    assert listing(state) == before
+
+
+def test_report_json_is_one_object(tmp_path: Path) -> None:
+    config = write_config(tmp_path, FAILING)
+    assert fleetdeck("run", str(config), "--no-tui").returncode == 1
+    report = fleetdeck("report", str(tmp_path / "state"), "--json")
+    assert report.returncode == 0, report.stderr
+    data = json.loads(report.stdout)  # one object, nothing else on stdout
+    assert (data["run_id"], data["status"], data["exit_code"]) == (1, "finished", 1)
+    assert {t["task"]: (t["state"], t["attempts"]) for t in data["tasks"]} == {
+        "build": ("succeeded", 1),
+        "flaky": ("failed", 2),
+        "docs": ("blocked", 0),
+    }
+    assert data["unfinished"] == []
+    assert data["report"]["retries"] == 1
+    assert data["report"]["states"] == {"succeeded": 1, "failed": 1, "blocked": 1}
+    assert data["report"]["completion_rate"] == pytest.approx(1 / 3)
+
+
+def test_run_picks_an_earlier_run(tmp_path: Path) -> None:
+    config = write_config(tmp_path, TWO_TASKS)
+    assert fleetdeck("run", str(config), "--no-tui").returncode == 0
+    failing = write_config(tmp_path, '[[tasks]]\nid = "bad"\nprompt = "exit 4"\nagent = "sh"\n')
+    assert fleetdeck("run", str(failing), "--no-tui").returncode == 1
+    state = str(tmp_path / "state")
+    first = json.loads(fleetdeck("report", state, "--run", "1", "--json").stdout)
+    latest = json.loads(fleetdeck("report", state, "--json").stdout)
+    assert (first["run_id"], first["runs"], first["exit_code"]) == (1, [1, 2], 0)
+    assert [t["task"] for t in first["tasks"]] == ["build", "docs"]
+    assert (latest["run_id"], [t["task"] for t in latest["tasks"]]) == (2, ["bad"])
+
+
+def test_a_killed_supervisor_leaves_a_readable_interrupted_run(
+    tmp_path: Path, tree_agent: Path
+) -> None:
+    process, pidfile = _start_tree_fleet(tmp_path, tree_agent, grace=0.3)
+    process.send_signal(signal.SIGKILL)
+    process.communicate(timeout=30)
+    # The attempt's tree survives its supervisor (nothing can stop it then).
+    orphans = read_pids(pidfile)
+    try:
+        report = fleetdeck("report", str(tmp_path / "state"))
+        assert report.returncode == 0, report.stderr
+        lines = report.stdout.splitlines()
+        assert lines[1].startswith("started ")
+        assert "interrupted after" in lines[1]
+        assert f"the supervisor (pid {process.pid}) ended without finishing the run" in lines[1]
+        assert lines[2:5] == [
+            "2 tasks unfinished (last state):",
+            "  tree   running",
+            "  later  pending",
+        ]
+        data = json.loads(fleetdeck("report", str(tmp_path / "state"), "--json").stdout)
+        assert data["status"] == "interrupted" and data["exit_code"] is None
+        assert data["unfinished"] == [
+            {"task": "tree", "state": "running"},
+            {"task": "later", "state": "pending"},
+        ]
+    finally:
+        for pid in orphans:
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
+        assert wait_dead(orphans) == []
+
+
+def test_a_stopped_run_says_so_and_a_live_one_is_read_beside_its_supervisor(
+    tmp_path: Path, tree_agent: Path
+) -> None:
+    process, _pidfile = _start_tree_fleet(tmp_path, tree_agent, grace=0.3)
+    state = tmp_path / "state"
+    try:
+        # The supervisor holds the lock and writes the journal: WAL lets us read.
+        live = fleetdeck("report", str(state))
+        assert live.returncode == 0, live.stderr
+        assert "still running" in live.stdout.splitlines()[1]
+        assert "tasks not yet ended (last state):" in live.stdout
+        assert "  tree   running" in live.stdout
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.communicate(timeout=30)
+    assert process.returncode == 130
+    stopped = fleetdeck("report", str(state), "--json")
+    data = json.loads(stopped.stdout)
+    assert data["status"] == "interrupted" and data["exit_code"] == 130
+    assert "stopped before every task ended" in data["reason"]
+    assert {t["task"] for t in data["unfinished"]} == {"tree", "later"}
+
+
+def report_error(args: list[str], capsys: pytest.CaptureFixture[str]) -> str:
+    """Run `fleetdeck report ARGS` in process; it must fail with one clear line."""
+    code = main(["report", *args])
+    out, err = capsys.readouterr()
+    assert code == 2, err
+    assert out == ""
+    assert "Traceback" not in err
+    lines = err.splitlines()
+    assert len(lines) == 1, lines
+    return lines[0]
+
+
+def test_errors_are_one_line_naming_the_path(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / "nowhere"
+    assert report_error([str(missing)], capsys) == f"fleetdeck: {missing}: no such directory"
+    a_file = tmp_path / "fleet.toml"
+    a_file.write_text("")
+    assert report_error([str(a_file)], capsys) == f"fleetdeck: {a_file}: not a directory"
+    assert report_error([str(tmp_path)], capsys) == (
+        f"fleetdeck: {tmp_path}: not a fleetdeck state directory (no journal.sqlite3)"
+    )
+    empty = tmp_path / "empty"
+    Journal(empty).close()
+    assert (
+        report_error([str(empty)], capsys) == f"fleetdeck: {empty}: the journal holds no runs yet"
+    )
+    garbage = tmp_path / "garbage"
+    garbage.mkdir()
+    (garbage / "journal.sqlite3").write_bytes(b"this is not SQLite\n" * 100)
+    line = report_error([str(garbage)], capsys)
+    assert line.startswith(f"fleetdeck: {garbage / 'journal.sqlite3'}: cannot read the journal: ")
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    sqlite3.connect(foreign / "journal.sqlite3").execute("CREATE TABLE t (x)").connection.close()
+    assert report_error([str(foreign)], capsys) == (
+        f"fleetdeck: {foreign / 'journal.sqlite3'}: not a fleetdeck journal (no runs table)"
+    )
+
+
+def test_a_run_number_the_journal_does_not_hold(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = write_config(tmp_path, TWO_TASKS)
+    assert fleetdeck("run", str(config), "--no-tui").returncode == 0
+    state = tmp_path / "state"
+    assert report_error([str(state), "--run", "7"], capsys) == (
+        f"fleetdeck: {state}: no run 7 in the journal (it holds run 1)"
+    )
+    usage = fleetdeck("report", str(state), "--run", "0")
+    assert usage.returncode == 2
+    assert "argument --run: expected a run number (1, 2, ...), got '0'" in usage.stderr
+
+
+def test_a_damaged_journal_is_one_line_never_a_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Found by flipping random bytes of a real journal: text that is not UTF-8,
+    SQLite messages quoting a damaged schema over several lines, rows of the
+    wrong type."""
+    config = write_config(tmp_path, FAILING)
+    assert fleetdeck("run", str(config), "--no-tui").returncode == 1
+    state = tmp_path / "state"
+    journal = state / "journal.sqlite3"
+    pristine = journal.read_bytes()
+    rng = random.Random(6)
+    for flips in [1, 3, 20, 200, 2000] * 8:
+        damaged = bytearray(pristine)
+        for _ in range(flips):
+            damaged[rng.randrange(len(damaged))] = rng.randrange(256)
+        journal.write_bytes(bytes(damaged))
+        code = main(["report", str(state), "--json"])
+        out, err = capsys.readouterr()
+        assert code in (0, 2), err
+        if code == 2:
+            assert len(err.splitlines()) == 1 and err.startswith(f"fleetdeck: {state}"), err
+        else:
+            json.loads(out)
+    for damage, message in [
+        ("UPDATE runs SET started_at = 'noon'", "cannot read the journal: a damaged row in runs"),
+        (
+            "UPDATE events SET data = '{\"duration\": \"long\"}' WHERE event = 'attempt_finished'",
+            "run 1 has a damaged event: ValueError",
+        ),
+    ]:
+        journal.write_bytes(pristine)
+        db = sqlite3.connect(journal)
+        db.execute(damage)
+        db.commit()
+        db.close()
+        assert message in report_error([str(state)], capsys)
+    journal.write_bytes(pristine)
+    db = sqlite3.connect(journal)
+    db.execute("UPDATE runs SET fleet = CAST(X'66FF6F' AS TEXT)")
+    db.commit()
+    db.close()
+    assert main(["report", str(state)]) == 0
+    assert "fleet 'f\ufffdo'" in capsys.readouterr().out
