@@ -12,7 +12,7 @@ import enum
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from fleetdeck.model import Stage
+from fleetdeck.model import Attempt, Stage
 
 
 class LaunchError(Exception):
@@ -93,6 +93,8 @@ class AttemptProcess(abc.ABC):
     """A started attempt: something to wait for and to stop."""
 
     pid: int | None = None
+    # When `pid` started (seconds since the epoch), to find it again after a restart.
+    pid_started: float | None = None
 
     @abc.abstractmethod
     async def wait(self) -> int:
@@ -142,6 +144,16 @@ class Executor(abc.ABC):
     @abc.abstractmethod
     async def start(self, request: LaunchRequest) -> AttemptProcess:
         """Start the attempt described by `request`. Raises LaunchError."""
+
+    async def recover(self, attempt: Attempt) -> AttemptProcess | int | None:
+        """Find again an attempt started by an earlier supervisor that died.
+
+        Returns the attempt's process if it still runs (the engine then waits for
+        it as for its own), its exit status if it ended meanwhile and recorded
+        one, or None when it is gone without a trace (its outcome is `lost`).
+        The default knows nothing of earlier attempts: every one is lost.
+        """
+        return None
 
     def hurry(self) -> None:  # noqa: B027 - optional hook, nothing to do by default
         """Stops in progress skip what is left of their grace period (a second Ctrl-C)."""
