@@ -186,6 +186,8 @@ class Engine:
         # work that must follow a durable commit waits in _after_commit.
         self._unpublished: list[Event] = []
         self._after_commit: list[Callable[[], None]] = []
+        # Coroutines waiting until what was recorded before them is committed.
+        self._barriers: list[asyncio.Future[None]] = []
         self._flush_scheduled = False
         self._committing = False  # a batch is with the journal's writer
         self._no_commit_in_flight = asyncio.Event()
@@ -733,6 +735,8 @@ class Engine:
             assert node is not None
             task = self._tasks[node]
             self._enter_flight(task)
+            # In flight again, whatever comes next (not pending: that would launch it).
+            task.state = TaskState.RUNNING if attempt.stage is Stage.AGENT else TaskState.CI_RUNNING
             if isinstance(found, AttemptProcess):
                 self.reattached += 1
                 self._reattach(node, attempt, found)
@@ -943,6 +947,7 @@ class Engine:
             output_path=attempt.output_path,
             inputs_path=attempt.inputs_path,
             inputs=inputs,
+            status_path=attempt.status_path,
         )
 
     def _templates(self, worker: WorkerSpec) -> tuple[tuple[str, bool], ...]:
@@ -980,6 +985,17 @@ class Engine:
                 if executor is None:
                     raise LaunchError(f"no executor for host '{attempt.host}'")
                 request = self._request_for(running)
+                # Journaled before its process exists: a supervisor that dies from
+                # here on leaves a row by which the next one finds the attempt (by
+                # its environment, when no pid was recorded yet), instead of
+                # starting the task again beside it.
+                self._journal.record_attempt(self._run_id, attempt)
+                await self._durable()
+                if running.stop_reason is not None:
+                    # Stopped while it was being journaled: it never starts.
+                    self._announce_start(attempt)
+                    self._attempt_ended(running, running.stop_reason, None)
+                    return
                 running.process = await executor.start(request)
             except Exception as exc:  # LaunchError, or an executor bug: never take the engine down
                 attempt.error = (
@@ -1366,20 +1382,33 @@ class Engine:
         self._flush_scheduled = False
         if self._committing or self._loop is None:
             return
-        if not self._unpublished and not self._after_commit and not self._journal.pending:
+        if (
+            not self._unpublished
+            and not self._after_commit
+            and not self._journal.pending
+            and not self._barriers
+        ):
             return
         events, self._unpublished = self._unpublished, []
         after, self._after_commit = self._after_commit, []
+        barriers, self._barriers = self._barriers, []
         self._committing = True
         self._no_commit_in_flight.clear()
-        self._journal.commit_async(self._loop, lambda error: self._committed(events, after, error))
+        self._journal.commit_async(
+            self._loop, lambda error: self._committed(events, after, barriers, error)
+        )
 
     def _committed(
-        self, events: list[Event], after: list[Callable[[], None]], error: JournalError | None
+        self,
+        events: list[Event],
+        after: list[Callable[[], None]],
+        barriers: list[asyncio.Future[None]],
+        error: JournalError | None,
     ) -> None:
         """A batch is durable: tell the listeners, then do what waited for it."""
         self._committing = False
         self._no_commit_in_flight.set()
+        _release(barriers, error)
         if error is not None:
             # Keep what was not told; stop cleanly. The journal still holds the rows.
             self._unpublished = events + self._unpublished
@@ -1388,8 +1417,16 @@ class Engine:
             self.request_stop()
             return
         self._publish(events, after)
-        if self._unpublished or self._after_commit or self._journal.pending:
+        if self._unpublished or self._after_commit or self._journal.pending or self._barriers:
             self._request_flush()
+
+    async def _durable(self) -> None:
+        """Return once everything recorded so far is committed (raises JournalError)."""
+        assert self._loop is not None
+        barrier: asyncio.Future[None] = self._loop.create_future()
+        self._barriers.append(barrier)
+        self._request_flush()
+        await barrier
 
     def _publish(self, events: list[Event], after: list[Callable[[], None]]) -> None:
         for event in events:
@@ -1406,10 +1443,16 @@ class Engine:
     async def _drain(self) -> None:
         """Wait for the batch in flight, then commit and publish the rest here."""
         await self._no_commit_in_flight.wait()
-        while self._unpublished or self._after_commit or self._journal.pending:
+        while self._unpublished or self._after_commit or self._journal.pending or self._barriers:
             events, self._unpublished = self._unpublished, []
             after, self._after_commit = self._after_commit, []
-            self._journal.commit()
+            barriers, self._barriers = self._barriers, []
+            try:
+                self._journal.commit()
+            except JournalError as error:
+                _release(barriers, error)
+                raise
+            _release(barriers, None)
             self._publish(events, after)
 
     # --- the end ----------------------------------------------------------------------
@@ -1465,6 +1508,17 @@ class Engine:
             report=self._report.report(),
             tasks=self.summaries(),
         )
+
+
+def _release(barriers: list[asyncio.Future[None]], error: JournalError | None) -> None:
+    """Wake whoever waits for a commit: done, or failed with `error`."""
+    for barrier in barriers:
+        if barrier.done():
+            continue
+        if error is None:
+            barrier.set_result(None)
+        else:
+            barrier.set_exception(error)
 
 
 def estimated_durations(fleet: Fleet, learned: Mapping[str, float]) -> list[float]:

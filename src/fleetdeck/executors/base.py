@@ -52,6 +52,10 @@ class LaunchRequest:
     output_path: str
     inputs_path: str
     inputs: Mapping[str, str]
+    # Where a local attempt's exit status is recorded ("": next to the log).
+    status_path: str = ""
+    # Names of environment variables whose values are replaced by `***` in the log.
+    redact: tuple[str, ...] = ()
 
 
 class HostState(enum.StrEnum):
