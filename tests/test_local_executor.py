@@ -268,3 +268,36 @@ async def test_a_reattached_attempt_is_stopped_with_its_whole_tree(
     assert await found.wait() == -signal.SIGTERM
     assert [pid for pid in [started.pid, *read_pids(pidfile)] if pid and alive(pid)] == []
     await first.aclose()
+
+
+async def test_an_attempt_whose_shim_was_killed_alone_is_lost_and_its_remains_stopped(
+    tmp_path: Path,
+) -> None:
+    """The command outlived its shim while no supervisor ran: the attempt is lost (its
+    status is unknown), and what is left of it is stopped before it can run again."""
+    import subprocess
+
+    from fleetdeck.executors.local import ATTEMPT_ID_VARIABLE, shim_argv
+    from fleetdeck.executors.proctree import process_start_time
+    from fleetdeck.model import Attempt
+
+    attempt = Attempt(
+        attempt_id=7, task="t", stage=Stage.AGENT, number=1, worker="w", host="local",
+        run_dir=str(tmp_path),
+    )  # fmt: skip
+    pidfile = tmp_path / "child.pid"
+    script = f"echo $$ > {pidfile}.tmp; mv {pidfile}.tmp {pidfile}; exec sleep 60"
+    shim = subprocess.Popen(
+        shim_argv(attempt.status_path, ("sh", "-c", script), ()),
+        env={**os.environ, ATTEMPT_ID_VARIABLE: "7"},
+        start_new_session=True,
+    )
+    attempt.pid, attempt.pid_started = shim.pid, process_start_time(shim.pid)
+    while not pidfile.exists():
+        await asyncio.sleep(0.02)
+    child = int(pidfile.read_text())
+    shim.kill()
+    shim.wait()
+    assert alive(child)
+    assert await LocalExecutor(grace=0.3).recover(attempt) is None
+    assert wait_dead([child], timeout=5.0) == []

@@ -435,7 +435,18 @@ class LocalExecutor(Executor):
                 self._reattached[attempt.attempt_id] = process
                 return process
         # Read after the liveness check: a shim records its status before it exits.
-        return read_status(attempt.status_path)
+        status = read_status(attempt.status_path)
+        if attempt.pid is not None:
+            # The shim is gone; what it started may not be (someone killed the
+            # shim alone). Stop it before anything runs the task again.
+            remains = [
+                proc
+                for proc in process_table()
+                if proc.pgid == attempt.pid and _carries(proc.pid, attempt.attempt_id)
+            ]
+            if remains:
+                await TreeKill(remains[0].pid, pgid=attempt.pid, grace=self._grace).run()
+        return status
 
     def _reattached_exited(self, process: ReattachedProcess) -> None:
         self._reattached.pop(process.attempt_id, None)
@@ -604,6 +615,16 @@ class LocalExecutor(Executor):
         if self._devnull >= 0:
             os.close(self._devnull)
             self._devnull = -1
+
+
+def _carries(pid: int, attempt_id: int) -> bool:
+    """True when process `pid` carries attempt `attempt_id`'s mark in its environment."""
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as handle:
+            environ = b"\0" + handle.read()
+    except OSError:
+        return False
+    return b"\0" + _ATTEMPT_ID_KEY + b"=%d\0" % attempt_id in environ
 
 
 def find_shim(attempt_id: int, output_path: str) -> tuple[int, float] | None:
