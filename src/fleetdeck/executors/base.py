@@ -108,10 +108,10 @@ class AttemptProcess(abc.ABC):
         stopped answering. It may return while what the main process left running
         is still being stopped (stop() waits for all of it).
 
-        On SSH hosts the status comes from the remote shell, which reports a death
-        by signal N as 128+N, exactly as it reports `exit 128+N`: there, an exit
-        status from 129 to 192 is returned as -(status - 128) (`exit 130` gives -2,
-        where a local attempt gives 130).
+        The status comes from a shell (the local shim, or the SSH wrapper's remote
+        shell), which reports a death by signal N as 128+N, exactly as it reports
+        `exit 128+N`: an exit status from 129 to 192 is returned as -(status - 128)
+        (`exit 130` gives -2).
         """
 
     @abc.abstractmethod
