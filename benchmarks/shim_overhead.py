@@ -1,4 +1,4 @@
-"""What the per-attempt shim costs: this tree against an earlier revision, side by side.
+"""What a change costs per task (here: the shim and journaling attempts before they start):
 
     .venv/bin/python benchmarks/shim_overhead.py [--before REV] [--tasks 1000] [--reps 3]
 

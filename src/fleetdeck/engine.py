@@ -700,10 +700,17 @@ class Engine:
             reattached=self.reattached,
             recovered=self.recovered,
             lost=self.lost_on_resume,
-            changed=listed(plan.changed),
-            added=listed(plan.added),
-            removed=listed(plan.removed),
-            rerun=listed(plan.invalidated),
+            # Config changes, only those there are: an unchanged config says nothing.
+            **{
+                key: listed(names)
+                for key, names in (
+                    ("changed", plan.changed),
+                    ("added", plan.added),
+                    ("removed", plan.removed),
+                    ("rerun", plan.invalidated),
+                )
+                if names
+            },
         )
         self._check_settled()
 
