@@ -212,3 +212,44 @@ def test_cli_refuses_an_unfinished_run_of_another_fleet(tmp_path: Path) -> None:
     assert "--fresh" in refused.stderr
     fresh = fleetdeck("run", str(config), "--no-tui", "--fresh")
     assert fresh.returncode == 0, fresh.stderr
+
+
+async def test_work_queued_for_ci_rejoins_the_queue_without_rerunning_its_agent(
+    tmp_path: Path,
+) -> None:
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    state = tmp_path / "state"
+    flag = tmp_path / "ci-may-pass"
+    # One CI slot: the first task's CI blocks, the second waits in the queue.
+    ci = f"echo ci >> {marks}/$FLEETDECK_TASK.ci; until [ -e {flag} ]; do sleep 0.05; done"
+    fleet = make_fleet(
+        tmp_path,
+        [{**counting("one", marks), "ci": "ci"}, {**counting("two", marks), "ci": "ci"}],
+        runners={"ci": {"command": ["sh", "-c", ci], "slots": 1}},
+        grace_period=0.2,
+    )
+    queued: list[str] = []
+
+    def stop_when_both_wait(engine: Engine, event: Event) -> None:
+        if event.kind is EventKind.CI_QUEUED:
+            queued.append(str(event.task))
+            if len(queued) == 2:
+                asyncio.get_running_loop().call_later(0.2, engine.request_stop)
+
+    journal = Journal(state)
+    engine = Engine(fleet, journal=journal, executors=build_executors(fleet))
+    engine.subscribe(lambda event: stop_when_both_wait(engine, event))
+    first = await engine.run()
+    journal.close()
+    assert first.exit_code == 130
+    flag.write_text("")
+    second, events, _ = await run_once(fleet, state, resume=True)
+    assert second.exit_code == 0
+    waiting = queued[1]
+    # The task that waited for CI did not run its agent again; the one whose CI
+    # attempt was interrupted did (a CI attempt always follows its own agent run).
+    assert runs(marks, waiting) == 1
+    assert runs(marks, queued[0]) == 2
+    started = [e for e in events if e.kind is EventKind.ATTEMPT_STARTED and e.task == waiting]
+    assert [e.data["stage"] for e in started] == ["ci"]
