@@ -607,7 +607,38 @@ class Engine:
         for attempt in plan.unfinished:
             unfinished_by_task.setdefault(attempt.task, []).append(attempt)
         renewed = {*plan.changed, *plan.invalidated}
-        done = 0
+        # Look for the attempts first, so that run_resumed, the first event of
+        # this supervisor, can say what became of them.
+        found = await self._find_attempts(plan, renewed)
+        done = sum(
+            1
+            for task_id, replayed in plan.tasks.items()
+            if replayed.state is TaskState.SUCCEEDED and task_id in self._dag.index
+        )
+        self._emit(
+            EventKind.RUN_RESUMED,
+            None,
+            fleet=self.fleet.name,
+            policy=self._policy,
+            tasks=len(self._tasks),
+            run_id=self.run_id,
+            done=done,
+            to_go=len(self._tasks) - done,
+            reattached=self.reattached,
+            recovered=self.recovered,
+            lost=self.lost_on_resume,
+            # Config changes, only those there are: an unchanged config says nothing.
+            **{
+                key: listed(names)
+                for key, names in (
+                    ("changed", plan.changed),
+                    ("added", plan.added),
+                    ("removed", plan.removed),
+                    ("rerun", plan.invalidated),
+                )
+                if names
+            },
+        )
         for node, task in enumerate(self._tasks):
             replayed = plan.tasks.get(task.id)
             if replayed is None:
@@ -627,7 +658,6 @@ class Engine:
                 task.state = state
                 task.finished_at = replayed.finished_at
                 self._unfinished -= 1
-                done += 1
                 for child in self._dag.dependents[node]:
                     self._waiting_on[child] -= 1
             elif state in (TaskState.FAILED, TaskState.CANCELLED):
@@ -667,7 +697,7 @@ class Engine:
                 state=TaskState.PENDING,
                 reason="an upstream task runs again",
             )
-        await self._recover_attempts(plan, renewed)
+        self._take_up_attempts(found, renewed)
         for node in self._dag.topo:
             task = self._tasks[node]
             if task.state not in (TaskState.PENDING, TaskState.READY, TaskState.BLOCKED):
@@ -688,30 +718,6 @@ class Engine:
             task.blocked_by = None
             if self._waiting_on[node] == 0:
                 self._make_ready(node)
-        self._emit(
-            EventKind.RUN_RESUMED,
-            None,
-            fleet=self.fleet.name,
-            policy=self._policy,
-            tasks=len(self._tasks),
-            run_id=self.run_id,
-            done=done,
-            to_go=self._unfinished,
-            reattached=self.reattached,
-            recovered=self.recovered,
-            lost=self.lost_on_resume,
-            # Config changes, only those there are: an unchanged config says nothing.
-            **{
-                key: listed(names)
-                for key, names in (
-                    ("changed", plan.changed),
-                    ("added", plan.added),
-                    ("removed", plan.removed),
-                    ("rerun", plan.invalidated),
-                )
-                if names
-            },
-        )
         self._check_settled()
 
     def _enter_flight(self, task: TaskRun) -> None:
@@ -719,39 +725,53 @@ class Engine:
             task.in_flight = True
             self._in_flight += 1
 
-    async def _recover_attempts(self, plan: ResumePlan, renewed: set[str]) -> None:
-        """Decide the fate of every attempt the last supervisor left unfinished."""
+    async def _find_attempts(
+        self, plan: ResumePlan, renewed: set[str]
+    ) -> list[tuple[Attempt, AttemptProcess | int | None]]:
+        """Find again every attempt the last supervisor left unfinished: its process
+        if it still runs, its recorded status if it ended, None if it is gone.
+        Those that run what the config no longer says are stopped."""
+        found: list[tuple[Attempt, AttemptProcess | int | None]] = []
         for attempt in plan.unfinished:
-            node = self._dag.index.get(attempt.task)
             executor = self._executors.get(attempt.host)
-            obsolete = node is None or attempt.task in renewed
-            found = None
+            result: AttemptProcess | int | None = None
             if executor is not None:
                 try:
-                    found = await executor.recover(attempt)
+                    result = await executor.recover(attempt)
                 except Exception as exc:  # an executor bug must not stop a resume
                     attempt.error = f"cannot find the attempt again: {exc}"
-            if obsolete:
-                # It runs what the config no longer says: stop it, whatever it is.
-                if isinstance(found, AttemptProcess):
+            if attempt.task not in self._dag.index or attempt.task in renewed:
+                if isinstance(result, AttemptProcess):
                     with contextlib.suppress(Exception):
-                        await found.stop(self._grace_for_stop())
+                        await result.stop(self._grace_for_stop())
+            elif isinstance(result, AttemptProcess):
+                self.reattached += 1
+            elif isinstance(result, int):
+                self.recovered += 1
+            else:
+                self.lost_on_resume += 1
+            found.append((attempt, result))
+        return found
+
+    def _take_up_attempts(
+        self, found: list[tuple[Attempt, AttemptProcess | int | None]], renewed: set[str]
+    ) -> None:
+        """Carry on with each attempt found (or not) by `_find_attempts`."""
+        for attempt, result in found:
+            node = self._dag.index.get(attempt.task)
+            if node is None or attempt.task in renewed:
                 reason = "task removed" if node is None else "definition changed"
                 self._close_old_attempt(attempt, Outcome.CANCELLED, None, reason)
                 continue
-            assert node is not None
             task = self._tasks[node]
             self._enter_flight(task)
             # In flight again, whatever comes next (not pending: that would launch it).
             task.state = TaskState.RUNNING if attempt.stage is Stage.AGENT else TaskState.CI_RUNNING
-            if isinstance(found, AttemptProcess):
-                self.reattached += 1
-                self._reattach(node, attempt, found)
-            elif isinstance(found, int):
-                self.recovered += 1
-                self._adopt_status(node, attempt, found)
+            if isinstance(result, AttemptProcess):
+                self._reattach(node, attempt, result)
+            elif isinstance(result, int):
+                self._adopt_status(node, attempt, result)
             else:
-                self.lost_on_resume += 1
                 running = _Running(node=node, attempt=attempt, timeout=None)
                 self._running[attempt.attempt_id] = running
                 self._capacity.take(attempt.stage, attempt.worker, attempt.host)
