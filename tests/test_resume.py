@@ -255,3 +255,53 @@ async def test_work_queued_for_ci_rejoins_the_queue_without_rerunning_its_agent(
     assert runs(marks, queued[0]) == 2
     started = [e for e in events if e.kind is EventKind.ATTEMPT_STARTED and e.task == waiting]
     assert [e.data["stage"] for e in started] == ["ci"]
+
+
+def test_after_a_crash_an_attempt_of_a_changed_task_is_stopped_not_reattached(
+    tmp_path: Path,
+) -> None:
+    """The supervisor dies under a running attempt; the task's command is then edited.
+    The next supervisor stops the old attempt (it runs the old definition) and runs
+    the new one; an unchanged task's attempt is taken up (reattached, or recovered
+    from its status if it ended before the restart on a slow machine)."""
+    import signal
+    import subprocess
+
+    from conftest import PYTHON, alive, wait_for_file
+
+    old_pid = tmp_path / "old.pid"
+    kept_pid = tmp_path / "kept.pid"
+    body = f"""
+[[tasks]]
+id = "edited"
+prompt = "echo $$ > {old_pid}.tmp; mv {old_pid}.tmp {old_pid}; exec sleep 60"
+agent = "sh"
+
+[[tasks]]
+id = "kept"
+prompt = "echo $$ > {kept_pid}.tmp; mv {kept_pid}.tmp {kept_pid}; sleep 2"
+agent = "sh"
+"""
+    config = write_config(tmp_path, body)
+    argv = [PYTHON, "-m", "fleetdeck", "run", str(config), "--no-tui"]
+    first = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_for_file(old_pid)
+    wait_for_file(kept_pid)
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    stale, kept = int(old_pid.read_text()), int(kept_pid.read_text())
+    assert alive(stale) and alive(kept)  # the attempts outlive their supervisor
+    config.write_text(config.read_text().replace("exec sleep 60", "echo edited"))
+    second = fleetdeck("run", str(config), "--json")
+    assert second.returncode == 0, second.stderr
+    assert not alive(stale)
+    events = [json.loads(line) for line in second.stdout.splitlines()]
+    assert events[0]["event"] == "run_resumed"
+    assert events[0]["changed"] == ["edited"]
+    assert events[0]["reattached"] + events[0]["recovered"] == 1
+    finished = [e for e in events if e["event"] == "attempt_finished"]
+    assert {(e["task"], e["attempt"], e["outcome"]) for e in finished} == {
+        ("edited", 1, "cancelled"),
+        ("edited", 2, "ok"),
+        ("kept", 1, "ok"),
+    }
