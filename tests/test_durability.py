@@ -78,6 +78,7 @@ def test_sigkilled_supervisors_resume_to_a_complete_run(tmp_path: Path) -> None:
     outputs: list[str] = []
     kills = 0
     final: subprocess.CompletedProcess[str] | None = None
+    process: subprocess.Popen[str] | None = None
     try:
         while final is None:
             process = subprocess.Popen(
@@ -98,6 +99,10 @@ def test_sigkilled_supervisors_resume_to_a_complete_run(tmp_path: Path) -> None:
             if process.returncode != -signal.SIGKILL:
                 final = subprocess.CompletedProcess(argv, process.returncode, out, err)
     finally:
+        if process is not None and process.poll() is None:
+            # A failed test leaves no supervisor behind: SIGTERM stops its attempts.
+            process.terminate()
+            process.communicate(timeout=30)
         left = leftovers(marker)
         for line in left:
             psutil.Process(int(line.split(":")[0])).kill()

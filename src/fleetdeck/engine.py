@@ -1210,6 +1210,10 @@ class Engine:
 
     def _success_durable(self, node: int, at: float) -> None:
         task = self._tasks[node]
+        if task.state is TaskState.SUCCEEDED:
+            # Counted once only, whatever happens: a second count would leave the
+            # run waiting forever for a task that does not exist.
+            return
         task.state = TaskState.SUCCEEDED
         task.finished_at = at
         self._leave_flight(task)
