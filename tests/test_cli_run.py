@@ -222,6 +222,7 @@ def test_a_second_supervisor_on_the_same_state_dir_is_refused(
         second = fleetdeck("run", str(tmp_path / "fleet.toml"), "--no-tui")
         assert second.returncode == 2
         assert "is in use by another fleetdeck (pid " in second.stderr
+        assert second.stderr.count("\n") == 1, second.stderr  # one clear line
         assert "Traceback" not in second.stderr
     finally:
         process.send_signal(signal.SIGINT)
@@ -266,6 +267,7 @@ def test_the_engine_never_imports_textual() -> None:
         "fleetdeck.graph",
         "fleetdeck.policy",
         "fleetdeck.journal",
+        "fleetdeck.resume",
         "fleetdeck.metrics",
         "fleetdeck.headless",
         "fleetdeck.executors.local",

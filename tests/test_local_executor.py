@@ -8,10 +8,11 @@ import signal
 import sys
 from pathlib import Path
 
+import psutil
 import pytest
 
 from conftest import PYTHON, alive, read_pids, wait_dead
-from fleetdeck.executors.base import LaunchError, LaunchRequest
+from fleetdeck.executors.base import AttemptProcess, LaunchError, LaunchRequest
 from fleetdeck.executors.local import LocalExecutor
 from fleetdeck.model import Stage
 
@@ -166,3 +167,137 @@ asyncio.run(main())
     assert done.returncode == 0, done.stderr
     pid = int(pidfile.read_text())
     assert wait_dead([pid], timeout=2.0) == [], "the double-forked daemon survived"
+
+
+async def test_the_shim_leads_the_session_and_records_the_exit_status(tmp_path: Path) -> None:
+    executor = LocalExecutor(grace=0.5)
+    process = await executor.start(request(tmp_path, ["sh", "-c", "sleep 0.2; exit 7"]))
+    assert process.pid is not None
+    shim = psutil.Process(process.pid).cmdline()
+    assert shim[0] == "/bin/sh" and shim[-3:] == ["sh", "-c", "sleep 0.2; exit 7"]
+    assert os.getsid(process.pid) == process.pid
+    assert await process.wait() == 7
+    assert (tmp_path / "t.status").read_text() == "7\n"
+    assert not (tmp_path / "t.status.tmp").exists()
+    await executor.aclose()
+
+
+async def test_redacted_variables_are_masked_in_the_log(tmp_path: Path) -> None:
+    """Redaction runs the Python shim, whose output passes through it."""
+    executor = LocalExecutor(grace=0.5)
+    # The secret also comes split over two writes, as a slow agent may print it.
+    script = (
+        'echo "token=$TOKEN key=$KEY"; printf "half %s" "${TOKEN%%-*}"; sleep 0.1; '
+        'printf -- "-%s end\\n" "${TOKEN#*-}"; echo "$TOKEN" >&2; echo "empty=[$EMPTY]"'
+    )
+    env = {"TOKEN": "s3cr3t-v4lue", "KEY": "k3y", "EMPTY": ""}
+    process = await executor.start(
+        request(
+            tmp_path,
+            ["sh", "-c", script],
+            env=env,
+            redact=("TOKEN", "KEY", "EMPTY", "NOT_SET"),
+        )
+    )
+    assert process.pid is not None
+    # Names only on the command line: `ps` never shows a value.
+    assert "s3cr3t-v4lue" not in " ".join(psutil.Process(process.pid).cmdline())
+    assert await process.wait() == 0
+    assert (tmp_path / "t.status").read_text() == "0\n"
+    await executor.aclose()
+    assert (tmp_path / "t.log").read_text() == ("token=*** key=***\nhalf *** end\n***\nempty=[]\n")
+
+
+async def test_an_attempt_outlives_its_supervisor_and_is_found_again(tmp_path: Path) -> None:
+    """A second executor (a restarted supervisor) reattaches to a running attempt,
+    waits for it, and later reads the status of one that ended meanwhile."""
+    from fleetdeck.model import Attempt
+
+    attempt = Attempt(
+        attempt_id=1, task="t", stage=Stage.AGENT, number=1, worker="w", host="local",
+        run_dir=str(tmp_path),
+    )  # fmt: skip
+    first = LocalExecutor(grace=0.5)
+    started = await first.start(
+        request(
+            tmp_path,
+            ["sh", "-c", "sleep 0.5; exit 3"],
+            log_path=attempt.log_path,
+            status_path=attempt.status_path,
+        )
+    )
+    attempt.pid, attempt.pid_started = started.pid, started.pid_started
+    second = LocalExecutor(grace=0.5)
+    found = await second.recover(attempt)
+    assert isinstance(found, AttemptProcess)
+    assert await found.wait() == 3
+    assert await second.recover(attempt) == 3  # ended: its recorded status
+    # The same pid with another start time is someone else's process: lost.
+    attempt.pid_started = (attempt.pid_started or 0) - 60
+    (tmp_path / "t.1.agent.status").unlink()
+    assert await second.recover(attempt) is None
+    await first.aclose()
+    await second.aclose()
+
+
+async def test_a_reattached_attempt_is_stopped_with_its_whole_tree(
+    tmp_path: Path, tree_agent: Path
+) -> None:
+    from fleetdeck.model import Attempt
+
+    attempt = Attempt(
+        attempt_id=1, task="t", stage=Stage.AGENT, number=1, worker="w", host="local",
+        run_dir=str(tmp_path),
+    )  # fmt: skip
+    pidfile = tmp_path / "pids"
+    first = LocalExecutor(grace=0.3)
+    started = await first.start(
+        request(
+            tmp_path,
+            [PYTHON, str(tree_agent), str(pidfile)],
+            log_path=attempt.log_path,
+            status_path=attempt.status_path,
+        )
+    )
+    attempt.pid, attempt.pid_started = started.pid, started.pid_started
+    while not Path(f"{pidfile}.ready").exists():
+        await asyncio.sleep(0.02)
+    found = await LocalExecutor(grace=0.3).recover(attempt)
+    assert isinstance(found, AttemptProcess)
+    await found.stop(0.3)
+    assert await found.wait() == -signal.SIGTERM
+    assert [pid for pid in [started.pid, *read_pids(pidfile)] if pid and alive(pid)] == []
+    await first.aclose()
+
+
+async def test_an_attempt_whose_shim_was_killed_alone_is_lost_and_its_remains_stopped(
+    tmp_path: Path,
+) -> None:
+    """The command outlived its shim while no supervisor ran: the attempt is lost (its
+    status is unknown), and what is left of it is stopped before it can run again."""
+    import subprocess
+
+    from fleetdeck.executors.local import ATTEMPT_ID_VARIABLE, shim_argv
+    from fleetdeck.executors.proctree import process_start_time
+    from fleetdeck.model import Attempt
+
+    attempt = Attempt(
+        attempt_id=7, task="t", stage=Stage.AGENT, number=1, worker="w", host="local",
+        run_dir=str(tmp_path),
+    )  # fmt: skip
+    pidfile = tmp_path / "child.pid"
+    script = f"echo $$ > {pidfile}.tmp; mv {pidfile}.tmp {pidfile}; exec sleep 60"
+    shim = subprocess.Popen(
+        shim_argv(attempt.status_path, ("sh", "-c", script), ()),
+        env={**os.environ, ATTEMPT_ID_VARIABLE: "7"},
+        start_new_session=True,
+    )
+    attempt.pid, attempt.pid_started = shim.pid, process_start_time(shim.pid)
+    while not pidfile.exists():
+        await asyncio.sleep(0.02)
+    child = int(pidfile.read_text())
+    shim.kill()
+    shim.wait()
+    assert alive(child)
+    assert await LocalExecutor(grace=0.3).recover(attempt) is None
+    assert wait_dead([child], timeout=5.0) == []

@@ -23,6 +23,7 @@ from fleetdeck.headless import HeadlessView
 from fleetdeck.journal import Journal, JournalError
 from fleetdeck.policy import POLICY_NAMES
 from fleetdeck.redact import MIN_LENGTH as MIN_SECRET_LENGTH
+from fleetdeck.resume import ResumeError, choose_run
 from fleetdeck.text import plural
 
 EXIT_USAGE = 2
@@ -44,6 +45,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--json", action="store_true", help="headless, one JSON object per event")
     run.add_argument(
         "--state-dir", metavar="DIR", help="journal and logs here (default: the config's)"
+    )
+    run.add_argument(
+        "--fresh",
+        action="store_true",
+        help="start a new run even if the last one did not finish (it stays in the journal)",
     )
 
     validate = commands.add_parser("validate", help="check a fleet's config and print its shape")
@@ -139,7 +145,29 @@ def run_command(fleet: Fleet, args: argparse.Namespace) -> int:
     except JournalError as exc:
         print(f"fleetdeck: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    engine = Engine(fleet, journal=journal, executors=executors, policy=args.policy)
+    try:
+        resume = None
+        latest = journal.latest_run()
+        if not args.fresh:
+            resume = choose_run(latest, fleet.name, str(state_dir))
+    except (ResumeError, JournalError) as exc:
+        journal.close()
+        print(f"fleetdeck: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if resume is not None:
+        print(
+            f"fleetdeck: resuming run {resume.run_id} ({resume.status}) from {state_dir}; "
+            "--fresh starts a new run instead",
+            file=sys.stderr,
+        )
+    elif latest is not None:
+        why = "finished" if latest.status == "finished" else "is set aside (--fresh)"
+        print(
+            f"fleetdeck: run {latest.run_id} in {state_dir} {why}; starting a new run "
+            "(earlier runs stay in the journal)",
+            file=sys.stderr,
+        )
+    engine = Engine(fleet, journal=journal, executors=executors, policy=args.policy, resume=resume)
     for name in engine.redactor.too_short:
         print(
             f"fleetdeck: {fleet.source}: warning: secret {name} is shorter than "

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import random
 import stat
@@ -35,7 +36,7 @@ from fleetdeck.executors.base import (
     LaunchRequest,
     Usage,
 )
-from fleetdeck.journal import Journal, JournalError
+from fleetdeck.journal import Journal, JournalError, RunRecord
 from fleetdeck.metrics import (
     ContentionHistory,
     Report,
@@ -66,6 +67,7 @@ from fleetdeck.policy import (
     ready_order_key,
 )
 from fleetdeck.redact import Redactor
+from fleetdeck.resume import ResumePlan, listed, plan_resume
 from fleetdeck.slots import Capacity
 from fleetdeck.snapshot import (
     AttemptRecord,
@@ -139,9 +141,14 @@ class Engine:
         clock: Callable[[], float] = now,
         rng: random.Random | None = None,
         sample_interval: float | None = SAMPLE_INTERVAL,
+        resume: RunRecord | None = None,
     ) -> None:
         """`sample_interval` is how often contention and resources are sampled
         (None: only when `sample()` is called, for tests that want a still picture).
+
+        With `resume` (an unfinished run of the same journal, see
+        `fleetdeck.resume.choose_run`), the run takes up where that one left off
+        instead of starting a new one.
 
         Ready tasks are ranked by critical path, weighted by how long each task
         took in earlier runs in the same journal (see `estimated_durations`)."""
@@ -188,6 +195,8 @@ class Engine:
         # work that must follow a durable commit waits in _after_commit.
         self._unpublished: list[Event] = []
         self._after_commit: list[Callable[[], None]] = []
+        # Coroutines waiting until what was recorded before them is committed.
+        self._barriers: list[asyncio.Future[None]] = []
         self._flush_scheduled = False
         self._committing = False  # a batch is with the journal's writer
         self._no_commit_in_flight = asyncio.Event()
@@ -207,6 +216,14 @@ class Engine:
         # Masks the values of the fleet's secrets in events, errors and what views read.
         self.redactor = Redactor.for_fleet(fleet)
         self._masking = bool(self.redactor)  # checked for every event: a plain bool
+        # The names whose values a local attempt's shim masks in its log file (the
+        # shim reads the values from its own environment, the attempt's).
+        self._redact_names: tuple[str, ...] = fleet.secrets if self._masking else ()
+        self._resume_from = resume
+        # What a resume did with the attempts it found unfinished.
+        self.reattached = 0
+        self.recovered = 0
+        self.lost_on_resume = 0
 
     # --- public interface -------------------------------------------------------------
 
@@ -544,34 +561,56 @@ class Engine:
         self._settled = asyncio.Event()
         self._stop_requested = asyncio.Event()
         self.started_at = self._clock()
-        self.run_id = self._journal.begin_run(
-            fleet=self.fleet.name,
-            config_path=self.fleet.source,
-            config_json=self.redactor.config_json(config_json(self.fleet.config)),
-            policy=self._policy,
-            started_at=self.started_at,
-        )
+        # Stored with the secrets' values masked; compared masked too, so that an
+        # unchanged secret does not make its tasks look changed on resume.
+        settings = self.redactor.config_json(config_json(self.fleet.config))
+        plan: ResumePlan | None = None
+        if self._resume_from is None:
+            self.run_id = self._journal.begin_run(
+                fleet=self.fleet.name,
+                config_path=self.fleet.source,
+                config_json=settings,
+                policy=self._policy,
+                started_at=self.started_at,
+            )
+        else:
+            previous = self._resume_from
+            self.run_id = previous.run_id
+            self.started_at = previous.started_at
+            run_dir = str(self._journal.run_dir(previous.run_id))
+            plan = plan_resume(
+                self.fleet,
+                previous,
+                self._journal.events(previous.run_id),
+                self._journal.attempts(previous.run_id),
+                new_config=json.loads(settings),
+                run_dir=run_dir,
+            )
+            self._journal.resume_run(previous.run_id, config_json=settings, policy=self._policy)
         # A string: paths are built per attempt, and pathlib costs more than it helps.
         self._run_dir = str(self._journal.run_dir(self.run_id))
         interrupted = True
         try:
-            self._emit(
-                EventKind.RUN_STARTED,
-                None,
-                fleet=self.fleet.name,
-                policy=self._policy,
-                tasks=len(self._tasks),
-                run_id=self.run_id,
-            )
-            for node, waiting in enumerate(self._waiting_on):
-                if waiting == 0:
-                    self._make_ready(node)
             # Hosts other than this machine take work once their executor says
             # they are up; opening never waits for a slow host.
             for host in self.fleet.config.hosts:
                 self._capacity.set_host_up(host, False)
+            if plan is None:
+                self._emit(
+                    EventKind.RUN_STARTED,
+                    None,
+                    fleet=self.fleet.name,
+                    policy=self._policy,
+                    tasks=len(self._tasks),
+                    run_id=self.run_id,
+                )
+                for node, waiting in enumerate(self._waiting_on):
+                    if waiting == 0:
+                        self._make_ready(node)
             for executor in self._executors.values():
                 await executor.open(self._on_host_health)
+            if plan is not None:
+                await self._take_up(plan)
             if self._sample_interval is not None:
                 self._sample_timer = self._loop.call_later(self._sample_interval, self._sample_tick)
             self._request_schedule()
@@ -590,6 +629,239 @@ class Engine:
         finally:
             await self._shut_down()
         return self._finish(interrupted)
+
+    # --- resuming a run -------------------------------------------------------------
+
+    async def _take_up(self, plan: ResumePlan) -> None:
+        """Rebuild every task's state from the journal and carry on from there.
+
+        Tasks that succeeded stay done (their outputs still feed their dependents);
+        tasks in flight continue: a retry that was waiting is due at once, work
+        queued for CI joins its runner's queue, and an attempt that never ended
+        is reattached, its recorded status used, or (gone without a status) it
+        is `lost` and runs again without spending a retry.
+        """
+        for event in plan.events:
+            # The report covers the whole run, from its first start.
+            if event.kind is not EventKind.RUN_FINISHED:
+                self._report.feed(event)
+        unfinished_by_task: dict[str, list[Attempt]] = {}
+        for attempt in plan.unfinished:
+            unfinished_by_task.setdefault(attempt.task, []).append(attempt)
+        renewed = {*plan.changed, *plan.invalidated}
+        # Look for the attempts first, so that run_resumed, the first event of
+        # this supervisor, can say what became of them.
+        found = await self._find_attempts(plan, renewed)
+        done = sum(
+            1
+            for task_id, replayed in plan.tasks.items()
+            if replayed.state is TaskState.SUCCEEDED and task_id in self._dag.index
+        )
+        self._emit(
+            EventKind.RUN_RESUMED,
+            None,
+            fleet=self.fleet.name,
+            policy=self._policy,
+            tasks=len(self._tasks),
+            run_id=self.run_id,
+            done=done,
+            to_go=len(self._tasks) - done,
+            reattached=self.reattached,
+            recovered=self.recovered,
+            lost=self.lost_on_resume,
+            # Config changes, only those there are: an unchanged config says nothing.
+            **{
+                key: listed(names)
+                for key, names in (
+                    ("changed", plan.changed),
+                    ("added", plan.added),
+                    ("removed", plan.removed),
+                    ("rerun", plan.invalidated),
+                )
+                if names
+            },
+        )
+        for node, task in enumerate(self._tasks):
+            replayed = plan.tasks.get(task.id)
+            if replayed is None:
+                continue
+            task.attempts = tuple(replayed.attempts)
+            task.agent_attempts = max(
+                (a.number for a in replayed.attempts if a.stage is Stage.AGENT), default=0
+            )
+            task.failures = replayed.failures
+            task.lost = replayed.lost
+            outputs = [
+                a for a in replayed.attempts if a.stage is Stage.AGENT and a.outcome is Outcome.OK
+            ]
+            state = replayed.state
+            if state is TaskState.SUCCEEDED:
+                task.output_attempt = outputs[-1] if outputs else None
+                task.state = state
+                task.finished_at = replayed.finished_at
+                self._unfinished -= 1
+                for child in self._dag.dependents[node]:
+                    self._waiting_on[child] -= 1
+            elif state in (TaskState.FAILED, TaskState.CANCELLED):
+                task.state = state
+                task.finished_at = replayed.finished_at
+                task.attention_since = replayed.attention_since or self._clock()
+                self._unfinished -= 1
+            elif state is TaskState.CI_QUEUED and outputs:
+                task.output_attempt = outputs[-1]
+                self._enter_flight(task)
+                task.state = TaskState.CI_QUEUED
+                runner = self._specs[node].ci
+                assert runner is not None
+                self._ci_queues[runner].append(node)
+            elif state in (TaskState.RETRY_WAIT, TaskState.RUNNING, TaskState.CI_RUNNING):
+                if task.id in unfinished_by_task:
+                    continue  # decided below, once its attempt is found again or not
+                # Interrupted (its attempt was stopped) or waiting to retry: due now.
+                self._enter_flight(task)
+                task.state = TaskState.READY
+                self._retry_lane.append(node)
+                self._emit(
+                    EventKind.TASK_READY, task.id, wave=self._dag.levels[node], reason="resumed"
+                )
+            # pending, ready and blocked tasks are worked out below, in DAG order.
+        for task_id in plan.changed:
+            self._emit(
+                EventKind.TASK_REQUEUED,
+                task_id,
+                state=TaskState.PENDING,
+                reason="definition changed",
+            )
+        for task_id in plan.invalidated:
+            self._emit(
+                EventKind.TASK_REQUEUED,
+                task_id,
+                state=TaskState.PENDING,
+                reason="an upstream task runs again",
+            )
+        self._take_up_attempts(found, renewed)
+        for node in self._dag.topo:
+            task = self._tasks[node]
+            if task.state not in (TaskState.PENDING, TaskState.READY, TaskState.BLOCKED):
+                continue
+            if task.state is TaskState.READY and task.in_flight:
+                continue  # already in the retry lane
+            blocker = self._blocker_of(node)
+            if blocker is not None:
+                was = task.state is TaskState.BLOCKED and task.blocked_by == blocker
+                task.state = TaskState.BLOCKED
+                task.blocked_by = blocker
+                task.attention_since = task.attention_since or self._clock()
+                self._unfinished -= 1
+                if not was:
+                    self._emit(EventKind.TASK_BLOCKED, task.id, blocked_by=blocker)
+                continue
+            task.state = TaskState.PENDING
+            task.blocked_by = None
+            if self._waiting_on[node] == 0:
+                self._make_ready(node)
+        # Many tasks changed here without an event of their own (replayed from the
+        # journal): any view built before this is stale.
+        if self._views is not None:
+            self._stale_views.update(range(len(self._tasks)))
+        self._check_settled()
+
+    def _enter_flight(self, task: TaskRun) -> None:
+        if not task.in_flight:
+            task.in_flight = True
+            self._in_flight += 1
+
+    async def _find_attempts(
+        self, plan: ResumePlan, renewed: set[str]
+    ) -> list[tuple[Attempt, AttemptProcess | int | None]]:
+        """Find again every attempt the last supervisor left unfinished: its process
+        if it still runs, its recorded status if it ended, None if it is gone.
+        Those that run what the config no longer says are stopped."""
+        found: list[tuple[Attempt, AttemptProcess | int | None]] = []
+        for attempt in plan.unfinished:
+            executor = self._executors.get(attempt.host)
+            result: AttemptProcess | int | None = None
+            if executor is not None:
+                try:
+                    result = await executor.recover(attempt)
+                except Exception as exc:  # an executor bug must not stop a resume
+                    attempt.error = f"cannot find the attempt again: {exc}"
+            if attempt.task not in self._dag.index or attempt.task in renewed:
+                if isinstance(result, AttemptProcess):
+                    with contextlib.suppress(Exception):
+                        await result.stop(self._grace_for_stop())
+            elif isinstance(result, AttemptProcess):
+                self.reattached += 1
+            elif isinstance(result, int):
+                self.recovered += 1
+            else:
+                self.lost_on_resume += 1
+            found.append((attempt, result))
+        return found
+
+    def _take_up_attempts(
+        self, found: list[tuple[Attempt, AttemptProcess | int | None]], renewed: set[str]
+    ) -> None:
+        """Carry on with each attempt found (or not) by `_find_attempts`."""
+        for attempt, result in found:
+            node = self._dag.index.get(attempt.task)
+            if node is None or attempt.task in renewed:
+                reason = "task removed" if node is None else "definition changed"
+                self._close_old_attempt(attempt, Outcome.CANCELLED, None, reason)
+                continue
+            task = self._tasks[node]
+            self._enter_flight(task)
+            # In flight again, whatever comes next (not pending: that would launch it).
+            task.state = TaskState.RUNNING if attempt.stage is Stage.AGENT else TaskState.CI_RUNNING
+            if isinstance(result, AttemptProcess):
+                self._reattach(node, attempt, result)
+            elif isinstance(result, int):
+                self._adopt_status(node, attempt, result)
+            else:
+                running = _Running(node=node, attempt=attempt, timeout=None)
+                self._running[attempt.attempt_id] = running
+                self._capacity.take(attempt.stage, attempt.worker, attempt.host)
+                attempt.error = attempt.error or "the attempt vanished with the supervisor"
+                self._attempt_ended(running, Outcome.LOST, None)
+
+    def _close_old_attempt(
+        self, attempt: Attempt, outcome: Outcome, exit_code: int | None, reason: str
+    ) -> None:
+        attempt.finished_at = self._clock()
+        attempt.outcome = outcome
+        attempt.exit_code = exit_code
+        self._journal.record_attempt(self._run_id, attempt)
+        self._emit(
+            EventKind.ATTEMPT_FINISHED,
+            attempt.task,
+            stage=attempt.stage,
+            attempt=attempt.number,
+            outcome=outcome,
+            exit_code=exit_code,
+            duration=round(attempt.duration or 0.0, 3),
+            reason=reason,
+        )
+
+    def _reattach(self, node: int, attempt: Attempt, process: AttemptProcess) -> None:
+        """Supervise an attempt that outlived the last supervisor, as if we started it."""
+        task = self._tasks[node]
+        task.state = TaskState.RUNNING if attempt.stage is Stage.AGENT else TaskState.CI_RUNNING
+        self._capacity.take(attempt.stage, attempt.worker, attempt.host)
+        spec = self._specs[node]
+        timeout = spec.timeout
+        if timeout is None:
+            timeout = self._worker(attempt.stage, attempt.worker).timeout
+        running = _Running(node=node, attempt=attempt, timeout=timeout, process=process)
+        self._running[attempt.attempt_id] = running
+        assert self._loop is not None
+        running.supervisor = self._loop.create_task(self._supervise(running, reattached=True))
+
+    def _adopt_status(self, node: int, attempt: Attempt, exit_code: int) -> None:
+        """An attempt that ended while no supervisor watched: its recorded status counts."""
+        running = _Running(node=node, attempt=attempt, timeout=None)
+        self._running[attempt.attempt_id] = running
+        self._capacity.take(attempt.stage, attempt.worker, attempt.host)
+        self._attempt_ended(running, Outcome.OK if exit_code == 0 else Outcome.FAILED, exit_code)
 
     # --- state transitions ------------------------------------------------------------
 
@@ -749,6 +1021,8 @@ class Engine:
             output_path=attempt.output_path,
             inputs_path=attempt.inputs_path,
             inputs=inputs,
+            status_path=attempt.status_path,
+            redact=self._redact_names,
         )
 
     def _templates(self, worker: WorkerSpec) -> tuple[tuple[str, bool], ...]:
@@ -770,33 +1044,54 @@ class Engine:
     def _read_output(self, node: int, limit: int | None = None) -> str:
         return read_output(self._tasks[node].output_path, limit)
 
-    async def _supervise(self, running: _Running) -> None:
-        """One attempt from launch to end; never raises."""
+    async def _supervise(self, running: _Running, *, reattached: bool = False) -> None:
+        """One attempt from launch (or, `reattached`, from a restart) to end; never raises."""
         attempt = running.attempt
-        executor = self._executors.get(attempt.host)
-        try:
-            if executor is None:
-                raise LaunchError(f"no executor for host '{attempt.host}'")
-            request = self._request_for(running)
-            running.process = await executor.start(request)
-        except Exception as exc:  # LaunchError, or an executor bug: never take the engine down
-            attempt.error = self.redactor.text(
-                str(exc) if isinstance(exc, LaunchError) else f"{type(exc).__name__}: {exc}"
-            )
-            # Every attempt_finished has its attempt_started, even with no process.
+        if reattached:
+            assert running.process is not None
+            process = running.process
+            # The attempt was started long ago: only what is left of its timeout.
+            timeout = running.timeout
+            if timeout is not None:
+                timeout = max(0.0, timeout - (self._clock() - (attempt.started_at or 0.0)))
+        else:
+            executor = self._executors.get(attempt.host)
+            try:
+                if executor is None:
+                    raise LaunchError(f"no executor for host '{attempt.host}'")
+                request = self._request_for(running)
+                # Journaled before its process exists: a supervisor that dies from
+                # here on leaves a row by which the next one finds the attempt (by
+                # its environment, when no pid was recorded yet), instead of
+                # starting the task again beside it.
+                self._journal.record_attempt(self._run_id, attempt)
+                await self._durable()
+                if running.stop_reason is not None:
+                    # Stopped while it was being journaled: it never starts.
+                    self._announce_start(attempt)
+                    self._attempt_ended(running, running.stop_reason, None)
+                    return
+                running.process = await executor.start(request)
+            except Exception as exc:  # LaunchError, or an executor bug: never take the engine down
+                attempt.error = self.redactor.text(
+                    str(exc) if isinstance(exc, LaunchError) else f"{type(exc).__name__}: {exc}"
+                )
+                # Every attempt_finished has its attempt_started, even with no process.
+                self._announce_start(attempt)
+                self._attempt_ended(running, Outcome.FAILED, None)
+                return
+            process = running.process
+            attempt.pid = process.pid
+            attempt.pid_started = process.pid_started
             self._announce_start(attempt)
-            self._attempt_ended(running, Outcome.FAILED, None)
-            return
-        process = running.process
-        attempt.pid = process.pid
-        self._announce_start(attempt)
+            timeout = running.timeout
         if running.stop_reason is not None:
             # Cancelled or interrupted while the process was starting.
             self._stop_attempt(running, running.stop_reason, force=True)
-        elif running.timeout is not None:
+        elif timeout is not None:
             assert self._loop is not None
             running.timer = self._loop.call_later(
-                running.timeout, self._stop_attempt, running, Outcome.TIMEOUT
+                timeout, self._stop_attempt, running, Outcome.TIMEOUT
             )
         try:
             exit_code: int | None = await process.wait()
@@ -967,6 +1262,10 @@ class Engine:
 
     def _success_durable(self, node: int, at: float) -> None:
         task = self._tasks[node]
+        if task.state is TaskState.SUCCEEDED:
+            # Counted once only, whatever happens: a second count would leave the
+            # run waiting forever for a task that does not exist.
+            return
         task.state = TaskState.SUCCEEDED
         task.finished_at = at
         self._leave_flight(task)
@@ -1173,20 +1472,33 @@ class Engine:
         self._flush_scheduled = False
         if self._committing or self._loop is None:
             return
-        if not self._unpublished and not self._after_commit and not self._journal.pending:
+        if (
+            not self._unpublished
+            and not self._after_commit
+            and not self._journal.pending
+            and not self._barriers
+        ):
             return
         events, self._unpublished = self._unpublished, []
         after, self._after_commit = self._after_commit, []
+        barriers, self._barriers = self._barriers, []
         self._committing = True
         self._no_commit_in_flight.clear()
-        self._journal.commit_async(self._loop, lambda error: self._committed(events, after, error))
+        self._journal.commit_async(
+            self._loop, lambda error: self._committed(events, after, barriers, error)
+        )
 
     def _committed(
-        self, events: list[Event], after: list[Callable[[], None]], error: JournalError | None
+        self,
+        events: list[Event],
+        after: list[Callable[[], None]],
+        barriers: list[asyncio.Future[None]],
+        error: JournalError | None,
     ) -> None:
         """A batch is durable: tell the listeners, then do what waited for it."""
         self._committing = False
         self._no_commit_in_flight.set()
+        _release(barriers, error)
         if error is not None:
             # Keep what was not told; stop cleanly. The journal still holds the rows.
             self._unpublished = events + self._unpublished
@@ -1195,8 +1507,16 @@ class Engine:
             self.request_stop()
             return
         self._publish(events, after)
-        if self._unpublished or self._after_commit or self._journal.pending:
+        if self._unpublished or self._after_commit or self._journal.pending or self._barriers:
             self._request_flush()
+
+    async def _durable(self) -> None:
+        """Return once everything recorded so far is committed (raises JournalError)."""
+        assert self._loop is not None
+        barrier: asyncio.Future[None] = self._loop.create_future()
+        self._barriers.append(barrier)
+        self._request_flush()
+        await barrier
 
     def _publish(self, events: list[Event], after: list[Callable[[], None]]) -> None:
         for event in events:
@@ -1213,10 +1533,16 @@ class Engine:
     async def _drain(self) -> None:
         """Wait for the batch in flight, then commit and publish the rest here."""
         await self._no_commit_in_flight.wait()
-        while self._unpublished or self._after_commit or self._journal.pending:
+        while self._unpublished or self._after_commit or self._journal.pending or self._barriers:
             events, self._unpublished = self._unpublished, []
             after, self._after_commit = self._after_commit, []
-            self._journal.commit()
+            barriers, self._barriers = self._barriers, []
+            try:
+                self._journal.commit()
+            except JournalError as error:
+                _release(barriers, error)
+                raise
+            _release(barriers, None)
             self._publish(events, after)
 
     # --- the end ----------------------------------------------------------------------
@@ -1272,6 +1598,17 @@ class Engine:
             report=self._report.report(),
             tasks=self.summaries(),
         )
+
+
+def _release(barriers: list[asyncio.Future[None]], error: JournalError | None) -> None:
+    """Wake whoever waits for a commit: done, or failed with `error`."""
+    for barrier in barriers:
+        if barrier.done():
+            continue
+        if error is None:
+            barrier.set_result(None)
+        else:
+            barrier.set_exception(error)
 
 
 def estimated_durations(fleet: Fleet, learned: Mapping[str, float]) -> list[float]:

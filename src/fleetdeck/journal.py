@@ -93,10 +93,19 @@ CREATE TABLE IF NOT EXISTS attempts (
     finished_at REAL,
     outcome TEXT,
     exit_code INTEGER,
-    error TEXT
+    error TEXT,
+    pid_started REAL,               -- the process's start time: a reused pid is not ours
+    status_path TEXT                -- where the shim records the exit status
 );
 CREATE INDEX IF NOT EXISTS attempts_by_run ON attempts(run_id, task);
 """
+
+# Columns added after the first schema, for journals written before them.
+_ADDED_ATTEMPT_COLUMNS = (("pid_started", "REAL"), ("status_path", "TEXT"))
+_ATTEMPT_COLUMNS = (
+    "attempt_id, run_id, task, stage, number, worker, host, pid, log_path, output_path,"
+    " queued_at, started_at, finished_at, outcome, exit_code, error, pid_started, status_path"
+)
 
 
 class JournalError(Exception):
@@ -198,6 +207,7 @@ class Journal:
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("PRAGMA foreign_keys=ON")
             self._db.executescript(_SCHEMA)
+            _add_missing_columns(self._db)
             self._db.execute(
                 "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)",
                 (str(SCHEMA_VERSION),),
@@ -297,6 +307,8 @@ class Journal:
             None if attempt.outcome is None else str(attempt.outcome),
             attempt.exit_code,
             attempt.error,
+            attempt.pid_started,
+            stem + ".status",
         )
 
     @property
@@ -369,6 +381,25 @@ class Journal:
         except sqlite3.Error as exc:
             raise self._write_error(exc) from None
 
+    def resume_run(self, run_id: int, *, config_json: str, policy: str) -> None:
+        """Take over run `run_id` again: it is running, under this process, with
+        this config (which may differ from the one it started with)."""
+        self.commit()
+
+        def update(db: sqlite3.Connection) -> None:
+            with _transaction(db):
+                db.execute(
+                    "UPDATE runs SET status = 'running', exit_code = NULL, finished_at = NULL,"
+                    " supervisor_pid = ?, config_json = ?, policy = ? WHERE run_id = ?",
+                    (os.getpid(), config_json, policy, run_id),
+                )
+
+        try:
+            self._writer.call(update)
+        except sqlite3.Error as exc:
+            raise self._write_error(exc) from None
+        _private_dir(self.run_dir(run_id))
+
     def close(self) -> None:
         """Commit what is left, close the database and release the lock."""
         try:
@@ -400,6 +431,17 @@ class Journal:
         """The committed events of run `run_id`, in order."""
         return self._writer.call(lambda db: list(read_events(db, run_id)))
 
+    def latest_run(self) -> RunRecord | None:
+        """The most recent run in this journal, if any."""
+        runs = self._writer.call(
+            lambda db: read_runs(db, "WHERE run_id = (SELECT MAX(run_id) FROM runs)")
+        )
+        return runs[0] if runs else None
+
+    def attempts(self, run_id: int) -> list[AttemptRecordRow]:
+        """Every attempt of run `run_id`, oldest first."""
+        return self._writer.call(lambda db: read_attempts(db, run_id))
+
 
 @contextlib.contextmanager
 def _transaction(db: sqlite3.Connection) -> Iterator[None]:
@@ -422,8 +464,8 @@ def _write_rows(db: sqlite3.Connection, rows: _Rows) -> None:
         if attempts:
             # An attempt is written when it starts and again when it ends.
             db.executemany(
-                "INSERT OR REPLACE INTO attempts VALUES"
-                " (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                f"INSERT OR REPLACE INTO attempts({_ATTEMPT_COLUMNS}) VALUES"
+                " (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 attempts,
             )
 
@@ -441,13 +483,53 @@ def read_learned_durations(db: sqlite3.Connection) -> dict[str, float]:
     return learned
 
 
-def read_runs(db: sqlite3.Connection) -> list[RunRecord]:
-    """Every run recorded in `db`, oldest first."""
+def read_runs(db: sqlite3.Connection, where: str = "") -> list[RunRecord]:
+    """Every run recorded in `db` (or those `where` selects), oldest first."""
     rows = db.execute(
         "SELECT run_id, fleet, config_path, config_json, policy, started_at, finished_at,"
-        " status, exit_code FROM runs ORDER BY run_id"
+        f" status, exit_code FROM runs {where} ORDER BY run_id"
     ).fetchall()
     return [RunRecord(*row) for row in rows]
+
+
+@dataclass(slots=True, frozen=True)
+class AttemptRecordRow:
+    """One row of `attempts`: what a later supervisor needs to find the attempt again."""
+
+    attempt_id: int
+    task: str
+    stage: str
+    number: int
+    worker: str
+    host: str
+    pid: int | None
+    queued_at: float | None
+    started_at: float | None
+    finished_at: float | None
+    outcome: str | None
+    exit_code: int | None
+    error: str | None
+    pid_started: float | None
+    status_path: str | None
+
+
+def read_attempts(db: sqlite3.Connection, run_id: int) -> list[AttemptRecordRow]:
+    """The attempts of run `run_id` in `db`, oldest first."""
+    rows = db.execute(
+        "SELECT attempt_id, task, stage, number, worker, host, pid, queued_at, started_at,"
+        " finished_at, outcome, exit_code, error, pid_started, status_path"
+        " FROM attempts WHERE run_id = ? ORDER BY attempt_id",
+        (run_id,),
+    ).fetchall()
+    return [AttemptRecordRow(*row) for row in rows]
+
+
+def _add_missing_columns(db: sqlite3.Connection) -> None:
+    """Bring a journal written by an older fleetdeck up to this schema."""
+    present = {row[1] for row in db.execute("PRAGMA table_info(attempts)")}
+    for name, kind in _ADDED_ATTEMPT_COLUMNS:
+        if name not in present:
+            db.execute(f"ALTER TABLE attempts ADD COLUMN {name} {kind}")
 
 
 def read_events(db: sqlite3.Connection, run_id: int) -> Iterator[Event]:

@@ -80,6 +80,8 @@ class EventKind(enum.StrEnum):
     RESUMED = "resumed"
     HOST_UP = "host_up"
     HOST_DOWN = "host_down"
+    # `fleetdeck run` took up an unfinished run again from the journal.
+    RUN_RESUMED = "run_resumed"
     RUN_FINISHED = "run_finished"
 
 
@@ -130,6 +132,10 @@ class Attempt:
     started_at: float | None = None
     finished_at: float | None = None
     pid: int | None = None
+    # When the process `pid` started (seconds since the epoch, as the kernel
+    # says): with the pid, it finds the attempt again after a supervisor restart
+    # without mistaking a reused pid for it.
+    pid_started: float | None = None
     outcome: Outcome | None = None
     exit_code: int | None = None
     error: str | None = None
@@ -148,6 +154,11 @@ class Attempt:
     def output_path(self) -> str:
         """Where the attempt's $FLEETDECK_OUTPUT ends up."""
         return self.stem + ".out"
+
+    @property
+    def status_path(self) -> str:
+        """Where the local shim records the exit status when the command ends."""
+        return self.stem + ".status"
 
     @property
     def inputs_path(self) -> str:

@@ -76,8 +76,16 @@ class Capacity:
             self._sessions[best_host] = self._sessions.get(best_host, 0) + 1
         return best_host
 
+    def take(self, stage: Stage, worker: str, host: str) -> None:
+        """Count a slot of `worker` on `host` as busy, even past its number of slots:
+        an attempt found running after a restart holds one, whatever the config
+        says now."""
+        pool = self._pools[stage][worker]
+        pool.busy[host] = pool.busy.get(host, 0) + 1
+        self._sessions[host] = self._sessions.get(host, 0) + 1
+
     def release(self, stage: Stage, worker: str, host: str) -> None:
-        """Give back a slot taken by `acquire`."""
+        """Give back a slot taken by `acquire` or `take`."""
         pool = self._pools[stage][worker]
         pool.busy[host] -= 1
         self._sessions[host] -= 1

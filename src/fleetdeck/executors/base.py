@@ -12,7 +12,7 @@ import enum
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from fleetdeck.model import Stage
+from fleetdeck.model import Attempt, Stage
 
 
 class LaunchError(Exception):
@@ -52,6 +52,10 @@ class LaunchRequest:
     output_path: str
     inputs_path: str
     inputs: Mapping[str, str]
+    # Where a local attempt's exit status is recorded ("": next to the log).
+    status_path: str = ""
+    # Names of environment variables whose values are replaced by `***` in the log.
+    redact: tuple[str, ...] = ()
 
 
 class HostState(enum.StrEnum):
@@ -93,6 +97,8 @@ class AttemptProcess(abc.ABC):
     """A started attempt: something to wait for and to stop."""
 
     pid: int | None = None
+    # When `pid` started (seconds since the epoch), to find it again after a restart.
+    pid_started: float | None = None
 
     @abc.abstractmethod
     async def wait(self) -> int:
@@ -102,10 +108,10 @@ class AttemptProcess(abc.ABC):
         stopped answering. It may return while what the main process left running
         is still being stopped (stop() waits for all of it).
 
-        On SSH hosts the status comes from the remote shell, which reports a death
-        by signal N as 128+N, exactly as it reports `exit 128+N`: there, an exit
-        status from 129 to 192 is returned as -(status - 128) (`exit 130` gives -2,
-        where a local attempt gives 130).
+        The status comes from a shell (the local shim, or the SSH wrapper's remote
+        shell), which reports a death by signal N as 128+N, exactly as it reports
+        `exit 128+N`: an exit status from 129 to 192 is returned as -(status - 128)
+        (`exit 130` gives -2).
         """
 
     @abc.abstractmethod
@@ -142,6 +148,16 @@ class Executor(abc.ABC):
     @abc.abstractmethod
     async def start(self, request: LaunchRequest) -> AttemptProcess:
         """Start the attempt described by `request`. Raises LaunchError."""
+
+    async def recover(self, attempt: Attempt) -> AttemptProcess | int | None:
+        """Find again an attempt started by an earlier supervisor that died.
+
+        Returns the attempt's process if it still runs (the engine then waits for
+        it as for its own), its exit status if it ended meanwhile and recorded
+        one, or None when it is gone without a trace (its outcome is `lost`).
+        The default knows nothing of earlier attempts: every one is lost.
+        """
+        return None
 
     def hurry(self) -> None:  # noqa: B027 - optional hook, nothing to do by default
         """Stops in progress skip what is left of their grace period (a second Ctrl-C)."""

@@ -117,6 +117,46 @@ def _scan(roots: Iterable[int], pgid: int | None) -> set[int]:
     return found
 
 
+_boot_time: float | None = None
+_TICKS_PER_SECOND = os.sysconf("SC_CLK_TCK")
+
+
+def process_start_time(pid: int) -> float | None:
+    """When process `pid` started, in seconds since the epoch (None: no such process).
+
+    With the pid it names one process for good: a pid reused later belongs to a
+    process that started later. Read from /proc/PID/stat (cheaper than psutil,
+    and it runs once per attempt), to within a clock tick.
+    """
+    global _boot_time
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            raw = stat.read()
+    except OSError:
+        return None
+    if _boot_time is None:
+        _boot_time = psutil.boot_time()
+    # Field 22 of stat, counted after the command name (see process_table).
+    ticks = int(raw[raw.rfind(b")") + 2 :].split()[19])
+    return round(_boot_time + ticks / _TICKS_PER_SECOND, 2)
+
+
+def is_zombie(pid: int) -> bool:
+    """True when `pid` has ended and waits for its parent to reap it (or is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            raw = stat.read()
+    except OSError:
+        return True
+    return raw[raw.rfind(b")") + 2 : raw.rfind(b")") + 3] in (b"Z", b"X")
+
+
+def same_process(pid: int, started: float) -> bool:
+    """True while `pid` is still the process that started at `started` (zombie or not)."""
+    now = process_start_time(pid)
+    return now is not None and abs(now - started) < 0.05
+
+
 def descendants(roots: Iterable[int]) -> set[int]:
     """Pids of every live descendant of `roots` (not the roots themselves)."""
     return _scan(roots, None)
