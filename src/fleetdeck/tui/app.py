@@ -18,6 +18,8 @@ from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.css.query import NoMatches
+from textual.driver import Driver
+from textual.drivers.linux_driver import LinuxDriver
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Input
 
@@ -27,6 +29,7 @@ from fleetdeck.policy import other_policy
 from fleetdeck.tui.confirm import ConfirmScreen
 from fleetdeck.tui.contention import ContentionPane
 from fleetdeck.tui.detail import TaskDetailScreen
+from fleetdeck.tui.driver import TerminalSafeDriver
 from fleetdeck.tui.feed import SnapshotFeed
 from fleetdeck.tui.header import FleetHeader
 from fleetdeck.tui.help import HelpScreen
@@ -65,6 +68,12 @@ class FleetApp(App[int]):
         Binding("j", "cursor_down", "Down", show=False),
         Binding("k", "cursor_up", "Up", show=False),
     ]
+
+    def get_driver_class(self) -> type[Driver]:
+        """Textual's driver for this platform; on Linux, one that survives the
+        terminal going away (see fleetdeck.tui.driver)."""
+        driver = super().get_driver_class()
+        return TerminalSafeDriver if driver is LinuxDriver else driver
 
     def __init__(self, engine: Engine, *, refresh_seconds: float = REFRESH_SECONDS) -> None:
         super().__init__()
