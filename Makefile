@@ -24,8 +24,10 @@ $(VENV)/.test: pyproject.toml $(CONSTRAINTS) | $(BIN)/python
 	@touch $@ $(VENV)/.runtime
 
 # The demo fleet shows a task that fails on purpose, so exit code 1 is expected.
+# --fresh: the demo always shows a whole run, even after one was interrupted (a
+# plain `fleetdeck run` would resume it). Exit 1 is the demo's planned failure.
 demo: $(VENV)/.runtime
-	@$(BIN)/fleetdeck run config/demo.toml; rc=$$?; [ $$rc -le 1 ] || exit $$rc
+	@$(BIN)/fleetdeck run config/demo.toml --fresh; rc=$$?; [ $$rc -le 1 ] || exit $$rc
 
 test: lint unit
 
