@@ -800,11 +800,17 @@ class Engine:
                     result = await executor.recover(attempt)
                 except Exception as exc:  # an executor bug must not stop a resume
                     attempt.error = f"cannot find the attempt again: {exc}"
-            superseded = latest[attempt.task] is not attempt
-            if attempt.task not in self._dag.index or attempt.task in renewed or superseded:
+            if attempt.task not in self._dag.index or attempt.task in renewed:
                 if isinstance(result, AttemptProcess):
                     with contextlib.suppress(Exception):
                         await result.stop(self._grace_for_stop())
+            elif isinstance(result, AttemptProcess) and latest[attempt.task] is not attempt:
+                # Cannot happen (a task's next attempt starts after the last one
+                # ended); were it so, the latest carries the task on: one at a time.
+                with contextlib.suppress(Exception):
+                    await result.stop(self._grace_for_stop())
+                result = None
+                self.lost_on_resume += 1
             elif isinstance(result, AttemptProcess):
                 self.reattached += 1
             elif isinstance(result, int):
