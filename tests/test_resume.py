@@ -305,3 +305,178 @@ agent = "sh"
         ("edited", 2, "ok"),
         ("kept", 1, "ok"),
     }
+
+
+def test_after_a_crash_attempts_the_journal_never_heard_of_are_found_not_rerun(
+    tmp_path: Path,
+) -> None:
+    """Local attempts start before their journal row is committed. The supervisor
+    dies with none of its attempts committed (simulated: their rows and every event
+    after the tasks became ready are deleted, as if the last commits never happened).
+    The next supervisor finds them by their traces: a running one is reattached, not
+    started again; a finished one counts by its status file (a failure spends a
+    retry, and the retry gets the next number: the first log stays); one whose task
+    is gone from the config is stopped."""
+    import signal
+    import subprocess
+
+    from conftest import PYTHON, alive, wait_for_file
+
+    marks = tmp_path / "marks"
+    marks.mkdir()
+
+    def task(name: str, then: str, extra: str = "") -> str:
+        script = (
+            f"echo start $FLEETDECK_ATTEMPT_ID >> {marks}/{name}; echo log-$FLEETDECK_ATTEMPT; "
+            f"{then}; echo end $FLEETDECK_ATTEMPT_ID >> {marks}/{name}"
+        )
+        return f'\n[[tasks]]\nid = "{name}"\nprompt = "{script}"\nagent = "sh"\n{extra}\n'
+
+    gone = task("gone", f"echo $$ > {marks}/gone.pid; sleep 60")
+    body = (
+        task("long", f"echo $$ > {marks}/long.pid; while ! test -e {marks}/go; do sleep 0.05; done")
+        + task("quick", "true")
+        + task(
+            "flaky",
+            f"test -e {marks}/flaky.tried || {{ touch {marks}/flaky.tried; exit 1; }}",
+            "retries = 1",
+        )
+        + gone
+    )
+    config = write_config(tmp_path, body)
+    argv = [PYTHON, "-m", "fleetdeck", "run", str(config), "--no-tui"]
+    first = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for_file(marks / "long.pid")
+        wait_for_file(marks / "gone.pid")
+        run_dir = tmp_path / "state" / "runs" / "1"
+        for name in ("quick", "flaky"):
+            wait_for_file(run_dir / f"{name}.1.agent.status")
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+    long_pid, gone_pid = (
+        int((marks / "long.pid").read_text()),
+        int((marks / "gone.pid").read_text()),
+    )
+    assert alive(long_pid) and alive(gone_pid)
+    db = sqlite3.connect(tmp_path / "state" / "journal.sqlite3")
+    with db:
+        db.execute("DELETE FROM attempts")
+        db.execute("DELETE FROM events WHERE event NOT IN ('run_started', 'task_ready')")
+    db.close()
+    write_config(tmp_path, body.replace(gone, ""))
+
+    second = subprocess.Popen(
+        [*argv[:-1], "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    assert second.stdout is not None
+    resumed = json.loads(second.stdout.readline())
+    (marks / "go").touch()  # `long` ends only once the resume has looked for it
+    out, err = second.communicate(timeout=60)
+    assert second.returncode == 0, err
+    assert not alive(gone_pid)  # its task was removed: stopped, not reattached
+    events = [resumed, *(json.loads(line) for line in out.splitlines())]
+    assert resumed["event"] == "run_resumed"
+    # long is reattached; quick and flaky counted by their status files.
+    assert (resumed["reattached"], resumed["recovered"], resumed["lost"]) == (1, 2, 0), resumed
+    finished = [e for e in events if e["event"] == "attempt_finished"]
+    assert {(e["task"], e["attempt"], e["outcome"]) for e in finished} == {
+        ("long", 1, "ok"),
+        ("quick", 1, "ok"),
+        ("flaky", 1, "failed"),
+        ("flaky", 2, "ok"),
+        ("gone", 1, "cancelled"),
+    }
+    # Ran once each (flaky twice: its retry), and never two at a time.
+    assert [line.split()[0] for line in (marks / "long").read_text().splitlines()] == [
+        "start",
+        "end",
+    ]
+    assert runs(marks, "quick") == 2  # its start and end lines: one attempt
+    assert [line.split()[0] for line in (marks / "flaky").read_text().splitlines()] == [
+        "start",
+        "start",
+        "end",
+    ]
+    assert (run_dir / "flaky.1.agent.log").read_text() == "log-1\n"
+    assert (run_dir / "flaky.2.agent.log").read_text() == "log-2\n"
+    # The reattached attempt kept the id in its environment; no id is used twice.
+    db = sqlite3.connect(tmp_path / "state" / "journal.sqlite3")
+    rows = db.execute("SELECT attempt_id, task, number FROM attempts").fetchall()
+    db.close()
+    long_id = int((marks / "long").read_text().split()[1])
+    assert (long_id, "long", 1) in rows
+    assert len({row[0] for row in rows}) == len(rows) == 5
+
+
+def test_after_a_crash_an_unjournaled_ci_attempt_is_reattached_after_its_agent(
+    tmp_path: Path,
+) -> None:
+    """Neither the end of a task's agent attempt nor the start of its CI attempt
+    reached the journal. The next supervisor takes the agent's recorded success
+    (its output feeds the dependents) and reattaches the CI attempt: neither stage
+    runs again."""
+    import signal
+    import subprocess
+
+    from conftest import PYTHON, alive, wait_for_file
+
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    ci_script = (
+        f"echo $$ > {marks}/ci.pid; echo start >> {marks}/ci; "
+        f"while ! test -e {marks}/go; do sleep 0.05; done; echo end >> {marks}/ci"
+    )
+    body = f"""
+[runners.slow]
+command = ["sh", "-c", "{ci_script}"]
+slots = 1
+
+[[tasks]]
+id = "checked"
+prompt = "echo run >> {marks}/agent; echo out-checked > $FLEETDECK_OUTPUT"
+agent = "sh"
+ci = "slow"
+
+[[tasks]]
+id = "after"
+prompt = "cat $FLEETDECK_INPUTS > {marks}/after.inputs"
+agent = "sh"
+depends_on = ["checked"]
+"""
+    config = write_config(tmp_path, body)
+    argv = [PYTHON, "-m", "fleetdeck", "run", str(config), "--no-tui"]
+    first = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for_file(marks / "ci.pid")
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+    ci_pid = int((marks / "ci.pid").read_text())
+    assert alive(ci_pid)
+    db = sqlite3.connect(tmp_path / "state" / "journal.sqlite3")
+    with db:
+        db.execute("DELETE FROM attempts")
+        db.execute("DELETE FROM events WHERE event NOT IN ('run_started', 'task_ready')")
+    db.close()
+
+    second = subprocess.Popen(
+        [*argv[:-1], "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    assert second.stdout is not None
+    resumed = json.loads(second.stdout.readline())
+    (marks / "go").touch()
+    out, err = second.communicate(timeout=60)
+    assert second.returncode == 0, err
+    events = [resumed, *(json.loads(line) for line in out.splitlines())]
+    assert (resumed["reattached"], resumed["recovered"], resumed["lost"]) == (1, 1, 0), resumed
+    finished = [e for e in events if e["event"] == "attempt_finished"]
+    assert [(e["task"], e["stage"], e["attempt"], e["outcome"]) for e in finished] == [
+        ("checked", "agent", 1, "ok"),
+        ("checked", "ci", 1, "ok"),
+        ("after", "agent", 1, "ok"),
+    ]
+    assert runs(marks, "agent") == 1
+    assert (marks / "ci").read_text().split() == ["start", "end"]
+    assert json.loads((marks / "after.inputs").read_text()) == {"checked": "out-checked\n"}
