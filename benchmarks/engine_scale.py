@@ -72,11 +72,6 @@ class InstantExecutor(Executor):
 
     host = "local"
 
-    @property
-    def journals_before_start(self) -> bool:
-        """False: its attempts live and die in the supervisor, nothing to find later."""
-        return False
-
     async def start(self, request: LaunchRequest) -> AttemptProcess:
         return _DONE
 

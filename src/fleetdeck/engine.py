@@ -578,14 +578,6 @@ class Engine:
             self.run_id = previous.run_id
             self.started_at = previous.started_at
             run_dir = str(self._journal.run_dir(previous.run_id))
-            # Local attempts start before their journal row is committed: those
-            # of a supervisor that died first are found by their traces.
-            found = [
-                trace
-                for executor in self._executors.values()
-                if not executor.journals_before_start
-                for trace in executor.discover(run_dir)
-            ]
             plan = plan_resume(
                 self.fleet,
                 previous,
@@ -593,10 +585,7 @@ class Engine:
                 self._journal.attempts(previous.run_id),
                 new_config=json.loads(settings),
                 run_dir=run_dir,
-                found=found,
-                next_attempt_id=self._next_attempt_id,
             )
-            self._next_attempt_id = plan.next_attempt_id
             self._journal.resume_run(previous.run_id, config_json=settings, policy=self._policy)
         # A string: paths are built per attempt, and pathlib costs more than it helps.
         self._run_dir = str(self._journal.run_dir(self.run_id))
@@ -720,8 +709,6 @@ class Engine:
                 self._unfinished -= 1
             elif state is TaskState.CI_QUEUED and outputs:
                 task.output_attempt = outputs[-1]
-                if task.id in unfinished_by_task:
-                    continue  # its CI attempt started: decided below, as it is found
                 self._enter_flight(task)
                 task.state = TaskState.CI_QUEUED
                 runner = self._specs[node].ci
@@ -752,7 +739,7 @@ class Engine:
                 state=TaskState.PENDING,
                 reason="an upstream task runs again",
             )
-        self._take_up_attempts(found, renewed, plan.untracked)
+        self._take_up_attempts(found, renewed)
         for node in self._dag.topo:
             task = self._tasks[node]
             if task.state not in (TaskState.PENDING, TaskState.READY, TaskState.BLOCKED):
@@ -791,7 +778,6 @@ class Engine:
         if it still runs, its recorded status if it ended, None if it is gone.
         Those that run what the config no longer says are stopped."""
         found: list[tuple[Attempt, AttemptProcess | int | None]] = []
-        latest = _latest_by_task(plan.unfinished)
         for attempt in plan.unfinished:
             executor = self._executors.get(attempt.host)
             result: AttemptProcess | int | None = None
@@ -804,13 +790,6 @@ class Engine:
                 if isinstance(result, AttemptProcess):
                     with contextlib.suppress(Exception):
                         await result.stop(self._grace_for_stop())
-            elif isinstance(result, AttemptProcess) and latest[attempt.task] is not attempt:
-                # Cannot happen (a task's next attempt starts after the last one
-                # ended); were it so, the latest carries the task on: one at a time.
-                with contextlib.suppress(Exception):
-                    await result.stop(self._grace_for_stop())
-                result = None
-                self.lost_on_resume += 1
             elif isinstance(result, AttemptProcess):
                 self.reattached += 1
             elif isinstance(result, int):
@@ -821,31 +800,14 @@ class Engine:
         return found
 
     def _take_up_attempts(
-        self,
-        found: list[tuple[Attempt, AttemptProcess | int | None]],
-        renewed: set[str],
-        untracked: set[int],
+        self, found: list[tuple[Attempt, AttemptProcess | int | None]], renewed: set[str]
     ) -> None:
-        """Carry on with each attempt found (or not) by `_find_attempts`.
-
-        A task has one attempt at a time, but the journal may lack the end of
-        one and the start of the next (an agent attempt that succeeded, then its
-        CI attempt, both after the last commit): only the latest carries the
-        task on; the earlier ones are closed with what became of them.
-        """
-        latest = _latest_by_task([attempt for attempt, _result in found])
+        """Carry on with each attempt found (or not) by `_find_attempts`."""
         for attempt, result in found:
-            if attempt.attempt_id in untracked:
-                # Found by its traces: the journal has not heard of its start yet
-                # (every attempt_finished has its attempt_started).
-                self._announce_start(attempt)
             node = self._dag.index.get(attempt.task)
             if node is None or attempt.task in renewed:
                 reason = "task removed" if node is None else "definition changed"
                 self._close_old_attempt(attempt, Outcome.CANCELLED, None, reason)
-                continue
-            if latest[attempt.task] is not attempt:
-                self._close_superseded(node, attempt, result)
                 continue
             task = self._tasks[node]
             self._enter_flight(task)
@@ -861,36 +823,6 @@ class Engine:
                 self._capacity.take(attempt.stage, attempt.worker, attempt.host)
                 attempt.error = attempt.error or "the attempt vanished with the supervisor"
                 self._attempt_ended(running, Outcome.LOST, None)
-
-    def _close_superseded(
-        self, node: int, attempt: Attempt, result: AttemptProcess | int | None
-    ) -> None:
-        """Close an unfinished attempt that a later attempt of its task followed,
-        and account for it as its end would have been (`_attempt_ended`)."""
-        task = self._tasks[node]
-        if not isinstance(result, int):
-            # Gone without a status (one still running was stopped by `_find_attempts`).
-            attempt.error = attempt.error or "the attempt vanished with the supervisor"
-            task.lost += 1
-            self._close_old_attempt(attempt, Outcome.LOST, None, "superseded")
-            return
-        outcome = Outcome.OK if result == 0 else Outcome.FAILED
-        self._close_old_attempt(attempt, outcome, result, "ended unwatched")
-        if outcome is Outcome.OK:
-            if attempt.stage is Stage.AGENT:
-                # What the task's CI attempt checks and, once it passes, what the
-                # task's dependents read.
-                task.output_attempt = attempt
-            return
-        # The failure was followed by a retry: it spent one.
-        task.failures += 1
-        self._emit(
-            EventKind.RETRY_SCHEDULED,
-            task.id,
-            delay=0.0,
-            attempt=attempt.number + 1,
-            retries_left=max(0, self._specs[node].retries - task.failures),
-        )
 
     def _close_old_attempt(
         self, attempt: Attempt, outcome: Outcome, exit_code: int | None, reason: str
@@ -1128,20 +1060,17 @@ class Engine:
                 if executor is None:
                     raise LaunchError(f"no executor for host '{attempt.host}'")
                 request = self._request_for(running)
-                # The row goes with the next group commit. A supervisor that dies
-                # before that commit leaves an attempt the next one must still
-                # find, or it would start the task again beside it. A local
-                # attempt is found by its traces (`Executor.discover`: its shim's
-                # environment, or the status file the shim leaves); for other
-                # executors the row is all there is, so they wait for the commit.
+                # Journaled before its process exists: a supervisor that dies from
+                # here on leaves a row by which the next one finds the attempt (by
+                # its environment, when no pid was recorded yet), instead of
+                # starting the task again beside it.
                 self._journal.record_attempt(self._run_id, attempt)
-                if executor.journals_before_start:
-                    await self._durable()
-                    if running.stop_reason is not None:
-                        # Stopped while it was being journaled: it never starts.
-                        self._announce_start(attempt)
-                        self._attempt_ended(running, running.stop_reason, None)
-                        return
+                await self._durable()
+                if running.stop_reason is not None:
+                    # Stopped while it was being journaled: it never starts.
+                    self._announce_start(attempt)
+                    self._attempt_ended(running, running.stop_reason, None)
+                    return
                 running.process = await executor.start(request)
             except Exception as exc:  # LaunchError, or an executor bug: never take the engine down
                 attempt.error = self.redactor.text(
@@ -1669,11 +1598,6 @@ class Engine:
             report=self._report.report(),
             tasks=self.summaries(),
         )
-
-
-def _latest_by_task(attempts: Sequence[Attempt]) -> dict[str, Attempt]:
-    """The last of each task's `attempts` (given in the order they ran)."""
-    return {attempt.task: attempt for attempt in attempts}
 
 
 def _release(barriers: list[asyncio.Future[None]], error: JournalError | None) -> None:

@@ -22,9 +22,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fleetdeck.config import Fleet
-from fleetdeck.executors.base import FoundAttempt
 from fleetdeck.journal import AttemptRecordRow, RunRecord
-from fleetdeck.model import LOCAL_HOST, Attempt, Event, EventKind, Outcome, Stage, TaskState
+from fleetdeck.model import Attempt, Event, EventKind, Outcome, Stage, TaskState
 
 # How many task names a run_resumed event lists per kind of change.
 LISTED_NAMES = 20
@@ -77,8 +76,7 @@ class ResumePlan:
 
     run_id: int
     tasks: dict[str, TaskReplay]
-    # Attempts that never ended (no outcome): reattach, use their status, or lose
-    # them. Includes those found by their traces but missing from the journal.
+    # Attempts that never ended (no outcome): reattach, use their status, or lose them.
     unfinished: list[Attempt]
     changed: list[str]
     added: list[str]
@@ -86,11 +84,6 @@ class ResumePlan:
     # Succeeded before, but runs again because something upstream runs again.
     invalidated: list[str]
     events: list[Event]
-    # The ids of the unfinished attempts found by their traces, not in the journal.
-    untracked: set[int]
-    # The first attempt id free for new attempts: past the journal's and past
-    # those of attempts found by their traces.
-    next_attempt_id: int
 
 
 def replay(
@@ -159,21 +152,13 @@ def plan_resume(
     *,
     new_config: Mapping[str, Any],
     run_dir: str,
-    found: Sequence[FoundAttempt] = (),
-    next_attempt_id: int,
 ) -> ResumePlan:
-    """Work out where run `run` left off, against the config given now.
-
-    `found` are the local attempts found by their traces (`Executor.discover`);
-    those the journal does not hold are added to their tasks as unfinished.
-    `next_attempt_id` is the journal's first free attempt id.
-    """
+    """Work out where run `run` left off, against the config given now."""
     tasks = replay(events, rows, run_dir)
     try:
         old_config = json.loads(run.config_json)
     except ValueError:
         old_config = {}
-    untracked, next_attempt_id = _add_found(tasks, found, old_config, run_dir, next_attempt_id)
     old_prints = task_fingerprints(old_config)
     new_prints = task_fingerprints(new_config)
     ids = fleet.dag.ids
@@ -214,66 +199,7 @@ def plan_resume(
         removed=removed,
         invalidated=invalidated,
         events=list(events),
-        untracked=untracked,
-        next_attempt_id=next_attempt_id,
     )
-
-
-def _add_found(
-    tasks: dict[str, TaskReplay],
-    found: Sequence[FoundAttempt],
-    recorded_config: Mapping[str, Any],
-    run_dir: str,
-    next_attempt_id: int,
-) -> tuple[set[int], int]:
-    """Add to `tasks` each attempt of `found` that the journal lacks (its supervisor
-    died before the attempt's row was committed); return their ids and the next
-    free attempt id.
-
-    An attempt is known to the journal by its task, stage and number (they name
-    its files). A found attempt keeps the id in its environment, so that what it
-    left behind is still traced to it; one found only by its status gets a new
-    id. Either way new attempts get ids past them, and the task's numbers go on
-    after theirs, so no later attempt writes over their files.
-    """
-    known = {
-        (attempt.task, attempt.stage, attempt.number)
-        for replayed in tasks.values()
-        for attempt in replayed.attempts
-    }
-    # The worker it ran on, as the config of the supervisor that started it said.
-    workers = {
-        task["id"]: {Stage.AGENT: task.get("agent"), Stage.CI: task.get("ci")}
-        for task in recorded_config.get("tasks", ())
-    }
-    new = [trace for trace in found if (trace.task, trace.stage, trace.number) not in known]
-    free = max([next_attempt_id, *((t.attempt_id or 0) + 1 for t in new)])
-    added: set[int] = set()
-    for trace in new:
-        attempt_id = trace.attempt_id
-        if attempt_id is None or attempt_id < next_attempt_id:
-            # No id, or one the journal already gave (impossible for an attempt
-            # of this run that the journal lacks): a fresh one.
-            attempt_id, free = free, free + 1
-        attempt = Attempt(
-            attempt_id=attempt_id,
-            task=trace.task,
-            stage=trace.stage,
-            number=trace.number,
-            worker=workers.get(trace.task, {}).get(trace.stage) or "",
-            host=LOCAL_HOST,
-            run_dir=run_dir,
-            pid=trace.pid,
-            pid_started=trace.pid_started,
-            # Unknown; the start of its shim is close (its status file says nothing).
-            started_at=trace.pid_started,
-        )
-        tasks.setdefault(trace.task, TaskReplay()).attempts.append(attempt)
-        added.add(attempt_id)
-    for replayed in tasks.values():
-        # In the order they ran: a CI attempt shares its agent attempt's number.
-        replayed.attempts.sort(key=lambda a: (a.number, a.stage is Stage.CI))
-    return added, free
 
 
 def listed(names: Sequence[str]) -> list[str]:

@@ -26,26 +26,6 @@ class HostLostError(Exception):
     """The host went away under a running attempt (its outcome is `lost`)."""
 
 
-@dataclass(slots=True, frozen=True)
-class FoundAttempt:
-    """An attempt of a run found by its traces rather than in the journal.
-
-    Local attempts are launched without waiting for their journal row to be
-    committed; if the supervisor dies before that commit, the next one finds the
-    attempt by its shim (still running, marked in its environment) or by the
-    status file its shim left. The task, stage and number come from the attempt's
-    file names (RUN_DIR/TASK.N.STAGE.*); the attempt id and the shim's pid only
-    when its process still runs.
-    """
-
-    task: str
-    stage: Stage
-    number: int
-    attempt_id: int | None = None
-    pid: int | None = None
-    pid_started: float | None = None
-
-
 @dataclass(slots=True)
 class LaunchRequest:
     """Everything an executor needs to start one attempt (treat it as immutable).
@@ -168,25 +148,6 @@ class Executor(abc.ABC):
     @abc.abstractmethod
     async def start(self, request: LaunchRequest) -> AttemptProcess:
         """Start the attempt described by `request`. Raises LaunchError."""
-
-    @property
-    def journals_before_start(self) -> bool:
-        """True when the engine must commit an attempt's journal row before
-        starting it: the only way a later supervisor can learn of the attempt.
-
-        An executor whose `discover()` finds the attempts it started by their own
-        traces returns False, and its attempts start without waiting for a commit.
-        """
-        return True
-
-    def discover(self, run_dir: str) -> list[FoundAttempt]:
-        """Attempts of the run in `run_dir` that this executor can find by their
-        traces (running, or ended with a recorded status), journaled or not.
-
-        Called once, when a run is resumed; the engine keeps those the journal
-        does not hold. The default finds nothing.
-        """
-        return []
 
     async def recover(self, attempt: Attempt) -> AttemptProcess | int | None:
         """Find again an attempt started by an earlier supervisor that died.

@@ -30,7 +30,6 @@ import asyncio
 import contextlib
 import json
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -42,7 +41,6 @@ import psutil
 from fleetdeck.executors.base import (
     AttemptProcess,
     Executor,
-    FoundAttempt,
     HostLostError,
     LaunchError,
     LaunchRequest,
@@ -58,7 +56,7 @@ from fleetdeck.executors.proctree import (
     same_process,
     trees,
 )
-from fleetdeck.model import LOCAL_HOST, Attempt, Stage
+from fleetdeck.model import LOCAL_HOST, Attempt
 
 # The variable by which an adopted orphan is traced back to its attempt.
 ATTEMPT_ID_VARIABLE = "FLEETDECK_ATTEMPT_ID"
@@ -79,11 +77,6 @@ SHIM_PATH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file_
 # command keeps the umask it was given). sh reports a death by signal N as
 # 128+N, like `exit 128+N`: see read_status().
 SH_SHIM = 's=$1; shift; "$@"; c=$?; umask 077; printf "%d\\n" "$c" > "$s"; exit "$c"'
-# An attempt's file name in its run directory: TASK.N.STAGE.KIND (a task id may
-# hold dots, hence matched from the end).
-_ATTEMPT_FILE = re.compile(
-    r"(?P<task>.+)\.(?P<number>[0-9]+)\.(?P<stage>agent|ci)\.(?P<kind>out|status)"
-)
 # Exit statuses from 129 to 192 read as deaths by signal 1 to 64.
 _SIGNAL_STATUS = range(129, 193)
 # How often to look at a reattached attempt where the kernel offers no pidfd.
@@ -419,38 +412,6 @@ class LocalExecutor(Executor):
             raise LaunchError(f"command not found: {command!r}")
         self._found.add((command, search))
 
-    @property
-    def journals_before_start(self) -> bool:
-        """False: `discover()` finds every attempt by its shim or its status file."""
-        return False
-
-    def discover(self, run_dir: str) -> list[FoundAttempt]:
-        """Every attempt of the run in `run_dir` whose shim still runs, then every
-        one whose shim recorded a status there (see `FoundAttempt`).
-
-        The processes are looked at first: a shim that ends between the two looks
-        is then found twice, running and ended, and `recover()` sorts it out (it
-        reads the status of a shim that is gone). One that ends before the first
-        look has written its status already (it exits only after the write).
-        """
-        found: dict[tuple[str, Stage, int], FoundAttempt] = {}
-        for attempt_id, pid, started, output_path in running_shims(run_dir):
-            parsed = _parse_attempt_file(os.path.basename(output_path), "out")
-            if parsed is not None:
-                found.setdefault(
-                    parsed,
-                    FoundAttempt(*parsed, attempt_id=attempt_id, pid=pid, pid_started=started),
-                )
-        try:
-            names = os.listdir(run_dir)
-        except OSError:
-            names = []
-        for name in names:
-            parsed = _parse_attempt_file(name, "status")
-            if parsed is not None and parsed not in found:
-                found[parsed] = FoundAttempt(*parsed)
-        return list(found.values())
-
     async def recover(self, attempt: Attempt) -> AttemptProcess | int | None:
         """An attempt of an earlier supervisor: its shim if it still runs (same pid,
         same start time), else the status its shim recorded, else None (lost).
@@ -691,63 +652,6 @@ def find_shim(attempt_id: int, output_path: str) -> tuple[int, float] | None:
         if started is not None:
             return pid, started
     return None
-
-
-def running_shims(run_dir: str) -> list[tuple[int, int, float, str]]:
-    """The shims running for the run in `run_dir`: for each, its attempt id, pid,
-    start time and output path. A shim is a group leader whose environment holds
-    an attempt id and an output file directly in `run_dir`."""
-    directory = run_dir.rstrip("/")
-    output_mark = b"\0FLEETDECK_OUTPUT=" + os.fsencode(directory) + b"/"
-    id_mark = b"\0" + _ATTEMPT_ID_KEY + b"="
-    shims = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        pid = int(name)
-        try:
-            with open(f"/proc/{pid}/environ", "rb") as handle:
-                environ = b"\0" + handle.read() + b"\0"
-            if output_mark not in environ or os.getpgid(pid) != pid:
-                continue
-            # A command that made itself a group leader (setsid) carries the same
-            # environment: only the shim runs the shim's command line.
-            with open(f"/proc/{pid}/cmdline", "rb") as handle:
-                if not _is_shim(handle.read()):
-                    continue
-        except OSError:
-            continue  # gone, or not ours to read
-        output = os.fsdecode(_variable(environ, b"\0FLEETDECK_OUTPUT="))
-        marker = _variable(environ, id_mark)
-        started = process_start_time(pid)
-        if os.path.dirname(output) != directory or not marker.isdigit() or started is None:
-            continue
-        shims.append((int(marker), pid, started, output))
-    return shims
-
-
-def _is_shim(cmdline: bytes) -> bool:
-    """True for the command line of either shim (see `shim_argv`)."""
-    return cmdline.startswith(b"/bin/sh\0-c\0" + SH_SHIM.encode() + b"\0fleetdeck-shim\0") or (
-        b"\0" + os.fsencode(SHIM_PATH) + b"\0" in cmdline
-    )
-
-
-def _variable(environ: bytes, mark: bytes) -> bytes:
-    """The value after `mark` (NUL, NAME, =) in a NUL-framed environment, or b""."""
-    at = environ.find(mark)
-    if at < 0:
-        return b""
-    start = at + len(mark)
-    return environ[start : environ.index(b"\0", start)]
-
-
-def _parse_attempt_file(name: str, kind: str) -> tuple[str, Stage, int] | None:
-    """The task, stage and number of an attempt file `name` of the given kind."""
-    match = _ATTEMPT_FILE.fullmatch(name)
-    if match is None or match["kind"] != kind:
-        return None
-    return match["task"], Stage(match["stage"]), int(match["number"])
 
 
 def write_private(path: str, data: bytes) -> None:
