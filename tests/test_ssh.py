@@ -1177,8 +1177,7 @@ def test_a_stop_in_the_same_write_as_the_attempt_is_not_lost(
     """The wrapper reads the attempt line by line: not a byte past "go". Then it
     stops the command, reports, cleans up and exits 0, whichever POSIX shell runs
     it (bash is /bin/sh on Fedora)."""
-    if shutil.which(shell[0]) is None:
-        pytest.skip(f"{shell[0]} is missing")
+    must_have(None if shutil.which(shell[0]) else f"{shell[0]} is missing")
     scratch = tmp_path / "tmp"
     scratch.mkdir()
     setup = attempt_setup(
