@@ -4,12 +4,12 @@
 
 For benchmarks/journal_cost.py only: both variants start the same way (this file,
 then `fleetdeck.cli.main`), so the only difference between them is the journal.
-`no-journal-writes` replaces the writer thread's job (`fleetdeck.journal._write_rows`,
+`no-journal-writes` replaces the journal's commit of a batch (`fleetdeck.journal._write_rows`,
 which inserts a batch of events and attempt rows in one transaction) with one that
 does nothing. Everything else is untouched: the engine still encodes and buffers
-every row, hands each batch to the writer thread and waits for it before telling
-anyone or starting dependents; the run's own row (begin_run, finish_run) is still
-written. So the difference is what SQLite costs, the part that makes events durable.
+every row and commits once per turn of its loop before telling anyone or starting
+a process; the run's own row (begin_run, finish_run) is still written. So the
+difference is what SQLite costs, the part that makes events durable.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ VARIANTS = ("as-is", "no-journal-writes")
 
 
 def _write_nothing(db: sqlite3.Connection, rows: Any) -> None:
-    """The writer's job, minus the writing."""
+    """A batch's commit, minus the writing."""
 
 
 def run(argv: list[str]) -> int:

@@ -12,8 +12,8 @@ Method: the overhead benchmark's fleet (N no-op tasks, 2 slots, `run --no-tui`,
 stdout to /dev/null, fresh state dir in benchmarks/.work) through
 benchmarks/cli_variant.py, alternating within each repetition:
 - as-is: fleetdeck's command line untouched;
-- no-journal-writes: the same, with the journal writer's job replaced by one that
-  writes nothing (the engine still buffers rows and waits for the writer thread).
+- no-journal-writes: the same, with the journal's batch commit replaced by one that
+  writes nothing (the engine still encodes and buffers every row).
 Both start through the same wrapper, so start-up is identical. After each run the
 journal is read back: the as-is run must hold every event, the other none.
 Cost = (with - without) / with, of the medians; per repetition too.

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from conftest import PYTHON
-from fleetdeck.engine import make_private
+from fleetdeck.executors.local import make_private
 from test_cli_run import write_config
 
 TASKS = """

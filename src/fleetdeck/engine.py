@@ -3,8 +3,11 @@
 One object, one event loop, no locks: every state change happens on the loop, in
 plain methods, and is recorded as an event. Events are journaled first and only
 published to views after the journal commit (group commit, once per loop turn),
-so nothing is ever shown that the journal does not hold. A success is durable
-before any dependent starts or the next sequential task is launched.
+so no event is ever told that the journal does not hold. No process starts
+before everything recorded until its launch is committed: its own attempt row,
+and the success of each dependency (or of the sequential policy's previous
+task). So a success is durable before any dependent starts, and the decision to
+launch a dependent can be taken at once, in the same commit as the success.
 
 Views use only the public interface: `snapshot()`, `subscribe()`, and the
 commands `retry`, `cancel`, `set_policy`, `pause`, `resume`, `request_stop`.
@@ -15,9 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import random
-import stat
 import sys
 from array import array
 from collections import deque
@@ -191,16 +192,12 @@ class Engine:
         self._paused = False
         self._listeners: list[Listener] = []
         self._report = ReportBuilder(fleet)
-        # Group commit: events wait here for the journal commit, then are published;
-        # work that must follow a durable commit waits in _after_commit.
+        # Group commit: events wait here for the journal commit, then are published.
         self._unpublished: list[Event] = []
-        self._after_commit: list[Callable[[], None]] = []
-        # Coroutines waiting until what was recorded before them is committed.
-        self._barriers: list[asyncio.Future[None]] = []
+        # Resolved once what is recorded now is committed: launches wait on it
+        # before their process starts (one future per batch, shared).
+        self._next_commit: asyncio.Future[None] | None = None
         self._flush_scheduled = False
-        self._committing = False  # a batch is with the journal's writer
-        self._no_commit_in_flight = asyncio.Event()
-        self._no_commit_in_flight.set()
         self.journal_error: JournalError | None = None
         self._schedule_scheduled = False
         self._stopping = False
@@ -1150,10 +1147,6 @@ class Engine:
             running.timer.cancel()
         del self._running[attempt.attempt_id]
         self._capacity.release(attempt.stage, attempt.worker, attempt.host)
-        if attempt.host == LOCAL_HOST:
-            # A local attempt creates its output file itself, with its own umask
-            # (the SSH executor writes remote outputs here 0600 itself).
-            make_private(attempt.output_path)
         self._journal.record_attempt(self._run_id, attempt)
         details: dict[str, Any] = {
             "stage": attempt.stage,
@@ -1248,28 +1241,25 @@ class Engine:
         self._request_schedule()
 
     def _succeed(self, node: int) -> None:
+        """The task is done: its dependents may be launched at once. Their processes
+        start only once the journal holds this success (see `_durable`)."""
         task = self._tasks[node]
+        if task.state is TaskState.SUCCEEDED:
+            # Counted once only, whatever happens: a second count would leave the
+            # run waiting forever for a task that does not exist.
+            return
         at = self._clock()
         duration = at - (task.first_started_at or at)
+        task.state = TaskState.SUCCEEDED
+        task.finished_at = at
+        self._leave_flight(task)
         self._emit(
             EventKind.TASK_SUCCEEDED,
             task.id,
             attempts=task.agent_attempts,
             duration=round(duration, 3),
         )
-        # The success must be durable before anything builds on it.
-        self._after_commit.append(lambda: self._success_durable(node, at))
-
-    def _success_durable(self, node: int, at: float) -> None:
-        task = self._tasks[node]
-        if task.state is TaskState.SUCCEEDED:
-            # Counted once only, whatever happens: a second count would leave the
-            # run waiting forever for a task that does not exist.
-            return
-        task.state = TaskState.SUCCEEDED
-        task.finished_at = at
-        self._leave_flight(task)
-        # No event here (TASK_SUCCEEDED went out before the commit): say it.
+        # What the dependents wait for changed too.
         self._view_changed(node, dependents=True)
         self._unfinished -= 1
         for child in self._dag.dependents[node]:
@@ -1464,86 +1454,60 @@ class Engine:
         self._request_flush()
 
     def _flush(self) -> None:
-        """Hand what was recorded to the journal's writer; one batch at a time.
-
-        What happens meanwhile waits for the next batch, which then carries more:
-        under load, commits get larger rather than more frequent.
-        """
+        """Commit what this turn of the loop recorded, then tell the listeners and
+        let the launches waiting for it start (group commit: one per turn)."""
         self._flush_scheduled = False
-        if self._committing or self._loop is None:
+        if self._loop is None or not self._recorded():
             return
-        if (
-            not self._unpublished
-            and not self._after_commit
-            and not self._journal.pending
-            and not self._barriers
-        ):
-            return
-        events, self._unpublished = self._unpublished, []
-        after, self._after_commit = self._after_commit, []
-        barriers, self._barriers = self._barriers, []
-        self._committing = True
-        self._no_commit_in_flight.clear()
-        self._journal.commit_async(
-            self._loop, lambda error: self._committed(events, after, barriers, error)
-        )
-
-    def _committed(
-        self,
-        events: list[Event],
-        after: list[Callable[[], None]],
-        barriers: list[asyncio.Future[None]],
-        error: JournalError | None,
-    ) -> None:
-        """A batch is durable: tell the listeners, then do what waited for it."""
-        self._committing = False
-        self._no_commit_in_flight.set()
-        _release(barriers, error)
-        if error is not None:
-            # Keep what was not told; stop cleanly. The journal still holds the rows.
-            self._unpublished = events + self._unpublished
-            self._after_commit = after + self._after_commit
+        try:
+            self._commit()
+        except JournalError as error:
+            # Stop cleanly; what was not committed is kept, and told if a later
+            # commit succeeds.
             self.journal_error = self.journal_error or error
             self.request_stop()
-            return
-        self._publish(events, after)
-        if self._unpublished or self._after_commit or self._journal.pending or self._barriers:
-            self._request_flush()
+
+    def _recorded(self) -> bool:
+        """True when something is waiting for a commit."""
+        return bool(self._unpublished or self._journal.pending or self._next_commit is not None)
+
+    def _commit(self) -> None:
+        """Commit what was recorded; then tell the listeners and release the launches
+        waiting for it. Raises JournalError (the launches get it too)."""
+        events, self._unpublished = self._unpublished, []
+        waiters, self._next_commit = self._next_commit, None
+        try:
+            self._journal.commit()
+        except JournalError as error:
+            _release(waiters, error)
+            self._unpublished = events + self._unpublished
+            raise
+        _release(waiters, None)
+        self._publish(events)
 
     async def _durable(self) -> None:
         """Return once everything recorded so far is committed (raises JournalError)."""
         assert self._loop is not None
-        barrier: asyncio.Future[None] = self._loop.create_future()
-        self._barriers.append(barrier)
+        if self._next_commit is None:
+            self._next_commit = self._loop.create_future()
+        waiters = self._next_commit
         self._request_flush()
-        await barrier
+        await waiters
 
-    def _publish(self, events: list[Event], after: list[Callable[[], None]]) -> None:
+    def _publish(self, events: list[Event]) -> None:
         for event in events:
             for listener in list(self._listeners):
                 listener(event)
-        for action in after:
-            action()
 
     def _request_flush(self) -> None:
         if not self._flush_scheduled and self._loop is not None:
             self._flush_scheduled = True
             self._loop.call_soon(self._flush)
 
-    async def _drain(self) -> None:
-        """Wait for the batch in flight, then commit and publish the rest here."""
-        await self._no_commit_in_flight.wait()
-        while self._unpublished or self._after_commit or self._journal.pending or self._barriers:
-            events, self._unpublished = self._unpublished, []
-            after, self._after_commit = self._after_commit, []
-            barriers, self._barriers = self._barriers, []
-            try:
-                self._journal.commit()
-            except JournalError as error:
-                _release(barriers, error)
-                raise
-            _release(barriers, None)
-            self._publish(events, after)
+    def _drain(self) -> None:
+        """Commit and publish what is left (raises JournalError)."""
+        while self._recorded():
+            self._commit()
 
     # --- the end ----------------------------------------------------------------------
 
@@ -1564,7 +1528,7 @@ class Engine:
             with contextlib.suppress(Exception):
                 await executor.aclose()
         # Run anything that was waiting on a commit (a success just before the stop).
-        await self._drain()
+        self._drain()
 
     def _finish(self, interrupted: bool) -> RunResult:
         self._report.finished_at = self._clock()
@@ -1583,7 +1547,7 @@ class Engine:
             report=report.to_json_dict(),
         )
         self._journal.commit()
-        self._publish(self._unpublished, [])
+        self._publish(self._unpublished)
         self._unpublished = []
         self._journal.finish_run(
             self._run_id,
@@ -1600,15 +1564,14 @@ class Engine:
         )
 
 
-def _release(barriers: list[asyncio.Future[None]], error: JournalError | None) -> None:
+def _release(waiters: asyncio.Future[None] | None, error: JournalError | None) -> None:
     """Wake whoever waits for a commit: done, or failed with `error`."""
-    for barrier in barriers:
-        if barrier.done():
-            continue
-        if error is None:
-            barrier.set_result(None)
-        else:
-            barrier.set_exception(error)
+    if waiters is None or waiters.done():
+        return
+    if error is None:
+        waiters.set_result(None)
+    else:
+        waiters.set_exception(error)
 
 
 def estimated_durations(fleet: Fleet, learned: Mapping[str, float]) -> list[float]:
@@ -1621,25 +1584,6 @@ def estimated_durations(fleet: Fleet, learned: Mapping[str, float]) -> list[floa
     known = [learned[task.id] for task in fleet.tasks if task.id in learned]
     default = sum(known) / len(known) if known else 1.0
     return [learned.get(task.id, default) for task in fleet.tasks]
-
-
-def make_private(path: str) -> None:
-    """Make the regular file at `path` readable by its owner only, if it is there.
-
-    Never through a symlink (an attempt could point its output anywhere, and we
-    may be root) and never blocking on a FIFO.
-    """
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError:
-        return
-    try:
-        if stat.S_ISREG(os.fstat(fd).st_mode):
-            os.fchmod(fd, 0o600)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def read_output(path: str | None, limit: int | None = None) -> str:

@@ -32,6 +32,7 @@ import json
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -127,6 +128,7 @@ class LocalProcess(AttemptProcess):
         attempt_id: int,
         owner: LocalExecutor,
         status_path: str,
+        output_path: str,
     ):
         self.pid = popen.pid
         self._pid: int = popen.pid
@@ -134,6 +136,7 @@ class LocalProcess(AttemptProcess):
         self.pid_started = process_start_time(popen.pid)
         self.attempt_id = attempt_id
         self._status_path = status_path
+        self._output_path = output_path
         self._popen = popen
         self._owner = owner
         loop = asyncio.get_running_loop()
@@ -167,6 +170,7 @@ class LocalProcess(AttemptProcess):
         recorded = read_status(self._status_path)
         if recorded is not None:
             code = recorded
+        make_private(self._output_path)
         if not self._exited.done():
             self._exited.set_result(code)
         self._owner._attempt_exited(self)
@@ -229,6 +233,7 @@ class ReattachedProcess(AttemptProcess):
         self.attempt_id = attempt.attempt_id
         self._pid = attempt.pid
         self._status_path = attempt.status_path
+        self._output_path = attempt.output_path
         self._owner = owner
         loop = asyncio.get_running_loop()
         self._exited: asyncio.Future[None] = loop.create_future()
@@ -264,6 +269,7 @@ class ReattachedProcess(AttemptProcess):
             self._on_exit()
 
     def _on_exit(self) -> None:
+        make_private(self._output_path)
         if not self._exited.done():
             self._exited.set_result(None)
         self._owner._reattached_exited(self)
@@ -385,7 +391,7 @@ class LocalExecutor(Executor):
             raise LaunchError(f"cannot run {request.argv[0]!r}: {exc.strerror}") from None
         finally:
             os.close(log_fd)
-        process = LocalProcess(popen, request.attempt_id, self, status_path)
+        process = LocalProcess(popen, request.attempt_id, self, status_path, request.output_path)
         self._live[process._pid] = process
         self._attempt_of[request.attempt_id] = process
         if self._adopt and self._sweeper is None:
@@ -448,6 +454,7 @@ class LocalExecutor(Executor):
             ]
             if remains:
                 await TreeKill(remains[0].pid, pgid=attempt.pid, grace=self._grace).run()
+        make_private(attempt.output_path)
         return status
 
     def _reattached_exited(self, process: ReattachedProcess) -> None:
@@ -652,6 +659,26 @@ def find_shim(attempt_id: int, output_path: str) -> tuple[int, float] | None:
         if started is not None:
             return pid, started
     return None
+
+
+def make_private(path: str) -> None:
+    """Make the regular file at `path` readable by its owner only, if it is there.
+
+    An attempt creates its output file itself, with its own umask. Never through
+    a symlink (an attempt could point its output anywhere, and we may be root)
+    and never blocking on a FIFO.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        if stat.S_ISREG(os.fstat(fd).st_mode):
+            os.fchmod(fd, 0o600)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def write_private(path: str, data: bytes) -> None:
