@@ -5,10 +5,13 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+import fleetdeck.journal
 from conftest import PYTHON, EngineHarness, alive, make_fleet, read_pids
 from fleetdeck.engine import CommandError, Engine
 from fleetdeck.model import Event, EventKind, Outcome, Stage, TaskState
@@ -608,6 +611,44 @@ async def test_a_success_is_durable_before_any_dependent_starts(
 
     await harness.run(fleet, during=during)
     assert ("task_succeeded", "up") in seen[0]
+
+
+async def test_a_dependent_process_finds_its_dependencies_success_in_the_journal(
+    harness: EngineHarness, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The promise itself: a dependent's launch is decided with its dependency's
+    success, but its process starts only once the journal holds that success. Each
+    dependent reads the journal from its own process and records what it found.
+    Commits are slowed down, so that a process started early would find nothing."""
+    write_rows = fleetdeck.journal._write_rows
+
+    def slow_write_rows(db: sqlite3.Connection, rows: Any) -> None:
+        time.sleep(0.2)
+        write_rows(db, rows)
+
+    monkeypatch.setattr(fleetdeck.journal, "_write_rows", slow_write_rows)
+    journal = tmp_path / "state" / "journal.sqlite3"
+    reader = (
+        "import sqlite3, sys; db = sqlite3.connect(sys.argv[1]);"
+        " print(db.execute(\"SELECT count(*) FROM events WHERE event = 'task_succeeded'"
+        ' AND task = ?", (sys.argv[2],)).fetchone()[0])'
+    )
+    agents = {
+        "sh": {"command": ["sh", "-c", "{prompt}"], "slots": 4},
+        "check": {"command": [PYTHON, "-c", reader, str(journal), "{prompt}"], "slots": 4},
+    }
+    # A chain: each link checks the one before it; several links per commit.
+    tasks: list[dict[str, object]] = [{"id": "t0", "agent": "sh", "prompt": "true"}]
+    tasks += [
+        {"id": f"t{i}", "agent": "check", "prompt": f"t{i - 1}", "depends_on": [f"t{i - 1}"]}
+        for i in range(1, 6)
+    ]
+    fleet = make_fleet(tmp_path, tasks, agents=agents)
+    run = await harness.run(fleet)
+    assert run.result.exit_code == 0
+    run_dir = run.state_dir / "runs" / str(run.result.run_id)
+    found = {i: (run_dir / f"t{i}.1.agent.log").read_text().strip() for i in range(1, 6)}
+    assert found == dict.fromkeys(range(1, 6), "1")
 
 
 async def test_lost_attempts_do_not_spend_retries(harness: EngineHarness, tmp_path: Path) -> None:
