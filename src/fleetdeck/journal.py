@@ -295,7 +295,8 @@ class Journal:
     def append(self, run_id: int, event: Event) -> None:
         """Buffer an event; it is written by the next commit."""
         data = _encode(event.data) if event.data else "{}"
-        self._events.append((run_id, event.ts, str(event.kind), event.task, data))
+        # Enum members are strings already: sqlite3 stores them as their value.
+        self._events.append((run_id, event.ts, event.kind, event.task, data))
 
     def record_attempt(self, run_id: int, attempt: Attempt) -> None:
         """Buffer the attempt's current row (written, or updated, by the next commit)."""
@@ -304,7 +305,7 @@ class Journal:
             attempt.attempt_id,
             run_id,
             attempt.task,
-            str(attempt.stage),
+            attempt.stage,
             attempt.number,
             attempt.worker,
             attempt.host,
@@ -314,7 +315,7 @@ class Journal:
             attempt.queued_at,
             attempt.started_at,
             attempt.finished_at,
-            None if attempt.outcome is None else str(attempt.outcome),
+            attempt.outcome,
             attempt.exit_code,
             attempt.error,
             attempt.pid_started,

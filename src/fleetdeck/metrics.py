@@ -206,20 +206,22 @@ class ReportBuilder:
             EventKind.TASK_REQUEUED: self._task_requeued,
         }
 
-    def feed(self, event: Event) -> None:
-        """Take one event into account."""
+    def feed(self, event: Event, node: int | None = None) -> None:
+        """Take one event into account (`node`: its task's place in the DAG, when
+        the caller knows it; else it is looked up)."""
         self._last_ts = event.ts
         kind = event.kind
-        if kind is EventKind.RUN_STARTED:
-            if self.started_at is None:
-                self.started_at = event.ts
-            return
-        if kind is EventKind.RUN_FINISHED:
-            self.finished_at = event.ts
-            return
         handler = self._handlers.get(kind)
-        node = self._node.get(event.task) if event.task is not None else None
-        if handler is not None and node is not None:
+        if handler is None:
+            if kind is EventKind.RUN_STARTED:
+                if self.started_at is None:
+                    self.started_at = event.ts
+            elif kind is EventKind.RUN_FINISHED:
+                self.finished_at = event.ts
+            return
+        if node is None and event.task is not None:
+            node = self._node.get(event.task)
+        if node is not None:
             handler(node, event)
 
     def _attempt_started(self, node: int, event: Event) -> None:
