@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import stat
 import sys
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import pytest
 from conftest import PYTHON, alive, read_pids, wait_dead
 from fleetdeck.executors.base import AttemptProcess, LaunchError, LaunchRequest
 from fleetdeck.executors.local import LocalExecutor
+from fleetdeck.executors.proctree import process_start_time
 from fleetdeck.model import Stage
 
 
@@ -170,16 +172,42 @@ asyncio.run(main())
 
 
 async def test_the_shim_leads_the_session_and_records_the_exit_status(tmp_path: Path) -> None:
+    """Attempts of a run share its status file, one line each; the command runs
+    in the attempt's workdir."""
     executor = LocalExecutor(grace=0.5)
-    process = await executor.start(request(tmp_path, ["sh", "-c", "sleep 0.2; exit 7"]))
-    assert process.pid is not None
-    shim = psutil.Process(process.pid).cmdline()
-    assert shim[0] == "/bin/sh" and shim[-3:] == ["sh", "-c", "sleep 0.2; exit 7"]
-    assert os.getsid(process.pid) == process.pid
-    assert await process.wait() == 7
-    assert (tmp_path / "t.status").read_text() == "7\n"
-    assert not (tmp_path / "t.status.tmp").exists()
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    first = await executor.start(
+        request(tmp_path, ["sh", "-c", "pwd; sleep 0.2; exit 7"], cwd=str(workdir))
+    )
+    assert first.pid is not None
+    shim = psutil.Process(first.pid).cmdline()
+    assert shim[0] == "/bin/sh" and shim[-3:] == ["sh", "-c", "pwd; sleep 0.2; exit 7"]
+    assert os.getsid(first.pid) == first.pid
+    second = await executor.start(
+        request(tmp_path, ["true"], attempt_id=2, log_path=str(tmp_path / "t2.log"))
+    )
+    assert await first.wait() == 7
+    assert await second.wait() == 0
+    assert sorted((tmp_path / "status").read_text().splitlines()) == ["1 7", "2 0"]
+    assert stat.S_IMODE((tmp_path / "status").stat().st_mode) == 0o600
+    assert (tmp_path / "t.log").read_text() == f"{workdir}\n"
     await executor.aclose()
+
+
+def test_a_recorded_status_is_read_from_whole_lines_only(tmp_path: Path) -> None:
+    """The shared file, an attempt's own file (older fleetdeck), a cut last line."""
+    from fleetdeck.executors.local import read_status
+
+    shared = tmp_path / "status"
+    shared.write_text("1 0\n12 3\n2 130\n3 1")  # attempt 3's line is not finished
+    assert [read_status(str(shared), n) for n in (1, 2, 3, 4, 12)] == [0, -2, None, None, 3]
+    own = tmp_path / "t.1.agent.status"
+    own.write_text("5\n")
+    assert read_status(str(own), 99) == 5
+    own.write_text("5")
+    assert read_status(str(own), 99) is None
+    assert read_status(str(tmp_path / "missing"), 1) is None
 
 
 async def test_redacted_variables_are_masked_in_the_log(tmp_path: Path) -> None:
@@ -203,7 +231,7 @@ async def test_redacted_variables_are_masked_in_the_log(tmp_path: Path) -> None:
     # Names only on the command line: `ps` never shows a value.
     assert "s3cr3t-v4lue" not in " ".join(psutil.Process(process.pid).cmdline())
     assert await process.wait() == 0
-    assert (tmp_path / "t.status").read_text() == "0\n"
+    assert (tmp_path / "status").read_text() == "1 0\n"
     await executor.aclose()
     assert (tmp_path / "t.log").read_text() == ("token=*** key=***\nhalf *** end\n***\nempty=[]\n")
 
@@ -223,19 +251,35 @@ async def test_an_attempt_outlives_its_supervisor_and_is_found_again(tmp_path: P
             tmp_path,
             ["sh", "-c", "sleep 0.5; exit 3"],
             log_path=attempt.log_path,
+            output_path=attempt.output_path,
             status_path=attempt.status_path,
         )
     )
+    # The start time is not read at launch: the marks in the shim's environment
+    # (attempt id, output file) tell it from any other process.
     attempt.pid, attempt.pid_started = started.pid, started.pid_started
+    assert attempt.pid_started is None
     second = LocalExecutor(grace=0.5)
     found = await second.recover(attempt)
     assert isinstance(found, AttemptProcess)
     assert await found.wait() == 3
     assert await second.recover(attempt) == 3  # ended: its recorded status
-    # The same pid with another start time is someone else's process: lost.
-    attempt.pid_started = (attempt.pid_started or 0) - 60
-    (tmp_path / "t.1.agent.status").unlink()
-    assert await second.recover(attempt) is None
+    Path(attempt.status_path).unlink()
+    assert await second.recover(attempt) is None  # gone without a status: lost
+    # A process with the same pid but another attempt's marks is someone else's.
+    other = await first.start(request(tmp_path, ["sleep", "5"], attempt_id=2))
+    assert other.pid is not None
+    stranger = Attempt(
+        attempt_id=1, task="t", stage=Stage.AGENT, number=1, worker="w", host="local",
+        run_dir=str(tmp_path), pid=other.pid,
+    )  # fmt: skip
+    assert await second.recover(stranger) is None
+    assert alive(other.pid), "someone else's process was stopped"
+    # Nor is a process that started at another time than the journal says (a
+    # start time journaled by an older fleetdeck).
+    stranger.pid_started = (process_start_time(other.pid) or 0) - 60
+    assert await second.recover(stranger) is None
+    await other.stop(0.5)
     await first.aclose()
     await second.aclose()
 
@@ -256,6 +300,7 @@ async def test_a_reattached_attempt_is_stopped_with_its_whole_tree(
             tmp_path,
             [PYTHON, str(tree_agent), str(pidfile)],
             log_path=attempt.log_path,
+            output_path=attempt.output_path,
             status_path=attempt.status_path,
         )
     )
@@ -278,7 +323,6 @@ async def test_an_attempt_whose_shim_was_killed_alone_is_lost_and_its_remains_st
     import subprocess
 
     from fleetdeck.executors.local import ATTEMPT_ID_VARIABLE, shim_argv
-    from fleetdeck.executors.proctree import process_start_time
     from fleetdeck.model import Attempt
 
     attempt = Attempt(
@@ -288,7 +332,7 @@ async def test_an_attempt_whose_shim_was_killed_alone_is_lost_and_its_remains_st
     pidfile = tmp_path / "child.pid"
     script = f"echo $$ > {pidfile}.tmp; mv {pidfile}.tmp {pidfile}; exec sleep 60"
     shim = subprocess.Popen(
-        shim_argv(attempt.status_path, ("sh", "-c", script), ()),
+        shim_argv(str(tmp_path), attempt.status_path, 7, ("sh", "-c", script), ()),
         env={**os.environ, ATTEMPT_ID_VARIABLE: "7"},
         start_new_session=True,
     )

@@ -1022,7 +1022,7 @@ class Engine:
             output_path=stem + ".out",
             inputs_path=stem + ".inputs.json",
             inputs=inputs,
-            status_path=stem + ".status",
+            status_path=attempt.status_path,
             redact=self._redact_names,
         )
 

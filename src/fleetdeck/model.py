@@ -157,8 +157,9 @@ class Attempt:
 
     @property
     def status_path(self) -> str:
-        """Where the local shim records the exit status when the command ends."""
-        return self.stem + ".status"
+        """Where the local shim records the exit status when the command ends: the
+        run's status file, one line per attempt."""
+        return self.run_dir + "/status"
 
     @property
     def inputs_path(self) -> str:

@@ -1,18 +1,19 @@
 """The redacting shim: the process that owns one local attempt, so it can outlive us.
 
-    python -I -S .../fleetdeck/shim.py STATUS_PATH [-r NAME]... -- COMMAND [ARG]...
+    python -I -S .../fleetdeck/shim.py DIR STATUS_PATH ATTEMPT_ID [-r NAME]... -- COMMAND [ARG]...
 
 Most attempts run under a shim of a few lines of sh (`executors/local.py`,
 `SH_SHIM`), which is ten times cheaper to start; this one is for attempts whose
 log must have secrets masked, and does the same otherwise. The local executor
 starts it in the attempt's own session (so the shim is the session and
 process-group leader) with stdout and stderr on the attempt's log file. The
-shim starts COMMAND, waits for it, and records its exit status in STATUS_PATH
-(written to a temporary name, then renamed: a reader sees the whole status or
-none): the decimal exit code, or -N when a signal N killed it. It then
-exits the same way. If the supervisor dies meanwhile, the attempt goes on, its
-output still reaches the log, and the next supervisor finds the status (or the
-shim still running) and takes the attempt up again.
+shim starts COMMAND in DIR, waits for it, and records its exit status as one
+line `ATTEMPT_ID STATUS` appended to STATUS_PATH, the run's status file (one
+write(): a reader sees the whole line or none): STATUS is the decimal exit
+code, or -N when a signal N killed it. It then exits the same way. If the
+supervisor dies meanwhile, the attempt goes on, its output still reaches the
+log, and the next supervisor finds the status (or the shim still running) and
+takes the attempt up again.
 
 With `-r NAME` (names only: values never go on a command line, where `ps` shows
 them), the value of each such environment variable, when set and not empty, is
@@ -36,15 +37,13 @@ CANNOT_RUN = 126
 CHUNK = 65536
 
 
-def record(status_path: str, code: int) -> None:
-    """Write `code` to `status_path` atomically (temporary file, then rename)."""
-    temporary = status_path + ".tmp"
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+def record(status_path: str, attempt_id: str, code: int) -> None:
+    """Append `ATTEMPT_ID CODE` to the status file, in one write."""
+    fd = os.open(status_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
     try:
-        os.write(fd, b"%d\n" % code)
+        os.write(fd, b"%s %d\n" % (attempt_id.encode(), code))
     finally:
         os.close(fd)
-    os.rename(temporary, status_path)
 
 
 def write_all(fd: int, data: bytes) -> None:
@@ -91,15 +90,21 @@ def pump(source: int, secrets: list[bytes]) -> None:
 
 def main(args: list[str]) -> int:
     """Run the attempt described by `args` (see the module's docstring)."""
-    status_path = args[0]
+    directory, status_path, attempt_id = args[:3]
     names: list[str] = []
-    at = 1
+    at = 3
     while args[at] == "-r":
         names.append(args[at + 1])
         at += 2
     argv = args[at + 1 :]
     values = {os.environ.get(name, "") for name in names}
     secrets = sorted((value.encode() for value in values if value), key=len, reverse=True)
+    try:
+        os.chdir(directory)
+    except OSError as exc:
+        # As sh's `cd` would: no status recorded, exit 126.
+        write_all(2, f"fleetdeck: cannot enter {directory!r}: {exc.strerror}\n".encode())
+        return CANNOT_RUN
     actions = []
     reader = -1
     if secrets:
@@ -123,14 +128,14 @@ def main(args: list[str]) -> int:
     except OSError as exc:
         code = NOT_FOUND if isinstance(exc, FileNotFoundError) else CANNOT_RUN
         write_all(2, f"fleetdeck: cannot run {argv[0]!r}: {exc.strerror}\n".encode())
-        record(status_path, code)
+        record(status_path, attempt_id, code)
         return code
     if secrets:
         os.close(writer)
         pump(reader, secrets)
     _, status = os.waitpid(pid, 0)
     code = os.waitstatus_to_exitcode(status)
-    record(status_path, code)
+    record(status_path, attempt_id, code)
     if code < 0:
         # Die of the same signal, so whoever waits for the shim sees what happened.
         _signal.signal(-code, _signal.SIG_DFL)

@@ -52,7 +52,8 @@ class LaunchRequest:
     output_path: str
     inputs_path: str
     inputs: Mapping[str, str]
-    # Where a local attempt's exit status is recorded ("": next to the log).
+    # The file where a local attempt's exit status is recorded, shared by the
+    # attempts of a run ("": `status` in the log's directory).
     status_path: str = ""
     # Names of environment variables whose values are replaced by `***` in the log.
     redact: tuple[str, ...] = ()

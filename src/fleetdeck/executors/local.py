@@ -3,17 +3,20 @@
 Each attempt starts in a new session (so in its own process group), with stdin
 from /dev/null and stdout and stderr appended straight to the attempt's log file:
 the output never passes through fleetdeck, so an agent printing a gigabyte costs
-us nothing. We learn of the exit through a pidfd on the event loop rather than
-asyncio's child watcher, which starts a thread per process.
+us nothing. Processes start with posix_spawn (half the supervisor's time of
+subprocess.Popen, measured), and we learn of the exit through a pidfd on the
+event loop rather than asyncio's child watcher, which starts a thread per process.
 
 The session's leader is a shim, which starts the command and records its exit
-status in a file next to the log. So an attempt survives the death of its
-supervisor: `recover()` finds it again by pid and start time, waits for it
-through a pidfd (it is no longer our child), and reads its status. The shim is a
-few lines of POSIX sh (`SH_SHIM`): a Python interpreter costs about 12 ms per
-attempt on a small machine, sh well under 1 ms. Only an attempt whose log must
-have secrets masked runs under the Python shim (`fleetdeck/shim.py`), which
-passes the output through itself.
+status: one line `ATTEMPT_ID STATUS` appended to the run's status file, shared
+by its attempts (creating a file per attempt cost more than the rest of the
+shim). So an attempt survives the death of its supervisor: `recover()` finds
+it again by pid and the marks in its environment, waits for it through a pidfd
+(it is no longer our child), and reads its status. The shim is a few lines of
+POSIX sh (`SH_SHIM`): a Python interpreter costs about 12 ms per attempt on a
+small machine, sh well under 1 ms. Only an attempt whose log must have secrets
+masked runs under the Python shim (`fleetdeck/shim.py`), which passes the
+output through itself.
 
 Nothing an attempt starts may outlive it. On stop: SIGTERM to the group and to
 every descendant found, a grace period, SIGKILL to the rest (proctree). On a
@@ -33,7 +36,6 @@ import os
 import shutil
 import signal
 import stat
-import subprocess
 import sys
 import time
 
@@ -69,75 +71,99 @@ SWEEP_INTERVAL = 1.0
 # The redacting shim runs as a script, not as `-m fleetdeck.shim`: importing the
 # package would put site and the virtual environment's paths into its start-up.
 SHIM_PATH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "shim.py")
-# The usual shim: $1 is the status file, the rest the command. The status is one
-# write() of a few bytes ending in a newline, made after the command ended, and
-# read only once the shim is gone (or by a reader that requires the newline):
-# no reader can see half of it. A temporary file and a rename would say the same
-# with an `mv` process per attempt, which measured 1.5-2 ms each here.
-# The status file is private (umask 077, set once the command has ended: the
-# command keeps the umask it was given). sh reports a death by signal N as
-# 128+N, like `exit 128+N`: see read_status().
-SH_SHIM = 's=$1; shift; "$@"; c=$?; umask 077; printf "%d\\n" "$c" > "$s"; exit "$c"'
+# The usual shim: $1 is the directory to run in (posix_spawn cannot change it),
+# $2 the run's status file, $3 the attempt's id, the rest the command. The
+# status is one append of a short line, a single write() (O_APPEND: lines of
+# attempts ending together never mix), made after the command ended; readers
+# take only whole lines, so none sees half of one. The file is private (umask
+# 077 once the command has ended: the command keeps the umask it was given).
+# sh reports a death by signal N as 128+N, like `exit 128+N`: see read_status().
+SH_SHIM = (
+    'cd -- "$1" || exit 126; s=$2; i=$3; shift 3; "$@"; c=$?; umask 077; '
+    'printf "%s %d\\n" "$i" "$c" >> "$s"; exit "$c"'
+)
+# Python ignores these; an attempt gets the defaults back, as subprocess gives them.
+_DEFAULT_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ)
 # Exit statuses from 129 to 192 read as deaths by signal 1 to 64.
 _SIGNAL_STATUS = range(129, 193)
 # How often to look at a reattached attempt where the kernel offers no pidfd.
 _POLL_WITHOUT_PIDFD = 0.2
 
 
-def shim_argv(status_path: str, argv: tuple[str, ...], redact: tuple[str, ...]) -> list[str]:
-    """The command line that runs `argv` under a shim (the Python one to redact)."""
+def shim_argv(
+    cwd: str, status_path: str, attempt_id: int, argv: tuple[str, ...], redact: tuple[str, ...]
+) -> list[str]:
+    """The command line that runs `argv` in `cwd` under a shim (the Python one to
+    redact) that records its status in `status_path` as attempt `attempt_id`'s."""
+    where = [cwd, status_path, str(attempt_id)]
     if not redact:
-        return ["/bin/sh", "-c", SH_SHIM, "fleetdeck-shim", status_path, *argv]
+        return ["/bin/sh", "-c", SH_SHIM, "fleetdeck-shim", *where, *argv]
     names = [item for name in redact for item in ("-r", name)]
-    return [sys.executable, "-I", "-S", SHIM_PATH, status_path, *names, "--", *argv]
+    return [sys.executable, "-I", "-S", SHIM_PATH, *where, *names, "--", *argv]
 
 
 def status_path_for(request: LaunchRequest) -> str:
-    """Where the shim records `request`'s exit status: next to its log."""
-    if request.status_path:
-        return request.status_path
-    stem = request.log_path[:-4] if request.log_path.endswith(".log") else request.log_path
-    return stem + ".status"
+    """Where the shim records `request`'s exit status: its run's status file, the
+    directory of its log."""
+    return request.status_path or os.path.join(os.path.dirname(request.log_path), "status")
 
 
-def read_status(path: str) -> int | None:
-    """The exit status a shim recorded at `path`, or None when there is none.
+def read_status(path: str, attempt_id: int) -> int | None:
+    """The exit status a shim recorded in `path` for attempt `attempt_id`, or None
+    when there is none.
 
-    As on SSH hosts (where a shell reports too), a status from 129 to 192 is
-    taken for a death by signal N - 128 and returned as -N: `exit 130` reads as
-    -2, which is also what sh records when SIGINT killed the command.
+    A file holding a single number is an attempt's own status file, as written
+    before status files were shared. As on SSH hosts (where a shell reports
+    too), a status from 129 to 192 is taken for a death by signal N - 128 and
+    returned as -N: `exit 130` reads as -2, which is also what sh records when
+    SIGINT killed the command.
     """
     try:
         with open(path, "rb") as handle:
             recorded = handle.read()
-        # Only a whole record counts: a shim killed while writing left none.
-        if not recorded.endswith(b"\n"):
-            return None
-        code = int(recorded)
-    except (OSError, ValueError):
+    except OSError:
         return None
+    wanted = b"%d" % attempt_id
+    code: int | None = None
+    # Only whole lines count: a shim killed while writing left none.
+    for line in recorded.split(b"\n")[:-1]:
+        fields = line.split()
+        try:
+            if len(fields) == 2 and fields[0] == wanted:
+                code = int(fields[1])
+            elif len(fields) == 1:
+                code = int(fields[0])
+        except ValueError:
+            continue
+    return None if code is None else from_shell(code)
+
+
+def from_shell(code: int) -> int:
+    """An exit status as a shell reports it, with 129-192 read as death by signal."""
     return 128 - code if code in _SIGNAL_STATUS else code
 
 
 class LocalProcess(AttemptProcess):
-    """One local attempt's main process, plus what it leaves behind."""
+    """One local attempt's main process (its shim), plus what it leaves behind.
+
+    `pid_started` stays None: reading a process's start time as it execs costs
+    about half a millisecond here, and a restarted supervisor knows its attempts
+    by the marks in their environment instead (see `LocalExecutor.recover`).
+    """
 
     def __init__(
         self,
-        popen: subprocess.Popen[bytes],
+        pid: int,
         attempt_id: int,
         owner: LocalExecutor,
         status_path: str,
         output_path: str,
     ):
-        self.pid = popen.pid
-        self._pid: int = popen.pid
-        # Our child, not reaped yet: /proc still has it, even if it exited already.
-        self.pid_started = process_start_time(popen.pid)
+        self.pid = pid
+        self._pid: int = pid
         self.attempt_id = attempt_id
         self._status_path = status_path
         self._output_path = output_path
-        self._popen = popen
         self._owner = owner
         loop = asyncio.get_running_loop()
         self._exited: asyncio.Future[int] = loop.create_future()
@@ -150,29 +176,36 @@ class LocalProcess(AttemptProcess):
             pidfd = os.pidfd_open(self._pid)
         except (AttributeError, OSError):
             # No pidfd (old kernel): wait in a thread instead.
-            waiter = loop.run_in_executor(None, self._popen.wait)
-            waiter.add_done_callback(lambda done: self._on_exit(done.result()))
+            waiter = loop.run_in_executor(None, _reap, self._pid, 0)
+            waiter.add_done_callback(lambda done: self._on_exit(*done.result()))
             return
 
         def readable() -> None:
-            code = self._popen.poll()
-            if code is None:
-                return  # not reaped yet; pidfd stays readable, we will be called again
+            reaped, code = _reap(self._pid, os.WNOHANG)
+            if not reaped:
+                return  # not ended yet; pidfd stays readable, we will be called again
             loop.remove_reader(pidfd)
             os.close(pidfd)
-            self._on_exit(code)
+            self._on_exit(reaped, code)
 
         loop.add_reader(pidfd, readable)
 
-    def _on_exit(self, code: int) -> None:
-        # The command's status, as the shim recorded it; a shim that was itself
-        # stopped (cancel, timeout, quit) recorded none, and its own status says so.
-        recorded = read_status(self._status_path)
-        if recorded is not None:
-            code = recorded
+    def _on_exit(self, _reaped: bool, code: int | None) -> None:
+        # The shim exits with the command's status as a shell reports it. A shim
+        # that was itself stopped (cancel, timeout, quit) did not, and may have
+        # recorded the command's status first; so may one that someone else
+        # reaped (code None), which is all we can know of it then.
+        if code is not None and code >= 0:
+            code = from_shell(code)
+        else:
+            recorded = read_status(self._status_path, self.attempt_id)
+            code = recorded if recorded is not None else code
         make_private(self._output_path)
         if not self._exited.done():
-            self._exited.set_result(code)
+            if code is None:
+                self._exited.set_exception(HostLostError("the attempt's exit status was lost"))
+            else:
+                self._exited.set_result(code)
         self._owner._attempt_exited(self)
 
     @property
@@ -208,7 +241,8 @@ class LocalProcess(AttemptProcess):
     async def _terminate(self, kill: TreeKill) -> None:
         try:
             await kill.run()
-            await self._exited
+            with contextlib.suppress(HostLostError):
+                await self._exited
         finally:
             self._owner._attempt_stopped(self)
 
@@ -231,6 +265,7 @@ class ReattachedProcess(AttemptProcess):
         self.pid = attempt.pid
         self.pid_started = started = attempt.pid_started
         self.attempt_id = attempt.attempt_id
+        self._stem = attempt.stem
         self._pid = attempt.pid
         self._status_path = attempt.status_path
         self._output_path = attempt.output_path
@@ -281,7 +316,7 @@ class ReattachedProcess(AttemptProcess):
         killed by someone else than us): the attempt's fate is unknown.
         """
         await asyncio.shield(self._exited)
-        code = read_status(self._status_path)
+        code = _recorded_status(self._status_path, self._stem, self.attempt_id)
         if code is not None:
             return code
         if self._kill is not None:
@@ -334,13 +369,14 @@ class LocalExecutor(Executor):
         self._reattached: dict[int, ReattachedProcess] = {}  # attempt id -> process
         # Commands found on PATH, by (name, PATH): looked up once, not per attempt.
         self._found: set[tuple[str, str]] = set()
-        # One /dev/null for every attempt's stdin (Popen would open one each time).
+        # One /dev/null for every attempt's stdin.
         self._devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+        self._status_files: set[str] = set()
 
     async def start(self, request: LaunchRequest) -> LocalProcess:
         """Start `request` as a local process. Raises LaunchError."""
-        # Popen encodes every variable of `env` for every process; starting from
-        # an environment encoded once saves most of that.
+        # An environment encoded once: encoding every variable for every process
+        # would cost more than the rest of this method.
         env = dict(self._base_env)
         for key, value in request.env.items():
             env[os.fsencode(key)] = os.fsencode(value)
@@ -362,41 +398,47 @@ class LocalExecutor(Executor):
         # find out now, so that the operator gets a launch error naming it.
         self._check_command(request)
         status_path = status_path_for(request)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(status_path)  # a status never belongs to an earlier attempt
         try:
+            self._create_status_file(status_path)
             log_fd = os.open(
                 request.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600
             )
         except OSError as exc:
-            raise LaunchError(f"cannot open log {request.log_path}: {exc.strerror}") from None
+            raise LaunchError(f"cannot open {exc.filename}: {exc.strerror}") from None
+        argv = shim_argv(
+            request.cwd or ".", status_path, request.attempt_id, request.argv, request.redact
+        )
         try:
-            # Popen in a coroutine on purpose: with vfork it returns in about a
-            # millisecond, faster than asyncio's own subprocess machinery.
-            popen = subprocess.Popen(  # noqa: ASYNC220
-                shim_argv(status_path, request.argv, request.redact),
-                stdin=self._devnull,
-                stdout=log_fd,
-                stderr=log_fd,
-                cwd=request.cwd,
-                env=env,
-                start_new_session=True,
-                close_fds=True,
+            # Blocking on purpose, and in a coroutine: posix_spawn returns once the
+            # shim is exec'd, in a fraction of a millisecond.
+            pid = os.posix_spawn(  # noqa: ASYNC221
+                argv[0],
+                argv,
+                env,
+                file_actions=(
+                    (os.POSIX_SPAWN_DUP2, self._devnull, 0),
+                    (os.POSIX_SPAWN_DUP2, log_fd, 1),
+                    (os.POSIX_SPAWN_DUP2, log_fd, 2),
+                ),
+                setsid=True,
+                setsigdef=_DEFAULT_SIGNALS,
             )
-        except FileNotFoundError as exc:
-            raise LaunchError(_not_found(request, exc)) from None
-        except PermissionError:
-            raise LaunchError(f"permission denied running {request.argv[0]!r}") from None
         except OSError as exc:
-            raise LaunchError(f"cannot run {request.argv[0]!r}: {exc.strerror}") from None
+            raise LaunchError(f"cannot start the shim {argv[0]!r}: {exc.strerror}") from None
         finally:
             os.close(log_fd)
-        process = LocalProcess(popen, request.attempt_id, self, status_path, request.output_path)
+        process = LocalProcess(pid, request.attempt_id, self, status_path, request.output_path)
         self._live[process._pid] = process
         self._attempt_of[request.attempt_id] = process
         if self._adopt and self._sweeper is None:
             self._schedule_sweep()
         return process
+
+    def _create_status_file(self, path: str) -> None:
+        """Create a run's status file, private, before its first shim appends to it."""
+        if path not in self._status_files:
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600))
+            self._status_files.add(path)
 
     def _check_command(self, request: LaunchRequest) -> None:
         """Raise LaunchError when the workdir or the command is not there."""
@@ -419,15 +461,22 @@ class LocalExecutor(Executor):
         self._found.add((command, search))
 
     async def recover(self, attempt: Attempt) -> AttemptProcess | int | None:
-        """An attempt of an earlier supervisor: its shim if it still runs (same pid,
-        same start time), else the status its shim recorded, else None (lost).
+        """An attempt of an earlier supervisor: its shim if it still runs, else the
+        status its shim recorded, else None (lost).
 
-        An attempt journaled without a pid (its supervisor died while starting
-        it) is looked for by the marks in its environment."""
+        The process with the journaled pid is the attempt's shim if it leads its
+        own group and carries the attempt's marks in its environment (or, for a
+        start time journaled by an older fleetdeck, if it started then). An
+        attempt journaled without a pid (its supervisor died while starting it)
+        is looked for by those marks alone."""
         if attempt.pid is None:
             found = find_shim(attempt.attempt_id, attempt.output_path)
             if found is not None:
                 attempt.pid, attempt.pid_started = found
+        elif attempt.pid_started is None:
+            attempt.pid_started = shim_started(
+                attempt.pid, _marks(attempt.attempt_id, attempt.output_path)
+            )
         # A shim that ended (a zombie its new parent has not reaped yet) is not
         # reattached: its recorded status is all there is to know.
         if (
@@ -443,7 +492,7 @@ class LocalExecutor(Executor):
                 self._reattached[attempt.attempt_id] = process
                 return process
         # Read after the liveness check: a shim records its status before it exits.
-        status = read_status(attempt.status_path)
+        status = _recorded_status(attempt.status_path, attempt.stem, attempt.attempt_id)
         if attempt.pid is not None:
             # The shim is gone; what it started may not be (someone killed the
             # shim alone). Stop it before anything runs the task again.
@@ -636,29 +685,56 @@ def _carries(pid: int, attempt_id: int) -> bool:
     return b"\0" + _ATTEMPT_ID_KEY + b"=%d\0" % attempt_id in environ
 
 
-def find_shim(attempt_id: int, output_path: str) -> tuple[int, float] | None:
-    """The pid and start time of the shim of attempt `attempt_id`, if it runs: the
-    group leader whose environment names this attempt and its output file (the
-    attempt id alone is only unique within one journal)."""
-    marks = (
+def _marks(attempt_id: int, output_path: str) -> tuple[bytes, bytes]:
+    """What an attempt's environment holds that no other process's does: its id
+    and its output file (the id alone is only unique within one journal)."""
+    return (
         b"\0" + _ATTEMPT_ID_KEY + b"=%d\0" % attempt_id,
         b"\0FLEETDECK_OUTPUT=" + os.fsencode(output_path) + b"\0",
     )
+
+
+def shim_started(pid: int, marks: tuple[bytes, bytes]) -> float | None:
+    """The start time of process `pid` if it is an attempt's shim: a group leader
+    carrying `marks` in its environment. None when it is not (or is gone)."""
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as handle:
+            environ = b"\0" + handle.read()
+        if not all(mark in environ for mark in marks) or os.getpgid(pid) != pid:
+            return None
+    except OSError:
+        return None  # gone, or not ours to read
+    return process_start_time(pid)
+
+
+def find_shim(attempt_id: int, output_path: str) -> tuple[int, float] | None:
+    """The pid and start time of the shim of attempt `attempt_id`, if it runs."""
+    marks = _marks(attempt_id, output_path)
     for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        pid = int(name)
-        try:
-            with open(f"/proc/{pid}/environ", "rb") as handle:
-                environ = b"\0" + handle.read()
-            if not all(mark in environ for mark in marks) or os.getpgid(pid) != pid:
-                continue
-        except OSError:
-            continue  # gone, or not ours to read
-        started = process_start_time(pid)
-        if started is not None:
-            return pid, started
+        if name.isdigit():
+            started = shim_started(int(name), marks)
+            if started is not None:
+                return int(name), started
     return None
+
+
+def _recorded_status(status_path: str, stem: str, attempt_id: int) -> int | None:
+    """The status recorded for an attempt: in its run's status file, or in a file
+    of its own (`STEM.status`, as fleetdeck wrote them before)."""
+    code = read_status(status_path, attempt_id)
+    if code is None:
+        code = read_status(stem + ".status", attempt_id)
+    return code
+
+
+def _reap(pid: int, options: int) -> tuple[bool, int | None]:
+    """waitpid(pid, options): (whether it ended, its exit code). A child someone
+    else reaped reads as ended with no code."""
+    try:
+        reaped, status = os.waitpid(pid, options)
+    except ChildProcessError:
+        return True, None
+    return (True, os.waitstatus_to_exitcode(status)) if reaped else (False, None)
 
 
 def make_private(path: str) -> None:
@@ -690,9 +766,3 @@ def write_private(path: str, data: bytes) -> None:
             view = view[os.write(fd, view) :]
     finally:
         os.close(fd)
-
-
-def _not_found(request: LaunchRequest, exc: FileNotFoundError) -> str:
-    if request.cwd is not None and (exc.filename == request.cwd or not os.path.isdir(request.cwd)):
-        return f"workdir does not exist: {request.cwd}"
-    return f"command not found: {request.argv[0]!r}"
