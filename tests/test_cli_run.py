@@ -280,3 +280,40 @@ def test_the_engine_never_imports_textual() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
+
+
+def _loaded_after(*args: str) -> tuple[int, set[str]]:
+    """`fleetdeck ARGS` in a fresh interpreter: its exit code and every module loaded."""
+    code = (
+        "import json, sys\n"
+        "from fleetdeck.cli import main\n"
+        "code = main(sys.argv[1:])\n"
+        "print(json.dumps([code, sorted(sys.modules)]), file=sys.stderr)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120
+    )
+    exit_code, modules = json.loads(done.stderr.splitlines()[-1])
+    return exit_code, set(modules)
+
+
+def _packages(modules: set[str], names: set[str]) -> list[str]:
+    return sorted(m for m in modules if any(m == n or m.startswith(n + ".") for n in names))
+
+
+def test_start_up_loads_only_what_the_command_needs(tmp_path: Path) -> None:
+    """Every run pays its start-up: a headless run of a fleet without SSH hosts loads
+    neither Textual nor asyncssh, and `validate` none of the machinery of a run."""
+    config = write_config(tmp_path, TWO_TASKS)
+    code, modules = _loaded_after("run", str(config), "--no-tui")
+    assert code == 0
+    assert "fleetdeck.engine" in modules  # it did run
+    assert (
+        _packages(modules, {"textual", "fleetdeck.tui", "asyncssh", "fleetdeck.executors.ssh"})
+        == []
+    )
+
+    code, modules = _loaded_after("validate", str(config))
+    assert code == 0
+    run_only = {"asyncio", "sqlite3", "psutil", "fleetdeck.engine", "fleetdeck.executors"}
+    assert _packages(modules, run_only) == []

@@ -768,3 +768,42 @@ def test_validate_end_to_end_in_a_real_process(tmp_path: Path) -> None:
         f"{path}: tasks[1].depends_on: task 'deploy' depends on unknown task 'lnt' "
         "(did you mean 'lint'?)"
     )
+
+
+def test_pydantic_plugins_stay_out_of_the_config(tmp_path: Path) -> None:
+    """A pydantic plugin installed beside fleetdeck (logfire's is one) is meant for an
+    application's own models: it is neither imported (logfire's pulls in its whole SDK
+    at every start) nor able to break `validate`, and the user's setting is kept."""
+    site = tmp_path / "site"
+    dist = site / "observer-1.0.dist-info"
+    dist.mkdir(parents=True)
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: observer\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text("[pydantic]\nobserver = observer_plugin:plugin\n")
+    marker = tmp_path / "imported"
+    (site / "observer_plugin.py").write_text(
+        f"open({str(marker)!r}, 'w').close()\nraise ImportError('a broken plugin')\n"
+    )
+    path = write(tmp_path, AGENT + ONE_TASK)
+    code = (
+        "import os, sys\n"
+        "from fleetdeck.cli import main\n"
+        "code = main(sys.argv[1:])\n"
+        "print(os.environ.get('PYDANTIC_DISABLE_PLUGINS'))\n"
+        "sys.exit(code)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code, "validate", str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+        env={
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")])),
+            "PYDANTIC_DISABLE_PLUGINS": "other",
+        },
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    assert result.stdout.splitlines()[-1] == "other"
+    assert not marker.exists()

@@ -7,24 +7,19 @@ Exit codes: 0 every task succeeded; 1 some task failed, was blocked or cancelled
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
-import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fleetdeck import __version__
 from fleetdeck.config import ConfigError, Fleet, load_fleet, printable
-from fleetdeck.engine import Engine, RunResult
-from fleetdeck.executors import LaunchError, build_executors
-from fleetdeck.executors.proctree import become_subreaper
-from fleetdeck.headless import HeadlessView
-from fleetdeck.journal import Journal, JournalError
 from fleetdeck.policy import POLICY_NAMES
-from fleetdeck.redact import MIN_LENGTH as MIN_SECRET_LENGTH
-from fleetdeck.resume import ResumeError, choose_run
 from fleetdeck.text import plural
+
+if TYPE_CHECKING:
+    from fleetdeck.engine import Engine
 
 EXIT_USAGE = 2
 
@@ -130,6 +125,16 @@ def report_command(args: argparse.Namespace) -> int:
 
 def run_command(fleet: Fleet, args: argparse.Namespace) -> int:
     """`fleetdeck run`: open the journal, pick the view, run to the end."""
+    # Only a run needs these (and asyncio, psutil and sqlite3 with them): imported
+    # here, `validate` and `schema` start without them.
+    from fleetdeck.engine import Engine
+    from fleetdeck.executors import LaunchError, build_executors
+    from fleetdeck.executors.proctree import become_subreaper
+    from fleetdeck.headless import run_headless
+    from fleetdeck.journal import Journal, JournalError
+    from fleetdeck.redact import MIN_LENGTH as MIN_SECRET_LENGTH
+    from fleetdeck.resume import ResumeError, choose_run
+
     state_dir = Path(args.state_dir) if args.state_dir else fleet.state_dir
     use_tui = not (args.no_tui or args.json) and sys.stdout.isatty() and sys.stdin.isatty()
     # Orphans an attempt leaves behind (double fork) are re-parented to us, so we
@@ -178,7 +183,7 @@ def run_command(fleet: Fleet, args: argparse.Namespace) -> int:
     try:
         if use_tui:
             return _tui_runner()(engine)
-        return asyncio.run(_run_headless(engine, json_lines=args.json))
+        return run_headless(engine, json_lines=args.json)
     except JournalError as exc:
         # The disk filled up or went read-only mid-run: the engine stopped every
         # attempt; what the journal committed before stays readable.
@@ -198,41 +203,6 @@ def _tui_runner() -> Callable[[Engine], int]:
     from fleetdeck.tui import run_tui
 
     return run_tui
-
-
-async def _run_headless(engine: Engine, *, json_lines: bool) -> int:
-    width = min(24, max((len(task.id) for task in engine.fleet.tasks), default=4))
-    view = HeadlessView(json_lines=json_lines, task_width=width)
-    engine.subscribe(view)
-    _install_stop_signals(engine)
-    result: RunResult = await engine.run()
-    view.finish(result.tasks, result.report)
-    return result.exit_code
-
-
-def _install_stop_signals(engine: Engine) -> None:
-    """Ctrl-C stops cleanly; a second Ctrl-C kills at once (still the whole trees)."""
-    loop = asyncio.get_running_loop()
-    interrupts = 0
-
-    def interrupted() -> None:
-        nonlocal interrupts
-        interrupts += 1
-        if interrupts == 1:
-            running = engine.snapshot().running
-            print(
-                f"fleetdeck: interrupted: stopping {len(running)} attempt(s) "
-                f"(grace {engine.grace:g}s; Ctrl-C again to kill at once)",
-                file=sys.stderr,
-            )
-            engine.request_stop()
-        else:
-            engine.request_stop(hurry=True)
-
-    loop.add_signal_handler(signal.SIGINT, interrupted)
-    # The terminal going away, or a polite kill: stop the same clean way.
-    loop.add_signal_handler(signal.SIGTERM, engine.request_stop)
-    loop.add_signal_handler(signal.SIGHUP, engine.request_stop)
 
 
 if __name__ == "__main__":  # pragma: no cover

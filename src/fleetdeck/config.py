@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime
 import difflib
+import os
 import re
 import string
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -146,7 +147,31 @@ class FleetConfig:
     tasks: tuple[TaskSpec, ...] = ()
 
 
-_ADAPTER: TypeAdapter[FleetConfig] = TypeAdapter(FleetConfig)
+_NO_PLUGINS = "PYDANTIC_DISABLE_PLUGINS"
+
+
+def _build_adapter() -> TypeAdapter[FleetConfig]:
+    """The validator and serializer of the whole file, built without pydantic's plugins.
+
+    A plugin (logfire's, say) observes an application's own models, not a tool's
+    config file. Looking them up reads the entry points of every installed package
+    and imports each plugin found (logfire's imports its whole SDK), at every start,
+    and a broken one prints a warning. pydantic reads PYDANTIC_DISABLE_PLUGINS while
+    it builds a validator: it is set for that moment only, then put back as the user
+    had it (attempts inherit the environment).
+    """
+    previous = os.environ.get(_NO_PLUGINS)
+    os.environ[_NO_PLUGINS] = "__all__"
+    try:
+        return TypeAdapter(FleetConfig)
+    finally:
+        if previous is None:
+            del os.environ[_NO_PLUGINS]
+        else:
+            os.environ[_NO_PLUGINS] = previous
+
+
+_ADAPTER = _build_adapter()
 
 
 @dataclass(slots=True, frozen=True)

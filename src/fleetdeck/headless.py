@@ -1,21 +1,29 @@
 """The --no-tui view: one line per event, then the per-task table and the report.
 
+`run_headless` runs an engine with it to the end, as `fleetdeck.tui.run_tui` does
+with the TUI.
+
 Text lines read `HH:MM:SS.mmm  task  event  details` (local time); `--json` prints
 one JSON object per event with a UTC timestamp instead, for scripts.
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
+import signal
 import sys
 import time
 from collections.abc import Sequence
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from fleetdeck.metrics import Report, TaskSummary
 from fleetdeck.model import Event
 from fleetdeck.text import format_seconds, plural
+
+if TYPE_CHECKING:
+    from fleetdeck.engine import Engine
 
 # Keys shown first, in this order, when they are present in an event's details.
 _DETAIL_ORDER = (
@@ -34,6 +42,45 @@ _DETAIL_ORDER = (
 )
 _SECONDS_KEYS = frozenset({"duration", "delay"})
 _HIDDEN_KEYS = frozenset({"report"})
+
+
+def run_headless(engine: Engine, *, json_lines: bool = False) -> int:
+    """Run `engine` to the end, printing its events; returns the exit code."""
+    return asyncio.run(_run(engine, json_lines=json_lines))
+
+
+async def _run(engine: Engine, *, json_lines: bool) -> int:
+    width = min(24, max((len(task.id) for task in engine.fleet.tasks), default=4))
+    view = HeadlessView(json_lines=json_lines, task_width=width)
+    engine.subscribe(view)
+    _install_stop_signals(engine)
+    result = await engine.run()
+    view.finish(result.tasks, result.report)
+    return result.exit_code
+
+
+def _install_stop_signals(engine: Engine) -> None:
+    """Ctrl-C stops cleanly; a second Ctrl-C kills at once (still the whole trees)."""
+    loop = asyncio.get_running_loop()
+    interrupts = 0
+
+    def interrupted() -> None:
+        nonlocal interrupts
+        interrupts += 1
+        if interrupts == 1:
+            running = engine.snapshot().running
+            sys.stderr.write(
+                f"fleetdeck: interrupted: stopping {len(running)} attempt(s) "
+                f"(grace {engine.grace:g}s; Ctrl-C again to kill at once)\n"
+            )
+            engine.request_stop()
+        else:
+            engine.request_stop(hurry=True)
+
+    loop.add_signal_handler(signal.SIGINT, interrupted)
+    # The terminal going away, or a polite kill: stop the same clean way.
+    loop.add_signal_handler(signal.SIGTERM, engine.request_stop)
+    loop.add_signal_handler(signal.SIGHUP, engine.request_stop)
 
 
 class HeadlessView:
