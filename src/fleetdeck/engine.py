@@ -127,6 +127,9 @@ class _Running:
     stop_reason: Outcome | None = None
     timer: asyncio.TimerHandle | None = None
     supervisor: asyncio.Task[None] | None = None
+    # The journal's count of rows recorded when this attempt was launched: its
+    # process starts once those are committed.
+    recorded: int = 0
 
 
 class Engine:
@@ -199,7 +202,8 @@ class Engine:
         self._next_commit: asyncio.Future[None] | None = None
         self._flush_scheduled = False
         self.journal_error: JournalError | None = None
-        self._schedule_scheduled = False
+        # The launch decision waiting for its turn of the loop, if one is.
+        self._pending_schedule: asyncio.Handle | None = None
         self._stopping = False
         self._hurry = False
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -884,13 +888,14 @@ class Engine:
         self._emit(EventKind.TASK_READY, task.id, wave=self._dag.levels[node])
 
     def _request_schedule(self) -> None:
-        if not self._schedule_scheduled and self._loop is not None:
-            self._schedule_scheduled = True
-            self._loop.call_soon(self._schedule)
+        if self._pending_schedule is None and self._loop is not None:
+            self._pending_schedule = self._loop.call_soon(self._schedule)
 
     def _schedule(self) -> None:
         """Launch what the policy and the free slots allow. Cheap; called often."""
-        self._schedule_scheduled = False
+        if self._pending_schedule is not None:
+            self._pending_schedule.cancel()  # when a flush takes it early
+            self._pending_schedule = None
         if self._stopping:
             return
         capacity = self._capacity
@@ -968,6 +973,12 @@ class Engine:
             timeout = worker.timeout
         running = _Running(node=node, attempt=attempt, timeout=timeout)
         self._running[attempt.attempt_id] = running
+        # Journaled before its process exists: a supervisor that dies from here
+        # on leaves a row by which the next one finds the attempt (by its
+        # environment, when no pid was recorded yet), instead of starting the
+        # task again beside it. The process waits for the commit (_supervise).
+        self._journal.record_attempt(self._run_id, attempt)
+        running.recorded = self._journal.recorded
         assert self._loop is not None
         running.supervisor = self._loop.create_task(self._supervise(running))
 
@@ -1064,12 +1075,7 @@ class Engine:
                 if executor is None:
                     raise LaunchError(f"no executor for host '{attempt.host}'")
                 request = self._request_for(running)
-                # Journaled before its process exists: a supervisor that dies from
-                # here on leaves a row by which the next one finds the attempt (by
-                # its environment, when no pid was recorded yet), instead of
-                # starting the task again beside it.
-                self._journal.record_attempt(self._run_id, attempt)
-                await self._durable()
+                await self._durable(running.recorded)
                 if running.stop_reason is not None:
                     # Stopped while it was being journaled: it never starts.
                     self._announce_start(attempt)
@@ -1472,7 +1478,13 @@ class Engine:
         """Commit what this turn of the loop recorded, then tell the listeners and
         let the launches waiting for it start (group commit: one per turn)."""
         self._flush_scheduled = False
-        if self._loop is None or not self._recorded():
+        if self._loop is None:
+            return
+        if self._pending_schedule is not None:
+            # The launches this turn decides join its commit: their processes can
+            # start as soon as it is done.
+            self._schedule()
+        if not self._recorded():
             return
         try:
             self._commit()
@@ -1500,8 +1512,10 @@ class Engine:
         _release(waiters, None)
         self._publish(events)
 
-    async def _durable(self) -> None:
-        """Return once everything recorded so far is committed (raises JournalError)."""
+    async def _durable(self, recorded: int) -> None:
+        """Return once the first `recorded` rows are committed (raises JournalError)."""
+        if self._journal.committed >= recorded:
+            return
         assert self._loop is not None
         if self._next_commit is None:
             self._next_commit = self._loop.create_future()

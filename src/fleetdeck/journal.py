@@ -206,6 +206,10 @@ class Journal:
         self._events: list[tuple[int, float, str, str | None, str]] = []
         self._attempts: dict[int, tuple[Any, ...]] = {}
         self._rows_since_checkpoint = 0
+        # Rows buffered since the journal opened, and how many of them are
+        # committed: a caller that noted `recorded` knows when its rows are durable.
+        self.recorded = 0
+        self.committed = 0
         try:
             _private_dir(self.state_dir)
             self._lock()
@@ -297,9 +301,11 @@ class Journal:
         data = _encode(event.data) if event.data else "{}"
         # Enum members are strings already: sqlite3 stores them as their value.
         self._events.append((run_id, event.ts, event.kind, event.task, data))
+        self.recorded += 1
 
     def record_attempt(self, run_id: int, attempt: Attempt) -> None:
         """Buffer the attempt's current row (written, or updated, by the next commit)."""
+        self.recorded += 1
         stem = attempt.stem
         self._attempts[attempt.attempt_id] = (
             attempt.attempt_id,
@@ -343,6 +349,7 @@ class Journal:
     def commit(self) -> None:
         """Write everything buffered in one transaction. Raises JournalError, and
         then keeps the rows, to be written by the next commit that succeeds."""
+        recorded = self.recorded
         rows = self._take()
         if not rows[0] and not rows[1]:
             return
@@ -351,6 +358,7 @@ class Journal:
         except sqlite3.Error as exc:
             self._give_back(rows)
             raise self._write_error(exc) from None
+        self.committed = recorded
         self._rows_since_checkpoint += len(rows[0]) + len(rows[1])
         if self._rows_since_checkpoint >= CHECKPOINT_ROWS:
             self._rows_since_checkpoint = 0
