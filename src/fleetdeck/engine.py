@@ -91,6 +91,11 @@ MAX_LOST_ATTEMPTS = 3
 # How much of an input or output the detail screen gets.
 DETAIL_TEXT_LIMIT = 4096
 
+# Events that nothing waits for are committed (and told) within this long, with
+# whatever comes meanwhile: a run of short tasks then commits once per task, not
+# twice. A launch never waits for it: it asks for its commit at once.
+EVENT_COMMIT_DELAY = 0.005
+
 # How often contention and resource use are sampled (sparklines, CPU, memory).
 SAMPLE_INTERVAL = 1.0
 
@@ -200,7 +205,9 @@ class Engine:
         # Resolved once what is recorded now is committed: launches wait on it
         # before their process starts (one future per batch, shared).
         self._next_commit: asyncio.Future[None] | None = None
-        self._flush_scheduled = False
+        # The commit to come, if one is scheduled, and whether it comes at once.
+        self._flush_handle: asyncio.Handle | None = None
+        self._flush_urgent = False
         self.journal_error: JournalError | None = None
         # The launch decision waiting for its turn of the loop, if one is.
         self._pending_schedule: asyncio.Handle | None = None
@@ -1471,13 +1478,13 @@ class Engine:
         self._journal.append(self._run_id, event)
         self._report.feed(event, node)
         self._unpublished.append(event)
-        if not self._flush_scheduled:
-            self._request_flush()
+        if self._flush_handle is None:
+            self._request_flush(urgent=False)
 
     def _flush(self) -> None:
         """Commit what this turn of the loop recorded, then tell the listeners and
         let the launches waiting for it start (group commit: one per turn)."""
-        self._flush_scheduled = False
+        self._flush_handle = None
         if self._loop is None:
             return
         if self._pending_schedule is not None:
@@ -1528,10 +1535,21 @@ class Engine:
             for listener in list(self._listeners):
                 listener(event)
 
-    def _request_flush(self) -> None:
-        if not self._flush_scheduled and self._loop is not None:
-            self._flush_scheduled = True
-            self._loop.call_soon(self._flush)
+    def _request_flush(self, *, urgent: bool = True) -> None:
+        """Commit soon: in this turn of the loop when something waits for it (a
+        launch), else within EVENT_COMMIT_DELAY, with whatever comes meanwhile."""
+        if self._loop is None:
+            return
+        handle = self._flush_handle
+        if handle is not None:
+            if self._flush_urgent or not urgent:
+                return
+            handle.cancel()
+        self._flush_urgent = urgent
+        if urgent:
+            self._flush_handle = self._loop.call_soon(self._flush)
+        else:
+            self._flush_handle = self._loop.call_later(EVENT_COMMIT_DELAY, self._flush)
 
     def _drain(self) -> None:
         """Commit and publish what is left (raises JournalError)."""

@@ -93,6 +93,7 @@ class HeadlessView:
         self._json = json_lines
         self._task_width = task_width
         self._broken = False
+        self._unflushed = False
 
     def __call__(self, event: Event) -> None:
         """Print one event (an engine listener)."""
@@ -103,23 +104,44 @@ class HeadlessView:
 
     def finish(self, tasks: Sequence[TaskSummary], report: Report) -> None:
         """The per-task table and the report (text mode; JSON has them in run_finished)."""
-        if self._json:
-            return
-        self._write("")
-        self._write(format_task_table(tasks))
-        self._write("")
-        self._write(format_report(report))
+        if not self._json:
+            self._write("")
+            self._write(format_task_table(tasks))
+            self._write("")
+            self._write(format_report(report))
+        self._flush()
 
     def _write(self, line: str) -> None:
         if self._broken:
             return
         try:
             self._out.write(line + "\n")
+        except BrokenPipeError:
+            self._reader_gone()
+            return
+        # Events come in batches (one per commit): flushed once per turn of the
+        # loop, they reach a pipe as soon as they would line by line, for one
+        # write() a batch instead of one a line.
+        if not self._unflushed:
+            self._unflushed = True
+            try:
+                asyncio.get_running_loop().call_soon(self._flush)
+            except RuntimeError:  # no loop: printing the summary, or a test
+                self._flush()
+
+    def _flush(self) -> None:
+        self._unflushed = False
+        if self._broken:
+            return
+        try:
             self._out.flush()
         except BrokenPipeError:
-            # The reader went away (`| head`): stop printing, keep supervising;
-            # the journal still records everything.
-            self._broken = True
+            self._reader_gone()
+
+    def _reader_gone(self) -> None:
+        # The reader went away (`| head`): stop printing, keep supervising; the
+        # journal still records everything.
+        self._broken = True
 
 
 def format_event(event: Event, task_width: int = 16) -> str:
