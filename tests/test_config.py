@@ -694,7 +694,7 @@ def test_load_fleet_builds_the_dag_and_resolves_paths(tmp_path: Path) -> None:
     fleet = load_fleet(path)
     assert fleet.source == str(path)
     assert [t.id for t in fleet.tasks] == ["schema", "api", "ui", "e2e"]
-    assert fleet.dag.levels == (0, 1, 0, 2)
+    assert list(fleet.dag.levels) == [0, 1, 0, 2]
     assert fleet.base_dir == tmp_path
     # Relative paths are relative to the config file, not to the current directory.
     assert fleet.state_dir == (tmp_path / "state").resolve()
@@ -712,7 +712,7 @@ def test_accepted_forms(capsys: pytest.CaptureFixture[str]) -> None:
         + task("defined-later", prompt="p")
     )
     fleet = parse_fleet(text)
-    assert fleet.dag.levels == (1, 0)
+    assert list(fleet.dag.levels) == [1, 0]
     assert fleet.config.agents["coder"].host_names == ("box1", "box2", "local")
     assert fleet.tasks[0].timeout == 30
 

@@ -62,8 +62,8 @@ def assert_closed_cycle(cycle: list[str], graph: Mapping[str, Sequence[str]]) ->
 
 def test_chain() -> None:
     d = dag({"a": [], "b": ["a"], "c": ["b"], "d": ["c"]})
-    assert d.topo == (0, 1, 2, 3)
-    assert d.levels == (0, 1, 2, 3)
+    assert list(d.topo) == [0, 1, 2, 3]
+    assert list(d.levels) == [0, 1, 2, 3]
     assert d.depth == 4
     assert len(d) == 4
 
@@ -78,7 +78,7 @@ def test_chain_declared_backwards() -> None:
 def test_diamond() -> None:
     d = dag({"a": [], "b": ["a"], "c": ["a"], "d": ["b", "c"]})
     assert_topological(d)
-    assert d.levels == (0, 1, 1, 2)
+    assert list(d.levels) == [0, 1, 1, 2]
     assert d.depth == 3
 
 
@@ -91,12 +91,12 @@ def test_uneven_diamond_takes_the_deepest_dependency() -> None:
 
 def test_fan_out_and_fan_in() -> None:
     out = dag({"root": [], **{f"leaf{i}": ["root"] for i in range(5)}})
-    assert out.levels == (0, 1, 1, 1, 1, 1)
+    assert list(out.levels) == [0, 1, 1, 1, 1, 1]
     assert out.depth == 2
     assert out.dependents[0] == (1, 2, 3, 4, 5)
 
     into = dag({**{f"src{i}": [] for i in range(5)}, "sink": [f"src{i}" for i in range(5)]})
-    assert into.levels == (0, 0, 0, 0, 0, 1)
+    assert list(into.levels) == [0, 0, 0, 0, 0, 1]
     assert into.deps[5] == (0, 1, 2, 3, 4)
     assert into.topo[-1] == 5
 
@@ -129,16 +129,16 @@ def test_ids_index_and_edges() -> None:
 def test_empty_graph() -> None:
     d = build_dag([], [])
     assert len(d) == 0
-    assert d.topo == ()
+    assert list(d.topo) == []
     assert d.depth == 0
-    assert d.critical_path() == []
+    assert list(d.critical_path()) == []
     assert d.critical_path_length() == 0
 
 
 def test_repeated_dependency_is_not_a_cycle() -> None:
     """build_dag is also used for fleets built in code, where nothing deduplicates."""
     d = dag({"a": [], "b": ["a", "a"], "c": ["b"]})
-    assert d.levels == (0, 1, 2)
+    assert list(d.levels) == [0, 1, 2]
     assert_topological(d)
 
 
@@ -154,22 +154,22 @@ def test_topo_position_inverts_topo() -> None:
 
 def test_critical_path_counts_hops_to_the_end_of_the_longest_chain() -> None:
     chain = dag({"a": [], "b": ["a"], "c": ["b"]})
-    assert chain.critical_path() == [3, 2, 1]
+    assert list(chain.critical_path()) == [3, 2, 1]
     assert chain.critical_path_length() == 3
 
     diamond = dag({"a": [], "b": ["a"], "c": ["a"], "d": ["b", "c"]})
-    assert diamond.critical_path() == [3, 2, 2, 1]
+    assert list(diamond.critical_path()) == [3, 2, 2, 1]
 
     # a -> b -> c is longer than a -> e; the lonely task is a chain of one.
     mixed = dag({"a": [], "b": ["a"], "c": ["b"], "e": ["a"], "lonely": []})
-    assert mixed.critical_path() == [3, 2, 1, 1, 1]
+    assert list(mixed.critical_path()) == [3, 2, 1, 1, 1]
     assert mixed.critical_path_length() == 3
 
 
 def test_weighted_critical_path() -> None:
     diamond = dag({"a": [], "b": ["a"], "c": ["a"], "d": ["b", "c"]})
     # a=1, b=5, c=2, d=1: below a the heavier arm is b (5 + 1).
-    assert diamond.critical_path([1, 5, 2, 1]) == [7, 6, 3, 1]
+    assert list(diamond.critical_path([1, 5, 2, 1])) == [7, 6, 3, 1]
     assert diamond.critical_path_length([1, 5, 2, 1]) == 7
 
 
@@ -178,7 +178,7 @@ def test_weights_can_make_a_short_chain_critical() -> None:
     d = dag({"a": [], "b": ["a"], "c": ["b"], "d": ["c"], "e": ["a"]})
     assert d.critical_path()[0] == 4
     weights = [1.0, 1.0, 1.0, 1.0, 10.0]
-    assert d.critical_path(weights) == [11, 3, 2, 1, 10]
+    assert list(d.critical_path(weights)) == [11, 3, 2, 1, 10]
     assert d.critical_path_length(weights) == 11
 
 

@@ -20,7 +20,6 @@ import contextlib
 import json
 import random
 import sys
-from array import array
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -118,7 +117,13 @@ class RunResult:
     interrupted: bool
     exit_code: int
     report: Report
-    tasks: list[TaskSummary]
+    # Built when asked for: a row per task is megabytes at 100,000 tasks.
+    _summaries: Callable[[], list[TaskSummary]]
+
+    @property
+    def tasks(self) -> list[TaskSummary]:
+        """The per-task table."""
+        return self._summaries()
 
 
 @dataclass(slots=True)
@@ -172,9 +177,8 @@ class Engine:
         self._dag = dag
         self._tasks = [TaskRun(id=spec.id) for spec in self._specs]
         self.estimates = estimated_durations(fleet, journal.learned_durations())
-        critical = dag.critical_path(self.estimates)
-        # One number per task (not a key tuple): the key is built when pushed.
-        self._critical = array("d", critical)
+        # One number per task in an array (not a key tuple): the key is built when pushed.
+        self._critical = dag.critical_path(self.estimates)
         self._waiting_on = [len(deps) for deps in dag.deps]
         self._ready = ReadyQueue()
         self._retry_lane: deque[int] = deque()
@@ -569,34 +573,9 @@ class Engine:
         self._settled = asyncio.Event()
         self._stop_requested = asyncio.Event()
         self.started_at = self._clock()
-        # Stored with the secrets' values masked; compared masked too, so that an
-        # unchanged secret does not make its tasks look changed on resume.
-        settings = self.redactor.config_json(config_json(self.fleet.config))
-        plan: ResumePlan | None = None
-        if self._resume_from is None:
-            self.run_id = self._journal.begin_run(
-                fleet=self.fleet.name,
-                config_path=self.fleet.source,
-                config_json=settings,
-                policy=self._policy,
-                started_at=self.started_at,
-            )
-        else:
-            previous = self._resume_from
-            self.run_id = previous.run_id
-            self.started_at = previous.started_at
-            run_dir = str(self._journal.run_dir(previous.run_id))
-            plan = plan_resume(
-                self.fleet,
-                previous,
-                self._journal.events(previous.run_id),
-                self._journal.attempts(previous.run_id),
-                new_config=json.loads(settings),
-                run_dir=run_dir,
-            )
-            self._journal.resume_run(previous.run_id, config_json=settings, policy=self._policy)
+        plan = self._open_run()
         # A string: paths are built per attempt, and pathlib costs more than it helps.
-        self._run_dir = str(self._journal.run_dir(self.run_id))
+        self._run_dir = str(self._journal.run_dir(self._run_id))
         interrupted = True
         try:
             # Hosts other than this machine take work once their executor says
@@ -637,6 +616,39 @@ class Engine:
         finally:
             await self._shut_down()
         return self._finish(interrupted)
+
+    def _open_run(self) -> ResumePlan | None:
+        """Journal the start of the run, or take over the unfinished one; then the
+        plan to resume it (None for a new run).
+
+        A method of its own so that the config's JSON (100 bytes a task) is not
+        kept alive for the whole run by run()'s frame.
+        """
+        # Stored with the secrets' values masked; compared masked too, so that an
+        # unchanged secret does not make its tasks look changed on resume.
+        settings = self.redactor.config_json(config_json(self.fleet.config))
+        if self._resume_from is None:
+            self.run_id = self._journal.begin_run(
+                fleet=self.fleet.name,
+                config_path=self.fleet.source,
+                config_json=settings,
+                policy=self._policy,
+                started_at=self.started_at or self._clock(),
+            )
+            return None
+        previous = self._resume_from
+        self.run_id = previous.run_id
+        self.started_at = previous.started_at
+        plan = plan_resume(
+            self.fleet,
+            previous,
+            self._journal.events(previous.run_id),
+            self._journal.attempts(previous.run_id),
+            new_config=json.loads(settings),
+            run_dir=str(self._journal.run_dir(previous.run_id)),
+        )
+        self._journal.resume_run(previous.run_id, config_json=settings, policy=self._policy)
+        return plan
 
     # --- resuming a run -------------------------------------------------------------
 
@@ -972,7 +984,7 @@ class Engine:
             attempt.queued_at = previous.queued_at if previous is not None else None
             if attempt.queued_at is not None:
                 self._ci_waits.setdefault(worker_name, []).append(at - attempt.queued_at)
-        task.attempts = (*task.attempts, attempt)
+        task.add_attempt(attempt)
         self._view_changed(node)  # running now; ATTEMPT_STARTED comes once it has started
         timeout = spec.timeout
         worker = self._worker(stage, worker_name)
@@ -1162,7 +1174,7 @@ class Engine:
         attempt = running.attempt
         node = running.node
         task = self._tasks[node]
-        attempt.finished_at = self._clock()
+        attempt.finished_at = at = self._clock()
         attempt.outcome = outcome
         attempt.exit_code = exit_code
         if running.timer is not None:
@@ -1193,9 +1205,9 @@ class Engine:
                 if runner is not None:
                     self._queue_for_ci(node, runner)
                 else:
-                    self._succeed(node)
+                    self._succeed(node, at)
             else:
-                self._succeed(node)
+                self._succeed(node, at)
         elif outcome is Outcome.CANCELLED:
             self._give_up(node, TaskState.CANCELLED, reason="cancelled by the operator")
         elif outcome is Outcome.LOST and task.lost < MAX_LOST_ATTEMPTS:
@@ -1262,15 +1274,15 @@ class Engine:
         self._emit(EventKind.TASK_READY, task.id, wave=self._dag.levels[node], reason="retry")
         self._request_schedule()
 
-    def _succeed(self, node: int) -> None:
-        """The task is done: its dependents may be launched at once. Their processes
-        start only once the journal holds this success (see `_durable`)."""
+    def _succeed(self, node: int, at: float) -> None:
+        """The task is done (at `at`, the end of its last attempt): its dependents
+        may be launched at once. Their processes start only once the journal holds
+        this success (see `_durable`)."""
         task = self._tasks[node]
         if task.state is TaskState.SUCCEEDED:
             # Counted once only, whatever happens: a second count would leave the
             # run waiting forever for a task that does not exist.
             return
-        at = self._clock()
         duration = at - (task.first_started_at or at)
         task.state = TaskState.SUCCEEDED
         task.finished_at = at
@@ -1606,8 +1618,9 @@ class Engine:
             run_id=self._run_id,
             interrupted=interrupted,
             exit_code=exit_code,
+            # Again, now that run_finished is in: as `fleetdeck report` rebuilds it.
             report=self._report.report(),
-            tasks=self.summaries(),
+            _summaries=self.summaries,
         )
 
 

@@ -1,11 +1,15 @@
 """The task DAG: cycle detection, levels (waves) and critical path, all in O(V + E).
 
 Nodes are integers (positions in config order) so that a 100,000-task graph stays
-small in memory and fast to walk; `Dag.ids` maps them back to task ids.
+small in memory and fast to walk; `Dag.ids` maps them back to task ids. Node
+numbers above 256 are objects of their own in Python (32 bytes each): every
+structure here shares one object per node, and what is one number per node is
+an array.
 """
 
 from __future__ import annotations
 
+from array import array
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -32,8 +36,8 @@ class Dag:
     index: Mapping[str, int]
     deps: tuple[tuple[int, ...], ...]
     dependents: tuple[tuple[int, ...], ...]
-    topo: tuple[int, ...]
-    levels: tuple[int, ...]
+    topo: Sequence[int]  # an array: read it, do not change it
+    levels: Sequence[int]  # an array too
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -43,7 +47,7 @@ class Dag:
         """How many waves the graph has."""
         return max(self.levels) + 1 if self.levels else 0
 
-    def critical_path(self, weights: Sequence[float] | None = None) -> list[float]:
+    def critical_path(self, weights: Sequence[float] | None = None) -> array[float]:
         """Longest weighted path from each node to a sink, the node itself included.
 
         With no weights every node weighs 1, so this is the hop count to the end of
@@ -51,8 +55,8 @@ class Dag:
         known.
         """
         n = len(self.ids)
-        weight = weights if weights is not None else [1.0] * n
-        remaining = [0.0] * n
+        weight = weights if weights is not None else array("d", [1.0]) * n
+        remaining = array("d", [0.0]) * n
         dependents = self.dependents
         for node in reversed(self.topo):
             longest_below = 0.0
@@ -98,19 +102,22 @@ def build_dag(ids: Sequence[str], depends_on: Sequence[Sequence[str]]) -> Dag:
     """
     index = {task_id: i for i, task_id in enumerate(ids)}
     n = len(ids)
+    # The node numbers, one object each, shared below (ids are unique here: the
+    # config checks that first).
+    nodes = tuple(index.values())
     deps = tuple(tuple(index[name] for name in names) for names in depends_on)
     children: list[list[int]] = [[] for _ in range(n)]
     indegree = [0] * n
-    for node, node_deps in enumerate(deps):
+    for node, node_deps in zip(nodes, deps, strict=True):
         indegree[node] = len(node_deps)
         for dep in node_deps:
             children[dep].append(node)
 
     # Kahn's algorithm; levels fall out of it because a node is released only
     # after all of its dependencies have been placed.
-    levels = [0] * n
-    queue = deque(node for node in range(n) if indegree[node] == 0)
-    topo: list[int] = []
+    levels = array("l", [0]) * n
+    queue = deque(node for node in nodes if indegree[node] == 0)
+    topo = array("l")
     while queue:
         node = queue.popleft()
         topo.append(node)
@@ -129,8 +136,8 @@ def build_dag(ids: Sequence[str], depends_on: Sequence[Sequence[str]]) -> Dag:
         index=index,
         deps=deps,
         dependents=tuple(tuple(c) for c in children),
-        topo=tuple(topo),
-        levels=tuple(levels),
+        topo=topo,
+        levels=levels,
     )
 
 

@@ -7,6 +7,7 @@ by the engine or replayed from the journal afterwards (`fleetdeck report`).
 from __future__ import annotations
 
 import math
+import operator
 from array import array
 from collections import deque
 from collections.abc import Callable, Collection, Iterable, Mapping
@@ -303,18 +304,20 @@ class ReportBuilder:
         for code in self._state:
             state = str(_STATES[code])
             states[state] = states.get(state, 0) + 1
+        # Sums and counts rather than lists: this runs at the end of every run,
+        # and lists of 100,000 floats are several megabytes.
         succeeded_code = _STATE_CODE[TaskState.SUCCEEDED]
-        succeeded = [node for node in range(n) if self._state[node] == succeeded_code]
-        first_ci = [
-            self._first_ci[node] - self._started[node]
-            for node in range(n)
-            if not math.isnan(self._first_ci[node]) and not math.isnan(self._started[node])
-        ]
-        complete = [
-            self._finished[node] - self._started[node]
-            for node in succeeded
-            if not math.isnan(self._started[node])
-        ]
+        complete = _Mean()
+        first_ci = _Mean()
+        for node, code in enumerate(self._state):
+            started = self._started[node]
+            if math.isnan(started):
+                continue
+            if not math.isnan(self._first_ci[node]):
+                first_ci.add(self._first_ci[node] - started)
+            if code == succeeded_code:
+                complete.add(self._finished[node] - started)
+        succeeded = self._state.count(succeeded_code)
         lower_bound = self._lower_bound()
         return Report(
             makespan=makespan,
@@ -324,12 +327,12 @@ class ReportBuilder:
             tasks=n,
             attempts=self._attempts,
             retries=self._retries,
-            completion_rate=len(succeeded) / n if n else 0.0,
-            mean_time_to_first_ci=mean(first_ci),
-            mean_time_to_complete=mean(complete),
+            completion_rate=succeeded / n if n else 0.0,
+            mean_time_to_first_ci=first_ci.value,
+            mean_time_to_complete=complete.value,
             ci_wait_mean=mean(self._ci_waits),
             ci_wait_p95=percentile(self._ci_waits, 0.95),
-            throughput_per_hour=(len(succeeded) * 3600.0 / makespan) if makespan > 0 else 0.0,
+            throughput_per_hour=(succeeded * 3600.0 / makespan) if makespan > 0 else 0.0,
             mean_recovery=mean(self._recoveries),
         )
 
@@ -340,7 +343,7 @@ class ReportBuilder:
         bound divides each agent's and runner's busy time by its slots.
         """
         fleet = self._fleet
-        weights = [a + c for a, c in zip(self._agent_time, self._ci_time, strict=True)]
+        weights = array("d", map(operator.add, self._agent_time, self._ci_time))
         bound = fleet.dag.critical_path_length(weights)
         config = fleet.config
         agent_work: dict[str, float] = {}
@@ -355,6 +358,24 @@ class ReportBuilder:
                 slots = spec.slots * len(spec.host_names)
                 bound = max(bound, seconds / slots)
         return bound
+
+
+class _Mean:
+    """A running mean: None until something is added."""
+
+    __slots__ = ("count", "total")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.total = 0.0
+
+    def add(self, value: float) -> None:
+        self.count += 1
+        self.total += value
+
+    @property
+    def value(self) -> float | None:
+        return self.total / self.count if self.count else None
 
 
 _FINAL_STATES: Mapping[EventKind, TaskState] = {

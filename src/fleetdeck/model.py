@@ -184,9 +184,9 @@ class TaskRun:
 
     id: str
     state: TaskState = TaskState.PENDING
-    # A tuple, replaced when an attempt is added: tasks have few attempts, and an
-    # empty tuple costs nothing where an empty list costs 56 bytes.
-    attempts: tuple[Attempt, ...] = ()
+    # The attempts (see `attempts`): most tasks have one, kept bare, since a
+    # 1-tuple costs 48 bytes, and an empty tuple nothing.
+    _attempts: Attempt | tuple[Attempt, ...] = ()
     # Agent attempts started so far: the number the next attempt gets is this + 1.
     agent_attempts: int = 0
     # Failed attempts charged to the task's own retry budget (lost ones are not).
@@ -205,9 +205,25 @@ class TaskRun:
     retry_at: float | None = None
 
     @property
+    def attempts(self) -> tuple[Attempt, ...]:
+        """The task's attempts so far, oldest first."""
+        held = self._attempts
+        return (held,) if isinstance(held, Attempt) else held
+
+    @attempts.setter
+    def attempts(self, attempts: tuple[Attempt, ...]) -> None:
+        self._attempts = attempts[0] if len(attempts) == 1 else attempts
+
+    def add_attempt(self, attempt: Attempt) -> None:
+        """Append a new attempt."""
+        self._attempts = attempt if not self._attempts else (*self.attempts, attempt)
+
+    @property
     def first_started_at(self) -> float | None:
         """When the task's first attempt started."""
-        return self.attempts[0].started_at if self.attempts else None
+        held = self._attempts
+        first = held if isinstance(held, Attempt) else held[0] if held else None
+        return None if first is None else first.started_at
 
     @property
     def output_path(self) -> str | None:
@@ -217,7 +233,8 @@ class TaskRun:
     @property
     def current_attempt(self) -> Attempt | None:
         """The latest attempt, running or not."""
-        return self.attempts[-1] if self.attempts else None
+        held = self._attempts
+        return held if isinstance(held, Attempt) else held[-1] if held else None
 
 
 # The default clock: seconds since the epoch (time.time itself: it is called
