@@ -151,7 +151,8 @@ def _private_dir(path: Path) -> None:
         raise NotADirectoryError(errno.ENOTDIR, "not a directory", str(path)) from None
 
 
-_Rows = tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]
+# Events, attempt rows written whole, updates of attempt rows (see _write_rows).
+_Rows = tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], list[tuple[Any, ...]]]
 
 
 class _Checkpointer:
@@ -204,7 +205,11 @@ class Journal:
         self.state_dir = Path(state_dir)
         self._lock_fd: int | None = None
         self._events: list[tuple[int, float, str, str | None, str]] = []
+        # Attempt rows to write whole, and updates of rows written before.
         self._attempts: dict[int, tuple[Any, ...]] = {}
+        self._updates: dict[int, tuple[Any, ...]] = {}
+        # Attempts whose row is committed and that have not ended.
+        self._open_attempts: set[int] = set()
         self._rows_since_checkpoint = 0
         # Rows buffered since the journal opened, and how many of them are
         # committed: a caller that noted `recorded` knows when its rows are durable.
@@ -304,11 +309,31 @@ class Journal:
         self.recorded += 1
 
     def record_attempt(self, run_id: int, attempt: Attempt) -> None:
-        """Buffer the attempt's current row (written, or updated, by the next commit)."""
+        """Buffer the attempt's current row (written, or updated, by the next commit).
+
+        An attempt is recorded when it is launched, when its process starts and
+        when it ends. A row this journal committed already is brought up to date
+        with an UPDATE of what can change, half the cost of writing it whole again
+        (measured); any other goes in whole (INSERT OR REPLACE).
+        """
         self.recorded += 1
+        attempt_id = attempt.attempt_id
+        if attempt_id in self._open_attempts and attempt_id not in self._attempts:
+            self._updates[attempt_id] = (
+                attempt.pid,
+                attempt.queued_at,
+                attempt.started_at,
+                attempt.finished_at,
+                attempt.outcome,
+                attempt.exit_code,
+                attempt.error,
+                attempt.pid_started,
+                attempt_id,
+            )
+            return
         stem = attempt.stem
-        self._attempts[attempt.attempt_id] = (
-            attempt.attempt_id,
+        self._attempts[attempt_id] = (
+            attempt_id,
             run_id,
             attempt.task,
             attempt.stage,
@@ -325,41 +350,55 @@ class Journal:
             attempt.exit_code,
             attempt.error,
             attempt.pid_started,
-            stem + ".status",
+            attempt.status_path,
         )
 
     @property
     def pending(self) -> int:
         """Rows buffered and not yet committed."""
-        return len(self._events) + len(self._attempts)
+        return len(self._events) + len(self._attempts) + len(self._updates)
 
     def _take(self) -> _Rows:
-        rows: _Rows = (self._events, list(self._attempts.values()))
-        self._events, self._attempts = [], {}
+        rows: _Rows = (self._events, list(self._attempts.values()), list(self._updates.values()))
+        self._events, self._attempts, self._updates = [], {}, {}
         return rows
 
     def _give_back(self, rows: _Rows) -> None:
         """A batch that could not be written goes back in front of what came since."""
-        events, attempts = rows
+        events, attempts, updates = rows
         self._events = events + self._events
         newer = self._attempts
         self._attempts = {row[0]: row for row in attempts}
         self._attempts.update(newer)
+        newer = self._updates
+        self._updates = {row[-1]: row for row in updates}
+        self._updates.update(newer)
+
+    def _committed(self, rows: _Rows) -> None:
+        """Note which attempts have a row that later records can UPDATE: those
+        written and not ended (an ended attempt is rarely recorded again)."""
+        for row in rows[1]:
+            if row[12] is None:  # finished_at
+                self._open_attempts.add(row[0])
+        for update in rows[2]:
+            if update[3] is not None:  # finished_at
+                self._open_attempts.discard(update[-1])
 
     def commit(self) -> None:
         """Write everything buffered in one transaction. Raises JournalError, and
         then keeps the rows, to be written by the next commit that succeeds."""
         recorded = self.recorded
         rows = self._take()
-        if not rows[0] and not rows[1]:
+        if not any(rows):
             return
         try:
             _write_rows(self._db, rows)
         except sqlite3.Error as exc:
             self._give_back(rows)
             raise self._write_error(exc) from None
+        self._committed(rows)
         self.committed = recorded
-        self._rows_since_checkpoint += len(rows[0]) + len(rows[1])
+        self._rows_since_checkpoint += len(rows[0]) + len(rows[1]) + len(rows[2])
         if self._rows_since_checkpoint >= CHECKPOINT_ROWS:
             self._rows_since_checkpoint = 0
             self._checkpointer.nudge()
@@ -453,11 +492,19 @@ def _transaction(db: sqlite3.Connection) -> Iterator[None]:
 
 
 def _write_rows(db: sqlite3.Connection, rows: _Rows) -> None:
-    events, attempts = rows
+    events, attempts, updates = rows
     with _transaction(db):
         _insert(db, "INSERT INTO events(run_id, ts, event, task, data) VALUES", 5, events)
-        # An attempt is written when it starts and again when it ends.
         _insert(db, f"INSERT OR REPLACE INTO attempts({_ATTEMPT_COLUMNS}) VALUES", 18, attempts)
+        if updates:
+            db.executemany(_UPDATE_ATTEMPT, updates)
+
+
+# What changes in an attempt's row after its launch (Journal.record_attempt).
+_UPDATE_ATTEMPT = (
+    "UPDATE attempts SET pid = ?, queued_at = ?, started_at = ?, finished_at = ?,"
+    " outcome = ?, exit_code = ?, error = ?, pid_started = ? WHERE attempt_id = ?"
+)
 
 
 # Rows per INSERT statement: one statement of many rows costs SQLite a quarter
