@@ -1,0 +1,65 @@
+"""The journal on its own: what a commit writes, and what a failed one keeps."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import fleetdeck.journal
+from fleetdeck.journal import Journal, JournalError
+from fleetdeck.model import Attempt, Outcome, Stage
+
+
+def rows(state: Path) -> list[tuple[Any, ...]]:
+    db = sqlite3.connect(state / "journal.sqlite3")
+    found = db.execute(
+        "SELECT attempt_id, pid, finished_at, outcome, exit_code, log_path, status_path"
+        " FROM attempts ORDER BY attempt_id"
+    ).fetchall()
+    db.close()
+    return found
+
+
+def test_an_attempt_row_follows_the_attempt_through_failed_commits(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Launch, start and end each journal the attempt; a later record updates the
+    committed row, and a commit that fails keeps its rows for the next one."""
+    state = tmp_path / "state"
+    journal = Journal(state)
+    run_id = journal.begin_run(
+        fleet="f", config_path="f.toml", config_json="{}", policy="wave", started_at=1.0
+    )
+    run_dir = str(journal.run_dir(run_id))
+    attempt = Attempt(
+        attempt_id=1, task="t", stage=Stage.AGENT, number=1, worker="w", host="local",
+        run_dir=run_dir, started_at=2.0,
+    )  # fmt: skip
+    journal.record_attempt(run_id, attempt)  # launched
+    journal.commit()
+    assert rows(state) == [
+        (1, None, None, None, None, f"{run_dir}/t.1.agent.log", f"{run_dir}/status")
+    ]
+
+    attempt.pid = 4242  # started
+    journal.record_attempt(run_id, attempt)
+    write_rows = fleetdeck.journal._write_rows
+
+    def disk_full(db: sqlite3.Connection, batch: Any) -> None:
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(fleetdeck.journal, "_write_rows", disk_full)
+    with pytest.raises(JournalError, match="disk is full"):
+        journal.commit()
+    assert journal.pending == 1  # kept
+    monkeypatch.setattr(fleetdeck.journal, "_write_rows", write_rows)
+    attempt.finished_at, attempt.outcome, attempt.exit_code = 3.0, Outcome.OK, 0  # ended
+    journal.record_attempt(run_id, attempt)
+    journal.commit()
+    assert journal.pending == 0
+    assert journal.committed == journal.recorded
+    assert rows(state) == [(1, 4242, 3.0, "ok", 0, f"{run_dir}/t.1.agent.log", f"{run_dir}/status")]
+    journal.close()
