@@ -318,18 +318,18 @@ class Journal:
         """
         self.recorded += 1
         attempt_id = attempt.attempt_id
+        # The columns that change after the launch (but the pid), in table order.
+        changing = (
+            attempt.queued_at,
+            attempt.started_at,
+            attempt.finished_at,
+            attempt.outcome,
+            attempt.exit_code,
+            attempt.error,
+            attempt.pid_started,
+        )
         if attempt_id in self._open_attempts and attempt_id not in self._attempts:
-            self._updates[attempt_id] = (
-                attempt.pid,
-                attempt.queued_at,
-                attempt.started_at,
-                attempt.finished_at,
-                attempt.outcome,
-                attempt.exit_code,
-                attempt.error,
-                attempt.pid_started,
-                attempt_id,
-            )
+            self._updates[attempt_id] = (attempt.pid, *changing, attempt_id)
             return
         stem = attempt.stem
         self._attempts[attempt_id] = (
@@ -343,13 +343,7 @@ class Journal:
             attempt.pid,
             stem + ".log",
             stem + ".out",
-            attempt.queued_at,
-            attempt.started_at,
-            attempt.finished_at,
-            attempt.outcome,
-            attempt.exit_code,
-            attempt.error,
-            attempt.pid_started,
+            *changing,
             attempt.status_path,
         )
 
