@@ -10,7 +10,7 @@ a new filter costs one pass over the tasks.
 
 from __future__ import annotations
 
-from bisect import bisect_left, bisect_right
+from bisect import bisect_left, bisect_right, insort
 from collections.abc import Hashable, Iterable
 from dataclasses import dataclass
 from itertools import accumulate
@@ -80,7 +80,9 @@ class QueueRows:
     def __init__(self) -> None:
         self.views: dict[str, TaskView] = {}  # every task's latest view
         self._order: dict[str, int] = {}  # config order
-        self._shown: list[tuple[int, int, str]] = []  # (wave, order, id), sorted
+        self._names: dict[str, str] = {}  # what the filter searches besides the state
+        self._all: list[tuple[int, int, str]] = []  # (wave, order, id) of every task, sorted
+        self._shown: list[tuple[int, int, str]] = []  # the same, of the tasks shown
         self._count: dict[int, int] = {}  # shown tasks per wave
         self._waves: list[int] = []  # waves with shown tasks, ascending
         self._headers: list[int] | None = None  # each wave header's index (lazily)
@@ -95,9 +97,7 @@ class QueueRows:
         if task.state is TaskState.SUCCEEDED:
             return False
         needle = self.filter
-        return not needle or any(
-            needle in field for field in (task.id.lower(), task.state.value, task.agent.lower())
-        )
+        return not needle or needle in task.state or needle in self._names[task.id]
 
     @property
     def task_count(self) -> int:
@@ -106,14 +106,24 @@ class QueueRows:
 
     def load(self, tasks: Iterable[TaskView]) -> None:
         """Every task's view, in config order (then `refilter()` decides what shows)."""
-        self.views = {task.id: task for task in tasks}
-        self._order = {task_id: number for number, task_id in enumerate(self.views)}
+        self.views, self._order, self._names = {}, {}, {}
+        self._all = sorted(self._know(task) for task in tasks)
+
+    def _know(self, task: TaskView) -> tuple[int, int, str]:
+        """Take in a task never seen before (its id, agent and wave never change);
+        its place in display order."""
+        self.views[task.id] = task
+        number = len(self._order)
+        self._order[task.id] = number
+        # A NUL never comes from the filter box: no match can span the two names.
+        self._names[task.id] = f"{task.id.lower()}\0{task.agent.lower()}"
+        return (task.wave, number, task.id)
 
     def put(self, task: TaskView) -> bool:
         """Take in a task's new view; whether its row came or went."""
         old = self.views.get(task.id)
         if old is None:
-            self._order[task.id] = len(self._order)
+            insort(self._all, self._know(task))
         self.views[task.id] = task
         was, now = old is not None and self.shows(old), self.shows(task)
         if was and not now:
@@ -123,12 +133,10 @@ class QueueRows:
         return was != now
 
     def refilter(self, text: str) -> None:
-        """Show the tasks matching `text` (one pass over every task)."""
+        """Show the tasks matching `text` (one pass over every task, already in order)."""
         self.filter = text
-        order = self._order
-        self._shown = sorted(
-            (task.wave, order[task.id], task.id) for task in self.views.values() if self.shows(task)
-        )
+        views, shows = self.views, self.shows
+        self._shown = [entry for entry in self._all if shows(views[entry[2]])]
         self._count = {}
         for wave, _, _ in self._shown:
             self._count[wave] = self._count.get(wave, 0) + 1
