@@ -242,8 +242,8 @@ class FleetApp(App[int]):
 
     @on(Input.Changed, "#queue-filter")
     def _filter_changed(self, event: Input.Changed) -> None:
+        # The queue alone: the other panes need nothing new for a keystroke.
         self.query_one(QueuePane).set_filter(event.value)
-        self.refresh_view()
 
     @on(Input.Submitted, "#queue-filter")
     def _filter_done(self) -> None:
@@ -260,7 +260,6 @@ class FleetApp(App[int]):
             pane.set_filter("")
             pane.remove_class("-filtering")
             self.query_one(QueueTable).focus()
-            self.refresh_view()
 
     def action_help(self) -> None:
         """?: keys and the load formula."""

@@ -265,7 +265,7 @@ class QueuePane(Vertical):
         super().__init__(id=id)
         self.border_title = "Queue"
         self._filter = ""
-        self._refilter = False
+        self._not_done = 0
         self._on_screen: list[Hashable] = []  # the signatures of the rows last drawn
         self._empty: str | None = ""  # the message under the table (None: hidden)
 
@@ -285,9 +285,16 @@ class QueuePane(Vertical):
         return self._filter
 
     def set_filter(self, text: str) -> None:
-        """Show only tasks whose id, state or agent contains `text` (from the next show)."""
-        self._filter = text.strip().lower()
-        self._refilter = True
+        """Show only tasks whose id, state or agent contains `text`, at once.
+
+        From the task views the pane already has: a keystroke waits neither for
+        the engine's snapshot nor for the other panes (the next refresh brings
+        what changed meanwhile)."""
+        wanted = text.strip().lower()
+        if wanted != self._filter:
+            self._filter = wanted
+            self._refilter()
+            self._draw()
 
     def show(self, refresh: Refresh) -> None:
         """Bring the table in line with the engine: take in what changed, draw what is
@@ -296,16 +303,16 @@ class QueuePane(Vertical):
         table = self.table
         rows = table.rows
         rows.now = snapshot.now
-        selected = table.selected_task
-        refiltered = self._refilter or refresh.full
+        self._not_done = snapshot.total - snapshot.done
         if refresh.full:
             rows.load(refresh.changed)
-        came_or_went = False
-        for task in () if refresh.full else refresh.changed:
-            came_or_went |= rows.put(task)
-        if refiltered:
-            rows.refilter(self._filter)
-            self._refilter = False
+            self._refilter()
+        else:
+            came_or_went = False
+            for task in refresh.changed:
+                came_or_went |= rows.put(task)
+            if came_or_went:
+                table.set_rows(rows)
         task_width = min(TASK_WIDTH_MAX, refresh.longest_id or 4)
         # Each column has cell padding on both sides.
         padding = 2 * table.CELL_PADDING * len(COLUMNS)
@@ -317,18 +324,28 @@ class QueuePane(Vertical):
             table.set_columns(
                 list(zip(COLUMNS, (task_width, STATE_WIDTH, ATTEMPTS_WIDTH, room), strict=True))
             )
-        if came_or_went or refiltered:
-            table.set_rows(rows)
-            if refiltered and (selected is None or rows.index_of(selected) is None):
-                table.action_scroll_top()  # the selected task is not shown: the first one
-        # Draw again only when a row on screen looks different (rows off screen cost
-        # nothing until they are scrolled to).
+        self._draw()
+
+    def _refilter(self) -> None:
+        """Apply the filter to every task; the cursor stays on its task if shown."""
+        table = self.table
+        rows = table.rows
+        selected = table.selected_task
+        rows.refilter(self._filter)
+        table.set_rows(rows)
+        if selected is None or rows.index_of(selected) is None:
+            table.action_scroll_top()  # the selected task is not shown: the first one
+
+    def _draw(self) -> None:
+        """Repaint the rows on screen if they look different; the title, the message."""
+        table = self.table
+        rows = table.rows
+        # Rows off screen cost nothing until they are scrolled to.
         on_screen = [rows.row(index).signature for index in table.rows_on_screen()]
         if on_screen != self._on_screen:
             self._on_screen = on_screen
             table.refresh()
-        not_done = snapshot.total - snapshot.done
-        title = f"Queue · {not_done} not done"
+        title = f"Queue · {self._not_done} not done"
         if self._filter:
             title += f" · {rows.task_count} match '{self._filter}'"
         set_border_title(self, title)
