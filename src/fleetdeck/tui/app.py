@@ -240,11 +240,6 @@ class FleetApp(App[int]):
         pane.add_class("-filtering")
         self.query_one("#queue-filter", Input).focus()
 
-    @on(Input.Changed, "#queue-filter")
-    def _filter_changed(self, event: Input.Changed) -> None:
-        # The queue alone: the other panes need nothing new for a keystroke.
-        self.query_one(QueuePane).set_filter(event.value)
-
     @on(Input.Submitted, "#queue-filter")
     def _filter_done(self) -> None:
         self.query_one(QueueTable).focus()
@@ -256,8 +251,7 @@ class FleetApp(App[int]):
             return
         pane = self.query_one(QueuePane)
         if pane.has_class("-filtering") or pane.filter_text:
-            self.query_one("#queue-filter", Input).value = ""
-            pane.set_filter("")
+            self.query_one("#queue-filter", Input).value = ""  # the pane follows its box
             pane.remove_class("-filtering")
             self.query_one(QueueTable).focus()
 

@@ -80,7 +80,8 @@ class QueueRows:
     def __init__(self) -> None:
         self.views: dict[str, TaskView] = {}  # every task's latest view
         self._order: dict[str, int] = {}  # config order
-        self._names: dict[str, str] = {}  # what the filter searches besides the state
+        # What the filter searches in each task (None: done, never shown).
+        self._searched: dict[str, str | None] = {}
         self._all: list[tuple[int, int, str]] = []  # (wave, order, id) of every task, sorted
         self._shown: list[tuple[int, int, str]] = []  # the same, of the tasks shown
         self._count: dict[int, int] = {}  # shown tasks per wave
@@ -92,12 +93,10 @@ class QueueRows:
 
     # --- what is shown ------------------------------------------------------------
 
-    def shows(self, task: TaskView) -> bool:
+    def shows(self, task_id: str) -> bool:
         """Not done, and matching the filter (in its id, state or agent)."""
-        if task.state is TaskState.SUCCEEDED:
-            return False
-        needle = self.filter
-        return not needle or needle in task.state or needle in self._names[task.id]
+        searched = self._searched[task_id]
+        return searched is not None and self.filter in searched
 
     @property
     def task_count(self) -> int:
@@ -106,26 +105,36 @@ class QueueRows:
 
     def load(self, tasks: Iterable[TaskView]) -> None:
         """Every task's view, in config order (then `refilter()` decides what shows)."""
-        self.views, self._order, self._names = {}, {}, {}
+        self.views, self._order, self._searched = {}, {}, {}
         self._all = sorted(self._know(task) for task in tasks)
 
     def _know(self, task: TaskView) -> tuple[int, int, str]:
-        """Take in a task never seen before (its id, agent and wave never change);
-        its place in display order."""
-        self.views[task.id] = task
+        """Take in a task never seen before (its wave never changes); its place in
+        display order."""
+        self._take(task)
         number = len(self._order)
         self._order[task.id] = number
-        # A NUL never comes from the filter box: no match can span the two names.
-        self._names[task.id] = f"{task.id.lower()}\0{task.agent.lower()}"
         return (task.wave, number, task.id)
+
+    def _take(self, task: TaskView) -> None:
+        self.views[task.id] = task
+        # Lowercased once per view, not per keystroke; a NUL never comes from the
+        # filter box, so no match spans two fields.
+        self._searched[task.id] = (
+            None
+            if task.state is TaskState.SUCCEEDED
+            else f"{task.id.lower()}\0{task.state}\0{task.agent.lower()}"
+        )
 
     def put(self, task: TaskView) -> bool:
         """Take in a task's new view; whether its row came or went."""
-        old = self.views.get(task.id)
-        if old is None:
+        if task.id not in self.views:
             insort(self._all, self._know(task))
-        self.views[task.id] = task
-        was, now = old is not None and self.shows(old), self.shows(task)
+            was = False
+        else:
+            was = self.shows(task.id)
+            self._take(task)
+        now = self.shows(task.id)
         if was and not now:
             self._remove((task.wave, self._order[task.id], task.id))
         elif now and not was:
@@ -135,8 +144,8 @@ class QueueRows:
     def refilter(self, text: str) -> None:
         """Show the tasks matching `text` (one pass over every task, already in order)."""
         self.filter = text
-        views, shows = self.views, self.shows
-        self._shown = [entry for entry in self._all if shows(views[entry[2]])]
+        shows = self.shows
+        self._shown = [entry for entry in self._all if shows(entry[2])]
         self._count = {}
         for wave, _, _ in self._shown:
             self._count[wave] = self._count.get(wave, 0) + 1
@@ -274,6 +283,12 @@ class QueuePane(Vertical):
         yield QueueTable()
         yield Static("", id="queue-empty")
 
+    def on_mount(self) -> None:
+        # Synchronously, as the box's text changes: the new rows and the typed
+        # character then reach the screen in the same frame (an Input.Changed
+        # handler runs later, after the screen has laid out the box alone).
+        self.watch(self.query_one("#queue-filter", Input), "value", self.set_filter, init=False)
+
     @property
     def table(self) -> QueueTable:
         """The table of tasks."""
@@ -285,7 +300,8 @@ class QueuePane(Vertical):
         return self._filter
 
     def set_filter(self, text: str) -> None:
-        """Show only tasks whose id, state or agent contains `text`, at once.
+        """Show only tasks whose id, state or agent contains `text`, at once (the
+        filter box's text, as it changes).
 
         From the task views the pane already has: a keystroke waits neither for
         the engine's snapshot nor for the other panes (the next refresh brings
