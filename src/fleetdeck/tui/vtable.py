@@ -23,6 +23,7 @@ from rich.style import Style
 from rich.text import Text
 from textual import events
 from textual.binding import Binding, BindingType
+from textual.cache import LRUCache
 from textual.geometry import Region, Size, Spacing
 from textual.message import Message
 from textual.reactive import reactive
@@ -71,7 +72,11 @@ class _NoRows:
 
 
 _EMPTY = Text(no_wrap=True, end="")
-_CACHE_LIMIT = 2000  # rendered rows kept (a few screens' worth, in every cursor state)
+# Drawn rows kept, the least recently shown dropped first: a few screens' worth (a
+# row under the cursor or the mouse is drawn twice). Rows that change on every
+# refresh (in-flight output) only pass through: a bigger cache would hold
+# thousands of dead lines for the garbage collector to walk.
+_CACHE_ROWS = 256
 
 
 class VirtualTable(ScrollView, can_focus=True):
@@ -176,7 +181,7 @@ class VirtualTable(ScrollView, can_focus=True):
         self._cursor_key: str | None = None
         self._hover = -2  # the row under the mouse (-1: the header)
         self._show_hover = False
-        self._lines: dict[Hashable, list[Segment]] = {}
+        self._lines: LRUCache[Hashable, Strip] = LRUCache(_CACHE_ROWS)
 
     # --- what is shown -----------------------------------------------------------
 
@@ -375,15 +380,27 @@ class VirtualTable(ScrollView, can_focus=True):
         self._lines.clear()
 
     def render_line(self, y: int) -> Strip:
-        width = self.size.width
         base = self.rich_style
         if y < self.HEADER_HEIGHT:
-            segments = self._header_line(base)
-        else:
-            index = y - self.HEADER_HEIGHT + int(self.scroll_y)
-            if index >= self.row_count:
-                return Strip.blank(width, base)
-            segments = self._row_line(index, base)
+            return self._in_view(self._header_line(base), base)
+        index = y - self.HEADER_HEIGHT + int(self.scroll_y)
+        if index >= self.row_count:
+            return Strip.blank(self.size.width, base)
+        row = self._source.row(index)
+        cursor = index == self._cursor
+        hover = index == self._hover and self._show_hover
+        key = (row.signature, index, cursor, hover, self.show_cursor, base, int(self.scroll_x))
+        strip = self._lines.get(key)
+        if strip is None:
+            component, post = self._cell_styles(hover=hover, cursor=cursor, header=False)
+            cells = [_formatted(cell) for cell in row.cells]
+            strip = self._in_view(self._line(index, cells, base, component, post), base)
+            self._lines.set(key, strip)
+        return strip
+
+    def _in_view(self, segments: list[Segment], base: Style) -> Strip:
+        """A whole line, as much of it as the table's width shows where it is scrolled."""
+        width = self.size.width
         x = int(self.scroll_x)
         return Strip(segments).crop(x, x + width).adjust_cell_length(width, base).simplify()
 
@@ -405,20 +422,6 @@ class VirtualTable(ScrollView, can_focus=True):
         component, post = self._cell_styles(hover=hover, cursor=False, header=True)
         cells = [Text.from_markup(label) for label, _ in self._columns]
         return self._line(-1, cells, style, component, post)
-
-    def _row_line(self, index: int, base: Style) -> list[Segment]:
-        row = self._source.row(index)
-        cursor, hover = index == self._cursor, index == self._hover
-        component, post = self._cell_styles(hover=hover, cursor=cursor, header=False)
-        key = (row.signature, index, cursor, hover and self._show_hover, self.show_cursor, base)
-        line = self._lines.get(key)
-        if line is None:
-            cells = [_formatted(cell) for cell in row.cells]
-            line = self._line(index, cells, base, component, post)
-            if len(self._lines) >= _CACHE_LIMIT:
-                self._lines.clear()
-            self._lines[key] = line
-        return line
 
     def _line(
         self, index: int, cells: list[Text], row_style: Style, component: Style, post: Style
