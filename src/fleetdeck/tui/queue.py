@@ -10,7 +10,7 @@ a new filter costs one pass over the tasks.
 
 from __future__ import annotations
 
-from bisect import bisect_left, bisect_right, insort
+from bisect import bisect_left, bisect_right
 from collections.abc import Hashable, Iterable
 from dataclasses import dataclass
 from itertools import accumulate
@@ -65,6 +65,14 @@ def waits_for(task: TaskView, now: float) -> str:
     return ""
 
 
+def _searched(task: TaskView) -> str | None:
+    """What the filter searches in a task: its id, state and agent, lowercased (a NUL
+    never comes from the filter box, so no match spans two); None once it is done."""
+    if task.state is TaskState.SUCCEEDED:
+        return None
+    return f"{task.id.lower()}\0{task.state}\0{task.agent.lower()}"
+
+
 def _wave_header(wave: int, count: int) -> Text:
     return Text(f"wave {wave} · {count}", style="bold dim")
 
@@ -80,10 +88,11 @@ class QueueRows:
     def __init__(self) -> None:
         self.views: dict[str, TaskView] = {}  # every task's latest view
         self._order: dict[str, int] = {}  # config order
-        # What the filter searches in each task (None: done, never shown).
-        self._searched: dict[str, str | None] = {}
         self._all: list[tuple[int, int, str]] = []  # (wave, order, id) of every task, sorted
-        self._shown: list[tuple[int, int, str]] = []  # the same, of the tasks shown
+        # In step with _all: what the filter searches in each task (None: done,
+        # never shown), lowercased once per view rather than per keystroke.
+        self._searched: list[str | None] = []
+        self._shown: list[tuple[int, int, str]] = []  # the entries of the tasks shown
         self._count: dict[int, int] = {}  # shown tasks per wave
         self._waves: list[int] = []  # waves with shown tasks, ascending
         self._headers: list[int] | None = None  # each wave header's index (lazily)
@@ -95,7 +104,7 @@ class QueueRows:
 
     def shows(self, task_id: str) -> bool:
         """Not done, and matching the filter (in its id, state or agent)."""
-        searched = self._searched[task_id]
+        searched = self._searched[self._place(task_id)]
         return searched is not None and self.filter in searched
 
     @property
@@ -105,47 +114,46 @@ class QueueRows:
 
     def load(self, tasks: Iterable[TaskView]) -> None:
         """Every task's view, in config order (then `refilter()` decides what shows)."""
-        self.views, self._order, self._searched = {}, {}, {}
-        self._all = sorted(self._know(task) for task in tasks)
+        self.views = {task.id: task for task in tasks}
+        self._order = {task_id: number for number, task_id in enumerate(self.views)}
+        self._all = sorted(self._entry(task_id) for task_id in self.views)
+        self._searched = [_searched(self.views[task_id]) for _, _, task_id in self._all]
 
-    def _know(self, task: TaskView) -> tuple[int, int, str]:
-        """Take in a task never seen before (its wave never changes); its place in
-        display order."""
-        self._take(task)
-        number = len(self._order)
-        self._order[task.id] = number
-        return (task.wave, number, task.id)
+    def _entry(self, task_id: str) -> tuple[int, int, str]:
+        """The task's place in display order (its wave never changes)."""
+        return (self.views[task_id].wave, self._order[task_id], task_id)
 
-    def _take(self, task: TaskView) -> None:
-        self.views[task.id] = task
-        # Lowercased once per view, not per keystroke; a NUL never comes from the
-        # filter box, so no match spans two fields.
-        self._searched[task.id] = (
-            None
-            if task.state is TaskState.SUCCEEDED
-            else f"{task.id.lower()}\0{task.state}\0{task.agent.lower()}"
-        )
+    def _place(self, task_id: str) -> int:
+        """The task's index in _all (and _searched)."""
+        return bisect_left(self._all, self._entry(task_id))
 
     def put(self, task: TaskView) -> bool:
         """Take in a task's new view; whether its row came or went."""
-        if task.id not in self.views:
-            insort(self._all, self._know(task))
-            was = False
-        else:
-            was = self.shows(task.id)
-            self._take(task)
+        if task.id not in self.views:  # never seen: given its place, not shown yet
+            self._order[task.id] = len(self._order)
+            self.views[task.id] = task
+            at = self._place(task.id)
+            self._all.insert(at, self._entry(task.id))
+            self._searched.insert(at, None)
+        was = self.shows(task.id)
+        self.views[task.id] = task
+        self._searched[self._place(task.id)] = _searched(task)
         now = self.shows(task.id)
         if was and not now:
-            self._remove((task.wave, self._order[task.id], task.id))
+            self._remove(self._entry(task.id))
         elif now and not was:
-            self._add((task.wave, self._order[task.id], task.id))
+            self._add(self._entry(task.id))
         return was != now
 
     def refilter(self, text: str) -> None:
-        """Show the tasks matching `text` (one pass over every task, already in order)."""
+        """Show the tasks matching `text`: one pass over every task, in display order
+        (what `shows()` says of each, written out: this runs on every keystroke)."""
         self.filter = text
-        shows = self.shows
-        self._shown = [entry for entry in self._all if shows(entry[2])]
+        self._shown = [
+            entry
+            for entry, searched in zip(self._all, self._searched, strict=True)
+            if searched is not None and text in searched
+        ]
         self._count = {}
         for wave, _, _ in self._shown:
             self._count[wave] = self._count.get(wave, 0) + 1
