@@ -16,6 +16,7 @@ from fleetdeck.journal import Journal
 from fleetdeck.model import TaskState
 from fleetdeck.tui.app import FleetApp
 from fleetdeck.tui.detail import TaskDetailScreen
+from fleetdeck.tui.header import FleetHeader
 from fleetdeck.tui.help import HelpScreen
 from fleetdeck.tui.queue import QueuePane, QueueTable
 from fleetdeck.tui.timeline import TimelineScreen
@@ -83,14 +84,17 @@ async def test_p_pauses_and_resumes_new_launches(tmp_path: Path) -> None:
     app, journal = make_app(fleet(tmp_path, tasks), tmp_path, executor=executor)
     async with app.run_test() as pilot:
         await until(lambda: "first" in executor.current)
+        header = app.query_one(FleetHeader)
         await pilot.press("p")
         assert app.engine.paused
+        assert "⏸ paused" in str(header.content)  # at once, not at the next refresh
         executor.finish("first")
         await until(lambda: app.engine.task("then").state is TaskState.READY)
         await pilot.pause(0.2)
         assert "then" not in executor.current  # held back while paused
         await pilot.press("p")
         assert not app.engine.paused
+        assert "▶ running" in str(header.content)
         await until(lambda: "then" in executor.current)
     journal.close()
 

@@ -224,7 +224,10 @@ class FleetApp(App[int]):
             self.engine.resume()
         else:
             self.engine.pause()
-        self.refresh_view()
+        # The header says so at once. The rest of the screen (what is launched, or
+        # not) follows with the next timed refresh, rather than making the key
+        # wait for every pane to be redrawn.
+        self.query_one(FleetHeader).show(self.engine.snapshot(), width=self.size.width)
 
     def action_details(self) -> None:
         """enter: the selected task's attempts, log, inputs and output."""
