@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import ClassVar, Protocol
 
 from rich.cells import cell_len
@@ -182,6 +183,7 @@ class VirtualTable(ScrollView, can_focus=True):
         self._hover = -2  # the row under the mouse (-1: the header)
         self._show_hover = False
         self._lines: LRUCache[Hashable, Strip] = LRUCache(_CACHE_ROWS)
+        self._style = Style()  # the table's rich_style, as of the repaint under way
 
     # --- what is shown -----------------------------------------------------------
 
@@ -379,10 +381,22 @@ class VirtualTable(ScrollView, can_focus=True):
     def _on_resize(self, _: events.Resize) -> None:
         self._lines.clear()
 
+    def render_lines(self, crop: Region) -> list[Strip]:
+        # The table's own style is the same for every line of a repaint, and
+        # computing it walks up the DOM: once per repaint, not once per line.
+        self._style = self.rich_style
+        return super().render_lines(crop)
+
     def render_line(self, y: int) -> Strip:
-        base = self.rich_style
+        base = self._style
         if y < self.HEADER_HEIGHT:
-            return self._in_view(self._header_line(base), base)
+            hovered = self._hover == -1 and self._show_hover
+            key: Hashable = ("header", hovered, self.show_cursor, base, int(self.scroll_x))
+            strip = self._lines.get(key)
+            if strip is None:
+                strip = self._in_view(self._header_line(base), base)
+                self._lines.set(key, strip)
+            return strip
         index = y - self.HEADER_HEIGHT + int(self.scroll_y)
         if index >= self.row_count:
             return Strip.blank(self.size.width, base)
@@ -490,6 +504,13 @@ def _formatted(cell: Cell) -> Text:
         return cell if cell else _EMPTY
     if not cell:
         return _EMPTY
+    return _markup(cell)
+
+
+@lru_cache(maxsize=4096)
+def _markup(cell: str) -> Text:
+    """A string cell's markup, parsed once: the same few names and numbers come
+    back row after row (the Text is shared, so nothing may change it)."""
     text = Text.from_markup(cell, end="")
     text.no_wrap = True
     return text
