@@ -11,9 +11,11 @@ a new filter costs one pass over the tasks.
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
+from collections import Counter
 from collections.abc import Hashable, Iterable
 from dataclasses import dataclass
 from itertools import accumulate
+from operator import itemgetter
 
 from rich.text import Text
 from textual.app import ComposeResult
@@ -93,7 +95,7 @@ class QueueRows:
         # never shown), lowercased once per view rather than per keystroke.
         self._searched: list[str | None] = []
         self._shown: list[tuple[int, int, str]] = []  # the entries of the tasks shown
-        self._count: dict[int, int] = {}  # shown tasks per wave
+        self._count: Counter[int] = Counter()  # shown tasks per wave
         self._waves: list[int] = []  # waves with shown tasks, ascending
         self._headers: list[int] | None = None  # each wave header's index (lazily)
         self.filter = ""
@@ -154,9 +156,7 @@ class QueueRows:
             for entry, searched in zip(self._all, self._searched, strict=True)
             if searched is not None and text in searched
         ]
-        self._count = {}
-        for wave, _, _ in self._shown:
-            self._count[wave] = self._count.get(wave, 0) + 1
+        self._count = Counter(map(itemgetter(0), self._shown))  # entries start with the wave
         self._waves = sorted(self._count)
         self._headers = None
 
