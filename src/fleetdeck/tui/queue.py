@@ -207,9 +207,7 @@ class QueueRows:
             wave = int(key[len(_WAVE) :])
             count = self._count[wave]
             return Row(key, (_wave_header(wave, count), "", "", ""), (key, count))
-        task = self.views[key]
-        shown = _Row(task.state, task.attempts, waits_for(task, self.now))
-        signature: Hashable = (key, shown, self.widths)
+        shown = self._shown_of(key)
         task_width, waits_width = self.widths
         cells = (
             cut(key, task_width),
@@ -217,7 +215,17 @@ class QueueRows:
             str(shown.attempts) if shown.attempts else "",
             cut(shown.waits_for, waits_width, style="dim"),
         )
-        return Row(key, cells, signature)
+        return Row(key, cells, (key, shown, self.widths))
+
+    def signature(self, index: int) -> Hashable:
+        key = self.key(index)
+        if key.startswith(_WAVE):
+            return (key, self._count[int(key[len(_WAVE) :])])
+        return (key, self._shown_of(key), self.widths)
+
+    def _shown_of(self, task_id: str) -> _Row:
+        task = self.views[task_id]
+        return _Row(task.state, task.attempts, waits_for(task, self.now))
 
     def index_of(self, key: str) -> int | None:
         if key.startswith(_WAVE):
@@ -365,7 +373,7 @@ class QueuePane(Vertical):
         table = self.table
         rows = table.rows
         # Rows off screen cost nothing until they are scrolled to.
-        on_screen = [rows.row(index).signature for index in table.rows_on_screen()]
+        on_screen = [rows.signature(index) for index in table.rows_on_screen()]
         if on_screen != self._on_screen:
             self._on_screen = on_screen
             table.refresh()

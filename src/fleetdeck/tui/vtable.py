@@ -56,6 +56,11 @@ class RowSource(Protocol):
         """The row at `index` (0 <= index < len)."""
         ...
 
+    def signature(self, index: int) -> Hashable:
+        """`row(index).signature`, without making the cells: a row drawn before is
+        taken from the cache on this alone."""
+        ...
+
     def index_of(self, key: str) -> int | None:
         """Where the row with `key` is, or None when it is not there."""
         ...
@@ -66,6 +71,9 @@ class _NoRows:
         return 0
 
     def row(self, index: int) -> Row:
+        raise IndexError(index)
+
+    def signature(self, index: int) -> Hashable:
         raise IndexError(index)
 
     def index_of(self, key: str) -> int | None:
@@ -400,14 +408,14 @@ class VirtualTable(ScrollView, can_focus=True):
         index = y - self.HEADER_HEIGHT + int(self.scroll_y)
         if index >= self.row_count:
             return Strip.blank(self.size.width, base)
-        row = self._source.row(index)
+        signature = self._source.signature(index)
         cursor = index == self._cursor
         hover = index == self._hover and self._show_hover
-        key = (row.signature, index, cursor, hover, self.show_cursor, base, int(self.scroll_x))
+        key = (signature, index, cursor, hover, self.show_cursor, base, int(self.scroll_x))
         strip = self._lines.get(key)
         if strip is None:
             component, post = self._cell_styles(hover=hover, cursor=cursor, header=False)
-            cells = [_formatted(cell) for cell in row.cells]
+            cells = [_formatted(cell) for cell in self._source.row(index).cells]
             strip = self._in_view(self._line(index, cells, base, component, post), base)
             self._lines.set(key, strip)
         return strip
