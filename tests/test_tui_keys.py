@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from textual.geometry import Region
 
 from conftest import alive
 from fleetdeck.config import build_fleet
@@ -225,6 +226,21 @@ async def test_slash_filters_the_queue_and_escape_clears_it(tmp_path: Path) -> N
         await pilot.pause()
         assert app.query_one(QueuePane).filter_text == ""
         assert set(table.row_keys()) == {"wave:0", "lint", "types", "lint-docs"}
+    journal.close()
+
+
+async def test_the_filter_is_shown_as_typed_even_with_brackets(tmp_path: Path) -> None:
+    tasks = [{"id": name, "agent": "coder"} for name in ("lint", "types")]
+    app, journal = make_app(fleet(tmp_path, tasks, slots=1), tmp_path)
+    async with app.run_test() as pilot:
+        await pilot.pause()
+        # Once parsed as markup, "[/" stopped the app with a MarkupError.
+        await pilot.press("slash", "left_square_bracket", "slash", "b")
+        await pilot.pause()
+        pane = app.query_one(QueuePane)
+        assert pane.filter_text == "[/b"
+        title = pane.render_lines(Region(0, 0, pane.size.width, 1))[0].text
+        assert "match '[/b'" in title
     journal.close()
 
 
