@@ -81,11 +81,11 @@ class _NoRows:
 
 
 _EMPTY = Text(no_wrap=True, end="")
-# Drawn rows kept, the least recently shown dropped first: a few screens' worth (a
-# row under the cursor or the mouse is drawn twice). Rows that change on every
-# refresh (in-flight output) only pass through: a bigger cache would hold
-# thousands of dead lines for the garbage collector to walk.
-_CACHE_ROWS = 256
+# Drawn rows kept, the least recently shown dropped first: this many screens of
+# the table's height (a row under the cursor or the mouse is drawn twice). Rows
+# that change on every refresh (in-flight output) only pass through: a bigger
+# cache would hold dead lines for the garbage collector to walk.
+_CACHE_SCREENS = 4
 
 
 class VirtualTable(ScrollView, can_focus=True):
@@ -190,7 +190,7 @@ class VirtualTable(ScrollView, can_focus=True):
         self._cursor_key: str | None = None
         self._hover = -2  # the row under the mouse (-1: the header)
         self._show_hover = False
-        self._lines: LRUCache[Hashable, Strip] = LRUCache(_CACHE_ROWS)
+        self._lines: LRUCache[Hashable, Strip] = LRUCache(_CACHE_SCREENS * 24)
         self._style = Style()  # the table's rich_style, as of the repaint under way
 
     # --- what is shown -----------------------------------------------------------
@@ -387,7 +387,7 @@ class VirtualTable(ScrollView, can_focus=True):
         super().notify_style_update()
 
     def _on_resize(self, _: events.Resize) -> None:
-        self._lines.clear()
+        self._lines = LRUCache(_CACHE_SCREENS * max(1, self.size.height))
 
     def render_lines(self, crop: Region) -> list[Strip]:
         # The table's own style is the same for every line of a repaint, and
