@@ -27,6 +27,8 @@ CELLS: list[Text | str] = [
     Text.assemble(("red ", "red"), ("green", "green"), " plain"),
     Text("on the right", justify="right"),
     Text("left and padded", justify="left", style="on blue"),
+    Text("no such style", style="not-a-style"),
+    Text("no such style, cut here", style="not-a-style"),
 ]
 
 

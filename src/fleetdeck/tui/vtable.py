@@ -488,7 +488,8 @@ def _cell_line(cell: Text, width: int, console: Console) -> list[Segment]:
         and "\n" not in plain
     ):
         # Nearly every cell: one run of text in one style, that fits.
-        style = console.get_style(cell.style) if cell.style else None
+        # An unknown style name draws plain, as in Text.render.
+        style = console.get_style(cell.style, default=Style.null()) if cell.style else None
         segments = [Segment(plain, style)] if plain else []
         if length < width:
             segments.append(Segment(" " * (width - length)))
