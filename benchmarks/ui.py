@@ -282,8 +282,12 @@ class Session:
         began = time.perf_counter()
         pid = self.tmux.start(fleetdeck_command(self.contestant, self.state))
         self.process = psutil.Process(pid)
-        if not any("fleetdeck" in part for part in self.process.cmdline()):
-            raise BenchmarkError(f"pid {pid} is not fleetdeck: {self.process.cmdline()}")
+        # The pane's shell execs fleetdeck: on a busy machine, not yet.
+        deadline = time.perf_counter() + KEY_TIMEOUT
+        while not any("fleetdeck" in part for part in self.process.cmdline()):
+            if time.perf_counter() > deadline:
+                raise BenchmarkError(f"pid {pid} is not fleetdeck: {self.process.cmdline()}")
+            time.sleep(0.01)
         wait_for(
             self.tmux,
             lambda text: "▶ running" in text and f"In flight · {SLOTS} agent" in text,

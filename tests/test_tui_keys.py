@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from textual.geometry import Region
 
 from conftest import alive
 from fleetdeck.config import build_fleet
@@ -16,6 +17,7 @@ from fleetdeck.journal import Journal
 from fleetdeck.model import TaskState
 from fleetdeck.tui.app import FleetApp
 from fleetdeck.tui.detail import TaskDetailScreen
+from fleetdeck.tui.header import FleetHeader
 from fleetdeck.tui.help import HelpScreen
 from fleetdeck.tui.queue import QueuePane, QueueTable
 from fleetdeck.tui.timeline import TimelineScreen
@@ -83,14 +85,17 @@ async def test_p_pauses_and_resumes_new_launches(tmp_path: Path) -> None:
     app, journal = make_app(fleet(tmp_path, tasks), tmp_path, executor=executor)
     async with app.run_test() as pilot:
         await until(lambda: "first" in executor.current)
+        header = app.query_one(FleetHeader)
         await pilot.press("p")
         assert app.engine.paused
+        assert "⏸ paused" in str(header.content)  # at once, not at the next refresh
         executor.finish("first")
         await until(lambda: app.engine.task("then").state is TaskState.READY)
         await pilot.pause(0.2)
         assert "then" not in executor.current  # held back while paused
         await pilot.press("p")
         assert not app.engine.paused
+        assert "▶ running" in str(header.content)
         await until(lambda: "then" in executor.current)
     journal.close()
 
@@ -221,6 +226,21 @@ async def test_slash_filters_the_queue_and_escape_clears_it(tmp_path: Path) -> N
         await pilot.pause()
         assert app.query_one(QueuePane).filter_text == ""
         assert set(table.row_keys()) == {"wave:0", "lint", "types", "lint-docs"}
+    journal.close()
+
+
+async def test_the_filter_is_shown_as_typed_even_with_brackets(tmp_path: Path) -> None:
+    tasks = [{"id": name, "agent": "coder"} for name in ("lint", "types")]
+    app, journal = make_app(fleet(tmp_path, tasks, slots=1), tmp_path)
+    async with app.run_test() as pilot:
+        await pilot.pause()
+        # Once parsed as markup, "[/" stopped the app with a MarkupError.
+        await pilot.press("slash", "left_square_bracket", "slash", "b")
+        await pilot.pause()
+        pane = app.query_one(QueuePane)
+        assert pane.filter_text == "[/b"
+        title = pane.render_lines(Region(0, 0, pane.size.width, 1))[0].text
+        assert "match '[/b'" in title
     journal.close()
 
 

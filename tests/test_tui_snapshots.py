@@ -108,6 +108,8 @@ def test_a_failure_fills_the_attention_queue(snap_compare: SnapCompare, tmp_path
         executor.finish("schema", code=1)
         await until(lambda: app.engine.task("schema").state is TaskState.FAILED)
         clock.advance(2.0)
+        # docs takes the slot schema left: it starts after the failure, not with it.
+        await until(lambda: "docs" in executor.current)
         executor.finish("docs", output="the outline")
         await until(lambda: app.engine.task("docs").state is TaskState.SUCCEEDED)
 

@@ -6,6 +6,7 @@ when what it shows changed, and a log's last line is read only for rows on scree
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from dataclasses import dataclass
 
 from rich.text import Text
@@ -31,6 +32,9 @@ class _AttemptRows:
 
     def row(self, index: int) -> Row:
         return self._rows[index]
+
+    def signature(self, index: int) -> Hashable:
+        return self._rows[index].signature
 
     def index_of(self, key: str) -> int | None:
         return self._index.get(key)

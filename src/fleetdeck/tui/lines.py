@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 from rich.console import Group
 from rich.text import Text
+from textual.content import Content
 from textual.widget import Widget
 from textual.widgets import Static
 
@@ -37,13 +38,18 @@ class LinesPane(Static):
 
 
 def set_border_title(widget: Widget, title: str) -> None:
-    """Set the border title, repainting only if it changed (Textual repaints the
-    whole widget on every assignment, even of the same title)."""
-    if widget.border_title != title:
-        widget.border_title = title
+    """Set the border title as plain text, repainting only if it changed (Textual
+    repaints the whole widget on every assignment, even of the same title).
+
+    Plain, never markup: a title may quote what the operator typed (the queue's
+    filter), and a string would be parsed as markup ('[/' is an error)."""
+    content = Content(title)
+    if widget.border_title != content.markup:  # the getter gives markup
+        widget.border_title = content
 
 
 def set_border_subtitle(widget: Widget, subtitle: str) -> None:
-    """Set the border subtitle, repainting only if it changed."""
-    if widget.border_subtitle != subtitle:
-        widget.border_subtitle = subtitle
+    """Set the border subtitle as plain text, repainting only if it changed."""
+    content = Content(subtitle)
+    if widget.border_subtitle != content.markup:
+        widget.border_subtitle = content

@@ -11,9 +11,11 @@ a new filter costs one pass over the tasks.
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
+from collections import Counter
 from collections.abc import Hashable, Iterable
 from dataclasses import dataclass
 from itertools import accumulate
+from operator import itemgetter
 
 from rich.text import Text
 from textual.app import ComposeResult
@@ -65,6 +67,14 @@ def waits_for(task: TaskView, now: float) -> str:
     return ""
 
 
+def _searched(task: TaskView) -> str | None:
+    """What the filter searches in a task: its id, state and agent, lowercased (a NUL
+    never comes from the filter box, so no match spans two); None once it is done."""
+    if task.state is TaskState.SUCCEEDED:
+        return None
+    return f"{task.id.lower()}\0{task.state}\0{task.agent.lower()}"
+
+
 def _wave_header(wave: int, count: int) -> Text:
     return Text(f"wave {wave} · {count}", style="bold dim")
 
@@ -80,8 +90,12 @@ class QueueRows:
     def __init__(self) -> None:
         self.views: dict[str, TaskView] = {}  # every task's latest view
         self._order: dict[str, int] = {}  # config order
-        self._shown: list[tuple[int, int, str]] = []  # (wave, order, id), sorted
-        self._count: dict[int, int] = {}  # shown tasks per wave
+        self._all: list[tuple[int, int, str]] = []  # (wave, order, id) of every task, sorted
+        # In step with _all: what the filter searches in each task (None: done,
+        # never shown), lowercased once per view rather than per keystroke.
+        self._searched: list[str | None] = []
+        self._shown: list[tuple[int, int, str]] = []  # the entries of the tasks shown
+        self._count: Counter[int] = Counter()  # shown tasks per wave
         self._waves: list[int] = []  # waves with shown tasks, ascending
         self._headers: list[int] | None = None  # each wave header's index (lazily)
         self.filter = ""
@@ -90,14 +104,10 @@ class QueueRows:
 
     # --- what is shown ------------------------------------------------------------
 
-    def shows(self, task: TaskView) -> bool:
+    def shows(self, task_id: str) -> bool:
         """Not done, and matching the filter (in its id, state or agent)."""
-        if task.state is TaskState.SUCCEEDED:
-            return False
-        needle = self.filter
-        return not needle or any(
-            needle in field for field in (task.id.lower(), task.state.value, task.agent.lower())
-        )
+        searched = self._searched[self._place(task_id)]
+        return searched is not None and self.filter in searched
 
     @property
     def task_count(self) -> int:
@@ -108,30 +118,45 @@ class QueueRows:
         """Every task's view, in config order (then `refilter()` decides what shows)."""
         self.views = {task.id: task for task in tasks}
         self._order = {task_id: number for number, task_id in enumerate(self.views)}
+        self._all = sorted(self._entry(task_id) for task_id in self.views)
+        self._searched = [_searched(self.views[task_id]) for _, _, task_id in self._all]
+
+    def _entry(self, task_id: str) -> tuple[int, int, str]:
+        """The task's place in display order (its wave never changes)."""
+        return (self.views[task_id].wave, self._order[task_id], task_id)
+
+    def _place(self, task_id: str) -> int:
+        """The task's index in _all (and _searched)."""
+        return bisect_left(self._all, self._entry(task_id))
 
     def put(self, task: TaskView) -> bool:
         """Take in a task's new view; whether its row came or went."""
-        old = self.views.get(task.id)
-        if old is None:
+        if task.id not in self.views:  # never seen: given its place, not shown yet
             self._order[task.id] = len(self._order)
+            self.views[task.id] = task
+            at = self._place(task.id)
+            self._all.insert(at, self._entry(task.id))
+            self._searched.insert(at, None)
+        was = self.shows(task.id)
         self.views[task.id] = task
-        was, now = old is not None and self.shows(old), self.shows(task)
+        self._searched[self._place(task.id)] = _searched(task)
+        now = self.shows(task.id)
         if was and not now:
-            self._remove((task.wave, self._order[task.id], task.id))
+            self._remove(self._entry(task.id))
         elif now and not was:
-            self._add((task.wave, self._order[task.id], task.id))
+            self._add(self._entry(task.id))
         return was != now
 
     def refilter(self, text: str) -> None:
-        """Show the tasks matching `text` (one pass over every task)."""
+        """Show the tasks matching `text`: one pass over every task, in display order
+        (what `shows()` says of each, written out: this runs on every keystroke)."""
         self.filter = text
-        order = self._order
-        self._shown = sorted(
-            (task.wave, order[task.id], task.id) for task in self.views.values() if self.shows(task)
-        )
-        self._count = {}
-        for wave, _, _ in self._shown:
-            self._count[wave] = self._count.get(wave, 0) + 1
+        self._shown = [
+            entry
+            for entry, searched in zip(self._all, self._searched, strict=True)
+            if searched is not None and text in searched
+        ]
+        self._count = Counter(map(itemgetter(0), self._shown))  # entries start with the wave
         self._waves = sorted(self._count)
         self._headers = None
 
@@ -182,9 +207,7 @@ class QueueRows:
             wave = int(key[len(_WAVE) :])
             count = self._count[wave]
             return Row(key, (_wave_header(wave, count), "", "", ""), (key, count))
-        task = self.views[key]
-        shown = _Row(task.state, task.attempts, waits_for(task, self.now))
-        signature: Hashable = (key, shown, self.widths)
+        shown = self._shown_of(key)
         task_width, waits_width = self.widths
         cells = (
             cut(key, task_width),
@@ -192,7 +215,17 @@ class QueueRows:
             str(shown.attempts) if shown.attempts else "",
             cut(shown.waits_for, waits_width, style="dim"),
         )
-        return Row(key, cells, signature)
+        return Row(key, cells, (key, shown, self.widths))
+
+    def signature(self, index: int) -> Hashable:
+        key = self.key(index)
+        if key.startswith(_WAVE):
+            return (key, self._count[int(key[len(_WAVE) :])])
+        return (key, self._shown_of(key), self.widths)
+
+    def _shown_of(self, task_id: str) -> _Row:
+        task = self.views[task_id]
+        return _Row(task.state, task.attempts, waits_for(task, self.now))
 
     def index_of(self, key: str) -> int | None:
         if key.startswith(_WAVE):
@@ -257,7 +290,7 @@ class QueuePane(Vertical):
         super().__init__(id=id)
         self.border_title = "Queue"
         self._filter = ""
-        self._refilter = False
+        self._not_done = 0
         self._on_screen: list[Hashable] = []  # the signatures of the rows last drawn
         self._empty: str | None = ""  # the message under the table (None: hidden)
 
@@ -265,6 +298,12 @@ class QueuePane(Vertical):
         yield Input(placeholder="filter: task, state or agent (esc clears)", id="queue-filter")
         yield QueueTable()
         yield Static("", id="queue-empty")
+
+    def on_mount(self) -> None:
+        # Synchronously, as the box's text changes: the new rows and the typed
+        # character then reach the screen in the same frame (an Input.Changed
+        # handler runs later, after the screen has laid out the box alone).
+        self.watch(self.query_one("#queue-filter", Input), "value", self.set_filter, init=False)
 
     @property
     def table(self) -> QueueTable:
@@ -277,9 +316,17 @@ class QueuePane(Vertical):
         return self._filter
 
     def set_filter(self, text: str) -> None:
-        """Show only tasks whose id, state or agent contains `text` (from the next show)."""
-        self._filter = text.strip().lower()
-        self._refilter = True
+        """Show only tasks whose id, state or agent contains `text`, at once (the
+        filter box's text, as it changes).
+
+        From the task views the pane already has: a keystroke waits neither for
+        the engine's snapshot nor for the other panes (the next refresh brings
+        what changed meanwhile)."""
+        wanted = text.strip().lower()
+        if wanted != self._filter:
+            self._filter = wanted
+            self._refilter()
+            self._draw()
 
     def show(self, refresh: Refresh) -> None:
         """Bring the table in line with the engine: take in what changed, draw what is
@@ -288,16 +335,16 @@ class QueuePane(Vertical):
         table = self.table
         rows = table.rows
         rows.now = snapshot.now
-        selected = table.selected_task
-        refiltered = self._refilter or refresh.full
+        self._not_done = snapshot.total - snapshot.done
         if refresh.full:
             rows.load(refresh.changed)
-        came_or_went = False
-        for task in () if refresh.full else refresh.changed:
-            came_or_went |= rows.put(task)
-        if refiltered:
-            rows.refilter(self._filter)
-            self._refilter = False
+            self._refilter()
+        else:
+            came_or_went = False
+            for task in refresh.changed:
+                came_or_went |= rows.put(task)
+            if came_or_went:
+                table.set_rows(rows)
         task_width = min(TASK_WIDTH_MAX, refresh.longest_id or 4)
         # Each column has cell padding on both sides.
         padding = 2 * table.CELL_PADDING * len(COLUMNS)
@@ -309,18 +356,28 @@ class QueuePane(Vertical):
             table.set_columns(
                 list(zip(COLUMNS, (task_width, STATE_WIDTH, ATTEMPTS_WIDTH, room), strict=True))
             )
-        if came_or_went or refiltered:
-            table.set_rows(rows)
-            if refiltered and (selected is None or rows.index_of(selected) is None):
-                table.action_scroll_top()  # the selected task is not shown: the first one
-        # Draw again only when a row on screen looks different (rows off screen cost
-        # nothing until they are scrolled to).
-        on_screen = [rows.row(index).signature for index in table.rows_on_screen()]
+        self._draw()
+
+    def _refilter(self) -> None:
+        """Apply the filter to every task; the cursor stays on its task if shown."""
+        table = self.table
+        rows = table.rows
+        selected = table.selected_task
+        rows.refilter(self._filter)
+        table.set_rows(rows)
+        if selected is None or rows.index_of(selected) is None:
+            table.action_scroll_top()  # the selected task is not shown: the first one
+
+    def _draw(self) -> None:
+        """Repaint the rows on screen if they look different; the title, the message."""
+        table = self.table
+        rows = table.rows
+        # Rows off screen cost nothing until they are scrolled to.
+        on_screen = [rows.signature(index) for index in table.rows_on_screen()]
         if on_screen != self._on_screen:
             self._on_screen = on_screen
             table.refresh()
-        not_done = snapshot.total - snapshot.done
-        title = f"Queue · {not_done} not done"
+        title = f"Queue · {self._not_done} not done"
         if self._filter:
             title += f" · {rows.task_count} match '{self._filter}'"
         set_border_title(self, title)
