@@ -63,3 +63,45 @@ def test_an_attempt_row_follows_the_attempt_through_failed_commits(
     assert journal.committed == journal.recorded
     assert rows(state) == [(1, 4242, 3.0, "ok", 0, f"{run_dir}/t.1.agent.log", f"{run_dir}/status")]
     journal.close()
+
+
+def test_many_rows_commit_within_old_sqlites_limit_of_999_values(tmp_path: Path) -> None:
+    """SQLite before 3.32 takes at most 999 values a statement: 100 attempt rows
+    (18 values each) still go in, in statements small enough."""
+    journal = Journal(tmp_path / "state")
+    journal._db.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 999)
+    run_id = journal.begin_run(
+        fleet="f", config_path="f.toml", config_json="{}", policy="wave", started_at=1.0
+    )
+    run_dir = str(journal.run_dir(run_id))
+    for number in range(1, 101):
+        attempt = Attempt(
+            attempt_id=number, task=f"t{number}", stage=Stage.AGENT, number=1, worker="w",
+            host="local", run_dir=run_dir, started_at=2.0,
+        )  # fmt: skip
+        journal.record_attempt(run_id, attempt)
+    journal.commit()
+    assert len(rows(tmp_path / "state")) == 100
+    journal.close()
+
+
+def test_a_row_sqlite_cannot_take_fails_the_commit_and_is_kept(tmp_path: Path) -> None:
+    """Not only SQLite's own errors: an integer too large for it (OverflowError)
+    fails the commit as a JournalError, and the batch is kept, not lost."""
+    journal = Journal(tmp_path / "state")
+    run_id = journal.begin_run(
+        fleet="f", config_path="f.toml", config_json="{}", policy="wave", started_at=1.0
+    )
+    attempt = Attempt(
+        attempt_id=1, task="t", stage=Stage.AGENT, number=1, worker="w", host="local",
+        run_dir=str(journal.run_dir(run_id)), pid=2**64,
+    )  # fmt: skip
+    journal.record_attempt(run_id, attempt)
+    with pytest.raises(JournalError, match="cannot write the journal"):
+        journal.commit()
+    assert journal.pending == 1
+    assert journal.committed < journal.recorded
+    assert rows(tmp_path / "state") == []
+    with pytest.raises(JournalError):
+        journal.close()  # its last commit fails the same way, and says so (then closes)
+    assert not (tmp_path / "state" / "journal.sqlite3-wal").exists()

@@ -185,9 +185,12 @@ class _Checkpointer:
     def _work(self) -> None:
         while True:
             self._wanted.wait()
+            # Cleared before looking at _closing: a close() in between sets the
+            # event again instead of being cleared away (the thread would then
+            # wait forever and close() with it).
+            self._wanted.clear()
             if self._closing:
                 return
-            self._wanted.clear()
             # A failed checkpoint loses nothing (the log keeps every commit): the
             # next one, or the close, tries again.
             with contextlib.suppress(sqlite3.Error):
@@ -387,7 +390,10 @@ class Journal:
             return
         try:
             _write_rows(self._db, rows)
-        except sqlite3.Error as exc:
+        except Exception as exc:
+            # SQLite's errors (a full disk), and any a row can raise on the way
+            # in (an integer too large for SQLite raises OverflowError): the batch
+            # is rolled back and kept, and the caller stops cleanly.
             self._give_back(rows)
             raise self._write_error(exc) from None
         self._committed(rows)
@@ -505,14 +511,19 @@ _UPDATE_ATTEMPT = (
 # to a half less than as many statements of one row (measured: 4 events in one
 # statement 14 us, in four 27 us), and few distinct sizes keep the statements
 # in sqlite3's cache. A task's batch is typically 4 events and 2 attempt rows.
-_CHUNKS = (64, 16, 4, 2, 1)
+_CHUNKS = (64, 32, 16, 4, 2, 1)
+# SQLite before 3.32 takes at most 999 values per statement (newer ones 32,766):
+# attempt rows (18 values) go at most 32 to a statement.
+_MAX_VALUES = 999
 
 
 def _insert(db: sqlite3.Connection, head: str, width: int, rows: list[tuple[Any, ...]]) -> None:
     """INSERT `rows` (each of `width` values) with `head`, several rows a statement."""
     done = 0
     while done < len(rows):
-        size = next(size for size in _CHUNKS if size <= len(rows) - done)
+        size = next(
+            size for size in _CHUNKS if size <= len(rows) - done and size * width <= _MAX_VALUES
+        )
         chunk = rows[done : done + size]
         db.execute(_insert_sql(head, width, size), [value for row in chunk for value in row])
         done += size
