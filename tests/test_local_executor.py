@@ -345,3 +345,20 @@ async def test_an_attempt_whose_shim_was_killed_alone_is_lost_and_its_remains_st
     assert alive(child)
     assert await LocalExecutor(grace=0.3).recover(attempt) is None
     assert wait_dead([child], timeout=5.0) == []
+
+
+async def test_an_attempt_inherits_no_descriptor_but_its_three(tmp_path: Path) -> None:
+    """A descriptor fleetdeck was started with (a parent's pipe, a make jobserver)
+    must not reach attempts: posix_spawn would pass on anything inheritable."""
+    reader, writer = os.pipe()
+    os.set_inheritable(writer, True)
+    try:
+        executor = LocalExecutor(grace=0.5)
+        script = f"[ -e /proc/self/fd/{writer} ] && echo leaked || echo closed"
+        process = await executor.start(request(tmp_path, ["sh", "-c", script]))
+        assert await process.wait() == 0
+        await executor.aclose()
+        assert (tmp_path / "t.log").read_text() == "closed\n"
+    finally:
+        os.close(reader)
+        os.close(writer)

@@ -386,8 +386,12 @@ class Engine:
     def _view_changed(self, node: int, *, dependents: bool = False) -> None:
         """Something the task's view shows changed (and, with `dependents`, what its
         dependents wait for). Every change comes with an event about the task
-        (`_emit` calls this), except the launch and a success made durable, which
-        call it directly."""
+        (`_emit` calls this), except the launch, and what a success changes for its
+        dependents, which call it directly.
+
+        Views read task states live: a launch or a success shows in a snapshot up
+        to one commit (EVENT_COMMIT_DELAY at most) before the journal holds it;
+        events, and the processes that depend on a success, wait for the commit."""
         if self._views is None:
             return
         self._stale_views.add(node)

@@ -197,7 +197,9 @@ class LocalProcess(AttemptProcess):
         # reaped (code None), which is all we can know of it then.
         if code is not None and code >= 0:
             code = from_shell(code)
-        else:
+        elif self._kill is None:
+            # Not our kill (one of ours reports the stop, whatever the command
+            # recorded): read the run's status file, all of it.
             recorded = read_status(self._status_path, self.attempt_id)
             code = recorded if recorded is not None else code
         make_private(self._output_path)
@@ -371,6 +373,7 @@ class LocalExecutor(Executor):
         self._found: set[tuple[str, str]] = set()
         # One /dev/null for every attempt's stdin.
         self._devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+        _keep_descriptors_to_ourselves()
         self._status_files: set[str] = set()
 
     async def start(self, request: LaunchRequest) -> LocalProcess:
@@ -685,6 +688,27 @@ def _carries(pid: int, attempt_id: int) -> bool:
     except OSError:
         return False
     return b"\0" + _ATTEMPT_ID_KEY + b"=%d\0" % attempt_id in environ
+
+
+def _keep_descriptors_to_ourselves() -> None:
+    """Make every inheritable descriptor of this process above stderr close on exec.
+
+    posix_spawn, unlike subprocess's close_fds, passes on whatever is inheritable,
+    and what fleetdeck opens itself never is (PEP 446); but a descriptor it was
+    started with (a make jobserver's pipe, a parent's extra pipe) would reach every
+    attempt and every daemon an attempt leaves behind, and whoever waits for that
+    pipe's end would wait for them all.
+    """
+    try:
+        names = os.listdir("/proc/self/fd")
+    except OSError:
+        return
+    for name in names:
+        fd = int(name)
+        if fd > 2:
+            with contextlib.suppress(OSError):  # the listing's own descriptor is gone
+                if os.get_inheritable(fd):
+                    os.set_inheritable(fd, False)
 
 
 def _marks(attempt_id: int, output_path: str) -> tuple[bytes, bytes]:
