@@ -200,6 +200,25 @@ async def test_enter_opens_details_with_attempts_and_the_live_log(tmp_path: Path
     journal.close()
 
 
+async def test_details_show_a_log_path_with_brackets_as_it_is(tmp_path: Path) -> None:
+    """The log's path (under a state directory the user chose) is plain text: a
+    `[/b]` in it is not markup, which would stop the app."""
+    odd = tmp_path / "odd[" / "b]dir"  # the path reads odd[/b]dir
+    odd.mkdir(parents=True)
+    app, journal = make_app(
+        fleet(odd, [{"id": "talky", "agent": "coder", "prompt": "say things"}]), odd
+    )
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.pause()
+        await pilot.press("enter")
+        assert isinstance(app.screen, TaskDetailScreen)
+        await pilot.pause(0.2)
+        log = app.screen.query_one("#log")
+        assert f"{odd}/" in log.border_subtitle.replace("\\[", "[")
+        await pilot.press("escape")
+    journal.close()
+
+
 async def test_t_opens_the_timeline_and_question_mark_the_help(tmp_path: Path) -> None:
     app, journal = make_app(fleet(tmp_path, [{"id": "x", "agent": "coder"}]), tmp_path)
     async with app.run_test() as pilot:

@@ -15,6 +15,7 @@ from fleetdeck.logtail import LogFollower
 from fleetdeck.model import Outcome
 from fleetdeck.snapshot import AttemptRecord, TaskDetail
 from fleetdeck.text import format_seconds
+from fleetdeck.tui.lines import set_border_subtitle
 from fleetdeck.tui.render import state_text
 
 # The log keeps this many lines in memory; the whole log stays on disk.
@@ -164,7 +165,8 @@ class TaskDetailScreen(Screen[None]):
         log = self.query_one("#log", Log)
         log.clear()
         log.border_title = f"Log · attempt {attempt.number} {attempt.stage.value}"
-        log.border_subtitle = attempt.log_path
+        # Plain text: a state directory's path may hold `[`, which markup would parse.
+        set_border_subtitle(log, attempt.log_path)
         lines = self._follower.read()
         if self._follower.skipped:
             log.write_line(f"[… {self._follower.skipped} earlier bytes in the file on disk]")
