@@ -20,7 +20,7 @@ supervisor process at any moment; a power cut may lose the last commits.
 Commits run on the caller's thread, in the event loop. A writer thread was
 tried: under load, SQLite's many short GIL releases (one per row) and the
 thread hand-offs made every commit wait for the loop, and the loop for the
-commit (measured: 4,000-7,000 completions/s with the thread, see the README's
+commit (measured: 4,500-4,800 completions/s with the thread, see the README's
 Performance section). What does take time, the checkpoint that copies the log
 into the database and fsyncs it, runs on a thread of its own with its own
 connection (`_Checkpointer`), so a commit never waits for the disk.
@@ -278,16 +278,12 @@ class Journal:
     ) -> int:
         """Record the start of a run and return its id."""
         self.commit()
-
-        def insert(db: sqlite3.Connection) -> int | None:
-            return db.execute(
+        try:
+            run_id = self._db.execute(
                 "INSERT INTO runs(fleet, config_path, config_json, policy, supervisor_pid,"
                 " started_at) VALUES (?, ?, ?, ?, ?, ?)",
                 (fleet, config_path, config_json, policy, os.getpid(), started_at),
             ).lastrowid
-
-        try:
-            run_id = insert(self._db)
         except sqlite3.Error as exc:
             raise self._write_error(exc) from None
         assert run_id is not None
@@ -406,16 +402,11 @@ class Journal:
     def finish_run(self, run_id: int, *, status: str, exit_code: int, finished_at: float) -> None:
         """Commit what is buffered and mark the run finished or interrupted."""
         self.commit()
-
-        def update(db: sqlite3.Connection) -> None:
-            with _transaction(db):
-                db.execute(
-                    "UPDATE runs SET status = ?, exit_code = ?, finished_at = ? WHERE run_id = ?",
-                    (status, exit_code, finished_at, run_id),
-                )
-
         try:
-            update(self._db)
+            self._db.execute(
+                "UPDATE runs SET status = ?, exit_code = ?, finished_at = ? WHERE run_id = ?",
+                (status, exit_code, finished_at, run_id),
+            )
         except sqlite3.Error as exc:
             raise self._write_error(exc) from None
 
@@ -423,17 +414,12 @@ class Journal:
         """Take over run `run_id` again: it is running, under this process, with
         this config (which may differ from the one it started with)."""
         self.commit()
-
-        def update(db: sqlite3.Connection) -> None:
-            with _transaction(db):
-                db.execute(
-                    "UPDATE runs SET status = 'running', exit_code = NULL, finished_at = NULL,"
-                    " supervisor_pid = ?, config_json = ?, policy = ? WHERE run_id = ?",
-                    (os.getpid(), config_json, policy, run_id),
-                )
-
         try:
-            update(self._db)
+            self._db.execute(
+                "UPDATE runs SET status = 'running', exit_code = NULL, finished_at = NULL,"
+                " supervisor_pid = ?, config_json = ?, policy = ? WHERE run_id = ?",
+                (os.getpid(), config_json, policy, run_id),
+            )
         except sqlite3.Error as exc:
             raise self._write_error(exc) from None
         _private_dir(self.run_dir(run_id))

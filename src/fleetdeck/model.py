@@ -13,6 +13,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 LOCAL_HOST = "local"
+# The run's status file (in its run directory): one line per local attempt ended.
+STATUS_FILE = "status"
 
 
 class TaskState(enum.StrEnum):
@@ -159,7 +161,7 @@ class Attempt:
     def status_path(self) -> str:
         """Where the local shim records the exit status when the command ends: the
         run's status file, one line per attempt."""
-        return self.run_dir + "/status"
+        return f"{self.run_dir}/{STATUS_FILE}"
 
     @property
     def inputs_path(self) -> str:

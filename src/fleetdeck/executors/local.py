@@ -59,7 +59,7 @@ from fleetdeck.executors.proctree import (
     same_process,
     trees,
 )
-from fleetdeck.model import LOCAL_HOST, Attempt
+from fleetdeck.model import LOCAL_HOST, STATUS_FILE, Attempt
 
 # The variable by which an adopted orphan is traced back to its attempt.
 ATTEMPT_ID_VARIABLE = "FLEETDECK_ATTEMPT_ID"
@@ -105,7 +105,7 @@ def shim_argv(
 def status_path_for(request: LaunchRequest) -> str:
     """Where the shim records `request`'s exit status: its run's status file, the
     directory of its log."""
-    return request.status_path or os.path.join(os.path.dirname(request.log_path), "status")
+    return request.status_path or os.path.join(os.path.dirname(request.log_path), STATUS_FILE)
 
 
 def read_status(path: str, attempt_id: int) -> int | None:
@@ -177,7 +177,7 @@ class LocalProcess(AttemptProcess):
         except (AttributeError, OSError):
             # No pidfd (old kernel): wait in a thread instead.
             waiter = loop.run_in_executor(None, _reap, self._pid, 0)
-            waiter.add_done_callback(lambda done: self._on_exit(*done.result()))
+            waiter.add_done_callback(lambda done: self._on_exit(done.result()[1]))
             return
 
         def readable() -> None:
@@ -186,11 +186,11 @@ class LocalProcess(AttemptProcess):
                 return  # not ended yet; pidfd stays readable, we will be called again
             loop.remove_reader(pidfd)
             os.close(pidfd)
-            self._on_exit(reaped, code)
+            self._on_exit(code)
 
         loop.add_reader(pidfd, readable)
 
-    def _on_exit(self, _reaped: bool, code: int | None) -> None:
+    def _on_exit(self, code: int | None) -> None:
         # The shim exits with the command's status as a shell reports it. A shim
         # that was itself stopped (cancel, timeout, quit) did not, and may have
         # recorded the command's status first; so may one that someone else
