@@ -1609,9 +1609,7 @@ class Engine:
             exit_code=exit_code,
             report=report.to_json_dict(),
         )
-        self._journal.commit()
-        self._publish(self._unpublished)
-        self._unpublished = []
+        self._drain()
         self._journal.finish_run(
             self._run_id,
             status="interrupted" if interrupted else "finished",
