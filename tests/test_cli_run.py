@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import io
 import json
 import re
 import signal
@@ -12,7 +14,8 @@ import time
 from pathlib import Path
 
 from conftest import PYTHON, alive, read_pids, wait_for_file
-from fleetdeck.model import EventKind
+from fleetdeck.headless import HeadlessView
+from fleetdeck.model import Event, EventKind
 
 LINE = re.compile(r"^\d\d:\d\d:\d\d\.\d{3}  \S+\s+[a-z_]+(  .*)?$")
 ISO_MS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
@@ -317,3 +320,39 @@ def test_start_up_loads_only_what_the_command_needs(tmp_path: Path) -> None:
     assert code == 0
     run_only = {"asyncio", "sqlite3", "psutil", "fleetdeck.engine", "fleetdeck.executors"}
     assert _packages(modules, run_only) == []
+
+
+class _CountingStream(io.StringIO):
+    """A stream that counts its write() calls, as an unbuffered stdout would make
+    one system call each (PYTHONUNBUFFERED)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes = 0
+
+    def write(self, text: str) -> int:
+        self.writes += 1
+        return super().write(text)
+
+
+def test_headless_writes_a_batch_of_events_at_once_whatever_the_buffering() -> None:
+    out = _CountingStream()
+    view = HeadlessView(out)
+
+    async def a_commit_then_another() -> None:
+        # Three events published by one commit, then two by the next turn's.
+        for task in ("a", "b", "c"):
+            view(Event(0.0, EventKind.TASK_READY, task, {"wave": 0}))
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        assert out.writes == 1
+        for task in ("d", "e"):
+            view(Event(0.0, EventKind.TASK_SUCCEEDED, task, {}))
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+
+    asyncio.run(a_commit_then_another())
+    assert out.writes == 2
+    lines = out.getvalue().splitlines()
+    assert [line.split()[1] for line in lines] == ["a", "b", "c", "d", "e"]
+    assert all(LINE.match(line) for line in lines)

@@ -93,7 +93,8 @@ class HeadlessView:
         self._json = json_lines
         self._task_width = task_width
         self._broken = False
-        self._unflushed = False
+        # Lines of this turn of the loop, written together by _flush().
+        self._pending: list[str] = []
 
     def __call__(self, event: Event) -> None:
         """Print one event (an engine listener)."""
@@ -114,26 +115,23 @@ class HeadlessView:
     def _write(self, line: str) -> None:
         if self._broken:
             return
-        try:
-            self._out.write(line + "\n")
-        except BrokenPipeError:
-            self._reader_gone()
-            return
-        # Events come in batches (one per commit): flushed once per turn of the
-        # loop, they reach a pipe as soon as they would line by line, for one
-        # write() a batch instead of one a line.
-        if not self._unflushed:
-            self._unflushed = True
+        # Events come in batches (one per commit): written once per turn of the
+        # loop, they reach a pipe as soon as they would line by line, in one
+        # write() a batch instead of one a line. Collected here rather than left
+        # to the stream's buffer, which PYTHONUNBUFFERED turns into a write() a line.
+        self._pending.append(line)
+        if len(self._pending) == 1:
             try:
                 asyncio.get_running_loop().call_soon(self._flush)
             except RuntimeError:  # no loop: printing the summary, or a test
                 self._flush()
 
     def _flush(self) -> None:
-        self._unflushed = False
-        if self._broken:
+        lines, self._pending = self._pending, []
+        if self._broken or not lines:
             return
         try:
+            self._out.write("\n".join(lines) + "\n")
             self._out.flush()
         except BrokenPipeError:
             self._reader_gone()
