@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from conftest import PYTHON, alive, read_pids, wait_for_file
-from fleetdeck.headless import HeadlessView
+from fleetdeck.headless import HeadlessView, format_details
 from fleetdeck.model import Event, EventKind
 
 LINE = re.compile(r"^\d\d:\d\d:\d\d\.\d{3}  \S+\s+[a-z_]+(  .*)?$")
@@ -356,3 +356,24 @@ def test_headless_writes_a_batch_of_events_at_once_whatever_the_buffering() -> N
     lines = out.getvalue().splitlines()
     assert [line.split()[1] for line in lines] == ["a", "b", "c", "d", "e"]
     assert all(LINE.match(line) for line in lines)
+
+
+def test_event_details_show_the_usual_keys_first_and_quote_what_needs_it() -> None:
+    details = format_details(
+        {
+            "wave": 2,
+            "reason": "failed after 2 attempts",
+            "stage": "agent",
+            "error": "",
+            "pid": None,
+            "duration": 75.25,
+            "attempts": 2,
+            "report": {"makespan": 1.0},
+        }
+    )
+    # _DETAIL_ORDER's keys in its order, then the others alphabetically; None
+    # and hidden keys left out; durations as durations; empty and spaced values
+    # quoted so that each still reads as one value.
+    assert details == (
+        'stage=agent duration=1m15s reason="failed after 2 attempts" error="" attempts=2 wave=2'
+    )

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import re
 import signal
 import sys
 import time
@@ -42,6 +43,12 @@ _DETAIL_ORDER = (
 )
 _SECONDS_KEYS = frozenset({"duration", "delay"})
 _HIDDEN_KEYS = frozenset({"report"})
+# Where a key goes among an event's details: the usual ones in _DETAIL_ORDER's
+# order, then any other in alphabetical order (see format_details).
+_DETAIL_RANK = {key: rank for rank, key in enumerate(_DETAIL_ORDER)}
+_OTHER_KEYS = len(_DETAIL_ORDER)
+# A value that must be quoted to read as one value: empty, or with white space.
+_NEEDS_QUOTES = re.compile(r"\A\Z|\s").search
 
 
 def run_headless(engine: Engine, *, json_lines: bool = False) -> int:
@@ -144,11 +151,15 @@ class HeadlessView:
 
 def format_event(event: Event, task_width: int = 16) -> str:
     """`HH:MM:SS.mmm  task  event  key=value ...` in local time."""
-    clock = _clock(event.ts)
-    task = event.task or "-"
-    details = format_details(event.data)
-    line = f"{clock}  {task:<{task_width}}  {event.kind!s:<16}"
+    # This runs four times per task: kept to plain string work.
+    line = f"{_clock(event.ts)}  {event.task or '-':<{task_width}}  {_kind_column(event.kind)}"
+    details = format_details(event.data) if event.data else ""
     return f"{line}  {details}".rstrip() if details else line.rstrip()
+
+
+@functools.cache
+def _kind_column(kind: str) -> str:
+    return f"{kind!s:<16}"
 
 
 def _clock(ts: float) -> str:
@@ -165,21 +176,23 @@ def _local_second(whole: int) -> str:
 
 def format_details(data: dict[str, Any]) -> str:
     """An event's details as `key=value` pairs, the usual keys first."""
-    keys = [key for key in _DETAIL_ORDER if key in data]
-    keys += sorted(key for key in data if key not in _DETAIL_ORDER and key not in _HIDDEN_KEYS)
     parts = []
-    for key in keys:
+    for key in sorted(data, key=_detail_rank):
         value = data[key]
-        if value is None:
+        if value is None or key in _HIDDEN_KEYS:
             continue
         if key in _SECONDS_KEYS and isinstance(value, int | float):
             shown = format_seconds(float(value))
-        elif isinstance(value, str) and (not value or any(c.isspace() for c in value)):
+        elif isinstance(value, str) and _NEEDS_QUOTES(value):
             shown = json.dumps(value)
         else:
             shown = str(value)
         parts.append(f"{key}={shown}")
     return " ".join(parts)
+
+
+def _detail_rank(key: str) -> tuple[int, str]:
+    return _DETAIL_RANK.get(key, _OTHER_KEYS), key
 
 
 def format_task_table(tasks: Sequence[TaskSummary]) -> str:
