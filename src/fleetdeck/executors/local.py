@@ -49,6 +49,7 @@ from fleetdeck.executors.base import (
     LaunchRequest,
     Usage,
 )
+from fleetdeck.executors.pidwatch import PidfdWatch
 from fleetdeck.executors.proctree import (
     TreeKill,
     direct_children,
@@ -184,11 +185,12 @@ class LocalProcess(AttemptProcess):
             reaped, code = _reap(self._pid, os.WNOHANG)
             if not reaped:
                 return  # not ended yet; pidfd stays readable, we will be called again
-            loop.remove_reader(pidfd)
+            exits.forget(pidfd)
             os.close(pidfd)
             self._on_exit(code)
 
-        loop.add_reader(pidfd, readable)
+        exits = self._owner._exits
+        exits.watch(pidfd, readable)
 
     def _on_exit(self, code: int | None) -> None:
         # The shim exits with the command's status as a shell reports it. A shim
@@ -287,11 +289,11 @@ class ReattachedProcess(AttemptProcess):
         if pidfd >= 0:
 
             def readable() -> None:
-                loop.remove_reader(pidfd)
+                owner._exits.forget(pidfd)
                 os.close(pidfd)
                 self._on_exit()
 
-            loop.add_reader(pidfd, readable)
+            owner._exits.watch(pidfd, readable)
         else:
             self._poll(loop)
 
@@ -373,6 +375,8 @@ class LocalExecutor(Executor):
         self._found: set[tuple[str, str]] = set()
         # One /dev/null for every attempt's stdin.
         self._devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+        # The pidfds of the processes we wait for, ours and reattached ones.
+        self._exits = PidfdWatch()
         _keep_descriptors_to_ourselves()
         self._status_files: set[str] = set()
 
@@ -675,6 +679,7 @@ class LocalExecutor(Executor):
         if self._sweeper is not None:
             self._sweeper.cancel()
             self._sweeper = None
+        self._exits.close()
         if self._devnull >= 0:
             os.close(self._devnull)
             self._devnull = -1
