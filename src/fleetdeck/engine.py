@@ -1002,6 +1002,11 @@ class Engine:
         # task again beside it. The process waits for the commit (_supervise).
         self._journal.record_attempt(self._run_id, attempt)
         running.recorded = self._journal.recorded
+        # The commit is asked for before the supervisor is created, so it comes
+        # first in the loop's next turn: the supervisor then finds its row
+        # committed and starts the process in that same turn, rather than waiting
+        # for the commit, and then for one more turn to be woken.
+        self._request_flush()
         assert self._loop is not None
         running.supervisor = self._loop.create_task(self._supervise(running))
 
