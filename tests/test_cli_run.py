@@ -306,15 +306,20 @@ def _packages(modules: set[str], names: set[str]) -> list[str]:
 
 def test_start_up_loads_only_what_the_command_needs(tmp_path: Path) -> None:
     """Every run pays its start-up: a headless run of a fleet without SSH hosts loads
-    neither Textual nor asyncssh, and `validate` none of the machinery of a run."""
+    neither Textual nor asyncssh, nor what only a tree kill needs (psutil), and
+    `validate` none of the machinery of a run."""
     config = write_config(tmp_path, TWO_TASKS)
     code, modules = _loaded_after("run", str(config), "--no-tui")
     assert code == 0
     assert "fleetdeck.engine" in modules  # it did run
-    assert (
-        _packages(modules, {"textual", "fleetdeck.tui", "asyncssh", "fleetdeck.executors.ssh"})
-        == []
-    )
+    not_needed = {
+        "textual",
+        "fleetdeck.tui",
+        "asyncssh",
+        "fleetdeck.executors.ssh",
+        "psutil",
+    }
+    assert _packages(modules, not_needed) == []
 
     code, modules = _loaded_after("validate", str(config))
     assert code == 0
