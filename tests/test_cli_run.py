@@ -306,8 +306,8 @@ def _packages(modules: set[str], names: set[str]) -> list[str]:
 
 def test_start_up_loads_only_what_the_command_needs(tmp_path: Path) -> None:
     """Every run pays its start-up: a headless run of a fleet without SSH hosts loads
-    neither Textual nor asyncssh, nor what only a tree kill needs (psutil), and
-    `validate` none of the machinery of a run."""
+    neither Textual nor asyncssh, nor what only a view (fleetdeck.snapshot) or a
+    tree kill (psutil) needs, and `validate` none of the machinery of a run."""
     config = write_config(tmp_path, TWO_TASKS)
     code, modules = _loaded_after("run", str(config), "--no-tui")
     assert code == 0
@@ -317,6 +317,7 @@ def test_start_up_loads_only_what_the_command_needs(tmp_path: Path) -> None:
         "fleetdeck.tui",
         "asyncssh",
         "fleetdeck.executors.ssh",
+        "fleetdeck.snapshot",
         "psutil",
     }
     assert _packages(modules, not_needed) == []
