@@ -140,13 +140,14 @@ def describe(fleet: Fleet) -> str:
 
 def report_command(args: argparse.Namespace) -> int:
     """`fleetdeck report`: a run's table and report, from the journal, read only."""
-    from fleetdeck.report import ReportError, format_replay, load_run, replay_json
+    with starting_up():
+        from fleetdeck.report import ReportError, format_replay, load_run, replay_json
 
-    try:
-        replay = load_run(args.state_dir, args.run)
-    except ReportError as exc:
-        print(f"fleetdeck: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        try:
+            replay = load_run(args.state_dir, args.run)
+        except ReportError as exc:
+            print(f"fleetdeck: {exc}", file=sys.stderr)
+            return EXIT_USAGE
     if args.json:
         print(json.dumps(replay_json(replay)))
     else:
