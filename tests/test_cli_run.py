@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import io
 import json
 import re
@@ -14,6 +15,7 @@ import time
 from pathlib import Path
 
 from conftest import PYTHON, alive, read_pids, wait_for_file
+from fleetdeck.cli import main, starting_up
 from fleetdeck.headless import HeadlessView, format_details
 from fleetdeck.model import Event, EventKind
 
@@ -306,20 +308,47 @@ def _packages(modules: set[str], names: set[str]) -> list[str]:
 
 def test_start_up_loads_only_what_the_command_needs(tmp_path: Path) -> None:
     """Every run pays its start-up: a headless run of a fleet without SSH hosts loads
-    neither Textual nor asyncssh, and `validate` none of the machinery of a run."""
+    neither Textual nor asyncssh, nor what only a view (fleetdeck.snapshot) or a
+    tree kill (psutil) needs, and `validate` none of the machinery of a run."""
     config = write_config(tmp_path, TWO_TASKS)
     code, modules = _loaded_after("run", str(config), "--no-tui")
     assert code == 0
     assert "fleetdeck.engine" in modules  # it did run
-    assert (
-        _packages(modules, {"textual", "fleetdeck.tui", "asyncssh", "fleetdeck.executors.ssh"})
-        == []
-    )
+    not_needed = {
+        "textual",
+        "fleetdeck.tui",
+        "asyncssh",
+        "fleetdeck.executors.ssh",
+        "fleetdeck.snapshot",
+        "psutil",
+    }
+    assert _packages(modules, not_needed) == []
 
     code, modules = _loaded_after("validate", str(config))
     assert code == 0
     run_only = {"asyncio", "sqlite3", "psutil", "fleetdeck.engine", "fleetdeck.executors"}
     assert _packages(modules, run_only) == []
+
+
+def test_start_up_pauses_the_cycle_collector_freezes_what_it_made_and_restores_it(
+    tmp_path: Path,
+) -> None:
+    config = write_config(tmp_path, TWO_TASKS)
+    try:
+        with starting_up():
+            assert not gc.isenabled()
+            made = {"a cycle": []}
+            made["a cycle"].append(made)
+        assert gc.isenabled()
+        assert gc.get_freeze_count() > 0
+        assert all(tracked is not made for tracked in gc.get_objects())  # frozen
+
+        gc.disable()  # a caller that runs without the collector keeps it off
+        assert main(["validate", str(config)]) == 0
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+        gc.unfreeze()
 
 
 class _CountingStream(io.StringIO):

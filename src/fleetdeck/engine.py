@@ -23,7 +23,7 @@ import sys
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fleetdeck.config import Fleet, TaskSpec, WorkerSpec, config_json, suggest
 from fleetdeck.executors.base import (
@@ -69,19 +69,12 @@ from fleetdeck.policy import (
 from fleetdeck.redact import Redactor
 from fleetdeck.resume import ResumePlan, listed, plan_resume
 from fleetdeck.slots import Capacity
-from fleetdeck.snapshot import (
-    AttemptRecord,
-    AttemptView,
-    AttentionItem,
-    FleetSnapshot,
-    HostView,
-    Lane,
-    PoolView,
-    TaskDetail,
-    TaskView,
-    Timeline,
-)
 from fleetdeck.text import plural
+
+# What views see (fleetdeck.snapshot) is imported by the methods that build it: a
+# headless run never asks, and its ten dataclasses are ~10 ms of start-up.
+if TYPE_CHECKING:
+    from fleetdeck.snapshot import FleetSnapshot, TaskDetail, TaskView, Timeline
 
 # A task whose attempts keep getting lost (its host dies under it) is failed after
 # this many lost attempts: lost attempts do not spend the task's own retries.
@@ -269,6 +262,8 @@ class Engine:
 
     def snapshot(self) -> FleetSnapshot:
         """A consistent, immutable picture of the run for views."""
+        from fleetdeck.snapshot import AttemptView, AttentionItem, FleetSnapshot, HostView, PoolView
+
         at = self._clock()
         attention: list[AttentionItem] = []
         in_flight_states: list[TaskState] = []
@@ -374,12 +369,16 @@ class Engine:
 
     def _fresh_views(self) -> tuple[TaskView, ...]:
         """Every task's view, rebuilding only those that changed since the last call."""
+        # Imported once here, not per view: an import statement costs ~1 us (measured) even
+        # when the module is loaded, and the first snapshot builds every task's view.
+        from fleetdeck.snapshot import TaskView
+
         if self._views is None:
-            self._views = [self._task_view(node) for node in range(len(self._tasks))]
+            self._views = [self._task_view(node, TaskView) for node in range(len(self._tasks))]
         else:
             views = self._views
             for node in self._stale_views:
-                views[node] = self._task_view(node)
+                views[node] = self._task_view(node, TaskView)
         self._stale_views.clear()
         return tuple(self._views)  # type: ignore[arg-type]  # no None left
 
@@ -398,10 +397,11 @@ class Engine:
         if dependents:
             self._stale_views.update(self._dag.dependents[node])
 
-    def _task_view(self, node: int) -> TaskView:
+    def _task_view(self, node: int, view: type[TaskView]) -> TaskView:
+        """Task `node`'s view, built with `view` (TaskView, imported by the caller)."""
         task = self._tasks[node]
         spec = self._specs[node]
-        return TaskView(
+        return view(
             id=task.id,
             state=task.state,
             wave=self._dag.levels[node],
@@ -422,11 +422,13 @@ class Engine:
 
     def task_detail(self, task_id: str) -> TaskDetail:
         """One task's attempts, inputs and output, for the detail screen."""
+        from fleetdeck.snapshot import AttemptRecord, TaskDetail, TaskView
+
         node = self._node(task_id)
         task = self._tasks[node]
         redact = self.redactor.text
         return TaskDetail(
-            task=self._task_view(node),
+            task=self._task_view(node, TaskView),
             prompt=redact(self._specs[node].prompt),
             depends_on=tuple(self._tasks[dep].id for dep in self._dag.deps[node]),
             dependents=tuple(self._tasks[child].id for child in self._dag.dependents[node]),
@@ -440,6 +442,8 @@ class Engine:
 
     def timeline(self) -> Timeline:
         """Every attempt so far and the slots they ran in, for the timeline screen."""
+        from fleetdeck.snapshot import AttemptRecord, Lane, Timeline
+
         lanes: list[Lane] = []
         for stage, workers in (
             (Stage.AGENT, self.fleet.config.agents),

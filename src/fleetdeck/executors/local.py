@@ -38,8 +38,7 @@ import signal
 import stat
 import sys
 import time
-
-import psutil
+from typing import TYPE_CHECKING
 
 from fleetdeck.executors.base import (
     AttemptProcess,
@@ -61,6 +60,11 @@ from fleetdeck.executors.proctree import (
     trees,
 )
 from fleetdeck.model import LOCAL_HOST, STATUS_FILE, Attempt
+
+# psutil only where an orphan is examined or a kernel without pidfds is polled
+# (as in proctree): a run whose attempts exit cleanly never imports it.
+if TYPE_CHECKING:
+    import psutil
 
 # The variable by which an adopted orphan is traced back to its attempt.
 ATTEMPT_ID_VARIABLE = "FLEETDECK_ATTEMPT_ID"
@@ -298,6 +302,8 @@ class ReattachedProcess(AttemptProcess):
             self._poll(loop)
 
     def _poll(self, loop: asyncio.AbstractEventLoop) -> None:
+        import psutil
+
         try:
             running = psutil.Process(self._pid).status() != psutil.STATUS_ZOMBIE
         except psutil.Error:
@@ -623,6 +629,8 @@ class LocalExecutor(Executor):
             self._classify(pid)
 
     def _classify(self, pid: int) -> None:
+        import psutil
+
         try:
             proc = psutil.Process(pid)
             if proc.status() == psutil.STATUS_ZOMBIE:
