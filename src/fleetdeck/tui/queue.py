@@ -16,10 +16,12 @@ from collections.abc import Hashable, Iterable
 from dataclasses import dataclass
 from itertools import accumulate
 from operator import itemgetter
+from typing import Self
 
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Vertical
+from textual.geometry import Region
 from textual.widgets import Input, Static
 
 from fleetdeck.model import TaskState
@@ -285,6 +287,7 @@ class QueuePane(Vertical):
     QueuePane #queue-filter { display: none; height: 3; }
     QueuePane.-filtering #queue-filter { display: block; }
     """
+    _title_row_only = False  # set while the title changes: see refresh()
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
@@ -380,7 +383,11 @@ class QueuePane(Vertical):
         title = f"Queue · {self._not_done} not done"
         if self._filter:
             title += f" · {rows.task_count} match '{self._filter}'"
-        set_border_title(self, title)
+        self._title_row_only = True
+        try:
+            set_border_title(self, title)
+        finally:
+            self._title_row_only = False
         self._show_empty(
             None
             if rows.task_count
@@ -388,6 +395,21 @@ class QueuePane(Vertical):
             if self._filter
             else "Every task is done."
         )
+
+    def refresh(
+        self, *regions: Region, repaint: bool = True, layout: bool = False, recompose: bool = False
+    ) -> Self:
+        """Textual's refresh, except that a new title repaints only the top border.
+
+        Setting a border title repaints the whole widget, and the screen redraws
+        every widget under a repainted region: here the table, the filter box and
+        the containers behind them, on every keystroke in the filter box (the
+        title counts the matches). The title is drawn on the top border row alone.
+        """
+        if self._title_row_only and not regions and not layout and not recompose:
+            top, _, _, left = self.styles.gutter  # regions are relative to the content
+            regions = (Region(-left, -top, self.outer_size.width, top),)
+        return super().refresh(*regions, repaint=repaint, layout=layout, recompose=recompose)
 
     def _show_empty(self, message: str | None) -> None:
         """Say why the table is empty, or hide the message (only when that changes)."""
