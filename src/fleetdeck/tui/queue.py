@@ -280,6 +280,23 @@ class QueueTable(VirtualTable):
         return self.rows.row(self.get_row_index(key)).cells[COLUMNS.index(column)]
 
 
+class FilterInput(Input):
+    """The filter box: an Input whose typing asks for no layout of the screen.
+
+    Input's virtual width follows its text (plus a cell for the cursor), and
+    every change of a virtual size makes Textual lay out the whole screen (at
+    200x60, 1-2 ms, then repainting what it finds changed, and a second frame
+    for the scrollbars). Here the virtual width is at least the box's own
+    width, which is what is drawn and scrolled anyway, so it changes only for
+    text longer than the box.
+    """
+
+    @property
+    def content_width(self) -> int:
+        """Input's width of the text (or placeholder), or the box's when wider."""
+        return max(super().content_width, self.scrollable_content_region.width)
+
+
 class QueuePane(Vertical):
     """Title, filter box and table of every task not yet succeeded."""
 
@@ -298,7 +315,9 @@ class QueuePane(Vertical):
         self._empty: str | None = ""  # the message under the table (None: hidden)
 
     def compose(self) -> ComposeResult:
-        yield Input(placeholder="filter: task, state or agent (esc clears)", id="queue-filter")
+        yield FilterInput(
+            placeholder="filter: task, state or agent (esc clears)", id="queue-filter"
+        )
         yield QueueTable()
         yield Static("", id="queue-empty")
 
