@@ -27,7 +27,7 @@ from textual.widgets import DataTable, Footer, Input
 from fleetdeck.engine import CommandError, Engine, RunResult
 from fleetdeck.model import Event, EventKind
 from fleetdeck.policy import other_policy
-from fleetdeck.tui.collector import IdleCollector
+from fleetdeck.tui.collector import QUIET, IdleCollector
 from fleetdeck.tui.confirm import ConfirmScreen
 from fleetdeck.tui.contention import ContentionPane
 from fleetdeck.tui.detail import TaskDetailScreen
@@ -131,6 +131,9 @@ class FleetApp(App[int]):
     async def on_event(self, event: events.Event) -> None:
         if isinstance(event, events.InputEvent):
             self.collector.input_seen()  # no full collection for a moment
+            if isinstance(event, events.Key):
+                # Answered by then, and the next key is rarely that close.
+                self.set_timer(QUIET, self.collector.tick)
         await super().on_event(event)
 
     def on_resize(self) -> None:

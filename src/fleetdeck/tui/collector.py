@@ -7,10 +7,11 @@ Left to Python, those full collections came every 5-15 s while keys were
 pressed, at whatever moment, and each held the event loop for 20-50 ms (at
 10,000 tasks under the benchmark's flood of output, though the start-up
 objects are frozen): a key pressed meanwhile waited for it. Here Python
-still collects the young generations itself (a few ms), and the full
-collections happen from a timer, once the operator has left the keyboard
-alone for a moment, or after `most` seconds whatever happens, so memory
-stays bounded however busy the keyboard is.
+still collects the young generations itself (a few ms), and a full
+collection, when one is due, runs just after the app has answered a key
+(the next one rarely comes that soon), or when the keyboard is left alone;
+and at least every `MOST` seconds whatever happens, so memory stays bounded
+however busy the keyboard.
 """
 
 from __future__ import annotations
@@ -21,8 +22,9 @@ from collections.abc import Callable
 
 # A full collection at most this often (seconds) ...
 EVERY = 10.0
-# ... once no key or mouse event came for this long ...
-QUIET = 0.5
+# ... once no key or mouse event came for this long (the app has answered the
+# last one by then: keys take 10-30 ms to reach the screen) ...
+QUIET = 0.1
 # ... and at least this often, however busy the keyboard.
 MOST = 60.0
 # Gen-1 collections between automatic full ones: far more than come between
@@ -31,7 +33,10 @@ _FULL_THRESHOLD = 1_000_000
 
 
 class IdleCollector:
-    """Full collections when the operator is idle; `tick()` it from a timer."""
+    """Full collections when the operator is idle.
+
+    `tick()` it from a timer, and `QUIET` seconds after each key.
+    """
 
     def __init__(
         self,
