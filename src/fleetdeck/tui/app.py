@@ -14,7 +14,7 @@ import gc
 import signal
 from collections.abc import Iterable
 
-from textual import on
+from textual import events, on
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
@@ -27,6 +27,7 @@ from textual.widgets import DataTable, Footer, Input
 from fleetdeck.engine import CommandError, Engine, RunResult
 from fleetdeck.model import Event, EventKind
 from fleetdeck.policy import other_policy
+from fleetdeck.tui.collector import QUIET, IdleCollector
 from fleetdeck.tui.confirm import ConfirmScreen
 from fleetdeck.tui.contention import ContentionPane
 from fleetdeck.tui.detail import TaskDetailScreen
@@ -47,6 +48,8 @@ REFRESH_SECONDS = 0.25
 IDLE_REFRESH_SECONDS = 1.0
 # Wider than this, the screen uses its room (the `-wide` class).
 WIDE = 140
+# How often to ask whether a full garbage collection is due (see collector.py).
+COLLECT_CHECK_SECONDS = 1.0
 
 
 class FleetApp(App[int]):
@@ -87,6 +90,7 @@ class FleetApp(App[int]):
         self._since_refresh = 0.0
         self._settled_told = False
         self._quitting = False
+        self.collector = IdleCollector()
 
     # --- layout -------------------------------------------------------------------
 
@@ -120,6 +124,17 @@ class FleetApp(App[int]):
         # they walk only what came later. Refcounting still frees what is dropped.
         gc.collect()
         gc.freeze()
+        # The full collections of what came later, when no key is waiting.
+        self.collector.start()
+        self.set_interval(COLLECT_CHECK_SECONDS, self.collector.tick)
+
+    async def on_event(self, event: events.Event) -> None:
+        if isinstance(event, events.InputEvent):
+            self.collector.input_seen()  # no full collection for a moment
+            if isinstance(event, events.Key):
+                # Answered by then, and the next key is rarely that close.
+                self.set_timer(QUIET, self.collector.tick)
+        await super().on_event(event)
 
     def on_resize(self) -> None:
         self.set_class(self.size.width >= WIDE, "-wide")
@@ -344,6 +359,7 @@ class FleetApp(App[int]):
             self.exit(self.result.exit_code)
 
     async def on_unmount(self) -> None:
+        self.collector.stop()
         gc.unfreeze()
         # However the app ends (a test's exit, a crash), leave no process behind.
         task = self._engine_task

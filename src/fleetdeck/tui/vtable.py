@@ -375,7 +375,20 @@ class VirtualTable(ScrollView, can_focus=True):
 
     def _update_size(self) -> None:
         width = sum(width + 2 * self.CELL_PADDING for _, width in self._columns)
-        self.virtual_size = Size(width, self.row_count + self.HEADER_HEIGHT)
+        size = Size(width, self.row_count + self.HEADER_HEIGHT)
+        if size == self.virtual_size:
+            return
+        if not self.container_size:
+            self.virtual_size = size  # not laid out yet: the first layout sees to it
+            return
+        # A new virtual size asks Textual for a layout of the whole screen, which
+        # then repaints whatever it finds changed, and the queue's filter changes
+        # the number of rows on every keystroke. Unless a scrollbar comes or goes
+        # (then `_scroll_update` asks for the layout itself), all a layout does for
+        # a new virtual size is what it calls `_scroll_update` for: updating the
+        # scrollbars and clamping the scroll offsets. So call it directly.
+        self.set_reactive(VirtualTable.virtual_size, size)
+        self._scroll_update(size)
 
     def _refresh_row(self, index: int) -> None:
         y = index + self.HEADER_HEIGHT - int(self.scroll_y) if index >= 0 else 0
