@@ -1516,6 +1516,10 @@ class Engine:
             # The launches this turn decides join its commit: their processes can
             # start as soon as it is done.
             self._schedule()
+            if self._flush_handle is not None:
+                # Asked for by those launches and their events: this commit is it.
+                self._flush_handle.cancel()
+                self._flush_handle = None
         if not self._recorded():
             return
         try:
