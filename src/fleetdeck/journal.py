@@ -371,10 +371,10 @@ class Journal:
         """Note which attempts have a row that later records can UPDATE: those
         written and not ended (an ended attempt is rarely recorded again)."""
         for row in rows[1]:
-            if row[12] is None:  # finished_at
+            if row[_ROW_FINISHED_AT] is None:
                 self._open_attempts.add(row[0])
         for update in rows[2]:
-            if update[3] is not None:  # finished_at
+            if update[_UPDATE_FINISHED_AT] is not None:
                 self._open_attempts.discard(update[-1])
 
     def commit(self) -> None:
@@ -491,6 +491,10 @@ _UPDATE_ATTEMPT = (
     "UPDATE attempts SET pid = ?, queued_at = ?, started_at = ?, finished_at = ?,"
     " outcome = ?, exit_code = ?, error = ?, pid_started = ? WHERE attempt_id = ?"
 )
+# Where finished_at is in a whole row (_ATTEMPT_COLUMNS) and in an update's
+# values (_UPDATE_ATTEMPT), which end with the attempt id.
+_ROW_FINISHED_AT = _ATTEMPT_COLUMNS.split(", ").index("finished_at")
+_UPDATE_FINISHED_AT = 3
 
 
 # Rows per INSERT statement: one statement of many rows costs SQLite a quarter
