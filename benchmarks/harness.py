@@ -23,13 +23,14 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 BIN = Path(sys.executable).parent
-# Where configs and state dirs go. Inside the project, like a fleet's own .fleetdeck:
-# on this machine creating files under /tmp costs 5-10x more, which would show as
-# fleetdeck overhead (the journal and one log file per attempt are files).
+# Where configs and state dirs go. Inside the project, like a fleet's own .fleetdeck,
+# so the runs create their files (the journal, one log file per attempt) on the disk
+# a fleet would use: what that costs differs a lot between file systems (section 1
+# measures it against tmpfs).
 DEFAULT_WORKDIR = HERE / ".work"
 WORKDIR_HELP = (
     "where configs and state dirs go (default: benchmarks/.work, inside the project like "
-    "a fleet's own .fleetdeck; on some machines creating files under /tmp is 5-10x slower, "
+    "a fleet's own .fleetdeck; creating files costs some file systems far more than others, "
     "which shows here as fleetdeck overhead)"
 )
 # No single process of the suite should come near this; if one does, it hangs.

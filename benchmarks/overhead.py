@@ -18,16 +18,29 @@ at most 1.2x. "per task" is (fleetdeck - raw loop) / N. The 1-task fleet is
 fleetdeck's fixed start-up (interpreter, imports, config, journal), paid once per run;
 "per task after start-up" is (fleetdeck - 1-task fleet) / (N - 1).
 
-The state dirs live in the work directory (benchmarks/.work): on this machine creating
-files under /tmp costs 5-10x more, which would show here as fleetdeck overhead.
+The state dirs live in the work directory (benchmarks/.work, on the project's disk,
+where a fleet's own .fleetdeck would be); the target is judged there. Each attempt
+has a log file of its own, which the raw loop does not create, and creating a file
+costs some disks far more than others (on the development machine's virtual disk
+125-470 us of kernel time, against 6 us on tmpfs). So two things, as information,
+show the file system's part apart from fleetdeck's own:
+- the same fleetdeck run with its state dir on tmpfs (/dev/shm), a contestant of
+  its own, alternating with the others (skipped, with a note, without a tmpfs);
+- a probe, run between repetitions: the CPU time of creating a file in the work
+  directory and on tmpfs, the same number of files in each, alternating.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
+import statistics
 import subprocess
 import sys
-from dataclasses import dataclass
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from itertools import count
 from pathlib import Path
 
@@ -50,6 +63,10 @@ from harness import (
 
 TARGET = 1.2
 SLOTS = 2
+# Where the state dir goes for the tmpfs contestant, when it is a tmpfs.
+TMPFS = Path("/dev/shm")
+# Files the probe creates in each place, per repetition.
+PROBE_FILES = 200
 
 
 @dataclass(frozen=True)
@@ -80,6 +97,50 @@ def gnu_parallel() -> tuple[str | None, str]:
     return path, version.splitlines()[0]
 
 
+def tmpfs_root() -> tuple[Path | None, str]:
+    """TMPFS when a tmpfs is mounted there and writable, else None and why not."""
+    try:
+        with open("/proc/mounts", encoding="utf-8") as mounts:
+            types = {fields[1]: fields[2] for fields in (line.split() for line in mounts)}
+    except OSError as exc:
+        return None, f"cannot read /proc/mounts: {exc.strerror}"
+    if types.get(str(TMPFS)) != "tmpfs":
+        return None, f"{TMPFS} is not a tmpfs"
+    if not os.access(TMPFS, os.W_OK):
+        return None, f"{TMPFS} is not writable"
+    return TMPFS, f"{TMPFS} (tmpfs)"
+
+
+@dataclass
+class CreationProbe:
+    """The CPU time of creating a file (as fleetdeck creates an attempt's log) in
+    each of two directories, measured alternately."""
+
+    places: dict[str, Path]
+    seconds: dict[str, list[float]] = field(default_factory=dict)
+
+    def run(self) -> None:
+        """Create PROBE_FILES files in each place, then remove them."""
+        for name, place in self.places.items():
+            directory = Path(tempfile.mkdtemp(prefix="probe-", dir=place))
+            began = time.thread_time()
+            for i in range(PROBE_FILES):
+                path = directory / f"t{i:05d}.1.agent.log"
+                flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
+                os.close(os.open(path, flags, 0o600))
+            spent = (time.thread_time() - began) / PROBE_FILES
+            self.seconds.setdefault(name, []).append(spent)
+            shutil.rmtree(directory, ignore_errors=True)
+
+    def line(self) -> str:
+        """Median microseconds per file in each place."""
+        return ", ".join(
+            f"{name} {statistics.median(times) * 1e6:.0f} us "
+            f"({min(times) * 1e6:.0f}-{max(times) * 1e6:.0f})"
+            for name, times in self.seconds.items()
+        )
+
+
 def noop_configs(workdir: Path, sizes: set[int]) -> dict[int, Path]:
     """A no-op fleet of each size, on SLOTS slots."""
     configs = {}
@@ -98,14 +159,32 @@ def measure(settings: Settings) -> list[SummaryRow]:
         f"repetitions (load average {load_average():.2f}) =="
     )
     configs = noop_configs(workdir, {n, size.warmup_tasks, 1})
+    tmpfs, where = tmpfs_root()
+    scratch = None if tmpfs is None else Path(tempfile.mkdtemp(prefix="overhead-", dir=tmpfs))
+    try:
+        return _measure(size, workdir, configs, scratch, where)
+    finally:
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _measure(
+    size: Size, workdir: Path, configs: dict[int, Path], scratch: Path | None, where: str
+) -> list[SummaryRow]:
+    n = size.tasks
     fleetdeck = fleetdeck_argv()
     states = count()
 
-    def fleetdeck_run(tasks: int) -> Command:
-        state = workdir / f"state-{next(states)}"  # fresh, not yet created
-        return Command(
-            [*fleetdeck, "run", str(configs[tasks]), "--no-tui", "--state-dir", str(state)]
-        )
+    def run_in(place: Path) -> Callable[[int], Command]:
+        def fleetdeck_run(tasks: int) -> Command:
+            state = place / f"state-{next(states)}"  # fresh, not yet created
+            return Command(
+                [*fleetdeck, "run", str(configs[tasks]), "--no-tui", "--state-dir", str(state)]
+            )
+
+        return fleetdeck_run
+
+    fleetdeck_run = run_in(workdir)
 
     def raw_loop(tasks: int) -> Command:
         return Command([sys.executable, str(HERE / "raw_loop.py"), str(tasks), str(SLOTS)])
@@ -122,11 +201,20 @@ def measure(settings: Settings) -> list[SummaryRow]:
             return Command([path, "--will-cite", f"-j{SLOTS}", "true"], lines)
 
         parallel = Contestant(f"GNU parallel -j{SLOTS}", parallel_run)
-    everyone = [c for c in (contender, raw, parallel, startup) if c is not None]
+    on_tmpfs = None
+    probe = None
+    if scratch is not None:
+        on_tmpfs = Contestant("fleetdeck, state dir on tmpfs", run_in(scratch))
+        probe = CreationProbe({"work directory": workdir, "tmpfs": scratch})
+    everyone = [c for c in (contender, raw, parallel, startup, on_tmpfs) if c is not None]
 
     def clean_states() -> None:
-        for state in workdir.glob("state-*"):
-            shutil.rmtree(state, ignore_errors=True)
+        for place in (workdir, scratch):
+            if place is not None:
+                for state in place.glob("state-*"):
+                    shutil.rmtree(state, ignore_errors=True)
+        if probe is not None:
+            probe.run()
 
     # Warm the page cache and the .pyc files; not recorded.
     for contestant in everyone:
@@ -163,14 +251,25 @@ def measure(settings: Settings) -> list[SummaryRow]:
         f"start-up (1-task fleet) {startup.median:.2f} s, then {marginal:.2f} ms per task "
         f"(raw loop, start-up included: {raw.median / n * 1000:.2f} ms per task)"
     )
+    if on_tmpfs is None or probe is None:
+        print(f"note: the tmpfs contestant and the file-creation probe skipped: {where}")
+    else:
+        disk_share = (contender.median - on_tmpfs.median) / n * 1000
+        print(
+            f"state dir in the work directory rather than on tmpfs: {disk_share:+.2f} ms per "
+            f"task; creating a file, CPU time (median, range): {probe.line()}"
+        )
     print(f"load average {load_average():.2f} at the end of the section")
-    return summary(contender, raw, parallel)
+    return summary(contender, raw, parallel, on_tmpfs)
 
 
 def summary(
-    contender: Contestant, raw: Contestant, parallel: Contestant | None
+    contender: Contestant,
+    raw: Contestant,
+    parallel: Contestant | None,
+    on_tmpfs: Contestant | None = None,
 ) -> list[SummaryRow]:
-    """fleetdeck / raw loop against the target; / GNU parallel as information."""
+    """fleetdeck / raw loop against the target; on tmpfs and / GNU parallel as information."""
     ratio = contender.median / raw.median
     per_rep = paired_ratios(contender, raw)
     rows = [
@@ -182,6 +281,15 @@ def summary(
             f"per rep {min(per_rep):.2f}-{max(per_rep):.2f}x",
         )
     ]
+    if on_tmpfs is not None:
+        per_rep = paired_ratios(on_tmpfs, raw)
+        rows.append(
+            SummaryRow(
+                "1. overhead, state dir on tmpfs / raw loop",
+                f"{on_tmpfs.median / raw.median:.2f}x",
+                detail=f"per rep {min(per_rep):.2f}-{max(per_rep):.2f}x; files cheap to create",
+            )
+        )
     if parallel is None:
         rows.append(SummaryRow("1. overhead: fleetdeck / GNU parallel", "skipped", "-", "(absent)"))
     else:
