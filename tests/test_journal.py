@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +11,7 @@ import pytest
 
 import fleetdeck.journal
 from fleetdeck.journal import Journal, JournalError
-from fleetdeck.model import Attempt, Outcome, Stage
+from fleetdeck.model import Attempt, Event, EventKind, Outcome, Stage
 
 
 def rows(state: Path) -> list[tuple[Any, ...]]:
@@ -105,3 +106,38 @@ def test_a_row_sqlite_cannot_take_fails_the_commit_and_is_kept(tmp_path: Path) -
     with pytest.raises(JournalError):
         journal.close()  # its last commit fails the same way, and says so (then closes)
     assert not (tmp_path / "state" / "journal.sqlite3-wal").exists()
+
+
+def test_the_write_ahead_log_starts_over_after_each_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run of short tasks commits once per task; the log must not grow with
+    the run (it did: 57 MB for 3,000 tasks). After each checkpoint the writer
+    copies what came meanwhile, and the log is written from its start again."""
+    monkeypatch.setattr(fleetdeck.journal, "CHECKPOINT_COMMITS", 20)
+    state = tmp_path / "state"
+    journal = Journal(state)
+    run_id = journal.begin_run(
+        fleet="f", config_path="f.toml", config_json="{}", policy="wave", started_at=1.0
+    )
+    log = state / "journal.sqlite3-wal"
+    sizes = []
+    for cycle in range(8):
+        for number in range(20):
+            task = f"t{cycle}-{number}"
+            journal.append(run_id, Event(1.0, EventKind.TASK_READY, task, {"wave": 0}))
+            journal.commit()
+        # The 20th commit asked the checkpointer thread for a checkpoint: wait for it
+        # to finish (white box: nothing outside the journal needs to know).
+        deadline = time.monotonic() + 10
+        while not journal._checkpointer._done.is_set():
+            assert time.monotonic() < deadline, "the checkpoint did not finish in 10 s"
+            time.sleep(0.005)
+        sizes.append(log.stat().st_size)
+    journal.close()
+    # The file keeps its largest size (SQLite overwrites it, it does not shrink it):
+    # one cycle's commits, give or take the few that came during a checkpoint.
+    assert sizes[-1] < 2 * sizes[0], f"the log grew with every cycle: {sizes}"
+    db = sqlite3.connect(state / "journal.sqlite3")
+    assert db.execute("SELECT COUNT(*) FROM events").fetchone()[0] == 8 * 20
+    db.close()
