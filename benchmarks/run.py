@@ -8,7 +8,8 @@ Sections (all by default; name some to run only those, or run a section's module
 alone, e.g. `python benchmarks/overhead.py --quick`):
 
   overhead   1. N no-op tasks through `fleetdeck run --no-tui` against a raw asyncio
-                loop and GNU parallel, both 2 at a time (benchmarks/overhead.py)
+                loop and GNU parallel, both 2 at a time, and the same run with its
+                state dir on tmpfs (benchmarks/overhead.py)
   makespan   2. random DAGs of sleeps (chains, fans, mixed) on 4 slots against their
                 lower bound and an executor in waves with a barrier (makespan.py)
   scale      3. validating 20,000 tasks, the engine at 100,000 tasks, peak RSS of a
