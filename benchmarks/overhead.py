@@ -22,7 +22,8 @@ The state dirs live in the work directory (benchmarks/.work, on the project's di
 where a fleet's own .fleetdeck would be); the target is judged there. Each attempt
 has a log file of its own, which the raw loop does not create, and creating a file
 costs some disks far more than others (on the development machine's virtual disk
-125-470 us of kernel time, against 6 us on tmpfs). So two things, as information,
+15-690 us of kernel time, moving with what the disk did just before, against 9-15
+us on tmpfs). So two things, as information,
 show the file system's part apart from fleetdeck's own:
 - the same fleetdeck run with its state dir on tmpfs (/dev/shm), a contestant of
   its own, alternating with the others (skipped, with a note, without a tmpfs);
