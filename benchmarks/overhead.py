@@ -209,12 +209,12 @@ def _measure(
         probe = CreationProbe({"work directory": workdir, "tmpfs": scratch})
     everyone = [c for c in (contender, raw, parallel, startup, on_tmpfs) if c is not None]
 
-    def clean_states() -> None:
+    def between_reps() -> None:
         for place in (workdir, scratch):
             if place is not None:
                 for state in place.glob("state-*"):
                     shutil.rmtree(state, ignore_errors=True)
-        if probe is not None:
+        if probe is not None:  # after the clean-up, in the state the next rep starts in
             probe.run()
 
     # Warm the page cache and the .pyc files; not recorded.
@@ -224,7 +224,7 @@ def _measure(
         everyone,
         size.repetitions,
         lambda c: 1 if c is startup else n,
-        after_each_rep=clean_states,
+        after_each_rep=between_reps,
     )
 
     rows = []
