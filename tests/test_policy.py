@@ -6,15 +6,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from fleetdeck.engine.scheduler import ReadyQueue, ready_order_key
 from fleetdeck.policy import (
+    POLICIES,
     POLICY_NAMES,
     LaunchContext,
     Policy,
-    ReadyQueue,
     launch_budget,
-    other_policy,
+    next_policy,
     parse_policy,
-    ready_order_key,
 )
 
 # Any budget at least this large is "no limit" for a fleet.
@@ -76,7 +76,7 @@ def test_budget_never_exceeds_the_window(policy: Policy, in_flight: int, cap: in
         assert budget >= HUGE
 
 
-# --- parse_policy / other_policy ---------------------------------------------------------
+# --- parse_policy / next_policy ---------------------------------------------------------
 
 
 def test_policy_names() -> None:
@@ -95,11 +95,15 @@ def test_parse_policy_rejects_others_and_lists_the_valid_ones(name: str) -> None
     assert repr(name) in str(caught.value)
 
 
-def test_other_policy_toggles() -> None:
-    assert other_policy("sequential") == "wave"
-    assert other_policy("wave") == "sequential"
-    for policy in POLICY_NAMES:
-        assert other_policy(other_policy(policy)) == policy
+def test_next_policy_cycles_through_the_registry() -> None:
+    assert next_policy("sequential") == "wave"
+    assert next_policy("wave") == "sequential"
+    seen = {POLICY_NAMES[0]}
+    policy = POLICY_NAMES[0]
+    for _ in POLICIES:
+        policy = next_policy(policy)
+        seen.add(policy)
+    assert seen == set(POLICIES)
 
 
 # --- ready_order_key ---------------------------------------------------------------------
@@ -134,7 +138,7 @@ def key(order: int, priority: int = 0, critical_path: float = 1.0) -> tuple[int,
 
 
 def test_empty_queue() -> None:
-    queue = ReadyQueue()
+    queue: ReadyQueue[str] = ReadyQueue()
     assert len(queue) == 0
     assert queue.pop_best(["coder"]) is None
     assert queue.waiting("coder") == 0
@@ -143,7 +147,7 @@ def test_empty_queue() -> None:
 
 
 def test_pop_best_takes_the_best_task_across_the_given_agents() -> None:
-    queue = ReadyQueue()
+    queue: ReadyQueue[str] = ReadyQueue()
     queue.push("c1", "coder", key(0))
     queue.push("c2", "coder", key(1, priority=3))
     queue.push("w1", "writer", key(2, critical_path=9.0))
@@ -157,7 +161,7 @@ def test_pop_best_takes_the_best_task_across_the_given_agents() -> None:
 
 def test_pop_best_only_considers_the_agents_passed() -> None:
     """An agent with no free slot is left out: its better tasks must wait."""
-    queue = ReadyQueue()
+    queue: ReadyQueue[str] = ReadyQueue()
     queue.push("best", "busy", key(0, priority=10))
     queue.push("ok", "free", key(1))
     assert queue.pop_best(["free"]) == ("ok", "free")
@@ -168,7 +172,7 @@ def test_pop_best_only_considers_the_agents_passed() -> None:
 
 
 def test_push_of_a_queued_task_is_ignored() -> None:
-    queue = ReadyQueue()
+    queue: ReadyQueue[str] = ReadyQueue()
     queue.push("t", "coder", key(5))
     queue.push("t", "writer", key(0, priority=9))
     assert len(queue) == 1
@@ -179,7 +183,7 @@ def test_push_of_a_queued_task_is_ignored() -> None:
 
 
 def test_remove_is_lazy_but_invisible() -> None:
-    queue = ReadyQueue()
+    queue: ReadyQueue[str] = ReadyQueue()
     queue.push("a", "coder", key(0))
     queue.push("b", "coder", key(1))
     assert queue.remove("a") is True
@@ -195,7 +199,7 @@ def test_remove_is_lazy_but_invisible() -> None:
 
 
 def test_repush_after_remove_uses_the_new_agent_and_key() -> None:
-    queue = ReadyQueue()
+    queue: ReadyQueue[str] = ReadyQueue()
     queue.push("a", "coder", key(0, priority=5))
     queue.push("b", "coder", key(1))
     queue.remove("a")
@@ -216,7 +220,7 @@ def test_repush_after_remove_uses_the_new_agent_and_key() -> None:
 
 
 def test_repush_with_the_same_key_pops_once() -> None:
-    queue = ReadyQueue()
+    queue: ReadyQueue[str] = ReadyQueue()
     queue.push("a", "coder", key(0))
     queue.remove("a")
     queue.push("a", "coder", key(0))  # an identical entry sits beside the tombstone
@@ -227,7 +231,7 @@ def test_repush_with_the_same_key_pops_once() -> None:
 
 
 def test_waiting_counts_and_agents_waiting() -> None:
-    queue = ReadyQueue()
+    queue: ReadyQueue[str] = ReadyQueue()
     for i in range(3):
         queue.push(f"c{i}", "coder", key(i))
     queue.push("w0", "writer", key(10))
@@ -240,7 +244,7 @@ def test_waiting_counts_and_agents_waiting() -> None:
 
 
 def test_ordered_is_best_first_across_agents_and_does_not_consume() -> None:
-    queue = ReadyQueue()
+    queue: ReadyQueue[str] = ReadyQueue()
     queue.push("late", "coder", key(3))
     queue.push("long", "writer", key(2, critical_path=7.0))
     queue.push("urgent", "coder", key(4, priority=2))
@@ -275,7 +279,7 @@ operations = st.lists(
 def test_ready_queue_matches_a_sorted_list_model(ops: list[tuple[object, ...]]) -> None:
     """Whatever the sequence of pushes, removals and pops, the queue behaves like the
     obvious (slow) model: a dict of live tasks, popped by minimum key."""
-    queue = ReadyQueue()
+    queue: ReadyQueue[str] = ReadyQueue()
     model: dict[str, tuple[str, tuple[int, float, int]]] = {}
     for op in ops:
         if op[0] == "push":

@@ -77,6 +77,8 @@ class EventKind(enum.StrEnum):
     # An operator retry put the task back (pending or ready), or unblocked it.
     TASK_REQUEUED = "task_requeued"
     TASK_CANCELLED = "task_cancelled"
+    # The operator has seen a failed or blocked task: it leaves the attention queue.
+    TASK_ACKNOWLEDGED = "task_acknowledged"
     POLICY_CHANGED = "policy_changed"
     PAUSED = "paused"
     RESUMED = "resumed"
@@ -85,6 +87,18 @@ class EventKind(enum.StrEnum):
     # `fleetdeck run` took up an unfinished run again from the journal.
     RUN_RESUMED = "run_resumed"
     RUN_FINISHED = "run_finished"
+
+
+class Cause(enum.StrEnum):
+    """Why a task was put back (`cause` of task_requeued): typed, where `reason`
+    is the words for people."""
+
+    # The operator retried it: it gets a fresh retry budget.
+    OPERATOR = "operator"
+    # Its definition changed in the config since the run was recorded.
+    DEFINITION = "definition"
+    # Something upstream of it runs again, so its inputs may change.
+    UPSTREAM = "upstream"
 
 
 def iso_timestamp(ts: float) -> str:

@@ -19,11 +19,13 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from fleetdeck.config import Fleet
-from fleetdeck.journal import AttemptRecordRow, RunRecord
-from fleetdeck.model import Attempt, Event, EventKind, Outcome, Stage, TaskState
+from fleetdeck.model import Attempt, Cause, Event, EventKind, Outcome, Stage, TaskState
+
+if TYPE_CHECKING:  # the journal's row types only: resuming is pure, the journal is not
+    from fleetdeck.config import Fleet
+    from fleetdeck.journal import AttemptRecordRow, RunRecord
 
 # How many task names a run_resumed event lists per kind of change.
 LISTED_NAMES = 20
@@ -67,6 +69,8 @@ class TaskReplay:
     lost: int = 0
     finished_at: float | None = None
     attention_since: float | None = None
+    # The operator has seen it (task_acknowledged): it needs no attention.
+    acknowledged: bool = False
     attempts: list[Attempt] = field(default_factory=list)
 
 
@@ -134,14 +138,29 @@ def replay(
         elif kind in (EventKind.TASK_FAILED, EventKind.TASK_CANCELLED):
             task.state = TaskState.FAILED if kind is EventKind.TASK_FAILED else TaskState.CANCELLED
             task.finished_at = task.attention_since = event.ts
+            task.acknowledged = False
+        elif kind is EventKind.TASK_ACKNOWLEDGED:
+            task.acknowledged = True
         elif kind is EventKind.TASK_BLOCKED:
             task.state = TaskState.BLOCKED
         elif kind is EventKind.TASK_REQUEUED:
             task.state = TaskState(event.data.get("state", TaskState.PENDING))
             task.finished_at = task.attention_since = None
-            if event.data.get("reason") == "operator retry":
+            task.acknowledged = False
+            if requeued_by_operator(event):
                 task.failures = task.lost = 0
     return tasks
+
+
+def requeued_by_operator(event: Event) -> bool:
+    """True for a task_requeued event of an operator retry (a fresh retry budget).
+
+    The event's `cause` says so; journals written before it existed said it
+    only in words, in `reason`."""
+    cause = event.data.get("cause")
+    if cause is not None:
+        return bool(cause == Cause.OPERATOR)
+    return event.data.get("reason") == "operator retry"
 
 
 def plan_resume(

@@ -116,6 +116,8 @@ class FleetSnapshot:
     attention: tuple[AttentionItem, ...]
     done: int
     total: int
+    # True when the policy, not the slots, keeps ready tasks from starting.
+    held_by_policy: bool = False
 
     @property
     def elapsed(self) -> float:

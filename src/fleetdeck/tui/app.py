@@ -26,7 +26,7 @@ from textual.widgets import DataTable, Footer, Input
 
 from fleetdeck.engine import CommandError, Engine, RunResult
 from fleetdeck.model import Event, EventKind
-from fleetdeck.policy import other_policy
+from fleetdeck.policy import next_policy
 from fleetdeck.tui.collector import QUIET, IdleCollector
 from fleetdeck.tui.confirm import ConfirmScreen
 from fleetdeck.tui.contention import ContentionPane
@@ -206,7 +206,7 @@ class FleetApp(App[int]):
 
     def action_switch_policy(self) -> None:
         """s: sequential <-> wave, for the next launch decision."""
-        self._command("policy", lambda: self.engine.set_policy(other_policy(self.engine.policy)))
+        self._command("policy", lambda: self.engine.set_policy(next_policy(self.engine.policy)))
 
     def action_cancel(self) -> None:
         """c: cancel the selected task, once confirmed."""

@@ -1,0 +1,622 @@
+"""The core: every task's state and every transition of the task lifecycle.
+
+Pure: no asyncio, no processes, no disk. Inputs arrive as method calls (an
+attempt started or ended, a timer fired, an operator command, a host's health);
+each transition updates the task table and reports what must happen through
+the `Effects` port: events to journal and tell, attempt rows to record,
+attempts to start or stop. Time and timers come from a `Clock`. The asyncio
+engine (fleetdeck.engine.shell) carries the effects out for real; the simulator
+(fleetdeck.engine.simulate) and the pure tests carry them out in virtual time.
+So there is one lifecycle, and what the simulator predicts is what runs.
+
+The lifecycle, per task (stages as in fleetdeck.stages):
+
+    pending --deps done--> ready --policy+slot--> running(first stage)
+      --ok--> queued(next stage) --slot--> running(next stage) ... --ok--> succeeded
+    an attempt that fails: retry_wait (backoff) -> ready, until retries are spent -> failed
+    failed or cancelled => everything downstream blocked; operator retry => ready again
+"""
+
+from __future__ import annotations
+
+import random
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from fleetdeck.config import Fleet, TaskSpec
+from fleetdeck.engine.clock import Clock, Timer
+from fleetdeck.engine.scheduler import ReadyQueue, decide, ready_order_key
+from fleetdeck.model import (
+    BLOCKING_STATES,
+    LOCAL_HOST,
+    Attempt,
+    Cause,
+    Event,
+    EventKind,
+    Outcome,
+    Stage,
+    TaskRun,
+    TaskState,
+)
+from fleetdeck.policy import LaunchContext, SchedulingPolicy
+from fleetdeck.slots import Capacity
+from fleetdeck.stages import STAGES, pipeline, worker_of, workers
+from fleetdeck.text import plural
+
+# A task whose attempts keep getting lost (its host dies under it) is failed after
+# this many lost attempts: lost attempts do not spend the task's own retries.
+MAX_LOST_ATTEMPTS = 3
+
+
+class CommandError(Exception):
+    """An operator command that cannot be carried out; the message says why."""
+
+
+@dataclass(slots=True)
+class Running:
+    """An attempt between its launch and its end."""
+
+    node: int
+    attempt: Attempt
+    timeout: float | None
+    # Why it is being stopped (cancel, timeout, interruption), once asked to stop.
+    stop_reason: Outcome | None = None
+    timer: Timer | None = None
+
+
+class Effects(Protocol):
+    """What the core asks of whoever runs it."""
+
+    def emit(self, event: Event) -> None:
+        """Journal `event`, then tell it (in the order emitted)."""
+
+    def record(self, attempt: Attempt) -> None:
+        """Journal the attempt's row (new, or changed)."""
+
+    def start(self, running: Running) -> None:
+        """Start the attempt's process once everything emitted so far is durable;
+        then call `Core.attempt_started`, and `Core.attempt_ended` when it ends."""
+
+    def stop(self, running: Running, grace: float | None) -> None:
+        """Stop the attempt's process (its whole tree), within `grace` seconds
+        (None: the fleet's grace period); its end comes as `attempt_ended`."""
+
+    def schedule_soon(self) -> None:
+        """Call `Core.schedule()` soon: something may have become launchable."""
+
+
+class Core:
+    """The task table and the transitions of one run."""
+
+    def __init__(
+        self,
+        fleet: Fleet,
+        *,
+        clock: Clock,
+        effects: Effects,
+        policy: SchedulingPolicy,
+        estimates: Sequence[float],
+        rng: random.Random | None = None,
+        next_attempt_id: int = 1,
+    ) -> None:
+        self.fleet = fleet
+        self.clock = clock
+        self.effects = effects
+        self.policy = policy
+        self.rng = rng or random.Random()
+        self.specs: Sequence[TaskSpec] = fleet.tasks
+        self.dag = fleet.dag
+        self.tasks = [TaskRun(id=spec.id) for spec in self.specs]
+        self.pipelines = [pipeline(spec) for spec in self.specs]
+        self.agent_of = [spec.agent for spec in self.specs]
+        # One number per task in an array (not a key tuple): the key is built when pushed.
+        self.critical = self.dag.critical_path(estimates)
+        self.waiting_on = [len(deps) for deps in self.dag.deps]
+        self.ready: ReadyQueue[int] = ReadyQueue()
+        self.retry_lane: deque[int] = deque()
+        config = fleet.config
+        # The queue of every later stage's pool, first come first served.
+        self.stage_queues: dict[tuple[Stage, str], deque[int]] = {
+            (stage, name): deque()
+            for stage in STAGES
+            if stage is not Stage.AGENT
+            for name in workers(config, stage)
+        }
+        self.capacity = Capacity(config.agents, config.runners, config.hosts)
+        self.running: dict[int, Running] = {}
+        self.retry_timers: dict[int, Timer] = {}
+        self.in_flight = 0
+        self.unfinished = len(self.tasks)
+        self.paused = False
+        # Set once the run is being stopped: attempts that end then keep their task's
+        # state (interrupted, to be resumed), and nothing new starts.
+        self.stopping = False
+        # True when the last decision left ready tasks with free slots because of
+        # the policy (views say so instead of blaming the slots).
+        self.held_by_policy = False
+        # Tasks whose view changed since the views last looked (None: nobody looks).
+        self.dirty: set[int] | None = None
+        # Queue waits of later stages, per pool (for contention views).
+        self.queue_waits: dict[str, list[float]] = {}
+        self.next_attempt_id = next_attempt_id
+        self.run_dir = ""
+        self.run_id = 0
+        settings = config.fleet
+        self._backoff = settings.retry_backoff
+        self._backoff_max = settings.retry_backoff_max
+        self._max_in_flight = settings.max_in_flight
+
+    # --- queries -------------------------------------------------------------------
+
+    def node(self, task_id: str) -> int:
+        """The DAG node of `task_id` (CommandError naming the nearest id if unknown)."""
+        node = self.dag.index.get(task_id)
+        if node is None:
+            from fleetdeck.config import suggest
+
+            raise CommandError(f"unknown task '{task_id}'{suggest(task_id, self.dag.ids)}")
+        return node
+
+    def running_for(self, node: int) -> Running | None:
+        """The attempt of task `node` running now, if one is."""
+        attempt = self.tasks[node].current_attempt
+        return None if attempt is None else self.running.get(attempt.attempt_id)
+
+    @property
+    def settled(self) -> bool:
+        """True when every task has ended and no attempt runs."""
+        return self.unfinished == 0 and not self.running
+
+    def blocker_of(self, node: int) -> str | None:
+        """The failed or cancelled task that keeps `node` from running, if any."""
+        for dep in self.dag.deps[node]:
+            upstream = self.tasks[dep]
+            if upstream.state is TaskState.BLOCKED:
+                return upstream.blocked_by
+            if upstream.state in BLOCKING_STATES:
+                return upstream.id
+        return None
+
+    def needs_attention(self, node: int) -> bool:
+        """Failed tasks awaiting a decision, and blocked roots (blocked directly by a
+        failed or cancelled dependency, not through another blocked task)."""
+        task = self.tasks[node]
+        if task.attention_since is None:
+            return False
+        if task.state is TaskState.FAILED:
+            return True
+        if task.state is TaskState.BLOCKED:
+            return any(
+                self.tasks[dep].state in (TaskState.FAILED, TaskState.CANCELLED)
+                for dep in self.dag.deps[node]
+            )
+        return False
+
+    # --- the start -----------------------------------------------------------------
+
+    def start(self, *, emit_started: bool = True) -> None:
+        """A new run: tell it, and make every task without dependencies ready."""
+        if emit_started:
+            self.emit(
+                EventKind.RUN_STARTED,
+                None,
+                fleet=self.fleet.name,
+                policy=self.policy.name,
+                tasks=len(self.tasks),
+                run_id=self.run_id,
+            )
+        for node, waiting in enumerate(self.waiting_on):
+            if waiting == 0:
+                self.make_ready(node)
+
+    # --- events --------------------------------------------------------------------
+
+    def emit(self, kind: EventKind, task: str | None, **data: Any) -> None:
+        """Tell an event: the effects journal it, the policy hears it."""
+        event = Event(self.clock.now(), kind, task, data)
+        self.effects.emit(event)
+        self.policy.observe(event)
+
+    def touch(self, node: int, *, dependents: bool = False) -> None:
+        """Task `node`'s view changed (and, with `dependents`, what they wait for)."""
+        dirty = self.dirty
+        if dirty is not None:
+            dirty.add(node)
+            if dependents:
+                dirty.update(self.dag.dependents[node])
+
+    # --- scheduling ----------------------------------------------------------------
+
+    def make_ready(self, node: int, reason: str | None = None) -> None:
+        """Put a task whose dependencies are done in the ready queue."""
+        task = self.tasks[node]
+        task.state = TaskState.READY
+        spec = self.specs[node]
+        self.ready.push(node, spec.agent, ready_order_key(spec.priority, self.critical[node], node))
+        if reason is None:
+            self.emit(EventKind.TASK_READY, task.id, wave=self.dag.levels[node])
+        else:
+            self.emit(EventKind.TASK_READY, task.id, wave=self.dag.levels[node], reason=reason)
+
+    def to_retry_lane(self, node: int, reason: str) -> None:
+        """A task already in flight is due to run its first stage again."""
+        self.tasks[node].state = TaskState.READY
+        self.retry_lane.append(node)
+        self.emit(
+            EventKind.TASK_READY, self.tasks[node].id, wave=self.dag.levels[node], reason=reason
+        )
+
+    def schedule(self) -> None:
+        """Launch what the policy and the free slots allow. Cheap; called often."""
+        if self.stopping:
+            return
+        budget = self.policy.budget(
+            LaunchContext(
+                in_flight=self.in_flight, max_in_flight=self._max_in_flight, paused=self.paused
+            )
+        )
+        decision = decide(
+            self.stage_queues,
+            self.retry_lane,
+            self.ready,
+            self.capacity,
+            self.agent_of,
+            budget=budget,
+            paused=self.paused,
+        )
+        self.held_by_policy = decision.held
+        for node, stage, host in decision.launches:
+            self.launch(node, stage, host)
+
+    def launch(self, node: int, stage: Stage, host: str) -> Running:
+        """Start an attempt of `stage` on `host`, whose slot the scheduler took."""
+        task = self.tasks[node]
+        spec = self.specs[node]
+        worker_name = worker_of(spec, stage)
+        assert worker_name is not None
+        at = self.clock.now()
+        if stage is Stage.AGENT:
+            task.agent_attempts += 1
+        task.state = STAGES[stage].running
+        self.enter_flight(task)
+        attempt = Attempt(
+            attempt_id=self.next_attempt_id,
+            task=task.id,
+            stage=stage,
+            number=task.agent_attempts,
+            worker=worker_name,
+            host=host,
+            run_dir=self.run_dir,
+            started_at=at,
+        )
+        self.next_attempt_id += 1
+        if stage is not Stage.AGENT:
+            previous = task.current_attempt
+            attempt.queued_at = previous.queued_at if previous is not None else None
+            if attempt.queued_at is not None:
+                self.queue_waits.setdefault(worker_name, []).append(at - attempt.queued_at)
+        task.add_attempt(attempt)
+        self.touch(node)  # running now; ATTEMPT_STARTED comes once it has started
+        timeout = spec.timeout
+        if timeout is None:
+            timeout = workers(self.fleet.config, stage)[worker_name].timeout
+        running = Running(node=node, attempt=attempt, timeout=timeout)
+        self.running[attempt.attempt_id] = running
+        # Journaled before its process exists: a supervisor that dies from here on
+        # leaves a row by which the next one finds the attempt, instead of starting
+        # the task again beside it. The process waits for the commit (Effects.start).
+        self.effects.record(attempt)
+        self.effects.start(running)
+        return running
+
+    def enter_flight(self, task: TaskRun) -> None:
+        """Count the task in flight (what the sequential policy and the cap count)."""
+        if not task.in_flight:
+            task.in_flight = True
+            self.in_flight += 1
+
+    def leave_flight(self, task: TaskRun) -> None:
+        """The task is done or given up: no longer in flight."""
+        if task.in_flight:
+            task.in_flight = False
+            self.in_flight -= 1
+
+    # --- attempts ------------------------------------------------------------------
+
+    def attempt_started(
+        self, running: Running, *, pid: int | None = None, pid_started: float | None = None
+    ) -> None:
+        """The attempt's process exists (or, with an error set, never will): tell it,
+        and arm its timeout for what is left of it."""
+        attempt = running.attempt
+        attempt.pid = pid
+        attempt.pid_started = pid_started
+        if attempt.pid is not None or attempt.error is not None:
+            self.effects.record(attempt)  # the row journaled at launch has the rest
+        self.emit(
+            EventKind.ATTEMPT_STARTED,
+            attempt.task,
+            stage=attempt.stage,
+            attempt=attempt.number,
+            **{STAGES[attempt.stage].worker_kind: attempt.worker},
+            host=attempt.host,
+            pid=attempt.pid,
+        )
+        self.arm_timeout(running)
+
+    def arm_timeout(self, running: Running) -> None:
+        """Set the attempt's timeout timer (what is left of it after a restart)."""
+        if running.stop_reason is not None or running.timeout is None or running.timer:
+            return
+        elapsed = self.clock.now() - (running.attempt.started_at or self.clock.now())
+        running.timer = self.clock.call_later(
+            max(0.0, running.timeout - elapsed), self.stop_attempt, running, Outcome.TIMEOUT
+        )
+
+    def stop_attempt(
+        self, running: Running, reason: Outcome, *, grace: float | None = None, force: bool = False
+    ) -> None:
+        """Ask a running attempt to stop; its end comes back through `attempt_ended`."""
+        if running.stop_reason is not None and not force and grace is None:
+            return
+        running.stop_reason = running.stop_reason or reason
+        if running.timer is not None:
+            running.timer.cancel()
+            running.timer = None
+        self.effects.stop(running, grace)
+
+    def attempt_ended(
+        self, running: Running, outcome: Outcome | None, exit_code: int | None
+    ) -> None:
+        """The attempt is over. `outcome` None: decided by how it was stopped, if
+        it was, else by its exit code."""
+        if outcome is None:
+            outcome = running.stop_reason or (Outcome.OK if exit_code == 0 else Outcome.FAILED)
+        attempt = running.attempt
+        node = running.node
+        task = self.tasks[node]
+        attempt.finished_at = at = self.clock.now()
+        attempt.outcome = outcome
+        attempt.exit_code = exit_code
+        if running.timer is not None:
+            running.timer.cancel()
+        del self.running[attempt.attempt_id]
+        self.capacity.release(attempt.stage, attempt.worker, attempt.host)
+        self.effects.record(attempt)
+        details: dict[str, Any] = {
+            "stage": attempt.stage,
+            "attempt": attempt.number,
+            "outcome": outcome,
+            "exit_code": exit_code,
+            "duration": round(attempt.duration or 0.0, 3),
+        }
+        if outcome is Outcome.TIMEOUT:
+            details["reason"] = f"timed out after {running.timeout:g}s"
+        elif self.stopping and outcome is Outcome.CANCELLED:
+            details["reason"] = "interrupted"
+        if attempt.error:
+            details["error"] = attempt.error
+        self.emit(EventKind.ATTEMPT_FINISHED, task.id, **details)
+        if self.stopping:
+            return  # interrupted: the task keeps its state, to be resumed
+        if outcome is Outcome.OK:
+            self._stage_done(node, attempt, at)
+        elif outcome is Outcome.CANCELLED:
+            self.give_up(node, TaskState.CANCELLED, reason="cancelled by the operator")
+        elif outcome is Outcome.LOST and task.lost < MAX_LOST_ATTEMPTS:
+            task.lost += 1
+            # Not the task's fault: run it again at once, on a healthy host.
+            self.to_retry_lane(node, "attempt lost")
+        else:
+            self._attempt_failed(node, outcome)
+        self.effects.schedule_soon()
+
+    def _stage_done(self, node: int, attempt: Attempt, at: float) -> None:
+        task = self.tasks[node]
+        stages = self.pipelines[node]
+        if attempt.stage is Stage.AGENT:
+            task.output_attempt = attempt
+        position = stages.index(attempt.stage) + 1
+        if position == len(stages):
+            self.succeed(node, at)
+            return
+        stage = stages[position]
+        definition = STAGES[stage]
+        worker_name = worker_of(self.specs[node], stage)
+        assert worker_name is not None and definition.queued_event is not None
+        task.state = definition.queued
+        queue = self.stage_queues[(stage, worker_name)]
+        queue.append(node)
+        attempt.queued_at = at
+        self.emit(
+            definition.queued_event,
+            task.id,
+            **{definition.worker_kind: worker_name},
+            position=len(queue),
+        )
+
+    def _attempt_failed(self, node: int, outcome: Outcome) -> None:
+        task = self.tasks[node]
+        spec = self.specs[node]
+        task.failures += 1
+        if task.failures <= spec.retries:
+            ceiling = min(self._backoff_max, self._backoff * 2 ** (task.failures - 1))
+            # "Equal jitter": half fixed, half random, so retries of tasks that
+            # failed together do not all come back at the same instant.
+            delay = ceiling / 2 + self.rng.uniform(0, ceiling / 2)
+            task.state = TaskState.RETRY_WAIT
+            task.retry_at = self.clock.now() + delay
+            self.retry_timers[node] = self.clock.call_later(delay, self.retry_due, node)
+            self.emit(
+                EventKind.RETRY_SCHEDULED,
+                task.id,
+                delay=round(delay, 3),
+                attempt=task.agent_attempts + 1,
+                retries_left=spec.retries - task.failures,
+            )
+        else:
+            reason = "timed out" if outcome is Outcome.TIMEOUT else "failed"
+            if outcome is Outcome.LOST:
+                reason = "host lost too often"
+            attempts = plural(task.agent_attempts, "attempt")
+            self.give_up(node, TaskState.FAILED, reason=f"{reason} after {attempts}")
+
+    def retry_due(self, node: int) -> None:
+        """A task's retry backoff is over: it joins the retry lane."""
+        self.retry_timers.pop(node, None)
+        task = self.tasks[node]
+        if task.state is not TaskState.RETRY_WAIT:
+            return
+        task.retry_at = None
+        self.to_retry_lane(node, "retry")
+        self.effects.schedule_soon()
+
+    # --- task ends -----------------------------------------------------------------
+
+    def succeed(self, node: int, at: float) -> None:
+        """The task is done (at `at`, the end of its last attempt): its dependents
+        may be launched at once (their processes start only once the journal
+        holds this success: see `Effects.start`)."""
+        task = self.tasks[node]
+        if task.state is TaskState.SUCCEEDED:
+            # Counted once only: a second count would leave the run waiting forever.
+            return
+        duration = at - (task.first_started_at or at)
+        task.state = TaskState.SUCCEEDED
+        task.finished_at = at
+        self.leave_flight(task)
+        self.emit(
+            EventKind.TASK_SUCCEEDED,
+            task.id,
+            attempts=task.agent_attempts,
+            duration=round(duration, 3),
+        )
+        self.touch(node, dependents=True)  # what the dependents wait for changed too
+        self.unfinished -= 1
+        for child in self.dag.dependents[node]:
+            self.waiting_on[child] -= 1
+            if self.waiting_on[child] == 0 and self.tasks[child].state is TaskState.PENDING:
+                self.make_ready(child)
+        self.effects.schedule_soon()
+
+    def unqueue(self, node: int) -> None:
+        """Take a task out of every queue and forget its retry timer."""
+        self.ready.remove(node)
+        if node in self.retry_lane:
+            self.retry_lane.remove(node)
+        timer = self.retry_timers.pop(node, None)
+        if timer is not None:
+            timer.cancel()
+        for stage in self.pipelines[node][1:]:
+            worker_name = worker_of(self.specs[node], stage)
+            queue = self.stage_queues.get((stage, worker_name or ""))
+            if queue is not None and node in queue:
+                queue.remove(node)
+
+    def give_up(self, node: int, state: TaskState, *, reason: str) -> None:
+        """End a task as failed or cancelled, and block everything downstream."""
+        task = self.tasks[node]
+        at = self.clock.now()
+        task.state = state
+        task.finished_at = at
+        # A deliberate cancel is the operator's own decision: nothing to attend to.
+        task.attention_since = at if state is TaskState.FAILED else None
+        task.retry_at = None
+        self.leave_flight(task)
+        self.unfinished -= 1
+        kind = EventKind.TASK_FAILED if state is TaskState.FAILED else EventKind.TASK_CANCELLED
+        self.emit(kind, task.id, attempts=task.agent_attempts, reason=reason)
+        for child in self.dag.descendants(node):
+            blocked = self.tasks[child]
+            if blocked.state in (TaskState.PENDING, TaskState.READY):
+                self.ready.remove(child)
+                blocked.state = TaskState.BLOCKED
+                blocked.blocked_by = task.id
+                # Blocked by a failure needs the operator; by their own cancel, not.
+                blocked.attention_since = at if state is TaskState.FAILED else None
+                self.unfinished -= 1
+                self.emit(EventKind.TASK_BLOCKED, blocked.id, blocked_by=task.id)
+
+    def requeue(self, node: int) -> None:
+        """Run a failed or cancelled task again with a fresh retry budget; its
+        blocked dependents return to pending unless another failure blocks them."""
+        task = self.tasks[node]
+        task.failures = 0
+        task.lost = 0
+        task.finished_at = None
+        task.attention_since = None
+        blocker = self.blocker_of(node)
+        if blocker is not None:
+            # A cancelled blocked task, retried while what blocked it still fails.
+            task.state = TaskState.BLOCKED
+            task.blocked_by = blocker
+            self.emit(EventKind.TASK_BLOCKED, task.id, blocked_by=blocker)
+            return
+        self.unfinished += 1
+        ready = self.waiting_on[node] == 0
+        task.state = TaskState.READY if ready else TaskState.PENDING
+        self.emit(
+            EventKind.TASK_REQUEUED,
+            task.id,
+            state=task.state,
+            reason="operator retry",
+            cause=Cause.OPERATOR,
+        )
+        if ready:
+            self.make_ready(node)
+        for child in self.dag.descendants(node):
+            blocked = self.tasks[child]
+            if blocked.state is not TaskState.BLOCKED:
+                continue
+            blocker = self.blocker_of(child)
+            if blocker is None:
+                blocked.state = TaskState.PENDING
+                blocked.blocked_by = None
+                blocked.attention_since = None
+                self.unfinished += 1
+                self.emit(
+                    EventKind.TASK_REQUEUED,
+                    blocked.id,
+                    state=TaskState.PENDING,
+                    reason=f"'{task.id}' retried",
+                    cause=Cause.UPSTREAM,
+                )
+            elif blocker != blocked.blocked_by:
+                blocked.blocked_by = blocker
+                self.emit(EventKind.TASK_BLOCKED, blocked.id, blocked_by=blocker)
+
+    # --- hosts ---------------------------------------------------------------------
+
+    def fail_stranded(
+        self, usable: Callable[[Stage, str], bool], why: Callable[[Stage, str], str]
+    ) -> None:
+        """Fail waiting tasks one of whose stages has no host left to run on.
+
+        `usable(stage, worker)` is False when every host of that worker failed
+        for good, and `why(stage, worker)` then says what became of them."""
+        for node, task in enumerate(self.tasks):
+            if task.state.is_terminal or self.running_for(node) is not None:
+                continue
+            spec = self.specs[node]
+            stranded = [
+                (stage, name)
+                for stage in self.pipelines[node]
+                if (name := worker_of(spec, stage)) is not None and not usable(stage, name)
+            ]
+            if not stranded:
+                continue
+            stage, name = stranded[0]
+            self.unqueue(node)
+            kind = STAGES[stage].worker_kind
+            self.give_up(
+                node,
+                TaskState.FAILED,
+                reason=f"no usable host for {kind} '{name}' ({why(stage, name)})",
+            )
+
+    @property
+    def hosts(self) -> tuple[str, ...]:
+        """This machine and every SSH host of the fleet."""
+        return (LOCAL_HOST, *self.fleet.config.hosts)

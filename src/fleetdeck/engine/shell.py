@@ -1,0 +1,774 @@
+"""The engine: the asyncio shell that carries out what the core decides.
+
+The core (fleetdeck.engine.core) holds every task's state and decides every
+transition; this shell feeds it what happens (attempts starting and ending,
+timers, host health, operator commands) and carries out its effects for real:
+events into the journal and then to views, attempts started and stopped
+through executors.
+
+One event loop, no locks: every state change happens on the loop and is
+recorded as an event. Events are journaled first and only published to views
+after the journal commit (group commit, once per loop turn), so no event is
+ever told that the journal does not hold. No process starts before everything
+recorded until its launch is committed: its own attempt row, and the success
+of each dependency (or of the sequential policy's previous task). So a success
+is durable before any dependent starts, and the decision to launch a dependent
+can be taken at once, in the same commit as the success.
+
+Views use only the public interface: `snapshot()`, `task_detail()`,
+`timeline()`, `subscribe()`, and the commands `retry`, `cancel`, `acknowledge`,
+`set_policy`, `pause`, `resume`, `request_stop`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import random
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from fleetdeck.config import Fleet, config_json
+from fleetdeck.engine import commands
+from fleetdeck.engine.core import CommandError, Core, Running
+from fleetdeck.engine.launch import RequestBuilder
+from fleetdeck.engine.takeup import Found, take_up
+from fleetdeck.engine.views import ViewBuilder
+from fleetdeck.executors.base import (
+    AttemptProcess,
+    Executor,
+    HostHealth,
+    HostLostError,
+    HostState,
+    LaunchError,
+    Usage,
+)
+from fleetdeck.journal import Journal, JournalError, RunRecord
+from fleetdeck.metrics import ContentionHistory, Report, ReportBuilder, TaskSummary
+from fleetdeck.model import LOCAL_HOST, Event, EventKind, Outcome, Stage, TaskRun, TaskState, now
+from fleetdeck.policy import Policy, make_policy
+from fleetdeck.redact import Redactor
+from fleetdeck.resume import ResumePlan, plan_resume
+from fleetdeck.stages import workers
+
+if TYPE_CHECKING:
+    from fleetdeck.engine.clock import Timer
+    from fleetdeck.snapshot import FleetSnapshot, TaskDetail, Timeline
+
+__all__ = ["CommandError", "Engine", "RunResult", "estimated_durations"]
+
+# Events that nothing waits for are committed (and told) within this long, with
+# whatever comes meanwhile: a run of short tasks then commits once per task, not
+# twice. A launch never waits for it: it asks for its commit at once.
+EVENT_COMMIT_DELAY = 0.005
+
+# How often contention and resource use are sampled (sparklines, CPU, memory).
+SAMPLE_INTERVAL = 1.0
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_INTERRUPTED = 130
+
+Listener = Callable[[Event], None]
+
+
+class LoopClock:
+    """Wall time (or a test's clock) and the running asyncio loop's timers.
+
+    `now` is a plain attribute holding the function: it is called for every
+    event, and a method around it would cost a call each time."""
+
+    __slots__ = ("_loop", "now")
+
+    def __init__(self, now: Callable[[], float] = time.time) -> None:
+        self.now = now
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def call_later(self, delay: float, callback: Callable[..., None], *args: Any) -> Timer:
+        """Set an asyncio timer on the running loop."""
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+        return self._loop.call_later(delay, callback, *args)
+
+
+@dataclass(slots=True, frozen=True)
+class RunResult:
+    """How a run ended."""
+
+    run_id: int
+    interrupted: bool
+    exit_code: int
+    report: Report
+    # Built when asked for: a row per task is megabytes at 100,000 tasks.
+    _summaries: Callable[[], list[TaskSummary]]
+
+    @property
+    def tasks(self) -> list[TaskSummary]:
+        """The per-task table."""
+        return self._summaries()
+
+
+@dataclass(slots=True)
+class _Process:
+    """The shell's side of a running attempt: its process and supervisor."""
+
+    process: AttemptProcess | None = None
+    supervisor: asyncio.Task[None] | None = None
+    # The journal's count of rows recorded when this attempt was launched: its
+    # process starts once those are committed.
+    recorded: int = 0
+
+
+class Engine:
+    """Runs one fleet: feeds the core, carries out its effects, records everything."""
+
+    def __init__(
+        self,
+        fleet: Fleet,
+        *,
+        journal: Journal,
+        executors: Mapping[str, Executor],
+        policy: Policy | None = None,
+        clock: Callable[[], float] = now,
+        rng: random.Random | None = None,
+        sample_interval: float | None = SAMPLE_INTERVAL,
+        resume: RunRecord | None = None,
+    ) -> None:
+        """`sample_interval` is how often contention and resources are sampled
+        (None: only when `sample()` is called, for tests that want a still picture).
+
+        With `resume` (an unfinished run of the same journal, see
+        `fleetdeck.resume.choose_run`), the run takes up where that one left off
+        instead of starting a new one.
+
+        Ready tasks are ranked by critical path, weighted by how long each task
+        took in earlier runs in the same journal (see `estimated_durations`)."""
+        self.fleet = fleet
+        self._journal = journal
+        self._executors = dict(executors)
+        self._clock = clock
+        self._loop_clock = LoopClock(clock)
+        self.estimates = estimated_durations(fleet, journal.learned_durations())
+        self.core = Core(
+            fleet,
+            clock=self._loop_clock,
+            effects=self,
+            policy=make_policy(policy or fleet.config.fleet.policy),
+            estimates=self.estimates,
+            rng=rng,
+            next_attempt_id=journal.next_attempt_id(),
+        )
+        self._processes: dict[int, _Process] = {}
+        # This machine is up from the start; other hosts once their executor says so.
+        self._hosts: dict[str, HostHealth] = {LOCAL_HOST: HostHealth(LOCAL_HOST, HostState.UP)}
+        self._history = ContentionHistory()
+        self._sample_timer: asyncio.TimerHandle | None = None
+        self._listeners: list[Listener] = []
+        self._report = ReportBuilder(fleet)
+        # Group commit: events wait here for the journal commit, then are published.
+        self._unpublished: list[Event] = []
+        # Resolved once what is recorded now is committed: launches wait on it
+        # before their process starts (one future per batch, shared).
+        self._next_commit: asyncio.Future[None] | None = None
+        # The commit to come, if one is scheduled, and whether it comes at once.
+        self._flush_handle: asyncio.Handle | None = None
+        self._flush_urgent = False
+        self.journal_error: JournalError | None = None
+        # The launch decision waiting for its turn of the loop, if one is.
+        self._pending_schedule: asyncio.Handle | None = None
+        self._hurry = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._settled: asyncio.Event | None = None
+        self._stop_requested: asyncio.Event | None = None
+        self.run_id: int | None = None
+        self.started_at: float | None = None
+        # When the run ended (its clocks stop there), once it has.
+        self.finished_at: float | None = None
+        self.grace = fleet.config.fleet.grace_period
+        self._sample_interval = sample_interval
+        # Masks the values of the fleet's secrets in events, errors and what views read.
+        self.redactor = Redactor.for_fleet(fleet)
+        self._masking = bool(self.redactor)  # checked for every event: a plain bool
+        self._requests = RequestBuilder(fleet, self.core, self.redactor)
+        self._views = ViewBuilder(
+            self.core,
+            redactor=self.redactor,
+            hosts=self._hosts,
+            history=self._history,
+            usage=self._usage,
+        )
+        self._resume_from = resume
+        # What a resume did with the attempts it found unfinished.
+        self.reattached = 0
+        self.recovered = 0
+        self.lost_on_resume = 0
+
+    # --- public interface -------------------------------------------------------------
+
+    @property
+    def policy(self) -> Policy:
+        """The policy the next launch decision uses."""
+        return self.core.policy.name
+
+    @property
+    def paused(self) -> bool:
+        """True while new launches are held back."""
+        return self.core.paused
+
+    @property
+    def in_flight(self) -> int:
+        """Tasks between their first launch and their end."""
+        return self.core.in_flight
+
+    def task(self, task_id: str) -> TaskRun:
+        """The live state of one task (read it, do not change it)."""
+        return self.core.tasks[self.core.node(task_id)]
+
+    def tasks(self) -> Sequence[TaskRun]:
+        """Every task's live state, in config order (read only)."""
+        return self.core.tasks
+
+    def subscribe(self, listener: Listener) -> Callable[[], None]:
+        """Call `listener` with each event once it is journaled; returns an unsubscribe."""
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener)
+
+    def snapshot(self) -> FleetSnapshot:
+        """A consistent, immutable picture of the run for views."""
+        return self._views.snapshot(
+            now=self._clock(),
+            started_at=self.started_at,
+            finished_at=self.finished_at,
+            stopping=self.core.stopping,
+        )
+
+    def task_detail(self, task_id: str) -> TaskDetail:
+        """One task's attempts, inputs and output, for the detail screen."""
+        return self._views.task_detail(task_id)
+
+    def timeline(self) -> Timeline:
+        """Every attempt so far and the slots they ran in, for the timeline screen."""
+        at = self._clock() if self.finished_at is None else self.finished_at
+        return self._views.timeline(now=at, started_at=self.started_at)
+
+    def summaries(self) -> list[TaskSummary]:
+        """The per-task table so far."""
+        return self._report.summaries()
+
+    def report(self) -> Report:
+        """The report of the run so far."""
+        return self._report.report()
+
+    def set_policy(self, name: str) -> None:
+        """Switch policy for the next launch decision; never touches work in flight."""
+        commands.set_policy(self.core, name)
+
+    def pause(self) -> None:
+        """Hold back new agent attempts (work in flight, CI included, goes on)."""
+        commands.pause(self.core)
+
+    def resume(self) -> None:
+        """Let launches start again."""
+        commands.resume(self.core)
+
+    def cancel(self, task_id: str) -> None:
+        """Cancel a task: stop its attempt (the whole process tree) and block its dependents."""
+        commands.cancel(self.core, task_id)
+        self._check_settled()
+
+    def retry(self, task_id: str) -> None:
+        """Run a failed or cancelled task again (a blocked root: the tasks blocking it)."""
+        commands.retry(self.core, task_id)
+        if self._settled is not None and not self.core.settled:
+            self._settled.clear()
+
+    def acknowledge(self, task_id: str) -> None:
+        """The operator has seen a task that needs attention: it leaves the queue."""
+        commands.acknowledge(self.core, task_id)
+
+    def request_stop(self, *, hurry: bool = False) -> None:
+        """Stop the run: no new launches, in-flight attempts stopped cleanly.
+
+        With `hurry` (a second Ctrl-C), attempts get no grace period: SIGKILL at once,
+        still to every process of their trees.
+        """
+        self._hurry = self._hurry or hurry
+        if self._stop_requested is not None:
+            self._stop_requested.set()
+        if self.core.stopping and hurry:
+            for running in list(self.core.running.values()):
+                self.core.stop_attempt(running, Outcome.CANCELLED, grace=0.0)
+            for executor in self._executors.values():
+                executor.hurry()
+
+    async def run(self, *, until_settled: bool = True) -> RunResult:
+        """Run the fleet.
+
+        With `until_settled`, return once every task has ended; otherwise keep
+        going, so the operator can still retry, until `request_stop()`.
+        """
+        self._loop = asyncio.get_running_loop()
+        self._settled = asyncio.Event()
+        self._stop_requested = asyncio.Event()
+        self.started_at = self._clock()
+        plan = self._open_run()
+        # A string: paths are built per attempt, and pathlib costs more than it helps.
+        self.core.run_dir = str(self._journal.run_dir(self._run_id))
+        self.core.run_id = self._run_id
+        interrupted = True
+        try:
+            # Hosts other than this machine take work once their executor says
+            # they are up; opening never waits for a slow host.
+            for host in self.fleet.config.hosts:
+                self.core.capacity.set_host_up(host, False)
+            if plan is None:
+                self.core.start()
+            for executor in self._executors.values():
+                await executor.open(self._on_host_health)
+            if plan is not None:
+                await self._take_up(plan)
+            if self._sample_interval is not None:
+                self._sample_timer = self._loop.call_later(self._sample_interval, self._sample_tick)
+            self.schedule_soon()
+            self._check_settled()
+            waiters = [asyncio.ensure_future(self._stop_requested.wait())]
+            if until_settled:
+                waiters.append(asyncio.ensure_future(self._settled.wait()))
+            try:
+                await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for waiter in waiters:
+                    waiter.cancel()
+            # A stop after everything ended interrupts nothing.
+            interrupted = self._stop_requested.is_set() and not self.core.settled
+        finally:
+            await self._shut_down()
+        return self._finish(interrupted)
+
+    def _open_run(self) -> ResumePlan | None:
+        """Journal the start of the run, or take over the unfinished one; then the
+        plan to resume it (None for a new run).
+
+        A method of its own so that the config's JSON (100 bytes a task) is not
+        kept alive for the whole run by run()'s frame.
+        """
+        # Stored with the secrets' values masked; compared masked too, so that an
+        # unchanged secret does not make its tasks look changed on resume.
+        settings = self.redactor.config_json(config_json(self.fleet.config))
+        if self._resume_from is None:
+            self.run_id = self._journal.begin_run(
+                fleet=self.fleet.name,
+                config_path=self.fleet.source,
+                config_json=settings,
+                policy=self.policy,
+                started_at=self.started_at or self._clock(),
+            )
+            return None
+        previous = self._resume_from
+        self.run_id = previous.run_id
+        self.started_at = previous.started_at
+        plan = plan_resume(
+            self.fleet,
+            previous,
+            self._journal.events(previous.run_id),
+            self._journal.attempts(previous.run_id),
+            new_config=json.loads(settings),
+            run_dir=str(self._journal.run_dir(previous.run_id)),
+        )
+        self._journal.resume_run(previous.run_id, config_json=settings, policy=self.policy)
+        return plan
+
+    # --- resuming a run -------------------------------------------------------------
+
+    async def _take_up(self, plan: ResumePlan) -> None:
+        """Find the attempts the last supervisor left, then rebuild the core from
+        the journal (fleetdeck.engine.takeup) and supervise those still running."""
+        for event in plan.events:
+            # The report covers the whole run, from its first start.
+            if event.kind is not EventKind.RUN_FINISHED:
+                self._report.feed(event)
+        renewed = {*plan.changed, *plan.invalidated}
+        found: list[tuple[Any, Found]] = []
+        processes: dict[int, AttemptProcess] = {}
+        for attempt in plan.unfinished:
+            executor = self._executors.get(attempt.host)
+            result: AttemptProcess | int | None = None
+            if executor is not None:
+                try:
+                    result = await executor.recover(attempt)
+                except Exception as exc:  # an executor bug must not stop a resume
+                    attempt.error = f"cannot find the attempt again: {exc}"
+            if attempt.task not in self.fleet.dag.index or attempt.task in renewed:
+                # What the config no longer says is stopped.
+                if isinstance(result, AttemptProcess):
+                    with contextlib.suppress(Exception):
+                        await result.stop(self._grace_for_stop())
+                found.append((attempt, None))
+                continue
+            if isinstance(result, AttemptProcess):
+                self.reattached += 1
+                processes[attempt.attempt_id] = result
+                found.append((attempt, "running"))
+            elif isinstance(result, int):
+                self.recovered += 1
+                found.append((attempt, result))
+            else:
+                self.lost_on_resume += 1
+                found.append((attempt, None))
+        counts = {
+            "reattached": self.reattached,
+            "recovered": self.recovered,
+            "lost": self.lost_on_resume,
+        }
+        for running in take_up(self.core, plan, found, counts):
+            shell = _Process(process=processes[running.attempt.attempt_id])
+            self._processes[running.attempt.attempt_id] = shell
+            assert self._loop is not None
+            shell.supervisor = self._loop.create_task(self._supervise(running, reattached=True))
+
+    # --- effects of the core ----------------------------------------------------------
+
+    def emit(self, event: Event) -> None:
+        """Journal an event; it is told once committed (Effects.emit)."""
+        # Four of these per task: no helper calls here, measurably cheaper at scale.
+        if self._masking:
+            event.data = self.redactor.details(event.data)
+        task = event.task
+        # None for the run's own events, and for an attempt of a task the config
+        # no longer has (closed on resume).
+        node = None if task is None else self.fleet.dag.index.get(task)
+        if node is not None:
+            # A task put back changes what its dependents wait for.
+            self.core.touch(node, dependents=event.kind is EventKind.TASK_REQUEUED)
+        self._journal.append(self._run_id, event)
+        self._report.feed(event, node)
+        self._unpublished.append(event)
+        if self._flush_handle is None:
+            self._request_flush(urgent=False)
+
+    def record(self, attempt: Any) -> None:
+        """Journal an attempt's row (Effects.record)."""
+        self._journal.record_attempt(self._run_id, attempt)
+
+    def start(self, running: Running) -> None:
+        """Start an attempt's process once its launch is durable (Effects.start)."""
+        shell = _Process(recorded=self._journal.recorded)
+        self._processes[running.attempt.attempt_id] = shell
+        # The commit is asked for before the supervisor is created, so it comes
+        # first in the loop's next turn: the supervisor then finds its row
+        # committed and starts the process in that same turn.
+        self._request_flush()
+        assert self._loop is not None
+        shell.supervisor = self._loop.create_task(self._supervise(running))
+
+    def stop(self, running: Running, grace: float | None) -> None:
+        """Stop an attempt's process tree (Effects.stop)."""
+        shell = self._processes.get(running.attempt.attempt_id)
+        if shell is None or shell.process is None:
+            return  # still starting: _supervise stops it as soon as it exists
+        assert self._loop is not None
+        self._loop.create_task(shell.process.stop(self._grace_for_stop(grace)))
+
+    def schedule_soon(self) -> None:
+        """Run the launch decision in the loop's next turn (Effects.schedule_soon)."""
+        if self._pending_schedule is None and self._loop is not None:
+            self._pending_schedule = self._loop.call_soon(self._schedule)
+
+    def _schedule(self) -> None:
+        if self._pending_schedule is not None:
+            self._pending_schedule.cancel()  # when a flush takes it early
+            self._pending_schedule = None
+        self.core.schedule()
+        self._check_settled()
+
+    # --- attempts ---------------------------------------------------------------------
+
+    async def _supervise(self, running: Running, *, reattached: bool = False) -> None:
+        """One attempt from launch (or, `reattached`, from a restart) to end; never raises."""
+        attempt = running.attempt
+        shell = self._processes[attempt.attempt_id]
+        core = self.core
+        try:
+            if reattached:
+                assert shell.process is not None
+                core.arm_timeout(running)
+            else:
+                executor = self._executors.get(attempt.host)
+                try:
+                    if executor is None:
+                        raise LaunchError(f"no executor for host '{attempt.host}'")
+                    request = self._requests.request_for(running)
+                    await self._durable(shell.recorded)
+                    if running.stop_reason is not None:
+                        # Stopped while it was being journaled: it never starts.
+                        core.attempt_started(running)
+                        core.attempt_ended(running, running.stop_reason, None)
+                        return
+                    shell.process = await executor.start(request)
+                except (
+                    Exception
+                ) as exc:  # LaunchError, or an executor bug: never take the engine down
+                    attempt.error = self.redactor.text(
+                        str(exc) if isinstance(exc, LaunchError) else f"{type(exc).__name__}: {exc}"
+                    )
+                    # Every attempt_finished has its attempt_started, even with no process.
+                    core.attempt_started(running)
+                    core.attempt_ended(running, Outcome.FAILED, None)
+                    return
+                core.attempt_started(
+                    running, pid=shell.process.pid, pid_started=shell.process.pid_started
+                )
+            process = shell.process
+            if running.stop_reason is not None:
+                # Cancelled or interrupted while the process was starting.
+                core.stop_attempt(running, running.stop_reason, force=True)
+            try:
+                exit_code: int | None = await process.wait()
+            except HostLostError as exc:
+                attempt.error = self.redactor.text(str(exc)) or "host lost"
+                core.attempt_ended(running, Outcome.LOST, None)
+                return
+            if running.stop_reason is not None:
+                # Stopped: the attempt ends when its whole tree is gone, not when the
+                # main process is (children may ignore SIGTERM until the SIGKILL).
+                with contextlib.suppress(Exception):
+                    await process.stop(self._grace_for_stop())
+            core.attempt_ended(running, None, exit_code)
+        finally:
+            self._processes.pop(attempt.attempt_id, None)
+            self._check_settled()
+
+    def _grace_for_stop(self, grace: float | None = None) -> float:
+        if grace is not None:
+            return grace
+        return 0.0 if self._hurry else self.grace
+
+    def _check_settled(self) -> None:
+        if self.core.settled and self._settled is not None:
+            self._settled.set()
+
+    def _usage(self) -> dict[int, Usage]:
+        resources: dict[int, Usage] = {}
+        for executor in self._executors.values():
+            resources.update(executor.usage())
+        return resources
+
+    # --- hosts and contention -------------------------------------------------------
+
+    def _on_host_health(self, health: HostHealth) -> None:
+        """An executor's report on its host: update slots, tell on every change."""
+        previous = self._hosts.get(health.host)
+        self._hosts[health.host] = health
+        self.core.capacity.set_host_up(health.host, health.state is HostState.UP)
+        if previous is None or previous.state is not health.state:
+            details: dict[str, Any] = {"state": health.state}
+            if health.latency is not None:
+                details["latency"] = round(health.latency, 4)
+            if health.load is not None:
+                details["load"] = list(health.load)
+            if health.reason:
+                details["reason"] = health.reason
+            kind = EventKind.HOST_UP if health.state is HostState.UP else EventKind.HOST_DOWN
+            self.core.emit(kind, None, host=health.host, **details)
+        if health.state is HostState.FAILED and not self.core.stopping:
+            self.core.fail_stranded(self._usable, self._why_unusable)
+            self._check_settled()
+        self.schedule_soon()
+
+    def _usable(self, stage: Stage, worker: str) -> bool:
+        """False when every host of `worker` has failed for good."""
+        spec = workers(self.fleet.config, stage)[worker]
+        return any(
+            (health := self._hosts.get(host)) is None or health.state is not HostState.FAILED
+            for host in spec.host_names
+        )
+
+    def _why_unusable(self, stage: Stage, worker: str) -> str:
+        hosts = workers(self.fleet.config, stage)[worker].host_names
+        return "; ".join(
+            f"{host}: {health.reason or health.state}"
+            for host in hosts
+            if (health := self._hosts.get(host)) is not None
+        )
+
+    def _sample_tick(self) -> None:
+        self.sample()
+        assert self._loop is not None and self._sample_interval is not None
+        self._sample_timer = self._loop.call_later(self._sample_interval, self._sample_tick)
+
+    def sample(self) -> None:
+        """Measure resource use of attempts and contention (for sparklines); the
+        engine does it every `sample_interval` seconds on its own."""
+        for executor in self._executors.values():
+            executor.sample()
+        at = self._clock()
+        core = self.core
+        for name in self.fleet.config.agents:
+            usage = core.capacity.usage(Stage.AGENT, name)
+            waiting = core.ready.waiting(name)
+            self._history.record((Stage.AGENT, name), at, usage.busy, usage.total, waiting)
+        for (stage, name), queue in core.stage_queues.items():
+            usage = core.capacity.usage(stage, name)
+            self._history.record((stage, name), at, usage.busy, usage.total, len(queue))
+
+    # --- the journal ------------------------------------------------------------------
+
+    @property
+    def _run_id(self) -> int:
+        assert self.run_id is not None
+        return self.run_id
+
+    def _flush(self) -> None:
+        """Commit what this turn of the loop recorded, then tell the listeners and
+        let the launches waiting for it start (group commit: one per turn)."""
+        self._flush_handle = None
+        if self._loop is None:
+            return
+        if self._pending_schedule is not None:
+            # The launches this turn decides join its commit: their processes can
+            # start as soon as it is done.
+            self._schedule()
+            if self._flush_handle is not None:
+                # Asked for by those launches and their events: this commit is it.
+                self._flush_handle.cancel()
+                self._flush_handle = None
+        if not self._recorded():
+            return
+        try:
+            self._commit()
+        except JournalError as error:
+            # Stop cleanly; what was not committed is kept, and told if a later
+            # commit succeeds.
+            self.journal_error = self.journal_error or error
+            self.request_stop()
+
+    def _recorded(self) -> bool:
+        """True when something is waiting for a commit."""
+        return bool(self._unpublished or self._journal.pending or self._next_commit is not None)
+
+    def _commit(self) -> None:
+        """Commit what was recorded; then tell the listeners and release the launches
+        waiting for it. Raises JournalError (the launches get it too)."""
+        events, self._unpublished = self._unpublished, []
+        waiters, self._next_commit = self._next_commit, None
+        try:
+            self._journal.commit()
+        except JournalError as error:
+            _release(waiters, error)
+            self._unpublished = events + self._unpublished
+            raise
+        _release(waiters, None)
+        for event in events:
+            for listener in list(self._listeners):
+                listener(event)
+
+    async def _durable(self, recorded: int) -> None:
+        """Return once the first `recorded` rows are committed (raises JournalError)."""
+        if self._journal.committed >= recorded:
+            return
+        assert self._loop is not None
+        if self._next_commit is None:
+            self._next_commit = self._loop.create_future()
+        waiters = self._next_commit
+        self._request_flush()
+        await waiters
+
+    def _request_flush(self, *, urgent: bool = True) -> None:
+        """Commit soon: in this turn of the loop when something waits for it (a
+        launch), else within EVENT_COMMIT_DELAY, with whatever comes meanwhile."""
+        if self._loop is None:
+            return
+        handle = self._flush_handle
+        if handle is not None:
+            if self._flush_urgent or not urgent:
+                return
+            handle.cancel()
+        self._flush_urgent = urgent
+        if urgent:
+            self._flush_handle = self._loop.call_soon(self._flush)
+        else:
+            self._flush_handle = self._loop.call_later(EVENT_COMMIT_DELAY, self._flush)
+
+    def _drain(self) -> None:
+        """Commit and publish what is left (raises JournalError)."""
+        while self._recorded():
+            self._commit()
+
+    # --- the end ----------------------------------------------------------------------
+
+    async def _shut_down(self) -> None:
+        """Stop whatever still runs, flush the journal, close the executors."""
+        core = self.core
+        core.stopping = True
+        if self._sample_timer is not None:
+            self._sample_timer.cancel()
+        for timer in core.retry_timers.values():
+            timer.cancel()
+        core.retry_timers.clear()
+        for running in list(core.running.values()):
+            core.stop_attempt(running, Outcome.CANCELLED, grace=0.0 if self._hurry else None)
+        supervisors = [p.supervisor for p in self._processes.values() if p.supervisor is not None]
+        if supervisors:
+            await asyncio.gather(*supervisors, return_exceptions=True)
+        for executor in self._executors.values():
+            with contextlib.suppress(Exception):
+                await executor.aclose()
+        # Run anything that was waiting on a commit (a success just before the stop).
+        self._drain()
+
+    def _finish(self, interrupted: bool) -> RunResult:
+        self.finished_at = self._report.finished_at = self._clock()
+        report = self._report.report()
+        if interrupted:
+            exit_code = EXIT_INTERRUPTED
+        elif all(task.state is TaskState.SUCCEEDED for task in self.core.tasks):
+            exit_code = EXIT_OK
+        else:
+            exit_code = EXIT_FAILED
+        self.core.emit(
+            EventKind.RUN_FINISHED,
+            None,
+            status="interrupted" if interrupted else "finished",
+            exit_code=exit_code,
+            report=report.to_json_dict(),
+        )
+        self._drain()
+        self._journal.finish_run(
+            self._run_id,
+            status="interrupted" if interrupted else "finished",
+            exit_code=exit_code,
+            finished_at=self._clock(),
+        )
+        return RunResult(
+            run_id=self._run_id,
+            interrupted=interrupted,
+            exit_code=exit_code,
+            # Again, now that run_finished is in: as `fleetdeck report` rebuilds it.
+            report=self._report.report(),
+            _summaries=self.summaries,
+        )
+
+
+def _release(waiters: asyncio.Future[None] | None, error: JournalError | None) -> None:
+    """Wake whoever waits for a commit: done, or failed with `error`."""
+    if waiters is None or waiters.done():
+        return
+    if error is None:
+        waiters.set_result(None)
+    else:
+        waiters.set_exception(error)
+
+
+def estimated_durations(fleet: Fleet, learned: Mapping[str, float]) -> list[float]:
+    """The expected duration of each task, for critical-path priority.
+
+    A task that ran before weighs the seconds it took; one that never ran weighs
+    the mean of those that did. With no history at all, every task weighs 1 and
+    the critical path counts hops: the longest chain still goes first.
+    """
+    known = [learned[task.id] for task in fleet.tasks if task.id in learned]
+    default = sum(known) / len(known) if known else 1.0
+    return [learned.get(task.id, default) for task in fleet.tasks]

@@ -1,0 +1,219 @@
+"""Taking up an unfinished run: the core rebuilt from the journal's plan.
+
+`fleetdeck.resume` folds the journal into each task's last state (a
+`ResumePlan`); the shell looks for the attempts the last supervisor left
+unfinished (their processes may still run). This module puts the two into the
+core: tasks that succeeded stay done, tasks in flight carry on (a due retry at
+once, later stages back in their queue), attempts found running are
+reattached, those that ended on their own are taken at their recorded status,
+and those gone without one are `lost` and run again without spending a retry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+from fleetdeck.engine.core import Core, Running
+from fleetdeck.model import Attempt, Cause, EventKind, Outcome, Stage, TaskState
+from fleetdeck.resume import ResumePlan, listed
+from fleetdeck.stages import STAGES, worker_of, workers
+
+# What the shell found of an unfinished attempt: its process still running, the
+# exit status it recorded, or nothing.
+Found = Literal["running"] | int | None
+
+
+def take_up(
+    core: Core,
+    plan: ResumePlan,
+    found: Sequence[tuple[Attempt, Found]],
+    counts: dict[str, int],
+) -> list[Running]:
+    """Rebuild every task's state from `plan` and carry on from there.
+
+    `counts` (reattached, recovered, lost) go in the run_resumed event. Returns
+    the attempts to supervise again (their processes still run)."""
+    renewed = {*plan.changed, *plan.invalidated}
+    done = sum(
+        1
+        for task_id, replayed in plan.tasks.items()
+        if replayed.state is TaskState.SUCCEEDED and task_id in core.dag.index
+    )
+    core.emit(
+        EventKind.RUN_RESUMED,
+        None,
+        fleet=core.fleet.name,
+        policy=core.policy.name,
+        tasks=len(core.tasks),
+        run_id=core.run_id,
+        done=done,
+        to_go=len(core.tasks) - done,
+        reattached=counts.get("reattached", 0),
+        recovered=counts.get("recovered", 0),
+        lost=counts.get("lost", 0),
+        # Config changes, only those there are: an unchanged config says nothing.
+        **{
+            key: listed(names)
+            for key, names in (
+                ("changed", plan.changed),
+                ("added", plan.added),
+                ("removed", plan.removed),
+                ("rerun", plan.invalidated),
+            )
+            if names
+        },
+    )
+    unfinished = {attempt.task for attempt, _ in found}
+    for node, task in enumerate(core.tasks):
+        replayed = plan.tasks.get(task.id)
+        if replayed is None:
+            continue
+        task.attempts = tuple(replayed.attempts)
+        task.agent_attempts = max(
+            (a.number for a in replayed.attempts if a.stage is Stage.AGENT), default=0
+        )
+        task.failures = replayed.failures
+        task.lost = replayed.lost
+        outputs = [
+            a for a in replayed.attempts if a.stage is Stage.AGENT and a.outcome is Outcome.OK
+        ]
+        state = replayed.state
+        if state is TaskState.SUCCEEDED:
+            task.output_attempt = outputs[-1] if outputs else None
+            task.state = state
+            task.finished_at = replayed.finished_at
+            core.unfinished -= 1
+            for child in core.dag.dependents[node]:
+                core.waiting_on[child] -= 1
+        elif state in (TaskState.FAILED, TaskState.CANCELLED):
+            task.state = state
+            task.finished_at = replayed.finished_at
+            task.attention_since = (
+                (replayed.attention_since or core.clock.now())
+                if state is TaskState.FAILED and not replayed.acknowledged
+                else None
+            )
+            core.unfinished -= 1
+        elif (stage := _queued_stage(state)) is not None and outputs:
+            task.output_attempt = outputs[-1]
+            core.enter_flight(task)
+            task.state = state
+            worker_name = worker_of(core.specs[node], stage)
+            assert worker_name is not None
+            core.stage_queues[(stage, worker_name)].append(node)
+        elif state in (TaskState.RETRY_WAIT, TaskState.RUNNING, TaskState.CI_RUNNING):
+            if task.id in unfinished:
+                continue  # decided below, once its attempt is found again or not
+            # Interrupted (its attempt was stopped) or waiting to retry: due now.
+            core.enter_flight(task)
+            core.to_retry_lane(node, "resumed")
+        # pending, ready and blocked tasks are worked out below, in DAG order.
+    for task_id in plan.changed:
+        core.emit(
+            EventKind.TASK_REQUEUED,
+            task_id,
+            state=TaskState.PENDING,
+            reason="definition changed",
+            cause=Cause.DEFINITION,
+        )
+    for task_id in plan.invalidated:
+        core.emit(
+            EventKind.TASK_REQUEUED,
+            task_id,
+            state=TaskState.PENDING,
+            reason="an upstream task runs again",
+            cause=Cause.UPSTREAM,
+        )
+    reattach = _take_up_attempts(core, found, renewed)
+    for node in core.dag.topo:
+        task = core.tasks[node]
+        if task.state not in (TaskState.PENDING, TaskState.READY, TaskState.BLOCKED):
+            continue
+        if task.state is TaskState.READY and task.in_flight:
+            continue  # already in the retry lane
+        blocker = core.blocker_of(node)
+        if blocker is not None:
+            was = task.state is TaskState.BLOCKED and task.blocked_by == blocker
+            task.state = TaskState.BLOCKED
+            task.blocked_by = blocker
+            failed = core.tasks[core.node(blocker)].state is TaskState.FAILED
+            replayed = plan.tasks.get(task.id)
+            acknowledged = replayed is not None and replayed.acknowledged
+            task.attention_since = (
+                (task.attention_since or core.clock.now()) if failed and not acknowledged else None
+            )
+            core.unfinished -= 1
+            if not was:
+                core.emit(EventKind.TASK_BLOCKED, task.id, blocked_by=blocker)
+            continue
+        task.state = TaskState.PENDING
+        task.blocked_by = None
+        if core.waiting_on[node] == 0:
+            core.make_ready(node)
+    if core.dirty is not None:
+        # Many tasks changed here without an event of their own: every view is stale.
+        core.dirty.update(range(len(core.tasks)))
+    return reattach
+
+
+def _queued_stage(state: TaskState) -> Stage | None:
+    for definition in STAGES.values():
+        if definition.queued_event is not None and state is definition.queued:
+            return definition.stage
+    return None
+
+
+def _take_up_attempts(
+    core: Core, found: Sequence[tuple[Attempt, Found]], renewed: set[str]
+) -> list[Running]:
+    """Carry on with each attempt found (or not) again."""
+    reattach: list[Running] = []
+    for attempt, result in found:
+        node = core.dag.index.get(attempt.task)
+        if node is None or attempt.task in renewed:
+            reason = "task removed" if node is None else "definition changed"
+            close_old_attempt(core, attempt, Outcome.CANCELLED, None, reason)
+            continue
+        task = core.tasks[node]
+        core.enter_flight(task)
+        # In flight again, whatever comes next (not pending: that would launch it).
+        task.state = STAGES[attempt.stage].running
+        core.capacity.take(attempt.stage, attempt.worker, attempt.host)
+        timeout: float | None = None
+        if result == "running":
+            spec = core.specs[node]
+            timeout = spec.timeout
+            if timeout is None:
+                timeout = workers(core.fleet.config, attempt.stage)[attempt.worker].timeout
+        running = Running(node=node, attempt=attempt, timeout=timeout)
+        core.running[attempt.attempt_id] = running
+        if result == "running":
+            reattach.append(running)
+        elif isinstance(result, int):
+            # Ended while no supervisor watched: its recorded status counts.
+            core.attempt_ended(running, Outcome.OK if result == 0 else Outcome.FAILED, result)
+        else:
+            attempt.error = attempt.error or "the attempt vanished with the supervisor"
+            core.attempt_ended(running, Outcome.LOST, None)
+    return reattach
+
+
+def close_old_attempt(
+    core: Core, attempt: Attempt, outcome: Outcome, exit_code: int | None, reason: str
+) -> None:
+    """End an attempt of the last supervisor that this run will not carry on."""
+    attempt.finished_at = core.clock.now()
+    attempt.outcome = outcome
+    attempt.exit_code = exit_code
+    core.effects.record(attempt)
+    core.emit(
+        EventKind.ATTEMPT_FINISHED,
+        attempt.task,
+        stage=attempt.stage,
+        attempt=attempt.number,
+        outcome=outcome,
+        exit_code=exit_code,
+        duration=round(attempt.duration or 0.0, 3),
+        reason=reason,
+    )
