@@ -21,6 +21,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from fleetdeck.engine.fold import next_state
 from fleetdeck.model import Attempt, Cause, Event, EventKind, Outcome, Stage, TaskState
 
 if TYPE_CHECKING:  # the journal's row types only: resuming is pure, the journal is not
@@ -119,32 +120,20 @@ def replay(
             continue
         task = tasks.setdefault(event.task, TaskReplay())
         kind = event.kind
-        if kind is EventKind.TASK_READY:
-            task.state = TaskState.READY
-        elif kind is EventKind.ATTEMPT_STARTED:
-            agent = event.data.get("stage") == Stage.AGENT
-            task.state = TaskState.RUNNING if agent else TaskState.CI_RUNNING
-        elif kind is EventKind.ATTEMPT_FINISHED:
+        task.state = next_state(task.state, event)
+        if kind is EventKind.ATTEMPT_FINISHED:
             if event.data.get("outcome") == Outcome.LOST:
                 task.lost += 1
-        elif kind is EventKind.CI_QUEUED:
-            task.state = TaskState.CI_QUEUED
         elif kind is EventKind.RETRY_SCHEDULED:
-            task.state = TaskState.RETRY_WAIT
             task.failures += 1
         elif kind is EventKind.TASK_SUCCEEDED:
-            task.state = TaskState.SUCCEEDED
             task.finished_at = event.ts
         elif kind in (EventKind.TASK_FAILED, EventKind.TASK_CANCELLED):
-            task.state = TaskState.FAILED if kind is EventKind.TASK_FAILED else TaskState.CANCELLED
             task.finished_at = task.attention_since = event.ts
             task.acknowledged = False
         elif kind is EventKind.TASK_ACKNOWLEDGED:
             task.acknowledged = True
-        elif kind is EventKind.TASK_BLOCKED:
-            task.state = TaskState.BLOCKED
         elif kind is EventKind.TASK_REQUEUED:
-            task.state = TaskState(event.data.get("state", TaskState.PENDING))
             task.finished_at = task.attention_since = None
             task.acknowledged = False
             if requeued_by_operator(event):
