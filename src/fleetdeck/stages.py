@@ -64,9 +64,15 @@ STAGES: dict[Stage, StageDef] = {
 FIRST_STAGE = Stage.AGENT
 
 
+# The pipelines there are, shared by every task that runs them (100,000 tasks
+# would otherwise hold 100,000 equal tuples).
+_AGENT_ONLY: tuple[Stage, ...] = (Stage.AGENT,)
+_AGENT_THEN_CI: tuple[Stage, ...] = (Stage.AGENT, Stage.CI)
+
+
 def pipeline(spec: TaskSpec) -> tuple[Stage, ...]:
     """The stages `spec` runs, in order."""
-    return (Stage.AGENT,) if spec.ci is None else (Stage.AGENT, Stage.CI)
+    return _AGENT_ONLY if spec.ci is None else _AGENT_THEN_CI
 
 
 def worker_of(spec: TaskSpec, stage: Stage) -> str | None:
