@@ -30,7 +30,9 @@ from fleets import write_noop_fleet
 from harness import DEFAULT_WORKDIR, WORKDIR_HELP, load_average, table
 
 import fleetdeck.cli
-import fleetdeck.engine
+import fleetdeck.engine.core
+import fleetdeck.engine.launch
+import fleetdeck.engine.shell
 import fleetdeck.executors.local
 import fleetdeck.headless
 import fleetdeck.journal
@@ -45,11 +47,11 @@ WATCHED: list[tuple[Any, str, str]] = [
     (fleetdeck.executors.local.LocalExecutor, "_check_command", "executor: look up the command"),
     (fleetdeck.executors.local, "LocalProcess", "executor: watch the process"),
     (fleetdeck.executors.local.LocalProcess, "_on_exit", "executor: exit handling"),
-    (fleetdeck.engine.Engine, "_schedule", "engine: schedule and launch"),
-    (fleetdeck.engine.Engine, "_request_for", "engine: build the launch request"),
-    (fleetdeck.engine.Engine, "_attempt_ended", "engine: attempt ended (+ success)"),
-    (fleetdeck.engine.Engine, "_announce_start", "engine: attempt started"),
-    (fleetdeck.engine.Engine, "_emit", "engine: emit an event"),
+    (fleetdeck.engine.core.Core, "schedule", "core: schedule and launch"),
+    (fleetdeck.engine.launch.RequestBuilder, "request_for", "engine: build the launch request"),
+    (fleetdeck.engine.core.Core, "attempt_ended", "core: attempt ended (+ success)"),
+    (fleetdeck.engine.core.Core, "attempt_started", "core: attempt started"),
+    (fleetdeck.engine.shell.Engine, "emit", "engine: journal an event"),
     (fleetdeck.headless.HeadlessView, "__call__", "headless view: format a line"),
     (fleetdeck.headless.HeadlessView, "_flush", "headless view: write a batch"),
 ]

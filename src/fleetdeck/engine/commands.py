@@ -7,6 +7,7 @@ raises CommandError with a sentence for the operator when it cannot be done.
 
 from __future__ import annotations
 
+from fleetdeck.engine import ends
 from fleetdeck.engine.core import CommandError, Core
 from fleetdeck.model import EventKind, Outcome, TaskState
 from fleetdeck.policy import make_policy, parse_policy
@@ -63,8 +64,8 @@ def cancel(core: Core, task_id: str) -> None:
     if running is not None:
         core.stop_attempt(running, Outcome.CANCELLED)
         return
-    core.unqueue(node)
-    core.give_up(node, TaskState.CANCELLED, reason="cancelled by the operator")
+    ends.unqueue(core, node)
+    ends.give_up(core, node, TaskState.CANCELLED, reason="cancelled by the operator")
     core.effects.schedule_soon()
 
 
@@ -73,7 +74,7 @@ def retry(core: Core, task_id: str) -> None:
     node = core.node(task_id)
     task = core.tasks[node]
     if task.state in (TaskState.FAILED, TaskState.CANCELLED):
-        core.requeue(node)
+        ends.requeue(core, node)
     elif task.state is TaskState.BLOCKED:
         roots = [
             dep
@@ -86,7 +87,7 @@ def retry(core: Core, task_id: str) -> None:
                 f"which is not one of its own dependencies; retry '{task.blocked_by}'"
             )
         for dep in roots:
-            core.requeue(dep)
+            ends.requeue(core, dep)
     else:
         raise CommandError(
             f"cannot retry '{task_id}': it is {task.state}; only failed, cancelled "

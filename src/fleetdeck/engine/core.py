@@ -21,18 +21,17 @@ from __future__ import annotations
 
 import random
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from fleetdeck.config import Fleet, TaskSpec
+from fleetdeck.engine import ends
 from fleetdeck.engine.clock import Clock, Timer
 from fleetdeck.engine.scheduler import ReadyQueue, decide, ready_order_key
 from fleetdeck.model import (
     BLOCKING_STATES,
-    LOCAL_HOST,
     Attempt,
-    Cause,
     Event,
     EventKind,
     Outcome,
@@ -404,7 +403,7 @@ class Core:
         if outcome is Outcome.OK:
             self._stage_done(node, attempt, at)
         elif outcome is Outcome.CANCELLED:
-            self.give_up(node, TaskState.CANCELLED, reason="cancelled by the operator")
+            ends.give_up(self, node, TaskState.CANCELLED, reason="cancelled by the operator")
         elif outcome is Outcome.LOST and task.lost < MAX_LOST_ATTEMPTS:
             task.lost += 1
             # Not the task's fault: run it again at once, on a healthy host.
@@ -420,7 +419,7 @@ class Core:
             task.output_attempt = attempt
         position = stages.index(attempt.stage) + 1
         if position == len(stages):
-            self.succeed(node, at)
+            ends.succeed(self, node, at)
             return
         stage = stages[position]
         definition = STAGES[stage]
@@ -461,7 +460,7 @@ class Core:
             if outcome is Outcome.LOST:
                 reason = "host lost too often"
             attempts = plural(task.agent_attempts, "attempt")
-            self.give_up(node, TaskState.FAILED, reason=f"{reason} after {attempts}")
+            ends.give_up(self, node, TaskState.FAILED, reason=f"{reason} after {attempts}")
 
     def retry_due(self, node: int) -> None:
         """A task's retry backoff is over: it joins the retry lane."""
@@ -472,151 +471,3 @@ class Core:
         task.retry_at = None
         self.to_retry_lane(node, "retry")
         self.effects.schedule_soon()
-
-    # --- task ends -----------------------------------------------------------------
-
-    def succeed(self, node: int, at: float) -> None:
-        """The task is done (at `at`, the end of its last attempt): its dependents
-        may be launched at once (their processes start only once the journal
-        holds this success: see `Effects.start`)."""
-        task = self.tasks[node]
-        if task.state is TaskState.SUCCEEDED:
-            # Counted once only: a second count would leave the run waiting forever.
-            return
-        duration = at - (task.first_started_at or at)
-        task.state = TaskState.SUCCEEDED
-        task.finished_at = at
-        self.leave_flight(task)
-        self.emit(
-            EventKind.TASK_SUCCEEDED,
-            task.id,
-            attempts=task.agent_attempts,
-            duration=round(duration, 3),
-        )
-        self.touch(node, dependents=True)  # what the dependents wait for changed too
-        self.unfinished -= 1
-        for child in self.dag.dependents[node]:
-            self.waiting_on[child] -= 1
-            if self.waiting_on[child] == 0 and self.tasks[child].state is TaskState.PENDING:
-                self.make_ready(child)
-        self.effects.schedule_soon()
-
-    def unqueue(self, node: int) -> None:
-        """Take a task out of every queue and forget its retry timer."""
-        self.ready.remove(node)
-        if node in self.retry_lane:
-            self.retry_lane.remove(node)
-        timer = self.retry_timers.pop(node, None)
-        if timer is not None:
-            timer.cancel()
-        for stage in self.pipelines[node][1:]:
-            worker_name = worker_of(self.specs[node], stage)
-            queue = self.stage_queues.get((stage, worker_name or ""))
-            if queue is not None and node in queue:
-                queue.remove(node)
-
-    def give_up(self, node: int, state: TaskState, *, reason: str) -> None:
-        """End a task as failed or cancelled, and block everything downstream."""
-        task = self.tasks[node]
-        at = self.clock.now()
-        task.state = state
-        task.finished_at = at
-        # A deliberate cancel is the operator's own decision: nothing to attend to.
-        task.attention_since = at if state is TaskState.FAILED else None
-        task.retry_at = None
-        self.leave_flight(task)
-        self.unfinished -= 1
-        kind = EventKind.TASK_FAILED if state is TaskState.FAILED else EventKind.TASK_CANCELLED
-        self.emit(kind, task.id, attempts=task.agent_attempts, reason=reason)
-        for child in self.dag.descendants(node):
-            blocked = self.tasks[child]
-            if blocked.state in (TaskState.PENDING, TaskState.READY):
-                self.ready.remove(child)
-                blocked.state = TaskState.BLOCKED
-                blocked.blocked_by = task.id
-                # Blocked by a failure needs the operator; by their own cancel, not.
-                blocked.attention_since = at if state is TaskState.FAILED else None
-                self.unfinished -= 1
-                self.emit(EventKind.TASK_BLOCKED, blocked.id, blocked_by=task.id)
-
-    def requeue(self, node: int) -> None:
-        """Run a failed or cancelled task again with a fresh retry budget; its
-        blocked dependents return to pending unless another failure blocks them."""
-        task = self.tasks[node]
-        task.failures = 0
-        task.lost = 0
-        task.finished_at = None
-        task.attention_since = None
-        blocker = self.blocker_of(node)
-        if blocker is not None:
-            # A cancelled blocked task, retried while what blocked it still fails.
-            task.state = TaskState.BLOCKED
-            task.blocked_by = blocker
-            self.emit(EventKind.TASK_BLOCKED, task.id, blocked_by=blocker)
-            return
-        self.unfinished += 1
-        ready = self.waiting_on[node] == 0
-        task.state = TaskState.READY if ready else TaskState.PENDING
-        self.emit(
-            EventKind.TASK_REQUEUED,
-            task.id,
-            state=task.state,
-            reason="operator retry",
-            cause=Cause.OPERATOR,
-        )
-        if ready:
-            self.make_ready(node)
-        for child in self.dag.descendants(node):
-            blocked = self.tasks[child]
-            if blocked.state is not TaskState.BLOCKED:
-                continue
-            blocker = self.blocker_of(child)
-            if blocker is None:
-                blocked.state = TaskState.PENDING
-                blocked.blocked_by = None
-                blocked.attention_since = None
-                self.unfinished += 1
-                self.emit(
-                    EventKind.TASK_REQUEUED,
-                    blocked.id,
-                    state=TaskState.PENDING,
-                    reason=f"'{task.id}' retried",
-                    cause=Cause.UPSTREAM,
-                )
-            elif blocker != blocked.blocked_by:
-                blocked.blocked_by = blocker
-                self.emit(EventKind.TASK_BLOCKED, blocked.id, blocked_by=blocker)
-
-    # --- hosts ---------------------------------------------------------------------
-
-    def fail_stranded(
-        self, usable: Callable[[Stage, str], bool], why: Callable[[Stage, str], str]
-    ) -> None:
-        """Fail waiting tasks one of whose stages has no host left to run on.
-
-        `usable(stage, worker)` is False when every host of that worker failed
-        for good, and `why(stage, worker)` then says what became of them."""
-        for node, task in enumerate(self.tasks):
-            if task.state.is_terminal or self.running_for(node) is not None:
-                continue
-            spec = self.specs[node]
-            stranded = [
-                (stage, name)
-                for stage in self.pipelines[node]
-                if (name := worker_of(spec, stage)) is not None and not usable(stage, name)
-            ]
-            if not stranded:
-                continue
-            stage, name = stranded[0]
-            self.unqueue(node)
-            kind = STAGES[stage].worker_kind
-            self.give_up(
-                node,
-                TaskState.FAILED,
-                reason=f"no usable host for {kind} '{name}' ({why(stage, name)})",
-            )
-
-    @property
-    def hosts(self) -> tuple[str, ...]:
-        """This machine and every SSH host of the fleet."""
-        return (LOCAL_HOST, *self.fleet.config.hosts)

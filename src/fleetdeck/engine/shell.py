@@ -32,7 +32,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from fleetdeck.config import Fleet, config_json
-from fleetdeck.engine import commands
+from fleetdeck.engine import commands, ends
+from fleetdeck.engine.commit import GroupCommit
 from fleetdeck.engine.core import CommandError, Core, Running
 from fleetdeck.engine.launch import RequestBuilder
 from fleetdeck.engine.takeup import Found, take_up
@@ -59,11 +60,6 @@ if TYPE_CHECKING:
     from fleetdeck.snapshot import FleetSnapshot, TaskDetail, Timeline
 
 __all__ = ["CommandError", "Engine", "RunResult", "estimated_durations"]
-
-# Events that nothing waits for are committed (and told) within this long, with
-# whatever comes meanwhile: a run of short tasks then commits once per task, not
-# twice. A launch never waits for it: it asks for its commit at once.
-EVENT_COMMIT_DELAY = 0.005
 
 # How often contention and resource use are sampled (sparklines, CPU, memory).
 SAMPLE_INTERVAL = 1.0
@@ -168,14 +164,13 @@ class Engine:
         self._sample_timer: asyncio.TimerHandle | None = None
         self._listeners: list[Listener] = []
         self._report = ReportBuilder(fleet)
-        # Group commit: events wait here for the journal commit, then are published.
-        self._unpublished: list[Event] = []
-        # Resolved once what is recorded now is committed: launches wait on it
-        # before their process starts (one future per batch, shared).
-        self._next_commit: asyncio.Future[None] | None = None
-        # The commit to come, if one is scheduled, and whether it comes at once.
-        self._flush_handle: asyncio.Handle | None = None
-        self._flush_urgent = False
+        # Group commit: events are told once the journal holds them.
+        self._commits = GroupCommit(
+            journal,
+            publish=self._publish,
+            before_commit=self._schedule_now,
+            on_error=self._journal_failed,
+        )
         self.journal_error: JournalError | None = None
         # The launch decision waiting for its turn of the loop, if one is.
         self._pending_schedule: asyncio.Handle | None = None
@@ -311,6 +306,7 @@ class Engine:
         going, so the operator can still retry, until `request_stop()`.
         """
         self._loop = asyncio.get_running_loop()
+        self._commits.open(self._loop)
         self._settled = asyncio.Event()
         self._stop_requested = asyncio.Event()
         self.started_at = self._clock()
@@ -445,9 +441,7 @@ class Engine:
             self.core.touch(node, dependents=event.kind is EventKind.TASK_REQUEUED)
         self._journal.append(self._run_id, event)
         self._report.feed(event, node)
-        self._unpublished.append(event)
-        if self._flush_handle is None:
-            self._request_flush(urgent=False)
+        self._commits.add(event)
 
     def record(self, attempt: Any) -> None:
         """Journal an attempt's row (Effects.record)."""
@@ -460,7 +454,7 @@ class Engine:
         # The commit is asked for before the supervisor is created, so it comes
         # first in the loop's next turn: the supervisor then finds its row
         # committed and starts the process in that same turn.
-        self._request_flush()
+        self._commits.request()
         assert self._loop is not None
         shell.supervisor = self._loop.create_task(self._supervise(running))
 
@@ -484,6 +478,23 @@ class Engine:
         self.core.schedule()
         self._check_settled()
 
+    def _schedule_now(self) -> None:
+        """Before a commit: the launch decision pending, if any, so that its
+        launches join the commit and their processes start right after it."""
+        if self._pending_schedule is not None:
+            self._schedule()
+
+    def _publish(self, events: list[Event]) -> None:
+        for event in events:
+            for listener in list(self._listeners):
+                listener(event)
+
+    def _journal_failed(self, error: JournalError) -> None:
+        # The disk filled up or went read-only: stop cleanly; what was not
+        # committed is kept, and told if a later commit succeeds.
+        self.journal_error = self.journal_error or error
+        self.request_stop()
+
     # --- attempts ---------------------------------------------------------------------
 
     async def _supervise(self, running: Running, *, reattached: bool = False) -> None:
@@ -501,7 +512,7 @@ class Engine:
                     if executor is None:
                         raise LaunchError(f"no executor for host '{attempt.host}'")
                     request = self._requests.request_for(running)
-                    await self._durable(shell.recorded)
+                    await self._commits.durable(shell.recorded)
                     if running.stop_reason is not None:
                         # Stopped while it was being journaled: it never starts.
                         core.attempt_started(running)
@@ -574,7 +585,7 @@ class Engine:
             kind = EventKind.HOST_UP if health.state is HostState.UP else EventKind.HOST_DOWN
             self.core.emit(kind, None, host=health.host, **details)
         if health.state is HostState.FAILED and not self.core.stopping:
-            self.core.fail_stranded(self._usable, self._why_unusable)
+            ends.fail_stranded(self.core, self._usable, self._why_unusable)
             self._check_settled()
         self.schedule_soon()
 
@@ -621,82 +632,6 @@ class Engine:
         assert self.run_id is not None
         return self.run_id
 
-    def _flush(self) -> None:
-        """Commit what this turn of the loop recorded, then tell the listeners and
-        let the launches waiting for it start (group commit: one per turn)."""
-        self._flush_handle = None
-        if self._loop is None:
-            return
-        if self._pending_schedule is not None:
-            # The launches this turn decides join its commit: their processes can
-            # start as soon as it is done.
-            self._schedule()
-            if self._flush_handle is not None:
-                # Asked for by those launches and their events: this commit is it.
-                self._flush_handle.cancel()
-                self._flush_handle = None
-        if not self._recorded():
-            return
-        try:
-            self._commit()
-        except JournalError as error:
-            # Stop cleanly; what was not committed is kept, and told if a later
-            # commit succeeds.
-            self.journal_error = self.journal_error or error
-            self.request_stop()
-
-    def _recorded(self) -> bool:
-        """True when something is waiting for a commit."""
-        return bool(self._unpublished or self._journal.pending or self._next_commit is not None)
-
-    def _commit(self) -> None:
-        """Commit what was recorded; then tell the listeners and release the launches
-        waiting for it. Raises JournalError (the launches get it too)."""
-        events, self._unpublished = self._unpublished, []
-        waiters, self._next_commit = self._next_commit, None
-        try:
-            self._journal.commit()
-        except JournalError as error:
-            _release(waiters, error)
-            self._unpublished = events + self._unpublished
-            raise
-        _release(waiters, None)
-        for event in events:
-            for listener in list(self._listeners):
-                listener(event)
-
-    async def _durable(self, recorded: int) -> None:
-        """Return once the first `recorded` rows are committed (raises JournalError)."""
-        if self._journal.committed >= recorded:
-            return
-        assert self._loop is not None
-        if self._next_commit is None:
-            self._next_commit = self._loop.create_future()
-        waiters = self._next_commit
-        self._request_flush()
-        await waiters
-
-    def _request_flush(self, *, urgent: bool = True) -> None:
-        """Commit soon: in this turn of the loop when something waits for it (a
-        launch), else within EVENT_COMMIT_DELAY, with whatever comes meanwhile."""
-        if self._loop is None:
-            return
-        handle = self._flush_handle
-        if handle is not None:
-            if self._flush_urgent or not urgent:
-                return
-            handle.cancel()
-        self._flush_urgent = urgent
-        if urgent:
-            self._flush_handle = self._loop.call_soon(self._flush)
-        else:
-            self._flush_handle = self._loop.call_later(EVENT_COMMIT_DELAY, self._flush)
-
-    def _drain(self) -> None:
-        """Commit and publish what is left (raises JournalError)."""
-        while self._recorded():
-            self._commit()
-
     # --- the end ----------------------------------------------------------------------
 
     async def _shut_down(self) -> None:
@@ -717,7 +652,7 @@ class Engine:
             with contextlib.suppress(Exception):
                 await executor.aclose()
         # Run anything that was waiting on a commit (a success just before the stop).
-        self._drain()
+        self._commits.drain()
 
     def _finish(self, interrupted: bool) -> RunResult:
         self.finished_at = self._report.finished_at = self._clock()
@@ -735,7 +670,7 @@ class Engine:
             exit_code=exit_code,
             report=report.to_json_dict(),
         )
-        self._drain()
+        self._commits.drain()
         self._journal.finish_run(
             self._run_id,
             status="interrupted" if interrupted else "finished",
@@ -750,16 +685,6 @@ class Engine:
             report=self._report.report(),
             _summaries=self.summaries,
         )
-
-
-def _release(waiters: asyncio.Future[None] | None, error: JournalError | None) -> None:
-    """Wake whoever waits for a commit: done, or failed with `error`."""
-    if waiters is None or waiters.done():
-        return
-    if error is None:
-        waiters.set_result(None)
-    else:
-        waiters.set_exception(error)
 
 
 def estimated_durations(fleet: Fleet, learned: Mapping[str, float]) -> list[float]:

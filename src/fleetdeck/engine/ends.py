@@ -1,0 +1,163 @@
+"""How a task ends, and what that does downstream: success, giving up, retrying.
+
+Transitions of the core (functions of the core and their input, like the
+operator's commands): a success makes dependents ready; a failure or cancel
+blocks everything downstream while siblings go on; an operator retry puts a
+task back with a fresh retry budget and unblocks what it blocked.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from fleetdeck.model import Cause, EventKind, Stage, TaskState
+from fleetdeck.stages import STAGES, worker_of
+
+if TYPE_CHECKING:
+    from fleetdeck.engine.core import Core
+
+
+def succeed(core: Core, node: int, at: float) -> None:
+    """The task is done (at `at`, the end of its last attempt): its dependents
+    may be launched at once (their processes start only once the journal
+    holds this success: see `Effects.start`)."""
+    task = core.tasks[node]
+    if task.state is TaskState.SUCCEEDED:
+        # Counted once only: a second count would leave the run waiting forever.
+        return
+    duration = at - (task.first_started_at or at)
+    task.state = TaskState.SUCCEEDED
+    task.finished_at = at
+    core.leave_flight(task)
+    core.emit(
+        EventKind.TASK_SUCCEEDED,
+        task.id,
+        attempts=task.agent_attempts,
+        duration=round(duration, 3),
+    )
+    core.touch(node, dependents=True)  # what the dependents wait for changed too
+    core.unfinished -= 1
+    for child in core.dag.dependents[node]:
+        core.waiting_on[child] -= 1
+        if core.waiting_on[child] == 0 and core.tasks[child].state is TaskState.PENDING:
+            core.make_ready(child)
+    core.effects.schedule_soon()
+
+
+def unqueue(core: Core, node: int) -> None:
+    """Take a task out of every queue and forget its retry timer."""
+    core.ready.remove(node)
+    if node in core.retry_lane:
+        core.retry_lane.remove(node)
+    timer = core.retry_timers.pop(node, None)
+    if timer is not None:
+        timer.cancel()
+    for stage in core.pipelines[node][1:]:
+        worker_name = worker_of(core.specs[node], stage)
+        queue = core.stage_queues.get((stage, worker_name or ""))
+        if queue is not None and node in queue:
+            queue.remove(node)
+
+
+def give_up(core: Core, node: int, state: TaskState, *, reason: str) -> None:
+    """End a task as failed or cancelled, and block everything downstream."""
+    task = core.tasks[node]
+    at = core.clock.now()
+    task.state = state
+    task.finished_at = at
+    # A deliberate cancel is the operator's own decision: nothing to attend to.
+    task.attention_since = at if state is TaskState.FAILED else None
+    task.retry_at = None
+    core.leave_flight(task)
+    core.unfinished -= 1
+    kind = EventKind.TASK_FAILED if state is TaskState.FAILED else EventKind.TASK_CANCELLED
+    core.emit(kind, task.id, attempts=task.agent_attempts, reason=reason)
+    for child in core.dag.descendants(node):
+        blocked = core.tasks[child]
+        if blocked.state in (TaskState.PENDING, TaskState.READY):
+            core.ready.remove(child)
+            blocked.state = TaskState.BLOCKED
+            blocked.blocked_by = task.id
+            # Blocked by a failure needs the operator; by their own cancel, not.
+            blocked.attention_since = at if state is TaskState.FAILED else None
+            core.unfinished -= 1
+            core.emit(EventKind.TASK_BLOCKED, blocked.id, blocked_by=task.id)
+
+
+def requeue(core: Core, node: int) -> None:
+    """Run a failed or cancelled task again with a fresh retry budget; its
+    blocked dependents return to pending unless another failure blocks them."""
+    task = core.tasks[node]
+    task.failures = 0
+    task.lost = 0
+    task.finished_at = None
+    task.attention_since = None
+    blocker = core.blocker_of(node)
+    if blocker is not None:
+        # A cancelled blocked task, retried while what blocked it still fails.
+        task.state = TaskState.BLOCKED
+        task.blocked_by = blocker
+        core.emit(EventKind.TASK_BLOCKED, task.id, blocked_by=blocker)
+        return
+    core.unfinished += 1
+    ready = core.waiting_on[node] == 0
+    task.state = TaskState.READY if ready else TaskState.PENDING
+    core.emit(
+        EventKind.TASK_REQUEUED,
+        task.id,
+        state=task.state,
+        reason="operator retry",
+        cause=Cause.OPERATOR,
+    )
+    if ready:
+        core.make_ready(node)
+    for child in core.dag.descendants(node):
+        blocked = core.tasks[child]
+        if blocked.state is not TaskState.BLOCKED:
+            continue
+        blocker = core.blocker_of(child)
+        if blocker is None:
+            blocked.state = TaskState.PENDING
+            blocked.blocked_by = None
+            blocked.attention_since = None
+            core.unfinished += 1
+            core.emit(
+                EventKind.TASK_REQUEUED,
+                blocked.id,
+                state=TaskState.PENDING,
+                reason=f"'{task.id}' retried",
+                cause=Cause.UPSTREAM,
+            )
+        elif blocker != blocked.blocked_by:
+            blocked.blocked_by = blocker
+            core.emit(EventKind.TASK_BLOCKED, blocked.id, blocked_by=blocker)
+
+
+def fail_stranded(
+    core: Core, usable: Callable[[Stage, str], bool], why: Callable[[Stage, str], str]
+) -> None:
+    """Fail waiting tasks one of whose stages has no host left to run on.
+
+    `usable(stage, worker)` is False when every host of that worker failed
+    for good, and `why(stage, worker)` then says what became of them."""
+    for node, task in enumerate(core.tasks):
+        if task.state.is_terminal or core.running_for(node) is not None:
+            continue
+        spec = core.specs[node]
+        stranded = [
+            (stage, name)
+            for stage in core.pipelines[node]
+            if (name := worker_of(spec, stage)) is not None and not usable(stage, name)
+        ]
+        if not stranded:
+            continue
+        stage, name = stranded[0]
+        unqueue(core, node)
+        kind = STAGES[stage].worker_kind
+        give_up(
+            core,
+            node,
+            TaskState.FAILED,
+            reason=f"no usable host for {kind} '{name}' ({why(stage, name)})",
+        )
