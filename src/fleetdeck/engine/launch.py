@@ -12,6 +12,7 @@ from collections.abc import Iterator, Mapping
 from fleetdeck.config import Fleet, WorkerSpec
 from fleetdeck.engine.core import Core, Running
 from fleetdeck.engine.views import read_output
+from fleetdeck.engine.workspace import Place
 from fleetdeck.executors.base import LaunchRequest
 from fleetdeck.model import LOCAL_HOST, Attempt, Stage
 from fleetdeck.redact import Redactor
@@ -30,13 +31,19 @@ class RequestBuilder:
         self._workdirs: dict[int, str] = {}
         self._argv_templates: dict[int, tuple[tuple[str, bool], ...] | None] = {}
 
-    def request_for(self, running: Running) -> LaunchRequest:
-        """The request that starts `running`'s attempt."""
+    def request_for(self, running: Running, place: Place | None = None) -> LaunchRequest:
+        """The request that starts `running`'s attempt (in `place`, the task's
+        workspace, when it has one)."""
         attempt = running.attempt
         core = self.core
         spec = core.specs[running.node]
         worker = workers(self.fleet.config, attempt.stage)[attempt.worker]
-        cwd = self._local_workdir(worker) if attempt.host == LOCAL_HOST else worker.workdir
+        if place is not None and place.cwd is not None:
+            cwd: str | None = place.cwd
+        elif attempt.host == LOCAL_HOST:
+            cwd = self._local_workdir(worker)
+        else:
+            cwd = worker.workdir
         number = str(attempt.number)
         templates = self._templates(worker)
         if templates is None:
@@ -59,6 +66,8 @@ class RequestBuilder:
             "FLEETDECK_PROMPT": spec.prompt,
             "FLEETDECK_STAGE": attempt.stage,
         }
+        if place is not None:
+            env.update(place.env)
         task = core.tasks[running.node]
         if attempt.stage is not Stage.AGENT and task.output_path is not None:
             env["FLEETDECK_AGENT_OUTPUT"] = task.output_path

@@ -38,6 +38,7 @@ from fleetdeck.engine.core import CommandError, Core, Running
 from fleetdeck.engine.launch import RequestBuilder
 from fleetdeck.engine.takeup import Found, take_up
 from fleetdeck.engine.views import ViewBuilder
+from fleetdeck.engine.workspace import Workspace
 from fleetdeck.executors.base import (
     AttemptProcess,
     Executor,
@@ -53,7 +54,7 @@ from fleetdeck.model import LOCAL_HOST, Event, EventKind, Outcome, Stage, TaskRu
 from fleetdeck.policy import Policy, make_policy
 from fleetdeck.redact import Redactor
 from fleetdeck.resume import ResumePlan, plan_resume
-from fleetdeck.stages import workers
+from fleetdeck.stages import STAGES, workers
 
 if TYPE_CHECKING:
     from fleetdeck.engine.clock import Timer
@@ -69,6 +70,9 @@ EXIT_FAILED = 1
 EXIT_INTERRUPTED = 130
 
 Listener = Callable[[Event], None]
+
+# The events after which a task's workspace is released.
+_TASK_ENDS = frozenset({EventKind.TASK_SUCCEEDED, EventKind.TASK_FAILED, EventKind.TASK_CANCELLED})
 
 
 class LoopClock:
@@ -132,6 +136,7 @@ class Engine:
         rng: random.Random | None = None,
         sample_interval: float | None = SAMPLE_INTERVAL,
         resume: RunRecord | None = None,
+        workspace: Workspace | None = None,
     ) -> None:
         """`sample_interval` is how often contention and resources are sampled
         (None: only when `sample()` is called, for tests that want a still picture).
@@ -141,8 +146,14 @@ class Engine:
         instead of starting a new one.
 
         Ready tasks are ranked by critical path, weighted by how long each task
-        took in earlier runs in the same journal (see `estimated_durations`)."""
+        took in earlier runs in the same journal (see `estimated_durations`).
+
+        `workspace` gives each task a place of its own (see engine/workspace.py);
+        without it, attempts run in their worker's workdir."""
         self.fleet = fleet
+        self._workspace = workspace
+        # Workspace releases under way (awaited before the run ends).
+        self._releases: set[asyncio.Task[None]] = set()
         self._journal = journal
         self._executors = dict(executors)
         self._clock = clock
@@ -439,9 +450,18 @@ class Engine:
         if node is not None:
             # A task put back changes what its dependents wait for.
             self.core.touch(node, dependents=event.kind is EventKind.TASK_REQUEUED)
+            if self._workspace is not None and event.kind in _TASK_ENDS:
+                self._release_workspace(node)
         self._journal.append(self._run_id, event)
         self._report.feed(event, node)
         self._commits.add(event)
+
+    def _release_workspace(self, node: int) -> None:
+        assert self._workspace is not None and self._loop is not None
+        task = self.core.tasks[node]
+        release = self._loop.create_task(self._workspace.release(task.id, task.state))
+        self._releases.add(release)
+        release.add_done_callback(self._releases.discard)
 
     def record(self, attempt: Any) -> None:
         """Journal an attempt's row (Effects.record)."""
@@ -511,7 +531,10 @@ class Engine:
                 try:
                     if executor is None:
                         raise LaunchError(f"no executor for host '{attempt.host}'")
-                    request = self._requests.request_for(running)
+                    place = None
+                    if self._workspace is not None and STAGES[attempt.stage].needs_workspace:
+                        place = await self._workspace.prepare(attempt.task, attempt)
+                    request = self._requests.request_for(running, place)
                     await self._commits.durable(shell.recorded)
                     if running.stop_reason is not None:
                         # Stopped while it was being journaled: it never starts.
@@ -651,6 +674,8 @@ class Engine:
         for executor in self._executors.values():
             with contextlib.suppress(Exception):
                 await executor.aclose()
+        if self._releases:
+            await asyncio.gather(*self._releases, return_exceptions=True)
         # Run anything that was waiting on a commit (a success just before the stop).
         self._commits.drain()
 
