@@ -32,9 +32,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from fleetdeck.config import Fleet, config_json
-from fleetdeck.engine import commands, ends
+from fleetdeck.engine import commands
 from fleetdeck.engine.commit import GroupCommit
 from fleetdeck.engine.core import CommandError, Core, Running
+from fleetdeck.engine.hosts import HostWatch
 from fleetdeck.engine.launch import RequestBuilder
 from fleetdeck.engine.takeup import Found, take_up
 from fleetdeck.engine.views import ViewBuilder
@@ -44,17 +45,16 @@ from fleetdeck.executors.base import (
     Executor,
     HostHealth,
     HostLostError,
-    HostState,
     LaunchError,
     Usage,
 )
 from fleetdeck.journal import Journal, JournalError, RunRecord
 from fleetdeck.metrics import ContentionHistory, Report, ReportBuilder, TaskSummary
-from fleetdeck.model import LOCAL_HOST, Event, EventKind, Outcome, Stage, TaskRun, TaskState, now
+from fleetdeck.model import Event, EventKind, Outcome, Stage, TaskRun, TaskState, now
 from fleetdeck.policy import Policy, make_policy
 from fleetdeck.redact import Redactor
 from fleetdeck.resume import ResumePlan, plan_resume
-from fleetdeck.stages import STAGES, workers
+from fleetdeck.stages import STAGES
 
 if TYPE_CHECKING:
     from fleetdeck.engine.clock import Timer
@@ -169,8 +169,7 @@ class Engine:
             next_attempt_id=journal.next_attempt_id(),
         )
         self._processes: dict[int, _Process] = {}
-        # This machine is up from the start; other hosts once their executor says so.
-        self._hosts: dict[str, HostHealth] = {LOCAL_HOST: HostHealth(LOCAL_HOST, HostState.UP)}
+        self._host_watch = HostWatch(self.core)
         self._history = ContentionHistory()
         self._sample_timer: asyncio.TimerHandle | None = None
         self._listeners: list[Listener] = []
@@ -202,7 +201,7 @@ class Engine:
         self._views = ViewBuilder(
             self.core,
             redactor=self.redactor,
-            hosts=self._hosts,
+            hosts=self._host_watch.health,
             history=self._history,
             usage=self._usage,
         )
@@ -593,40 +592,8 @@ class Engine:
     # --- hosts and contention -------------------------------------------------------
 
     def _on_host_health(self, health: HostHealth) -> None:
-        """An executor's report on its host: update slots, tell on every change."""
-        previous = self._hosts.get(health.host)
-        self._hosts[health.host] = health
-        self.core.capacity.set_host_up(health.host, health.state is HostState.UP)
-        if previous is None or previous.state is not health.state:
-            details: dict[str, Any] = {"state": health.state}
-            if health.latency is not None:
-                details["latency"] = round(health.latency, 4)
-            if health.load is not None:
-                details["load"] = list(health.load)
-            if health.reason:
-                details["reason"] = health.reason
-            kind = EventKind.HOST_UP if health.state is HostState.UP else EventKind.HOST_DOWN
-            self.core.emit(kind, None, host=health.host, **details)
-        if health.state is HostState.FAILED and not self.core.stopping:
-            ends.fail_stranded(self.core, self._usable, self._why_unusable)
-            self._check_settled()
-        self.schedule_soon()
-
-    def _usable(self, stage: Stage, worker: str) -> bool:
-        """False when every host of `worker` has failed for good."""
-        spec = workers(self.fleet.config, stage)[worker]
-        return any(
-            (health := self._hosts.get(host)) is None or health.state is not HostState.FAILED
-            for host in spec.host_names
-        )
-
-    def _why_unusable(self, stage: Stage, worker: str) -> str:
-        hosts = workers(self.fleet.config, stage)[worker].host_names
-        return "; ".join(
-            f"{host}: {health.reason or health.state}"
-            for host in hosts
-            if (health := self._hosts.get(host)) is not None
-        )
+        self._host_watch.update(health)
+        self._check_settled()
 
     def _sample_tick(self) -> None:
         self.sample()
