@@ -46,34 +46,12 @@ from fleetdeck.config import (
     prepare_fleet,
 )
 from fleetdeck.engine import Engine
-from fleetdeck.executors.base import AttemptProcess, Executor, LaunchRequest
 from fleetdeck.journal import Journal
+from fleetdeck.testing import InstantExecutor
 
 WORKDIR = Path(__file__).resolve().parent / ".work"
 SLOTS = 64
 LAYER_WIDTH = 1000
-
-
-class _Done(AttemptProcess):
-    """An attempt that has already succeeded."""
-
-    async def wait(self) -> int:
-        return 0
-
-    async def stop(self, grace: float) -> None:
-        return None
-
-
-_DONE = _Done()
-
-
-class InstantExecutor(Executor):
-    """Every attempt succeeds at once, in-process: the engine is all that runs."""
-
-    host = "local"
-
-    async def start(self, request: LaunchRequest) -> AttemptProcess:
-        return _DONE
 
 
 def window_deps(tasks: int, seed: int = 1) -> list[tuple[int, ...]]:
@@ -181,6 +159,11 @@ def memory(shape: str, tasks: int, workdir: Path) -> dict[str, Any]:
     }
 
 
+async def _instant_attempt() -> int:
+    """The reference's attempt: done as soon as awaited, as InstantExecutor's are."""
+    return 0
+
+
 async def run_reference(deps: list[tuple[int, ...]]) -> float:
     """The least an asyncio DAG runner does: seconds to complete every task."""
     n = len(deps)
@@ -201,7 +184,7 @@ async def run_reference(deps: list[tuple[int, ...]]) -> float:
     in_flight: set[asyncio.Task[None]] = set()  # the loop keeps only weak references
 
     async def attempt(node: int) -> None:
-        await _DONE.wait()
+        await _instant_attempt()
         state["running"] -= 1
         state["left"] -= 1
         for child in dependents[node]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import sys
 import time
@@ -18,6 +20,7 @@ from fleetdeck.engine import Engine, RunResult
 from fleetdeck.executors import build_executors
 from fleetdeck.journal import Journal
 from fleetdeck.model import Event, EventKind
+from sshd import processes_matching
 
 PYTHON = sys.executable
 
@@ -199,3 +202,50 @@ def tree_agent(tmp_path: Path) -> Path:
 
 def env_without_fleetdeck() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("FLEETDECK_")}
+
+
+def must_have(reason: str | None) -> None:
+    """Skip for `reason` (a missing tool), or fail in CI, which must run everything."""
+    if reason is not None:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"SSH tests must run in CI: {reason}")
+        pytest.skip(reason)
+
+
+async def wait_for_text(path: Path, text: str, timeout: float = 30.0) -> str:
+    """Poll `path` (a local attempt log) until it holds `text`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(FileNotFoundError):
+            content = path.read_text()
+            if text in content:
+                return content
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{text!r} did not appear in {path} within {timeout}s")
+
+
+async def wait_gone(marker: str, timeout: float = 20.0) -> list[str]:
+    """Wait until `ps` on the host (this machine) shows no process with `marker`;
+    return what is left."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not processes_matching(marker):
+            return []
+        await asyncio.sleep(0.1)
+    return processes_matching(marker)
+
+
+def tree_script(marker: str) -> str:
+    """An attempt (a sh script) that builds the trees supervisors lose, all ignoring SIGTERM:
+    a child in the group, a child that left it with setsid (and its child), and a
+    daemon orphaned by a setsid'ed parent that exits at once. Pids go to stdout."""
+    return f"""
+trap '' TERM
+sleep {marker} & echo "pid $!"
+setsid sh -c 'sleep {marker} & echo "pid $!"; echo "pid $$"; wait' &
+setsid sh -c 'sleep {marker} & echo "pid $!"' &
+echo "pid $$"
+sleep 0.5
+echo ready
+wait
+"""

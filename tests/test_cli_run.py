@@ -263,30 +263,6 @@ agent = "py"
     assert not alive(int(pidfile.read_text()))
 
 
-def test_the_engine_never_imports_textual() -> None:
-    """Harlequin's check: the core loads in a fresh interpreter without Textual."""
-    modules = [
-        "fleetdeck.cli",
-        "fleetdeck.engine",
-        "fleetdeck.config",
-        "fleetdeck.graph",
-        "fleetdeck.policy",
-        "fleetdeck.journal",
-        "fleetdeck.resume",
-        "fleetdeck.metrics",
-        "fleetdeck.headless",
-        "fleetdeck.executors.local",
-    ]
-    code = (
-        "import importlib, sys\n"
-        f"for name in {modules!r}:\n"
-        "    importlib.import_module(name)\n"
-        "print(sorted(m for m in sys.modules if m == 'textual' or m.startswith('textual.')))\n"
-    )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert done.stdout.strip() == "[]"
-
-
 def _loaded_after(*args: str) -> tuple[int, set[str]]:
     """`fleetdeck ARGS` in a fresh interpreter: its exit code and every module loaded."""
     code = (

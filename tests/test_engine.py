@@ -15,6 +15,7 @@ import fleetdeck.journal
 from conftest import PYTHON, EngineHarness, alive, make_fleet, read_pids
 from fleetdeck.engine import CommandError, Engine
 from fleetdeck.model import Event, EventKind, Outcome, Stage, TaskState
+from fleetdeck.testing import LOST, ManualExecutor
 
 
 def sh(prompt: str, **extra: object) -> dict[str, object]:
@@ -653,32 +654,7 @@ async def test_a_dependent_process_finds_its_dependencies_success_in_the_journal
 
 async def test_lost_attempts_do_not_spend_retries(harness: EngineHarness, tmp_path: Path) -> None:
     """An executor whose host vanishes reports `lost`; the task runs again, no charge."""
-    from fleetdeck.executors.base import AttemptProcess, Executor, HostLostError, LaunchRequest
-
-    class FlakyHost(Executor):
-        host = "local"
-
-        def __init__(self) -> None:
-            self.starts = 0
-
-        async def start(self, request: LaunchRequest) -> AttemptProcess:
-            self.starts += 1
-            lose = self.starts <= 2
-
-            class Process(AttemptProcess):
-                pid = None
-
-                async def wait(self) -> int:
-                    if lose:
-                        raise HostLostError("host stopped answering")
-                    return 0
-
-                async def stop(self, grace: float) -> None:
-                    return None
-
-            return Process()
-
-    executor = FlakyHost()
+    executor = ManualExecutor(script=[LOST, LOST, 0])
     fleet = make_fleet(tmp_path, [{"id": "remote", **sh("true"), "retries": 0}])
     run = await harness.run(fleet, executors={"local": executor})
     assert run.result.exit_code == 0

@@ -3,49 +3,26 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 from pathlib import Path
 
 from conftest import PYTHON, EngineHarness, make_fleet
 from fleetdeck.config import Fleet, build_fleet
 from fleetdeck.engine import Engine
-from fleetdeck.executors.base import (
-    AttemptProcess,
-    Executor,
-    HealthListener,
-    HostHealth,
-    HostState,
-    LaunchRequest,
-)
+from fleetdeck.executors.base import HostState
 from fleetdeck.executors.local import LocalExecutor
 from fleetdeck.model import Event, EventKind, Stage
+from fleetdeck.testing import ManualExecutor
 
 
-class ScriptedHost(Executor):
-    """A remote host whose health the test decides; attempts succeed at once."""
-
-    def __init__(self, host: str) -> None:
-        self.host = host
-        self.report: HealthListener | None = None
-        self.started: list[str] = []
-
-    async def open(self, on_health: HealthListener) -> None:
-        self.report = on_health  # down until the test says otherwise
-
-    async def start(self, request: LaunchRequest) -> AttemptProcess:
-        self.started.append(request.task)
-
-        class Done(AttemptProcess):
-            async def wait(self) -> int:
-                return 0
-
-            async def stop(self, grace: float) -> None:
-                return None
-
-        return Done()
+def scripted_host(host: str) -> ManualExecutor:
+    """A remote host whose health the test decides (down until it says); attempts
+    succeed at once."""
+    return ManualExecutor(host, script=itertools.repeat(0), up=False)
 
 
 async def test_work_waits_for_a_host_to_come_up(harness: EngineHarness, tmp_path: Path) -> None:
-    box = ScriptedHost("box")
+    box = scripted_host("box")
     fleet = fleet_on_hosts(tmp_path, [{"id": "far", "agent": "remote"}], hosts=["box"])
 
     def during(engine: Engine, event: Event) -> None:
@@ -55,12 +32,12 @@ async def test_work_waits_for_a_host_to_come_up(harness: EngineHarness, tmp_path
 
     def bring_up() -> None:
         assert box.started == []
-        assert box.report is not None
-        box.report(HostHealth("box", HostState.UP, latency=0.002, load=(0.1, 0.2, 0.3)))
+        assert box.opened
+        box.report(HostState.UP, latency=0.002, load=(0.1, 0.2, 0.3))
 
     run = await harness.run(fleet, during=during, executors={"local": LocalExecutor(), "box": box})
     assert run.result.exit_code == 0
-    assert box.started == ["far"]
+    assert [request.task for request in box.started] == ["far"]
     (up,) = run.of(EventKind.HOST_UP)
     assert up.data == {"host": "box", "state": "up", "latency": 0.002, "load": [0.1, 0.2, 0.3]}
 
@@ -82,7 +59,7 @@ def fleet_on_hosts(tmp_path: Path, tasks: list[dict[str, object]], *, hosts: lis
 async def test_a_failed_host_strands_only_work_that_has_no_other_host(
     harness: EngineHarness, tmp_path: Path
 ) -> None:
-    bad, good = ScriptedHost("bad"), ScriptedHost("good")
+    bad, good = scripted_host("bad"), scripted_host("good")
     fleet = build_fleet(
         {
             "fleet": {"name": "hosts", "state_dir": "state"},
@@ -104,22 +81,16 @@ async def test_a_failed_host_strands_only_work_that_has_no_other_host(
     def during(engine: Engine, event: Event) -> None:
         if event.kind is EventKind.RUN_STARTED:
             loop = asyncio.get_running_loop()
-            loop.call_soon(
-                lambda: (
-                    bad.report
-                    and bad.report(
-                        HostHealth("bad", HostState.FAILED, reason="host key not trusted")
-                    )
-                )
-            )
-            loop.call_soon(lambda: good.report and good.report(HostHealth("good", HostState.UP)))
+            loop.call_soon(lambda: bad.report(HostState.FAILED, reason="host key not trusted"))
+            loop.call_soon(good.report, HostState.UP)
 
     run = await harness.run(fleet, during=during, executors={"bad": bad, "good": good})
     assert run.result.exit_code == 1
     assert run.state("stranded") == "failed"
     assert run.state("after-stranded") == "blocked"
     assert run.state("movable") == "succeeded"
-    assert good.started == ["movable"] and bad.started == []
+    assert [request.task for request in good.started] == ["movable"]
+    assert bad.started == []
     (failed,) = run.of(EventKind.TASK_FAILED, "stranded")
     assert failed.data["reason"] == (
         "no usable host for agent 'only-bad' (bad: host key not trusted)"

@@ -157,3 +157,46 @@ def test_the_write_ahead_log_starts_over_after_each_checkpoint(
     db = sqlite3.connect(state / "journal.sqlite3")
     assert db.execute("SELECT COUNT(*) FROM events").fetchone()[0] == 8 * 22
     db.close()
+
+
+def set_schema_version(state: Path, value: str) -> None:
+    db = sqlite3.connect(state / "journal.sqlite3")
+    with db:
+        db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (value,))
+    db.close()
+
+
+def test_a_journal_of_a_newer_schema_is_refused_untouched(tmp_path: Path) -> None:
+    """A newer fleetdeck's journal may mean other things by the same tables: it is
+    neither read nor altered, and the state directory is not kept locked."""
+    state = tmp_path / "state"
+    Journal(state).close()
+    newer = fleetdeck.journal.SCHEMA_VERSION + 1
+    set_schema_version(state, str(newer))
+    db = sqlite3.connect(state / "journal.sqlite3")
+    db.execute("ALTER TABLE attempts DROP COLUMN status_path")  # as a newer schema might
+    db.close()
+    message = (
+        f"{state}: the journal has schema version {newer}, newer than this fleetdeck's "
+        f"{fleetdeck.journal.SCHEMA_VERSION}: upgrade fleetdeck, or use another --state-dir"
+    )
+    for _ in range(2):  # the second time: the lock was released, not held
+        with pytest.raises(JournalError) as caught:
+            Journal(state)
+        assert str(caught.value) == message
+    db = sqlite3.connect(state / "journal.sqlite3")
+    columns = [row[1] for row in db.execute("PRAGMA table_info(attempts)")]
+    db.close()
+    assert "status_path" not in columns
+
+
+def test_a_journal_of_this_schema_or_an_unreadable_one(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    Journal(state).close()
+    Journal(state).close()  # the version it recorded itself
+    set_schema_version(state, "two")
+    with pytest.raises(JournalError) as caught:
+        Journal(state)
+    assert str(caught.value) == (
+        f"cannot open the journal in {state}: schema version 'two' is not a number"
+    )

@@ -10,7 +10,8 @@ from fleetdeck.engine import Engine
 from fleetdeck.journal import Journal
 from fleetdeck.model import TaskState
 from fleetdeck.snapshot import TaskView
-from tui_support import FakeClock, ManualExecutor, fleet, until
+from fleetdeck.testing import ManualExecutor
+from tui_support import FakeClock, fleet, until
 
 
 def views(engine: Engine) -> dict[str, TaskView]:
@@ -53,7 +54,7 @@ async def test_views_change_exactly_when_their_task_or_its_dependencies_do(
     assert second["c"].waiting_for == ("b",) and second["c"] is not first["c"]
     assert second["other"] is first["other"]
 
-    executor.finish("b", code=1)  # no retries: b fails, c and other are blocked
+    executor.finish("b", exit_code=1)  # no retries: b fails, c and other are blocked
     await until(lambda: engine.task("c").state is TaskState.BLOCKED)
     third = views(engine)
     assert third["b"].state is TaskState.FAILED

@@ -24,7 +24,15 @@ from typing import Any
 
 import pytest
 
-from conftest import PYTHON, EngineHarness, alive
+from conftest import (
+    PYTHON,
+    EngineHarness,
+    alive,
+    must_have,
+    tree_script,
+    wait_for_text,
+    wait_gone,
+)
 from fleetdeck.config import Fleet, HostSpec, build_fleet
 from fleetdeck.engine import Engine
 from fleetdeck.executors import ssh
@@ -139,52 +147,6 @@ def hold_until_up(hosts: int) -> Callable[[Engine, Event], None]:
 def log_of(run_dir: Path, task: str, number: int = 1, stage: str = "agent") -> str:
     (path,) = run_dir.glob(f"runs/*/{task}.{number}.{stage}.log")
     return path.read_text()
-
-
-async def wait_for_text(path: Path, text: str, timeout: float = 30.0) -> str:
-    """Poll `path` (a local attempt log) until it holds `text`."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with contextlib.suppress(FileNotFoundError):
-            content = path.read_text()
-            if text in content:
-                return content
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"{text!r} did not appear in {path} within {timeout}s")
-
-
-async def wait_gone(marker: str, timeout: float = 20.0) -> list[str]:
-    """Wait until `ps` on the host shows no process with `marker`; return what is left."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not ps_matching(marker):
-            return []
-        await asyncio.sleep(0.1)
-    return ps_matching(marker)
-
-
-def tree_script(marker: str) -> str:
-    """A remote attempt that builds the trees supervisors lose, all ignoring SIGTERM:
-    a child in the group, a child that left it with setsid (and its child), and a
-    daemon orphaned by a setsid'ed parent that exits at once. Pids go to stdout."""
-    return f"""
-trap '' TERM
-sleep {marker} & echo "pid $!"
-setsid sh -c 'sleep {marker} & echo "pid $!"; echo "pid $$"; wait' &
-setsid sh -c 'sleep {marker} & echo "pid $!"' &
-echo "pid $$"
-sleep 0.5
-echo ready
-wait
-"""
-
-
-def must_have(reason: str | None) -> None:
-    """Skip for `reason` (a missing tool), or fail in CI, which must run everything."""
-    if reason is not None:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"SSH tests must run in CI: {reason}")
-        pytest.skip(reason)
 
 
 def pids_in(log: str) -> list[int]:

@@ -15,13 +15,14 @@ from fleetdeck.engine import Engine
 from fleetdeck.executors import build_executors
 from fleetdeck.journal import Journal
 from fleetdeck.model import TaskState
+from fleetdeck.testing import ManualExecutor
 from fleetdeck.tui.app import FleetApp
 from fleetdeck.tui.detail import TaskDetailScreen
 from fleetdeck.tui.header import FleetHeader
 from fleetdeck.tui.help import HelpScreen
 from fleetdeck.tui.queue import QueuePane, QueueTable
 from fleetdeck.tui.timeline import TimelineScreen
-from tui_support import FakeClock, ManualExecutor, fleet, make_app, until
+from tui_support import FakeClock, fleet, make_app, until
 
 
 async def test_a_single_task_is_selected(tmp_path: Path) -> None:
@@ -107,12 +108,12 @@ async def test_r_retries_the_selected_failed_task(tmp_path: Path) -> None:
     )
     async with app.run_test() as pilot:
         await until(lambda: "flaky" in executor.current)
-        executor.finish("flaky", code=1)
+        executor.finish("flaky", exit_code=1)
         await until(lambda: app.engine.task("flaky").state is TaskState.FAILED)
         await pilot.pause()
         assert app.selected_task() == "flaky"
         await pilot.press("r")
-        await until(lambda: ("flaky", "agent", 2) in executor.started)
+        await until(lambda: ("flaky", "agent", 2) in executor.attempts())
         assert app.engine.task("flaky").state is TaskState.RUNNING
     journal.close()
 
@@ -129,7 +130,7 @@ async def test_r_on_a_running_task_says_why_not(tmp_path: Path) -> None:
         await pilot.pause()
         messages = [n.message for n in app._notifications]
         assert any("cannot retry 'busy': it is running" in m for m in messages)
-        assert executor.started == [("busy", "agent", 1)]
+        assert executor.attempts() == [("busy", "agent", 1)]
     journal.close()
 
 

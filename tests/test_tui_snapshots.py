@@ -14,8 +14,9 @@ from typing import Any
 from textual.pilot import Pilot
 
 from fleetdeck.model import TaskState
+from fleetdeck.testing import ManualExecutor
 from fleetdeck.tui.app import FleetApp
-from tui_support import FakeClock, ManualExecutor, fleet, make_app, until
+from tui_support import FakeClock, fleet, make_app, until
 
 SnapCompare = Callable[..., bool]
 
@@ -105,7 +106,7 @@ def test_a_failure_fills_the_attention_queue(snap_compare: SnapCompare, tmp_path
         await until(lambda: "schema" in executor.current)
         clock.advance(3.0)
         executor.say("schema", "error: the migration does not apply")
-        executor.finish("schema", code=1)
+        executor.finish("schema", exit_code=1)
         await until(lambda: app.engine.task("schema").state is TaskState.FAILED)
         clock.advance(2.0)
         # docs takes the slot schema left: it starts after the failure, not with it.

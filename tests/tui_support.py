@@ -1,5 +1,6 @@
 """What TUI tests need: a clock that only moves when told, and an executor whose
-attempts end when the test says so. With both, the screen is the same every run."""
+attempts end when the test says so (fleetdeck.testing's ManualExecutor). With
+both, the screen is the same every run."""
 
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ from typing import Any
 
 from fleetdeck.config import Fleet, build_fleet
 from fleetdeck.engine import Engine
-from fleetdeck.executors.base import AttemptProcess, Executor, LaunchRequest
+from fleetdeck.executors.base import Executor
 from fleetdeck.journal import Journal
+from fleetdeck.testing import ManualExecutor
 from fleetdeck.tui.app import FleetApp
 
 # 2026-11-23 10:00:00 UTC: a fixed start for every deterministic screen.
@@ -30,57 +32,6 @@ class FakeClock:
 
     def advance(self, seconds: float) -> None:
         self.now += seconds
-
-
-class ManualProcess(AttemptProcess):
-    """An attempt that ends when the test calls `finish()`, or when stopped."""
-
-    def __init__(self, request: LaunchRequest, pid: int) -> None:
-        self.request = request
-        self.pid = pid
-        self._done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-
-    async def wait(self) -> int:
-        return await asyncio.shield(self._done)
-
-    async def stop(self, grace: float) -> None:
-        if not self._done.done():
-            self._done.set_result(-15)
-
-    def finish(self, code: int) -> None:
-        if not self._done.done():
-            self._done.set_result(code)
-
-
-class ManualExecutor(Executor):
-    """Runs nothing: records each attempt, writes its log lines, ends it on demand."""
-
-    host = "local"
-
-    def __init__(self) -> None:
-        self.current: dict[str, ManualProcess] = {}
-        self.started: list[tuple[str, str, int]] = []  # (task, stage, attempt number)
-
-    async def start(self, request: LaunchRequest) -> AttemptProcess:
-        process = ManualProcess(request, pid=40000 + len(self.started))
-        self.current[request.task] = process
-        self.started.append((request.task, str(request.stage), request.number))
-        self.say(
-            request.task, f"[{request.stage}] {request.task}: starting attempt {request.number}"
-        )
-        return process
-
-    def say(self, task: str, line: str) -> None:
-        """Append a line to the task's current log."""
-        with open(self.current[task].request.log_path, "a") as log:
-            log.write(line + "\n")
-
-    def finish(self, task: str, code: int = 0, output: str | None = None) -> None:
-        """End the task's current attempt with `code`, writing `output` first."""
-        process = self.current[task]
-        if output is not None:
-            Path(process.request.output_path).write_text(output)
-        process.finish(code)
 
 
 def fleet(tmp_path: Path, tasks: list[dict[str, Any]], **settings: Any) -> Fleet:

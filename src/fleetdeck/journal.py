@@ -255,6 +255,17 @@ class Journal:
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("PRAGMA foreign_keys=ON")
             self._db.execute("PRAGMA wal_autocheckpoint=0")  # _Checkpointer does it
+            # Checked before anything is added to the schema: a newer fleetdeck's
+            # journal may mean other things by the same tables.
+            found = _schema_version(self._db)
+            if found is not None and found > SCHEMA_VERSION:
+                self._db.close()
+                self._unlock()
+                raise JournalError(
+                    f"{self.state_dir}: the journal has schema version {found}, newer than "
+                    f"this fleetdeck's {SCHEMA_VERSION}: upgrade fleetdeck, or use another "
+                    "--state-dir"
+                )
             self._db.executescript(_SCHEMA)
             _add_missing_columns(self._db)
             self._db.execute(
@@ -631,6 +642,18 @@ def _add_missing_columns(db: sqlite3.Connection) -> None:
             db.execute(f"ALTER TABLE attempts ADD COLUMN {name} {kind}")
 
 
+def _schema_version(db: sqlite3.Connection) -> int | None:
+    """The schema version recorded in the journal `db`; None for a new journal."""
+    if db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'").fetchone():
+        row = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        if row is not None:
+            try:
+                return int(row[0])
+            except ValueError:
+                raise sqlite3.DatabaseError(f"schema version {row[0]!r} is not a number") from None
+    return None
+
+
 def read_events(db: sqlite3.Connection, run_id: int) -> Iterator[Event]:
     """The events of run `run_id` in `db`, in order."""
     cursor = db.execute(
@@ -638,17 +661,6 @@ def read_events(db: sqlite3.Connection, run_id: int) -> Iterator[Event]:
     )
     for ts, kind, task, data in cursor:
         yield Event(ts=ts, kind=EventKind(kind), task=task, data=json.loads(data))
-
-
-def open_readonly(state_dir: str | Path) -> sqlite3.Connection:
-    """Open a state directory's journal for reading, without taking its lock."""
-    path = Path(state_dir) / DB_NAME
-    if not path.is_file():
-        raise JournalError(f"no journal in {state_dir} (expected {path})")
-    try:
-        return sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    except sqlite3.Error as exc:
-        raise JournalError(f"cannot read the journal {path}: {_reason(exc)}") from None
 
 
 def _reason(exc: BaseException) -> str:

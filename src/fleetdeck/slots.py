@@ -53,10 +53,6 @@ class Capacity:
         else:
             self._down.add(host)
 
-    def host_is_up(self, host: str) -> bool:
-        """False while `host` is marked down."""
-        return host not in self._down
-
     def free(self, stage: Stage, worker: str) -> int:
         """Free slots of `worker` over its usable hosts."""
         pool = self._pools[stage][worker]
@@ -96,11 +92,6 @@ class Capacity:
         up = [host for host in pool.hosts if host not in self._down]
         busy = sum(pool.busy[host] for host in pool.hosts)
         return PoolUsage(busy=busy, total=pool.slots_per_host * len(up))
-
-    def total_slots(self, stage: Stage, worker: str) -> int:
-        """Slots of `worker` over all its hosts, healthy or not (for the report)."""
-        pool = self._pools[stage][worker]
-        return pool.slots_per_host * len(pool.hosts)
 
     def sessions(self, host: str) -> int:
         """Attempts running on `host` now."""

@@ -1,4 +1,4 @@
-"""What the local and SSH executors share: attempt log files, private files, and
+"""What the local and SSH executors share: attempt log files, whole writes, and
 the operator's words for an attempt that cannot start."""
 
 from __future__ import annotations
@@ -21,15 +21,6 @@ def write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view) :]
-
-
-def write_private(path: str, data: bytes) -> None:
-    """Write `data` to a new or truncated file readable by its owner only."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-    try:
-        write_all(fd, data)
-    finally:
-        os.close(fd)
 
 
 def workdir_missing(cwd: str) -> str:

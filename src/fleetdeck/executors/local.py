@@ -48,6 +48,12 @@ from fleetdeck.executors.base import (
     LaunchRequest,
     Usage,
 )
+from fleetdeck.executors.common import (
+    command_not_found,
+    permission_denied,
+    workdir_missing,
+    write_all,
+)
 from fleetdeck.executors.pidwatch import PidfdWatch
 from fleetdeck.executors.proctree import (
     TreeKill,
@@ -215,11 +221,6 @@ class LocalProcess(AttemptProcess):
             else:
                 self._exited.set_result(code)
         self._owner._attempt_exited(self)
-
-    @property
-    def exited(self) -> bool:
-        """True once the main process has ended and been reaped."""
-        return self._exited.done()
 
     async def wait(self) -> int:
         """The main process's exit status (-N when killed by signal N)."""
@@ -457,20 +458,20 @@ class LocalExecutor(Executor):
         """Raise LaunchError when the workdir or the command is not there."""
         cwd = request.cwd
         if cwd is not None and not os.path.isdir(cwd):
-            raise LaunchError(f"workdir does not exist: {cwd}")
+            raise LaunchError(workdir_missing(cwd))
         command = request.argv[0]
         if "/" in command:
             path = command if cwd is None else os.path.join(cwd, command)
             if not os.path.exists(path):
-                raise LaunchError(f"command not found: {command!r}")
+                raise LaunchError(command_not_found(command))
             if os.path.isdir(path) or not os.access(path, os.X_OK):
-                raise LaunchError(f"permission denied running {command!r}")
+                raise LaunchError(permission_denied(command))
             return
         search = request.env.get("PATH") or os.environ.get("PATH", os.defpath)
         if (command, search) in self._found:
             return
         if shutil.which(command, path=search) is None:
-            raise LaunchError(f"command not found: {command!r}")
+            raise LaunchError(command_not_found(command))
         self._found.add((command, search))
 
     async def recover(self, attempt: Attempt) -> AttemptProcess | int | None:
@@ -800,8 +801,6 @@ def write_private(path: str, data: bytes) -> None:
     """Write `data` to a new or truncated file readable by its owner only."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
+        write_all(fd, data)
     finally:
         os.close(fd)

@@ -284,22 +284,6 @@ class TreeKill:
             await asyncio.sleep(_FIRST_POLL)
 
 
-async def terminate_tree(
-    root: int,
-    *,
-    pgid: int | None,
-    grace: float,
-    extra: Iterable[psutil.Process] = (),
-) -> None:
-    """SIGTERM `root`, its group and all their descendants; SIGKILL what survives `grace`.
-
-    `extra` names processes that belong to the attempt but are no longer below
-    `root` (orphans adopted by a subreaper). Returns when every process found is
-    gone (a zombie counts as gone: its parent reaps it).
-    """
-    await TreeKill(root, pgid=pgid, grace=grace, extra=extra).run()
-
-
 _PR_SET_CHILD_SUBREAPER = 36
 
 
