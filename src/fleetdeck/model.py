@@ -1,4 +1,4 @@
-"""The words of DESIGN.md as plain types: task states, stages, outcomes, events.
+"""The product's words as plain types: task states, stages, outcomes, events.
 
 Everything here is a plain enum or dataclass so that the engine, the journal, the
 views and the tests can share it without importing anything heavy.
@@ -18,7 +18,7 @@ STATUS_FILE = "status"
 
 
 class TaskState(enum.StrEnum):
-    """Where a task is in its lifecycle (DESIGN.md, "Task lifecycle")."""
+    """Where a task is in its lifecycle (docs/architecture.md, "The task lifecycle")."""
 
     PENDING = "pending"
     READY = "ready"
