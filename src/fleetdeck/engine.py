@@ -216,6 +216,9 @@ class Engine:
         self._next_attempt_id = journal.next_attempt_id()
         self.run_id: int | None = None
         self.started_at: float | None = None
+        # Once run() has ended: when, and the exit code the process will have.
+        self.finished_at: float | None = None
+        self.exit_code: int | None = None
         self.grace = fleet.config.fleet.grace_period
         self._sample_interval = sample_interval
         # Masks the values of the fleet's secrets in events, errors and what views read.
@@ -346,6 +349,8 @@ class Engine:
             stopping=self._stopping,
             now=at,
             started_at=self.started_at,
+            finished_at=self.finished_at,
+            exit_code=self.exit_code,
             tasks=views,
             running=running,
             pools=tuple(pools),
@@ -457,9 +462,9 @@ class Engine:
             for task in self._tasks
             for attempt in task.attempts
         )
-        return Timeline(
-            started_at=self.started_at, now=self._clock(), lanes=tuple(lanes), attempts=attempts
-        )
+        # Once the run has ended, its axis ends there, not at the moment of asking.
+        at = self.finished_at if self.finished_at is not None else self._clock()
+        return Timeline(started_at=self.started_at, now=at, lanes=tuple(lanes), attempts=attempts)
 
     def _needs_attention(self, node: int) -> bool:
         """Failed tasks awaiting a decision, and blocked roots (blocked directly by a
@@ -574,8 +579,9 @@ class Engine:
     async def run(self, *, until_settled: bool = True) -> RunResult:
         """Run the fleet.
 
-        With `until_settled` (headless), return once every task has ended; otherwise
-        (the TUI) keep going, so the operator can still retry, until `request_stop()`.
+        With `until_settled` (headless and the TUI), return once every task has ended;
+        otherwise keep going, so a failed task can still be retried, until
+        `request_stop()`.
         """
         self._loop = asyncio.get_running_loop()
         self._settled = asyncio.Event()
@@ -1623,11 +1629,12 @@ class Engine:
             report=report.to_json_dict(),
         )
         self._drain()
+        self.finished_at, self.exit_code = self._clock(), exit_code
         self._journal.finish_run(
             self._run_id,
             status="interrupted" if interrupted else "finished",
             exit_code=exit_code,
-            finished_at=self._clock(),
+            finished_at=self.finished_at,
         )
         return RunResult(
             run_id=self._run_id,
