@@ -1,4 +1,5 @@
-"""The queue pane: every task not yet done, grouped by wave.
+"""The queue pane: every task not yet done, grouped by wave; on demand (`a`), the
+tasks that are done too, in a group of their own at the end.
 
 With 10,000 tasks nothing here may cost the fleet per refresh. The pane keeps
 the latest view of every task and takes in only the views that changed
@@ -32,8 +33,11 @@ from fleetdeck.tui.render import cut, state_text
 from fleetdeck.tui.vtable import Row, VirtualTable
 
 _WAVE = "wave:"
+# The done group sorts after every wave; its header row's key.
+_DONE = 1 << 62
+_DONE_KEY = f"{_WAVE}done"
 COLUMNS = ("task", "state", "#", "waits for")
-STATE_WIDTH = 10  # "◐ ci queue"
+STATE_WIDTH = 11  # "⊖ cancelled"
 ATTEMPTS_WIDTH = 2
 TASK_WIDTH_MAX = 28
 
@@ -54,8 +58,7 @@ def waits_for(task: TaskView, now: float) -> str:
         return ", ".join(task.waiting_for)
     if state is TaskState.READY:
         return f"slot of {task.agent}" + (" (retry)" if task.in_flight else "")
-    if state is TaskState.RUNNING:
-        return f"agent {task.agent}"
+    # Running: nothing keeps it (the in-flight pane says where it runs).
     if state is TaskState.CI_QUEUED:
         return f"runner {task.runner}"
     if state is TaskState.CI_RUNNING:
@@ -69,23 +72,33 @@ def waits_for(task: TaskView, now: float) -> str:
     return ""
 
 
-def _searched(task: TaskView) -> str | None:
+def _searched(task: TaskView) -> str:
     """What the filter searches in a task: its id, state and agent, lowercased (a NUL
-    never comes from the filter box, so no match spans two); None once it is done."""
-    if task.state is TaskState.SUCCEEDED:
-        return None
+    never comes from the filter box, so no match spans two)."""
     return f"{task.id.lower()}\0{task.state}\0{task.agent.lower()}"
 
 
-def _wave_header(wave: int, count: int) -> Text:
-    return Text(f"wave {wave} · {count}", style="bold dim")
+def _header_key(group: int) -> str:
+    return _DONE_KEY if group == _DONE else f"{_WAVE}{group}"
+
+
+def _header_group(key: str) -> int:
+    return _DONE if key == _DONE_KEY else int(key[len(_WAVE) :])
+
+
+def _group_header(group: int, count: int) -> Text:
+    if group == _DONE:
+        return Text(f"done · {count}", style="bold dim green")
+    return Text(f"wave {group} · {count}", style="bold dim")
 
 
 class QueueRows:
     """The tasks the queue shows, in display order: per wave, a header row and then
-    its tasks in config order. A `RowSource` for the table.
+    its tasks in config order; with `show_done`, the tasks that are done after them
+    in a group of their own. A `RowSource` for the table.
 
-    Shown tasks are kept sorted by (wave, config order), so a task coming or going
+    Shown tasks are kept sorted by (group, config order), where the group is the
+    wave, or the done group after every wave; so a task coming, going or moving
     is a bisection, and the row at an index is found by bisecting the header rows.
     """
 
@@ -93,13 +106,17 @@ class QueueRows:
         self.views: dict[str, TaskView] = {}  # every task's latest view
         self._order: dict[str, int] = {}  # config order
         self._all: list[tuple[int, int, str]] = []  # (wave, order, id) of every task, sorted
-        # In step with _all: what the filter searches in each task (None: done,
-        # never shown), lowercased once per view rather than per keystroke.
+        # In step with _all: what the filter searches in each task, lowercased once
+        # per view rather than per keystroke; in the first list for the tasks not
+        # done (None for those done), in the second for those done (None for the
+        # others), so that a keystroke looks at the tasks done only if shown.
         self._searched: list[str | None] = []
-        self._shown: list[tuple[int, int, str]] = []  # the entries of the tasks shown
-        self._count: Counter[int] = Counter()  # shown tasks per wave
-        self._waves: list[int] = []  # waves with shown tasks, ascending
-        self._headers: list[int] | None = None  # each wave header's index (lazily)
+        self._searched_done: list[str | None] = []
+        self._shown: list[tuple[int, int, str]] = []  # (group, order, id) of the tasks shown
+        self._count: Counter[int] = Counter()  # shown tasks per group
+        self._waves: list[int] = []  # groups with shown tasks, ascending (done last)
+        self._headers: list[int] | None = None  # each group header's index (lazily)
+        self.show_done = False  # the done group is shown
         self.filter = ""
         self.now = 0.0
         self.widths = (0, 0)  # the task and "waits for" columns
@@ -107,8 +124,12 @@ class QueueRows:
     # --- what is shown ------------------------------------------------------------
 
     def shows(self, task_id: str) -> bool:
-        """Not done, and matching the filter (in its id, state or agent)."""
-        searched = self._searched[self._place(task_id)]
+        """Not done (or done tasks shown), and matching the filter (in its id, state
+        or agent)."""
+        at = self._place(task_id)
+        searched = self._searched[at]
+        if searched is None and self.show_done:
+            searched = self._searched_done[at]
         return searched is not None and self.filter in searched
 
     @property
@@ -121,33 +142,51 @@ class QueueRows:
         self.views = {task.id: task for task in tasks}
         self._order = {task_id: number for number, task_id in enumerate(self.views)}
         self._all = sorted(self._entry(task_id) for task_id in self.views)
-        self._searched = [_searched(self.views[task_id]) for _, _, task_id in self._all]
+        self._searched = [None] * len(self._all)
+        self._searched_done = [None] * len(self._all)
+        for at, (_, _, task_id) in enumerate(self._all):
+            self._set_searched(at, self.views[task_id])
+
+    def _set_searched(self, at: int, task: TaskView) -> None:
+        text = _searched(task)
+        done = task.state is TaskState.SUCCEEDED
+        self._searched[at] = None if done else text
+        self._searched_done[at] = text if done else None
 
     def _entry(self, task_id: str) -> tuple[int, int, str]:
-        """The task's place in display order (its wave never changes)."""
+        """The task's place in _all (its wave never changes)."""
         return (self.views[task_id].wave, self._order[task_id], task_id)
+
+    def _shown_entry(self, task_id: str) -> tuple[int, int, str]:
+        """The task's place among the rows: in its wave, or in the done group."""
+        task = self.views[task_id]
+        group = _DONE if task.state is TaskState.SUCCEEDED else task.wave
+        return (group, self._order[task_id], task_id)
 
     def _place(self, task_id: str) -> int:
         """The task's index in _all (and _searched)."""
         return bisect_left(self._all, self._entry(task_id))
 
     def put(self, task: TaskView) -> bool:
-        """Take in a task's new view; whether its row came or went."""
+        """Take in a task's new view; whether its row came, went or moved."""
         if task.id not in self.views:  # never seen: given its place, not shown yet
             self._order[task.id] = len(self._order)
             self.views[task.id] = task
             at = self._place(task.id)
             self._all.insert(at, self._entry(task.id))
             self._searched.insert(at, None)
-        was = self.shows(task.id)
+            self._searched_done.insert(at, None)
+        was, before = self.shows(task.id), self._shown_entry(task.id)
         self.views[task.id] = task
-        self._searched[self._place(task.id)] = _searched(task)
-        now = self.shows(task.id)
-        if was and not now:
-            self._remove(self._entry(task.id))
-        elif now and not was:
-            self._add(self._entry(task.id))
-        return was != now
+        self._set_searched(self._place(task.id), task)
+        now, after = self.shows(task.id), self._shown_entry(task.id)
+        if not (was or now) or (was and now and before == after):
+            return False
+        if was:
+            self._remove(before)
+        if now:
+            self._add(after)
+        return True
 
     def refilter(self, text: str) -> None:
         """Show the tasks matching `text`: one pass over every task, in display order
@@ -158,6 +197,15 @@ class QueueRows:
             for entry, searched in zip(self._all, self._searched, strict=True)
             if searched is not None and text in searched
         ]
+        if self.show_done:
+            # After every wave, in config order.
+            self._shown += sorted(
+                (_DONE, order, task_id)
+                for (_, order, task_id), searched in zip(
+                    self._all, self._searched_done, strict=True
+                )
+                if searched is not None and text in searched
+            )
         self._count = Counter(map(itemgetter(0), self._shown))  # entries start with the wave
         self._waves = sorted(self._count)
         self._headers = None
@@ -196,19 +244,20 @@ class QueueRows:
         return len(self._shown) + len(self._waves)
 
     def key(self, index: int) -> str:
-        """The key of the row at `index`: a task id, or `wave:N` for a header."""
+        """The key of the row at `index`: a task id, or `wave:N` (`wave:done`) for a
+        header."""
         headers = self._header_rows()
         number = bisect_right(headers, index) - 1
         if headers[number] == index:
-            return f"{_WAVE}{self._waves[number]}"
+            return _header_key(self._waves[number])
         return self._shown[index - number - 1][2]
 
     def row(self, index: int) -> Row:
         key = self.key(index)
         if key.startswith(_WAVE):
-            wave = int(key[len(_WAVE) :])
-            count = self._count[wave]
-            return Row(key, (_wave_header(wave, count), "", "", ""), (key, count))
+            group = _header_group(key)
+            count = self._count[group]
+            return Row(key, (_group_header(group, count), "", "", ""), (key, count))
         shown = self._shown_of(key)
         task_width, waits_width = self.widths
         cells = (
@@ -222,7 +271,7 @@ class QueueRows:
     def signature(self, index: int) -> Hashable:
         key = self.key(index)
         if key.startswith(_WAVE):
-            return (key, self._count[int(key[len(_WAVE) :])])
+            return (key, self._count[_header_group(key)])
         return (key, self._shown_of(key), self.widths)
 
     def _shown_of(self, task_id: str) -> _Row:
@@ -231,19 +280,18 @@ class QueueRows:
 
     def index_of(self, key: str) -> int | None:
         if key.startswith(_WAVE):
-            wave = int(key[len(_WAVE) :])
-            number = bisect_left(self._waves, wave)
-            if number < len(self._waves) and self._waves[number] == wave:
+            group = _header_group(key)
+            number = bisect_left(self._waves, group)
+            if number < len(self._waves) and self._waves[number] == group:
                 return self._header_rows()[number]
             return None
-        task = self.views.get(key)
-        if task is None:
+        if key not in self.views:
             return None
-        entry = (task.wave, self._order[key], key)
+        entry = self._shown_entry(key)
         at = bisect_left(self._shown, entry)
         if at == len(self._shown) or self._shown[at] != entry:
             return None
-        return at + bisect_right(self._waves, task.wave)
+        return at + bisect_right(self._waves, entry[0])
 
 
 class QueueTable(VirtualTable):
@@ -307,7 +355,8 @@ class FilterInput(Input):
 
 
 class QueuePane(Vertical):
-    """Title, filter box and table of every task not yet succeeded."""
+    """Title, filter box and table of every task not yet succeeded (and, on demand,
+    of those that have)."""
 
     DEFAULT_CSS = """
     QueuePane #queue-filter { display: none; height: 3; }
@@ -320,6 +369,7 @@ class QueuePane(Vertical):
         self.border_title = "Queue"
         self._filter = ""
         self._not_done = 0
+        self._done = 0
         self._on_screen: list[Hashable] = []  # the signatures of the rows last drawn
         self._empty: str | None = ""  # the message under the table (None: hidden)
 
@@ -346,6 +396,19 @@ class QueuePane(Vertical):
         """The current filter ('' for none)."""
         return self._filter
 
+    @property
+    def show_done(self) -> bool:
+        """Whether the tasks that are done are shown (a group after the waves)."""
+        return self.table.rows.show_done
+
+    def set_show_done(self, shown: bool) -> None:
+        """Show the tasks that are done too, or hide them again: one pass over the tasks."""
+        rows = self.table.rows
+        if shown != rows.show_done:
+            rows.show_done = shown
+            self._refilter()
+            self._draw()
+
     def set_filter(self, text: str) -> None:
         """Show only tasks whose id, state or agent contains `text`, at once (the
         filter box's text, as it changes).
@@ -367,6 +430,7 @@ class QueuePane(Vertical):
         rows = table.rows
         rows.now = snapshot.now
         self._not_done = snapshot.total - snapshot.done
+        self._done = snapshot.done
         if refresh.full:
             rows.load(refresh.changed)
             self._refilter()
@@ -409,6 +473,8 @@ class QueuePane(Vertical):
             self._on_screen = on_screen
             table.refresh()
         title = f"Queue · {self._not_done} not done"
+        if rows.show_done:
+            title += f" · {self._done} done"
         if self._filter:
             title += f" · {rows.task_count} match '{self._filter}'"
         self._title_row_only = True
@@ -421,7 +487,7 @@ class QueuePane(Vertical):
             if rows.task_count
             else "No task matches the filter."
             if self._filter
-            else "Every task is done."
+            else "Every task is done (a shows them)."
         )
 
     def refresh(
