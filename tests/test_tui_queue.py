@@ -6,7 +6,8 @@ from dataclasses import replace
 
 from fleetdeck.model import TaskState
 from fleetdeck.snapshot import TaskView
-from fleetdeck.tui.queue import STATE_WIDTH, QueueRows, waits_for
+from fleetdeck.tui.queue import STATE_WIDTH
+from fleetdeck.tui.queue_rows import QueueRows, waits_for
 from fleetdeck.tui.render import state_text
 
 

@@ -137,10 +137,9 @@ class TimelineScreen(Screen[None]):
     BINDINGS = [
         Binding("escape", "app.pop_screen", "Back"),
         Binding("t", "app.pop_screen", "Back"),
-        # A bar to open (see fleetdeck.tui.bars); before the scroll's own arrows.
+        # A bar for enter to open (see fleetdeck.tui.bars); before the scroll's arrows.
         Binding("left", "pick(-1)", "Earlier", priority=True),
         Binding("right", "pick(1)", "Later", priority=True),
-        Binding("enter", "app.details", "Details"),
     ]
     DEFAULT_CSS = """
     TimelineScreen #gantt { padding: 0 1; }
