@@ -30,6 +30,7 @@ STATE_WIDTH = 11  # "⊖ cancelled"
 ATTEMPTS_WIDTH = 2
 TASK_WIDTH_MAX = 28
 
+
 class QueueTable(VirtualTable):
     """The queue's table: wave header rows between task rows; the cursor skips headers."""
 
