@@ -223,3 +223,24 @@ async def test_enter_on_a_timeline_bar_opens_its_task(tmp_path: Path) -> None:
         await pilot.press("right", "enter")
         assert isinstance(app.screen, TaskDetailScreen) and app.screen.task_id == "second"
     journal.close()
+
+
+async def test_yes_to_quit_after_the_run_ended_meanwhile_leaves(tmp_path: Path) -> None:
+    """The last task ends while the quit question is up: `y` still leaves, with the
+    code of the run that finished (nothing was interrupted)."""
+    executor = ManualExecutor()
+    app, journal = make_app(
+        fleet(tmp_path, [{"id": "last", "agent": "coder"}]), tmp_path, executor=executor
+    )
+    async with app.run_test() as pilot:
+        await until(lambda: "last" in executor.current)
+        await pilot.press("q")
+        await pilot.pause()
+        assert isinstance(app.screen, ConfirmScreen)
+        executor.finish("last")
+        await until(lambda: app.result is not None)
+        await pilot.press("y")
+        await pilot.pause()
+    assert app.return_value == 0
+    assert runs(tmp_path) == [("finished", 0)]
+    journal.close()

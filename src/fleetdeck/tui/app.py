@@ -337,12 +337,8 @@ class FleetApp(App[int]):
 
     async def action_quit(self) -> None:
         """q (or ctrl+c): stop cleanly and leave; asks first while work is in flight."""
-        if self.finished:
-            # Nothing left to stop: leave at once, with the run's exit code.
-            self.exit(self.result.exit_code if self.result is not None else 1)
-            return
         in_flight = self.engine.in_flight
-        if in_flight == 0:
+        if in_flight == 0 or self.finished:
             await self._stop_and_exit()
             return
         if self._asking_to_quit:
@@ -354,7 +350,6 @@ class FleetApp(App[int]):
                 await self._stop_and_exit()
 
         self._asking_to_quit = True
-
         self.push_screen(
             ConfirmScreen(
                 f"Quit? [b]{in_flight}[/b] task(s) in flight will be stopped "
@@ -383,6 +378,11 @@ class FleetApp(App[int]):
     # --- stopping -------------------------------------------------------------------
 
     async def _stop_and_exit(self) -> None:
+        if self.finished:
+            # Nothing left to stop (it may have ended while the question was up):
+            # leave at once, with the run's exit code.
+            self.exit(self.result.exit_code if self.result is not None else 1)
+            return
         if self._quitting:
             return
         self._quitting = True
