@@ -129,7 +129,9 @@ def test_a_task_done_moves_to_the_done_group_in_config_order() -> None:
 def test_a_running_task_waits_for_nothing() -> None:
     running = view("schema", 0, TaskState.RUNNING)
     assert waits_for(running, now=0.0) == ""
-    assert waits_for(replace(running, state=TaskState.FAILED), now=0.0) == "r retries"
+    failed = replace(running, state=TaskState.FAILED)
+    assert waits_for(failed, now=0.0) == "r retries"
+    assert waits_for(failed, now=0.0, live=False) == ""  # the run has finished
 
 
 def test_states_read_as_whole_words_within_the_column() -> None:

@@ -90,6 +90,8 @@ async def test_after_the_end_the_clock_stops_and_live_commands_say_so(tmp_path: 
         assert app.engine.timeline().now == end
         await pilot.pause()
         assert app.selected_task() == "two"
+        # Nothing can be retried any more: the queue does not offer it.
+        assert str(app.query_one(QueueTable).get_cell("two", "waits for")) == ""
         for key in ("r", "p", "s", "c"):
             await pilot.press(key)
         await pilot.pause()

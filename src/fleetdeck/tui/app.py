@@ -39,7 +39,7 @@ from fleetdeck.tui.header import FleetHeader
 from fleetdeck.tui.help import HelpScreen
 from fleetdeck.tui.inflight import InFlightTable
 from fleetdeck.tui.load import LoadPane
-from fleetdeck.tui.palette import OperatorCommands
+from fleetdeck.tui.palette import PALETTE, OperatorCommands
 from fleetdeck.tui.queue import QueuePane, QueueTable
 from fleetdeck.tui.timeline import TimelineScreen
 from fleetdeck.tui.vtable import VirtualTable
@@ -359,21 +359,9 @@ class FleetApp(App[int]):
         )
 
     def get_system_commands(self, screen: Screen[object]) -> Iterable[SystemCommand]:
-        """Every action in the command palette (ctrl+p), by name."""
-        yield SystemCommand("Switch policy", "sequential <-> wave (s)", self.action_switch_policy)
-        yield SystemCommand("Cancel task", "cancel the selected task (c)", self.action_cancel)
-        yield SystemCommand("Retry task", "retry the selected task (r)", self.action_retry)
-        yield SystemCommand("Pause or resume", "hold back new launches (p)", self.action_pause)
-        yield SystemCommand(
-            "Task details", "attempts, log, inputs, output (enter)", self.action_details
-        )
-        yield SystemCommand("Timeline", "attempts per slot over time (t)", self.action_timeline)
-        yield SystemCommand(
-            "All tasks", "show or hide the tasks that are done (a)", self.action_all_tasks
-        )
-        yield SystemCommand("Filter queue", "by task, state or agent (/)", self.action_filter)
-        yield SystemCommand("Help", "keys and the load formula (?)", self.action_help)
-        yield SystemCommand("Quit", "stop cleanly and leave (q)", self.action_quit)
+        """Every action in the command palette (ctrl+p), by name (see fleetdeck.tui.palette)."""
+        for title, help_text, action in PALETTE:
+            yield SystemCommand(title, help_text, getattr(self, f"action_{action}"))
 
     # --- stopping -------------------------------------------------------------------
 

@@ -10,6 +10,21 @@ from __future__ import annotations
 
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 
+# The operator's commands: (title, what it does, the app's action); the key is said
+# in the description, so that the palette teaches the keys.
+PALETTE: tuple[tuple[str, str, str], ...] = (
+    ("Switch policy", "sequential <-> wave (s)", "switch_policy"),
+    ("Cancel task", "cancel the selected task (c)", "cancel"),
+    ("Retry task", "retry the selected task (r)", "retry"),
+    ("Pause or resume", "hold back new launches (p)", "pause"),
+    ("Task details", "attempts, log, inputs, output (enter)", "details"),
+    ("Timeline", "attempts per slot over time (t)", "timeline"),
+    ("All tasks", "show or hide the tasks that are done (a)", "all_tasks"),
+    ("Filter queue", "by task, state or agent (/)", "filter"),
+    ("Help", "keys and the load formula (?)", "help"),
+    ("Quit", "stop cleanly and leave (q)", "quit"),
+)
+
 # A match in the description ranks below a match of the same strength in the name.
 DESCRIPTION_WEIGHT = 0.5
 

@@ -166,6 +166,7 @@ class QueuePane(Vertical):
         table = self.table
         rows = table.rows
         rows.now = snapshot.now
+        rows.live = snapshot.finished_at is None
         self._not_done = snapshot.total - snapshot.done
         self._done = snapshot.done
         if refresh.full:

@@ -36,8 +36,9 @@ class _Row:
     waits_for: str
 
 
-def waits_for(task: TaskView, now: float) -> str:
-    """What keeps the task from moving on, in a few words (the state glyph says the rest)."""
+def waits_for(task: TaskView, now: float, *, live: bool = True) -> str:
+    """What keeps the task from moving on, in a few words (the state glyph says the rest);
+    `live`: the run goes on (once it has finished, nothing can be retried)."""
     state = task.state
     if state is TaskState.PENDING:
         return ", ".join(task.waiting_for)
@@ -52,7 +53,7 @@ def waits_for(task: TaskView, now: float) -> str:
         return f"retry in {max(0.0, task.retry_at - now):.0f}s"
     if state is TaskState.BLOCKED:
         return f"by {task.blocked_by}"
-    if state in (TaskState.FAILED, TaskState.CANCELLED):
+    if state in (TaskState.FAILED, TaskState.CANCELLED) and live:
         return "r retries"
     return ""
 
@@ -104,6 +105,7 @@ class QueueRows:
         self.show_done = False  # the done group is shown
         self.filter = ""
         self.now = 0.0
+        self.live = True  # the run goes on (see waits_for)
         self.widths = (0, 0)  # the task and "waits for" columns
 
     # --- what is shown ------------------------------------------------------------
@@ -261,7 +263,7 @@ class QueueRows:
 
     def _shown_of(self, task_id: str) -> _Row:
         task = self.views[task_id]
-        return _Row(task.state, task.attempts, waits_for(task, self.now))
+        return _Row(task.state, task.attempts, waits_for(task, self.now, live=self.live))
 
     def index_of(self, key: str) -> int | None:
         if key.startswith(_WAVE):

@@ -138,8 +138,8 @@ class TimelineScreen(Screen[None]):
         Binding("escape", "app.pop_screen", "Back"),
         Binding("t", "app.pop_screen", "Back"),
         # A bar for enter to open (see fleetdeck.tui.bars); before the scroll's arrows.
-        Binding("left", "pick(-1)", "Earlier", priority=True),
-        Binding("right", "pick(1)", "Later", priority=True),
+        Binding("left", "pick(-1)", "Earlier", show=False, priority=True),
+        Binding("right", "pick(1)", "Later", show=False, priority=True),
     ]
     DEFAULT_CSS = """
     TimelineScreen #gantt { padding: 0 1; }
