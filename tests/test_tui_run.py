@@ -6,6 +6,7 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+from textual.binding import Binding
 from textual.command import CommandPalette
 from textual.widgets import OptionList
 
@@ -246,3 +247,16 @@ async def test_yes_to_quit_after_the_run_ended_meanwhile_leaves(tmp_path: Path) 
     assert app.return_value == 0
     assert runs(tmp_path) == [("finished", 0)]
     journal.close()
+
+
+def test_help_and_readme_list_every_key_of_the_footer_and_ctrl_c() -> None:
+    from fleetdeck.tui.help import KEYS
+
+    display = {"slash": "/", "question_mark": "?"}
+    shown = {display.get(b.key, b.key) for b in FleetApp.BINDINGS if isinstance(b, Binding)}
+    helped = {key for key, _ in KEYS}
+    assert shown - {"escape", "j", "k"} <= helped  # esc, j, k: under their own names
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    for key in ("a", "ctrl+c", "enter", "t", "q"):
+        assert key in helped
+        assert f"| `{key}` |" in readme
