@@ -103,11 +103,11 @@ async def test_p_pauses_and_resumes_new_launches(tmp_path: Path) -> None:
 
 async def test_r_retries_the_selected_failed_task(tmp_path: Path) -> None:
     executor = ManualExecutor()
-    app, journal = make_app(
-        fleet(tmp_path, [{"id": "flaky", "agent": "coder"}]), tmp_path, executor=executor
-    )
+    # `busy` keeps the run going: once every task has ended, it is over.
+    tasks = [{"id": "flaky", "agent": "coder"}, {"id": "busy", "agent": "coder"}]
+    app, journal = make_app(fleet(tmp_path, tasks), tmp_path, executor=executor)
     async with app.run_test() as pilot:
-        await until(lambda: "flaky" in executor.current)
+        await until(lambda: "flaky" in executor.current and "busy" in executor.current)
         executor.finish("flaky", exit_code=1)
         await until(lambda: app.engine.task("flaky").state is TaskState.FAILED)
         await pilot.pause()

@@ -6,7 +6,9 @@ from dataclasses import replace
 
 from fleetdeck.model import TaskState
 from fleetdeck.snapshot import TaskView
-from fleetdeck.tui.queue import QueueRows
+from fleetdeck.tui.queue import STATE_WIDTH
+from fleetdeck.tui.queue_rows import QueueRows, waits_for
+from fleetdeck.tui.render import state_text
 
 
 def view(
@@ -82,3 +84,57 @@ def test_a_changed_view_comes_and_goes_in_its_place_under_the_filter() -> None:
     rows.put(replace(rows.views["Lint"], state=TaskState.RUNNING))  # stays: no change in rows
     assert keys(rows) == ["wave:0", "new-lint", "wave:1", "Lint"]
     assert rows.index_of("Lint") == 3
+
+
+def test_the_done_tasks_show_on_demand_in_a_group_after_every_wave() -> None:
+    rows = queue()
+    rows.show_done = True
+    rows.refilter("")
+    assert keys(rows) == [
+        "wave:0",
+        "schema",
+        "wave:1",
+        "Lint",
+        "docs",
+        "wave:2",
+        "lint-docs",
+        "wave:done",
+        "api",
+    ]
+    assert str(rows.row(rows.index_of("wave:done") or 0).cells[0]) == "done · 1"
+    assert rows.index_of("api") == 8
+    rows.refilter("succ")  # the filter looks at the done tasks too
+    assert keys(rows) == ["wave:done", "api"]
+
+
+def test_a_task_done_moves_to_the_done_group_in_config_order() -> None:
+    rows = queue()
+    rows.show_done = True
+    rows.refilter("")
+    moved = rows.put(replace(rows.views["schema"], state=TaskState.SUCCEEDED))
+    assert moved
+    assert keys(rows)[:2] == ["wave:1", "Lint"]  # wave 0 has nothing left
+    assert keys(rows)[-3:] == ["wave:done", "schema", "api"]  # schema comes first in the config
+    assert rows.index_of("schema") == len(rows) - 2
+    assert rows.index_of("wave:0") is None
+    # Retried (a dependency failed again...): back in its wave.
+    assert rows.put(replace(rows.views["schema"], state=TaskState.READY))
+    assert keys(rows)[:2] == ["wave:0", "schema"]
+    assert keys(rows)[-2:] == ["wave:done", "api"]
+    rows.show_done = False
+    rows.refilter("")
+    assert "wave:done" not in keys(rows) and "api" not in keys(rows)
+
+
+def test_a_running_task_waits_for_nothing() -> None:
+    running = view("schema", 0, TaskState.RUNNING)
+    assert waits_for(running, now=0.0) == ""
+    failed = replace(running, state=TaskState.FAILED)
+    assert waits_for(failed, now=0.0) == "r retries"
+    assert waits_for(failed, now=0.0, live=False) == ""  # the run has finished
+
+
+def test_states_read_as_whole_words_within_the_column() -> None:
+    for state in TaskState:
+        assert len(state_text(state, short=True)) <= STATE_WIDTH
+    assert str(state_text(TaskState.CANCELLED, short=True)) == "⊖ cancelled"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -25,6 +26,25 @@ _ESCAPES = re.compile(
 def clean(line: str) -> str:
     """`line` without terminal escape sequences or control characters."""
     return _ESCAPES.sub("", line)
+
+
+def overwritten(line: str, redact: Callable[[str], str] | None = None) -> str:
+    """`line` as a terminal leaves it: each carriage return sends the cursor back to
+    the start, and what follows writes over what was there (progress bars), instead
+    of every state of the line run together. Escape sequences are cleaned away.
+
+    `"10%\r20%\r100% done"` reads `100% done`; `"downloading\rok"` reads
+    `okwnloading`, as on screen; a trailing `\r` (CRLF line ends) changes nothing.
+    Each part is masked with `redact` before it is written over: what is left of a
+    secret partly written over is masked all the same.
+    """
+    if "\r" not in line:
+        return redact(clean(line)) if redact else clean(line)
+    shown = ""
+    for part in line.split("\r"):
+        part = redact(clean(part)) if redact else clean(part)
+        shown = part + shown[len(part) :]
+    return shown
 
 
 def last_line(path: str, *, window: int = 4096, redact: Redactor | None = None) -> str:
@@ -82,7 +102,8 @@ class LogFollower:
         self.skipped = 0  # bytes before the backlog, never shown
 
     def read(self) -> list[str]:
-        """New complete lines (cleaned); an unfinished last line waits for its end."""
+        """New complete lines (cleaned, and as a terminal shows them: see
+        `overwritten`); an unfinished last line waits for its end."""
         try:
             with open(self.path, "rb") as handle:
                 size = handle.seek(0, os.SEEK_END)
@@ -103,5 +124,5 @@ class LogFollower:
         if self._cut_first_line and lines:
             lines.pop(0)
             self._cut_first_line = False
-        shown = [clean(line.decode("utf-8", errors="replace").rstrip("\r")) for line in lines]
-        return [self._redact.text(line) for line in shown] if self._redact else shown
+        redact = self._redact.text if self._redact else None
+        return [overwritten(line.decode("utf-8", errors="replace"), redact) for line in lines]

@@ -118,11 +118,17 @@ class FleetSnapshot:
     total: int
     # True when the policy, not the slots, keeps ready tasks from starting.
     held_by_policy: bool = False
+    # Once the run has ended (the engine's run() returned): when, and its exit code.
+    finished_at: float | None = None
+    exit_code: int | None = None
 
     @property
     def elapsed(self) -> float:
-        """Seconds since the run started."""
-        return 0.0 if self.started_at is None else max(0.0, self.now - self.started_at)
+        """Seconds since the run started, up to its end once it has ended."""
+        if self.started_at is None:
+            return 0.0
+        end = self.now if self.finished_at is None else self.finished_at
+        return max(0.0, end - self.started_at)
 
 
 @dataclass(slots=True, frozen=True)

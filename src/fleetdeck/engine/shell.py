@@ -190,8 +190,10 @@ class Engine:
         self._stop_requested: asyncio.Event | None = None
         self.run_id: int | None = None
         self.started_at: float | None = None
-        # When the run ended (its clocks stop there), once it has.
+        # Once run() has ended: when (its clocks stop there), and the exit code
+        # the process will have.
         self.finished_at: float | None = None
+        self.exit_code: int | None = None
         self.grace = fleet.config.fleet.grace_period
         self._sample_interval = sample_interval
         # Masks the values of the fleet's secrets in events, errors and what views read.
@@ -247,6 +249,7 @@ class Engine:
             now=self._clock(),
             started_at=self.started_at,
             finished_at=self.finished_at,
+            exit_code=self.exit_code,
             stopping=self.core.stopping,
         )
 
@@ -655,6 +658,7 @@ class Engine:
             exit_code = EXIT_OK
         else:
             exit_code = EXIT_FAILED
+        self.exit_code = exit_code
         self.core.emit(
             EventKind.RUN_FINISHED,
             None,
@@ -667,7 +671,7 @@ class Engine:
             self._run_id,
             status="interrupted" if interrupted else "finished",
             exit_code=exit_code,
-            finished_at=self._clock(),
+            finished_at=self.finished_at,
         )
         return RunResult(
             run_id=self._run_id,

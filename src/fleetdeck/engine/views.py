@@ -55,6 +55,7 @@ class ViewBuilder:
         now: float,
         started_at: float | None,
         finished_at: float | None,
+        exit_code: int | None,
         stopping: bool,
     ) -> FleetSnapshot:
         """A consistent, immutable picture of the run (`finished_at`: the end of a
@@ -155,6 +156,8 @@ class ViewBuilder:
             done=done,
             total=len(core.tasks),
             held_by_policy=held,
+            finished_at=finished_at,
+            exit_code=exit_code,
         )
 
     def _oldest_wait(self, queue: deque[int], at: float) -> float | None:

@@ -2,8 +2,10 @@
 
 The app reads the engine through a `SnapshotFeed` (a snapshot, and the task views
 that changed) on a timer and sends the engine commands; it holds no scheduling
-logic. It owns the engine's run: quitting, the terminal
-going away (SIGHUP) or SIGTERM stop the work in flight cleanly before it exits.
+logic. It owns the engine's run, which ends by itself once every task has
+ended, as headless; the screen then stays for browsing until `q`. Quitting
+before that, the terminal going away (SIGHUP) or SIGTERM stop the work in
+flight cleanly before it exits.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from fleetdeck.tui.header import FleetHeader
 from fleetdeck.tui.help import HelpScreen
 from fleetdeck.tui.inflight import InFlightTable
 from fleetdeck.tui.load import LoadPane
+from fleetdeck.tui.palette import PALETTE, OperatorCommands
 from fleetdeck.tui.queue import QueuePane, QueueTable
 from fleetdeck.tui.timeline import TimelineScreen
 from fleetdeck.tui.vtable import VirtualTable
@@ -58,6 +61,8 @@ class FleetApp(App[int]):
     CSS_PATH = "app.tcss"
     TITLE = "fleetdeck"
     ENABLE_COMMAND_PALETTE = True
+    # Only the operator's commands: none of Textual's own (theme, screenshot...).
+    COMMANDS = {OperatorCommands}
     BINDINGS = [
         Binding("s", "switch_policy", "Policy"),
         Binding("c", "cancel", "Cancel"),
@@ -65,9 +70,12 @@ class FleetApp(App[int]):
         Binding("p", "pause", "Pause"),
         Binding("enter", "details", "Details"),
         Binding("t", "timeline", "Timeline"),
+        Binding("a", "all_tasks", "All"),
         Binding("slash", "filter", "Filter", key_display="/"),
         Binding("question_mark", "help", "Help", key_display="?"),
         Binding("q", "quit", "Quit"),
+        # As `q`, rather than Textual's "press ctrl+q" toast; even in the filter box.
+        Binding("ctrl+c", "quit", "Quit", show=False, priority=True),
         Binding("escape", "go_back", "Back", show=False),
         Binding("j", "cursor_down", "Down", show=False),
         Binding("k", "cursor_up", "Up", show=False),
@@ -88,8 +96,8 @@ class FleetApp(App[int]):
         self._engine_task: asyncio.Task[RunResult] | None = None
         self._dirty = True
         self._since_refresh = 0.0
-        self._settled_told = False
         self._quitting = False
+        self._asking_to_quit = False
         self.collector = IdleCollector()
 
     # --- layout -------------------------------------------------------------------
@@ -108,7 +116,8 @@ class FleetApp(App[int]):
 
     async def on_mount(self) -> None:
         self.engine.subscribe(self._on_event)
-        self._engine_task = asyncio.create_task(self.engine.run(until_settled=False))
+        # Until every task has ended (or a stop), exactly as headless.
+        self._engine_task = asyncio.create_task(self.engine.run())
         self._engine_task.add_done_callback(self._engine_finished)
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGHUP, signal.SIGTERM):
@@ -174,9 +183,6 @@ class FleetApp(App[int]):
         load = main.query_one(LoadPane)
         # size is the content area (inside border and padding).
         load.show(snapshot, width=load.size.width, lines=max(2, load.size.height))
-        if snapshot.done == snapshot.total and not self._settled_told and snapshot.started_at:
-            self._settled_told = True
-            self.notify("Every task is done. q quits.", timeout=6)
 
     # --- the selected task ----------------------------------------------------------
 
@@ -184,6 +190,9 @@ class FleetApp(App[int]):
         """The task the keys act on: the detail screen's, or the focused table's row."""
         if isinstance(self.screen, TaskDetailScreen):
             return self.screen.task_id
+        if isinstance(self.screen, TimelineScreen):
+            bar = self.screen.bars.selected  # the bar picked with the arrows
+            return None if bar is None else bar.task
         focused = self.focused
         if isinstance(focused, InFlightTable):
             return focused.selected_task
@@ -195,7 +204,24 @@ class FleetApp(App[int]):
             self.notify("Select a task first (arrows or j/k).", severity="warning", timeout=3)
         return task
 
+    @property
+    def finished(self) -> bool:
+        """Whether the engine's run has ended (the screen is left for browsing)."""
+        return self._engine_task is not None and self._engine_task.done()
+
+    def _finished_tell(self, why_not: str) -> bool:
+        """Whether the run has ended, saying so (`why_not`: what can no longer be done)."""
+        if self.finished:
+            self.notify(
+                f"The run has finished: {why_not}. q quits.",
+                severity="warning",
+                timeout=4,
+            )
+        return self.finished
+
     def _command(self, what: str, action: object) -> None:
+        if self._finished_tell(f"no {what} any more"):
+            return
         try:
             action()  # type: ignore[operator]
         except CommandError as exc:
@@ -205,11 +231,15 @@ class FleetApp(App[int]):
     # --- actions --------------------------------------------------------------------
 
     def action_switch_policy(self) -> None:
-        """s: sequential <-> wave, for the next launch decision."""
+        """s: the next policy in the registry, for the next launch decision."""
+        if self._finished_tell("nothing is launched any more"):
+            return
         self._command("policy", lambda: self.engine.set_policy(next_policy(self.engine.policy)))
 
     def action_cancel(self) -> None:
         """c: cancel the selected task, once confirmed."""
+        if self._finished_tell("nothing is left to cancel"):
+            return
         task = self._selected_or_tell()
         if task is None:
             return
@@ -229,12 +259,16 @@ class FleetApp(App[int]):
 
     def action_retry(self) -> None:
         """r: run a failed, cancelled or blocked-root task again."""
+        if self._finished_tell("no task can be retried"):
+            return
         task = self._selected_or_tell()
         if task is not None:
             self._command("retry", lambda: self.engine.retry(task))
 
     def action_pause(self) -> None:
         """p: hold back new launches, or let them go again."""
+        if self._finished_tell("nothing is launched any more"):
+            return
         if self.engine.paused:
             self.engine.resume()
         else:
@@ -259,6 +293,11 @@ class FleetApp(App[int]):
         """t: the Gantt of attempts per slot."""
         if not isinstance(self.screen, TimelineScreen):
             self.push_screen(TimelineScreen(self.engine))
+
+    def action_all_tasks(self) -> None:
+        """a: show the tasks that are done too (a group at the end), or hide them."""
+        pane = self.query_one(QueuePane)
+        pane.set_show_done(not pane.show_done)
 
     def action_filter(self) -> None:
         """/: type to filter the queue."""
@@ -297,16 +336,20 @@ class FleetApp(App[int]):
             self.focused.action_cursor_up()
 
     async def action_quit(self) -> None:
-        """q: stop cleanly and leave; asks first while work is in flight."""
+        """q (or ctrl+c): stop cleanly and leave; asks first while work is in flight."""
         in_flight = self.engine.in_flight
-        if in_flight == 0:
+        if in_flight == 0 or self.finished:
             await self._stop_and_exit()
             return
+        if self._asking_to_quit:
+            return  # a second ctrl+c while the question is up: one question
 
         async def answered(yes: bool | None) -> None:
+            self._asking_to_quit = False
             if yes:
                 await self._stop_and_exit()
 
+        self._asking_to_quit = True
         self.push_screen(
             ConfirmScreen(
                 f"Quit? [b]{in_flight}[/b] task(s) in flight will be stopped "
@@ -316,23 +359,18 @@ class FleetApp(App[int]):
         )
 
     def get_system_commands(self, screen: Screen[object]) -> Iterable[SystemCommand]:
-        """Every action in the command palette (ctrl+p), by name."""
-        yield SystemCommand("Switch policy", "sequential <-> wave (s)", self.action_switch_policy)
-        yield SystemCommand("Cancel task", "cancel the selected task (c)", self.action_cancel)
-        yield SystemCommand("Retry task", "retry the selected task (r)", self.action_retry)
-        yield SystemCommand("Pause or resume", "hold back new launches (p)", self.action_pause)
-        yield SystemCommand(
-            "Task details", "attempts, log, inputs, output (enter)", self.action_details
-        )
-        yield SystemCommand("Timeline", "attempts per slot over time (t)", self.action_timeline)
-        yield SystemCommand("Filter queue", "by task, state or agent (/)", self.action_filter)
-        yield SystemCommand("Help", "keys and the load formula (?)", self.action_help)
-        yield SystemCommand("Quit", "stop cleanly and leave (q)", self.action_quit)
-        yield from super().get_system_commands(screen)
+        """Every action in the command palette (ctrl+p), by name (see fleetdeck.tui.palette)."""
+        for title, help_text, action in PALETTE:
+            yield SystemCommand(title, help_text, getattr(self, f"action_{action}"))
 
     # --- stopping -------------------------------------------------------------------
 
     async def _stop_and_exit(self) -> None:
+        if self.finished:
+            # Nothing left to stop (it may have ended while the question was up):
+            # leave at once, with the run's exit code.
+            self.exit(self.result.exit_code if self.result is not None else 1)
+            return
         if self._quitting:
             return
         self._quitting = True
@@ -357,6 +395,13 @@ class FleetApp(App[int]):
         self.result = task.result()
         if self._quitting:
             self.exit(self.result.exit_code)
+            return
+        # Every task has ended: the run is journaled as finished; the screen stays.
+        self.refresh_view()
+        self.notify(
+            f"The run has finished (exit {self.result.exit_code}). Browse as you like; q quits.",
+            timeout=8,
+        )
 
     async def on_unmount(self) -> None:
         self.collector.stop()

@@ -12,7 +12,7 @@ from textual.widgets import DataTable, Footer, Log, Static
 
 from fleetdeck.engine import CommandError, Engine
 from fleetdeck.logtail import LogFollower
-from fleetdeck.model import Outcome
+from fleetdeck.model import Outcome, TaskState
 from fleetdeck.snapshot import AttemptRecord, TaskDetail
 from fleetdeck.text import format_seconds
 from fleetdeck.tui.lines import set_border_subtitle
@@ -184,6 +184,14 @@ class TaskDetailScreen(Screen[None]):
         output = (
             Text(detail.output.strip() or "(empty)")
             if detail.output is not None
-            else Text("not yet", style="dim")
+            else Text(no_output(detail.task.state), style="dim")
         )
         self.query_one("#output", Static).update(output)
+
+
+def no_output(state: TaskState) -> str:
+    """What the Output box says of a task without one: "not yet" only while it may
+    still come."""
+    if state.is_terminal:
+        return f"none ({state.value.replace('_', ' ')})"
+    return "not yet"

@@ -1,4 +1,4 @@
-"""The header line: fleet, policy, paused or not, progress, elapsed."""
+"""The header line: fleet, policy, running, paused or finished, progress, elapsed."""
 
 from __future__ import annotations
 
@@ -31,7 +31,11 @@ class FleetHeader(Static):
         line.append("  policy ", style="dim")
         line.append(snapshot.policy, style="bold yellow" if snapshot.policy == "wave" else "bold")
         line.append("  ")
-        if snapshot.stopping:
+        if snapshot.finished_at is not None:
+            # The run has ended; the screen stays for browsing, the clock stopped.
+            style = "bold green" if snapshot.exit_code == 0 else "bold red"
+            line.append(f"■ finished · exit {snapshot.exit_code}", style=style)
+        elif snapshot.stopping:
             line.append("■ stopping", style="bold red")
         elif snapshot.paused:
             line.append("⏸ paused", style="bold magenta")

@@ -16,14 +16,23 @@ KEYS: tuple[tuple[str, str], ...] = (
     ("c", "cancel the selected task (asks y/n); its process tree is stopped"),
     ("r", "retry the selected failed, cancelled or blocked-root task"),
     ("p", "pause / resume new launches (work in flight goes on)"),
-    ("enter", "details of the selected task: attempts, live log, inputs, output"),
-    ("t", "timeline: attempts per slot over time"),
+    ("enter", "details of the selected task (or timeline bar): attempts, live log, inputs, output"),
+    ("t", "timeline: attempts per slot over time; ← → pick a bar, enter opens its task"),
+    ("a", "all tasks: show / hide the tasks that are done, in a group at the end of the queue"),
     ("/", "filter the queue by task, state or agent"),
     ("?", "this help"),
-    ("q", "quit (asks y/n while work is in flight; stops it cleanly)"),
+    ("q", "quit (asks y/n while work is in flight; stops it cleanly); at once after the end"),
+    ("ctrl+c", "as q"),
     ("esc", "back, or clear the filter"),
     ("↑ ↓  j k", "move the selection; tab switches between queue and in flight"),
-    ("ctrl+p", "command palette: every action by name"),
+    ("ctrl+p", "command palette: every action, by name or by what it does"),
+)
+
+# Said under the keys: how a run ends in the TUI.
+RUN_END_HELP = (
+    "The run ends by itself once every task has ended, as with --no-tui: the header "
+    "then says finished and the exit code, the clock stops, and the screen stays for "
+    "browsing until q. Retry, cancel, pause and policy need a running run."
 )
 
 LOAD_HELP = """\
@@ -66,6 +75,7 @@ class HelpScreen(ModalScreen[None]):
         with VerticalScroll():
             yield Static(Text("Keys", style="bold underline"))
             yield Static(keys)
+            yield Static(Text("\n" + RUN_END_HELP, style="dim"))
             yield Static(Text("\nCognitive load", style="bold underline"))
             yield Static(Text(LOAD_HELP))
             yield Static(Text("\nesc closes this screen", style="dim"))

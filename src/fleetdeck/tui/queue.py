@@ -1,21 +1,17 @@
-"""The queue pane: every task not yet done, grouped by wave.
+"""The queue pane: every task not yet done, grouped by wave; on demand (`a`), the
+tasks that are done too, in a group of their own at the end.
 
 With 10,000 tasks nothing here may cost the fleet per refresh. The pane keeps
 the latest view of every task and takes in only the views that changed
-(`Refresh.changed`); `QueueRows` keeps the tasks shown in display order, where
-a task coming or going is a bisection; and the table draws only the rows on
-screen (`VirtualTable`). A refresh costs the changes plus the rows in view;
-a new filter costs one pass over the tasks.
+(`Refresh.changed`); `QueueRows` (see fleetdeck.tui.queue_rows) keeps the
+tasks shown in display order, where a task coming or going is a bisection; and
+the table draws only the rows on screen (`VirtualTable`). A refresh costs the
+changes plus the rows in view; a new filter costs one pass over the tasks.
 """
 
 from __future__ import annotations
 
-from bisect import bisect_left, bisect_right
-from collections import Counter
-from collections.abc import Hashable, Iterable
-from dataclasses import dataclass
-from itertools import accumulate
-from operator import itemgetter
+from collections.abc import Hashable
 from typing import Self
 
 from rich.text import Text
@@ -24,226 +20,15 @@ from textual.containers import Vertical
 from textual.geometry import Region
 from textual.widgets import Input, Static
 
-from fleetdeck.model import TaskState
-from fleetdeck.snapshot import TaskView
 from fleetdeck.tui.feed import Refresh
 from fleetdeck.tui.lines import set_border_title
-from fleetdeck.tui.render import cut, state_text
-from fleetdeck.tui.vtable import Row, VirtualTable
+from fleetdeck.tui.queue_rows import QueueRows, is_header
+from fleetdeck.tui.vtable import VirtualTable
 
-_WAVE = "wave:"
 COLUMNS = ("task", "state", "#", "waits for")
-STATE_WIDTH = 10  # "◐ ci queue"
+STATE_WIDTH = 11  # "⊖ cancelled"
 ATTEMPTS_WIDTH = 2
 TASK_WIDTH_MAX = 28
-
-
-@dataclass(slots=True, frozen=True)
-class _Row:
-    """What a task row shows; equal rows draw the same."""
-
-    state: TaskState
-    attempts: int
-    waits_for: str
-
-
-def waits_for(task: TaskView, now: float) -> str:
-    """What keeps the task from moving on, in a few words (the state glyph says the rest)."""
-    state = task.state
-    if state is TaskState.PENDING:
-        return ", ".join(task.waiting_for)
-    if state is TaskState.READY:
-        return f"slot of {task.agent}" + (" (retry)" if task.in_flight else "")
-    if state is TaskState.RUNNING:
-        return f"agent {task.agent}"
-    if state is TaskState.CI_QUEUED:
-        return f"runner {task.runner}"
-    if state is TaskState.CI_RUNNING:
-        return f"ci on {task.runner}"
-    if state is TaskState.RETRY_WAIT and task.retry_at is not None:
-        return f"retry in {max(0.0, task.retry_at - now):.0f}s"
-    if state is TaskState.BLOCKED:
-        return f"by {task.blocked_by}"
-    if state in (TaskState.FAILED, TaskState.CANCELLED):
-        return "r retries"
-    return ""
-
-
-def _searched(task: TaskView) -> str | None:
-    """What the filter searches in a task: its id, state and agent, lowercased (a NUL
-    never comes from the filter box, so no match spans two); None once it is done."""
-    if task.state is TaskState.SUCCEEDED:
-        return None
-    return f"{task.id.lower()}\0{task.state}\0{task.agent.lower()}"
-
-
-def _wave_header(wave: int, count: int) -> Text:
-    return Text(f"wave {wave} · {count}", style="bold dim")
-
-
-class QueueRows:
-    """The tasks the queue shows, in display order: per wave, a header row and then
-    its tasks in config order. A `RowSource` for the table.
-
-    Shown tasks are kept sorted by (wave, config order), so a task coming or going
-    is a bisection, and the row at an index is found by bisecting the header rows.
-    """
-
-    def __init__(self) -> None:
-        self.views: dict[str, TaskView] = {}  # every task's latest view
-        self._order: dict[str, int] = {}  # config order
-        self._all: list[tuple[int, int, str]] = []  # (wave, order, id) of every task, sorted
-        # In step with _all: what the filter searches in each task (None: done,
-        # never shown), lowercased once per view rather than per keystroke.
-        self._searched: list[str | None] = []
-        self._shown: list[tuple[int, int, str]] = []  # the entries of the tasks shown
-        self._count: Counter[int] = Counter()  # shown tasks per wave
-        self._waves: list[int] = []  # waves with shown tasks, ascending
-        self._headers: list[int] | None = None  # each wave header's index (lazily)
-        self.filter = ""
-        self.now = 0.0
-        self.widths = (0, 0)  # the task and "waits for" columns
-
-    # --- what is shown ------------------------------------------------------------
-
-    def shows(self, task_id: str) -> bool:
-        """Not done, and matching the filter (in its id, state or agent)."""
-        searched = self._searched[self._place(task_id)]
-        return searched is not None and self.filter in searched
-
-    @property
-    def task_count(self) -> int:
-        """How many tasks are shown (header rows not counted)."""
-        return len(self._shown)
-
-    def load(self, tasks: Iterable[TaskView]) -> None:
-        """Every task's view, in config order (then `refilter()` decides what shows)."""
-        self.views = {task.id: task for task in tasks}
-        self._order = {task_id: number for number, task_id in enumerate(self.views)}
-        self._all = sorted(self._entry(task_id) for task_id in self.views)
-        self._searched = [_searched(self.views[task_id]) for _, _, task_id in self._all]
-
-    def _entry(self, task_id: str) -> tuple[int, int, str]:
-        """The task's place in display order (its wave never changes)."""
-        return (self.views[task_id].wave, self._order[task_id], task_id)
-
-    def _place(self, task_id: str) -> int:
-        """The task's index in _all (and _searched)."""
-        return bisect_left(self._all, self._entry(task_id))
-
-    def put(self, task: TaskView) -> bool:
-        """Take in a task's new view; whether its row came or went."""
-        if task.id not in self.views:  # never seen: given its place, not shown yet
-            self._order[task.id] = len(self._order)
-            self.views[task.id] = task
-            at = self._place(task.id)
-            self._all.insert(at, self._entry(task.id))
-            self._searched.insert(at, None)
-        was = self.shows(task.id)
-        self.views[task.id] = task
-        self._searched[self._place(task.id)] = _searched(task)
-        now = self.shows(task.id)
-        if was and not now:
-            self._remove(self._entry(task.id))
-        elif now and not was:
-            self._add(self._entry(task.id))
-        return was != now
-
-    def refilter(self, text: str) -> None:
-        """Show the tasks matching `text`: one pass over every task, in display order
-        (what `shows()` says of each, written out: this runs on every keystroke)."""
-        self.filter = text
-        self._shown = [
-            entry
-            for entry, searched in zip(self._all, self._searched, strict=True)
-            if searched is not None and text in searched
-        ]
-        self._count = Counter(map(itemgetter(0), self._shown))  # entries start with the wave
-        self._waves = sorted(self._count)
-        self._headers = None
-
-    def _add(self, entry: tuple[int, int, str]) -> None:
-        wave = entry[0]
-        self._shown.insert(bisect_left(self._shown, entry), entry)
-        if wave not in self._count:
-            self._count[wave] = 0
-            self._waves.insert(bisect_left(self._waves, wave), wave)
-        self._count[wave] += 1
-        self._headers = None
-
-    def _remove(self, entry: tuple[int, int, str]) -> None:
-        wave = entry[0]
-        index = bisect_left(self._shown, entry)
-        if index < len(self._shown) and self._shown[index] == entry:
-            del self._shown[index]
-            self._count[wave] -= 1
-            if not self._count[wave]:
-                del self._count[wave]
-                del self._waves[bisect_left(self._waves, wave)]
-            self._headers = None
-
-    def _header_rows(self) -> list[int]:
-        if self._headers is None:
-            before = accumulate((self._count[wave] for wave in self._waves), initial=0)
-            self._headers = [tasks + number for number, tasks in enumerate(before)][
-                : len(self._waves)
-            ]
-        return self._headers
-
-    # --- RowSource ----------------------------------------------------------------
-
-    def __len__(self) -> int:
-        return len(self._shown) + len(self._waves)
-
-    def key(self, index: int) -> str:
-        """The key of the row at `index`: a task id, or `wave:N` for a header."""
-        headers = self._header_rows()
-        number = bisect_right(headers, index) - 1
-        if headers[number] == index:
-            return f"{_WAVE}{self._waves[number]}"
-        return self._shown[index - number - 1][2]
-
-    def row(self, index: int) -> Row:
-        key = self.key(index)
-        if key.startswith(_WAVE):
-            wave = int(key[len(_WAVE) :])
-            count = self._count[wave]
-            return Row(key, (_wave_header(wave, count), "", "", ""), (key, count))
-        shown = self._shown_of(key)
-        task_width, waits_width = self.widths
-        cells = (
-            cut(key, task_width),
-            state_text(shown.state, short=True),
-            str(shown.attempts) if shown.attempts else "",
-            cut(shown.waits_for, waits_width, style="dim"),
-        )
-        return Row(key, cells, (key, shown, self.widths))
-
-    def signature(self, index: int) -> Hashable:
-        key = self.key(index)
-        if key.startswith(_WAVE):
-            return (key, self._count[int(key[len(_WAVE) :])])
-        return (key, self._shown_of(key), self.widths)
-
-    def _shown_of(self, task_id: str) -> _Row:
-        task = self.views[task_id]
-        return _Row(task.state, task.attempts, waits_for(task, self.now))
-
-    def index_of(self, key: str) -> int | None:
-        if key.startswith(_WAVE):
-            wave = int(key[len(_WAVE) :])
-            number = bisect_left(self._waves, wave)
-            if number < len(self._waves) and self._waves[number] == wave:
-                return self._header_rows()[number]
-            return None
-        task = self.views.get(key)
-        if task is None:
-            return None
-        entry = (task.wave, self._order[key], key)
-        at = bisect_left(self._shown, entry)
-        if at == len(self._shown) or self._shown[at] != entry:
-            return None
-        return at + bisect_right(self._waves, task.wave)
 
 
 class QueueTable(VirtualTable):
@@ -263,13 +48,13 @@ class QueueTable(VirtualTable):
 
     def selectable(self, index: int) -> bool:
         """Tasks, not wave headers."""
-        return not self.rows.key(index).startswith(_WAVE)
+        return not is_header(self.rows.key(index))
 
     @property
     def selected_task(self) -> str | None:
         """The task under the cursor, or None (no rows, or on a wave header)."""
         key = self.cursor_key
-        return None if key is None or key.startswith(_WAVE) else key
+        return None if key is None or is_header(key) else key
 
     def row_keys(self) -> list[str]:
         """Every row's key, top to bottom (for tests: costs the whole queue)."""
@@ -307,7 +92,8 @@ class FilterInput(Input):
 
 
 class QueuePane(Vertical):
-    """Title, filter box and table of every task not yet succeeded."""
+    """Title, filter box and table of every task not yet succeeded (and, on demand,
+    of those that have)."""
 
     DEFAULT_CSS = """
     QueuePane #queue-filter { display: none; height: 3; }
@@ -320,6 +106,7 @@ class QueuePane(Vertical):
         self.border_title = "Queue"
         self._filter = ""
         self._not_done = 0
+        self._done = 0
         self._on_screen: list[Hashable] = []  # the signatures of the rows last drawn
         self._empty: str | None = ""  # the message under the table (None: hidden)
 
@@ -346,6 +133,19 @@ class QueuePane(Vertical):
         """The current filter ('' for none)."""
         return self._filter
 
+    @property
+    def show_done(self) -> bool:
+        """Whether the tasks that are done are shown (a group after the waves)."""
+        return self.table.rows.show_done
+
+    def set_show_done(self, shown: bool) -> None:
+        """Show the tasks that are done too, or hide them again: one pass over the tasks."""
+        rows = self.table.rows
+        if shown != rows.show_done:
+            rows.show_done = shown
+            self._refilter()
+            self._draw()
+
     def set_filter(self, text: str) -> None:
         """Show only tasks whose id, state or agent contains `text`, at once (the
         filter box's text, as it changes).
@@ -366,7 +166,9 @@ class QueuePane(Vertical):
         table = self.table
         rows = table.rows
         rows.now = snapshot.now
+        rows.live = snapshot.finished_at is None
         self._not_done = snapshot.total - snapshot.done
+        self._done = snapshot.done
         if refresh.full:
             rows.load(refresh.changed)
             self._refilter()
@@ -409,6 +211,8 @@ class QueuePane(Vertical):
             self._on_screen = on_screen
             table.refresh()
         title = f"Queue · {self._not_done} not done"
+        if rows.show_done:
+            title += f" · {self._done} done"
         if self._filter:
             title += f" · {rows.task_count} match '{self._filter}'"
         self._title_row_only = True
@@ -421,7 +225,7 @@ class QueuePane(Vertical):
             if rows.task_count
             else "No task matches the filter."
             if self._filter
-            else "Every task is done."
+            else "Every task is done (a shows them)."
         )
 
     def refresh(

@@ -53,12 +53,12 @@ SHORT_NAMES: dict[TaskState, str] = {
     TaskState.SUCCEEDED: "done",
     TaskState.FAILED: "failed",
     TaskState.BLOCKED: "blocked",
-    TaskState.CANCELLED: "cancel",
+    TaskState.CANCELLED: "cancelled",
 }
 
 
 def state_text(state: TaskState, *, short: bool = False) -> Text:
-    """`▶ running`, coloured; `short` keeps it to 10 cells (`◐ ci queue`)."""
+    """`▶ running`, coloured; `short` keeps it to 11 cells (`⊖ cancelled`)."""
     name = SHORT_NAMES[state] if short else state.value.replace("_", " ")
     return Text(f"{STATE_GLYPHS[state]} {name}", style=STATE_STYLES[state])
 

@@ -19,6 +19,8 @@ from textual.widgets import Footer, Static
 from fleetdeck.engine import Engine
 from fleetdeck.model import Outcome, Stage
 from fleetdeck.snapshot import AttemptRecord, Lane, Timeline
+from fleetdeck.tui.bars import BarPicker
+from fleetdeck.tui.lines import set_border_subtitle
 from fleetdeck.tui.render import clock
 
 REFRESH_SECONDS = 1.0
@@ -132,7 +134,13 @@ def _queue_row(timeline: Timeline, runner: str, scale: _Scale) -> Text:
 class TimelineScreen(Screen[None]):
     """Attempts per slot over time, redrawn every second."""
 
-    BINDINGS = [Binding("escape", "app.pop_screen", "Back"), Binding("t", "app.pop_screen", "Back")]
+    BINDINGS = [
+        Binding("escape", "app.pop_screen", "Back"),
+        Binding("t", "app.pop_screen", "Back"),
+        # A bar for enter to open (see fleetdeck.tui.bars); before the scroll's arrows.
+        Binding("left", "pick(-1)", "Earlier", show=False, priority=True),
+        Binding("right", "pick(1)", "Later", show=False, priority=True),
+    ]
     DEFAULT_CSS = """
     TimelineScreen #gantt { padding: 0 1; }
     TimelineScreen VerticalScroll { border: round $primary; }
@@ -141,6 +149,7 @@ class TimelineScreen(Screen[None]):
     def __init__(self, engine: Engine) -> None:
         super().__init__()
         self.engine = engine
+        self.bars = BarPicker()
 
     def compose(self) -> ComposeResult:
         with VerticalScroll():
@@ -158,4 +167,12 @@ class TimelineScreen(Screen[None]):
     def redraw(self) -> None:
         """Draw the Gantt for the current width."""
         width = max(30, self.size.width - 4)
-        self.query_one("#gantt", Static).update(render_timeline(self.engine.timeline(), width))
+        timeline = self.engine.timeline()
+        self.bars.update(timeline)
+        set_border_subtitle(self.query_one(VerticalScroll), self.bars.caption())
+        self.query_one("#gantt", Static).update(render_timeline(timeline, width))
+
+    def action_pick(self, step: int) -> None:
+        """←/→: the bar that started before or after the selected one."""
+        self.bars.move(step)
+        set_border_subtitle(self.query_one(VerticalScroll), self.bars.caption())
