@@ -350,7 +350,9 @@ class Core:
         """Set the attempt's timeout timer (what is left of it after a restart)."""
         if running.stop_reason is not None or running.timeout is None or running.timer:
             return
-        elapsed = self.clock.now() - (running.attempt.started_at or self.clock.now())
+        # `is None`, not `or`: a virtual clock starts at 0.0, a launch time like any other.
+        started_at = running.attempt.started_at
+        elapsed = 0.0 if started_at is None else self.clock.now() - started_at
         running.timer = self.clock.call_later(
             max(0.0, running.timeout - elapsed), self.stop_attempt, running, Outcome.TIMEOUT
         )
@@ -483,7 +485,8 @@ class Core:
         if task.state is TaskState.SUCCEEDED:
             # Counted once only: a second count would leave the run waiting forever.
             return
-        duration = at - (task.first_started_at or at)
+        first = task.first_started_at
+        duration = 0.0 if first is None else at - first  # 0.0 is a time (virtual clocks)
         task.state = TaskState.SUCCEEDED
         task.finished_at = at
         self.leave_flight(task)
