@@ -7,6 +7,7 @@ shell, and each test says when attempts start and end and when time passes.
 from __future__ import annotations
 
 from core_support import CoreSim, fleet_toml
+from fleetdeck.engine import commands
 
 
 def chain(*ids: str, **fields: object) -> list[dict[str, object]]:
@@ -32,3 +33,36 @@ def test_times_count_from_a_launch_at_virtual_time_zero() -> None:
     assert sim.fx.stopped == []
     sim.advance(0.02)
     assert [running.attempt.task for running, _ in sim.fx.stopped] == ["a"]
+
+
+def test_cancelling_a_blocked_task_moves_none_of_its_dependents_into_attention() -> None:
+    """b's dependent c was blocked through b: once b is cancelled, c is blocked by
+    a cancel, which needs no attention; d, blocked by a failure of its own, still does."""
+    sim = CoreSim(
+        fleet_toml(
+            [
+                *chain("a", "b", "c"),
+                {"id": "x"},
+                {"id": "d", "depends_on": ["b", "x"]},
+            ]
+        )
+    )
+    sim.start()
+    sim.end("x", exit_code=1)
+    sim.end("a", exit_code=1)
+    assert sim.states() == {
+        "a": "failed",
+        "b": "blocked",
+        "c": "blocked",
+        "x": "failed",
+        "d": "blocked",
+    }
+    attention = {
+        task.id for node, task in enumerate(sim.core.tasks) if sim.core.needs_attention(node)
+    }
+    assert attention == {"a", "b", "x", "d"}
+    commands.cancel(sim.core, "b")
+    attention = {
+        task.id for node, task in enumerate(sim.core.tasks) if sim.core.needs_attention(node)
+    }
+    assert attention == {"a", "x", "d"}
