@@ -72,6 +72,14 @@ def fleet_toml(
     return "\n".join(lines) + "\n"
 
 
+def chain(*ids: str, **fields: object) -> list[dict[str, Any]]:
+    """Tasks each depending on the one before."""
+    return [
+        {"id": task, **({"depends_on": [ids[i - 1]]} if i else {}), **fields}
+        for i, task in enumerate(ids)
+    ]
+
+
 def _toml(value: Any) -> str:
     if isinstance(value, str):
         return f'"{value}"'
