@@ -120,7 +120,7 @@ def test_priority_then_critical_path_then_config_order() -> None:
     assert sim.core.settled
 
 
-# --- stages, retries, timeouts -------------------------------------------------------------------------
+# --- stages, retries, timeouts ------------------------------------------------------
 
 
 def test_agent_then_ci_then_succeeded_with_the_events_in_order() -> None:
