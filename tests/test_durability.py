@@ -1,6 +1,7 @@
-"""Crash the supervisor with SIGKILL again and again: the fleet still ends right.
+"""Durability: the journal holds every launch before its process starts, and a
+supervisor killed again and again still ends the fleet right.
 
-A seeded 40-task DAG of short sleeps runs through the real CLI. The supervisor is
+The crash test: a seeded 40-task DAG of short sleeps runs through the real CLI. The supervisor is
 killed at seeded random moments and started again each time, until the run ends.
 Every task's command writes `start ID` and `end ID` (its attempt id) to a marker
 file of its own, so the test sees what really ran, whatever the journal says.
@@ -19,6 +20,11 @@ import psutil
 import pytest
 
 from conftest import PYTHON
+from fleetdeck.config import Fleet, build_fleet
+from fleetdeck.engine import Engine
+from fleetdeck.executors.base import AttemptProcess, Executor, LaunchRequest
+from fleetdeck.journal import DB_NAME, Journal, JournalError
+from fleetdeck.model import Attempt, Stage
 
 TASKS = 40
 KILLS = 8
@@ -130,3 +136,168 @@ def test_sigkilled_supervisors_resume_to_a_complete_run(tmp_path: Path) -> None:
         " SUM(json_extract(data, '$.lost')) FROM events WHERE event = 'run_resumed'"
     ).fetchone()
     print(f"{kills} kills: reattached, recovered, lost = {tally}")
+
+
+# --- no process before its launch is durable ------------------------------------------
+#
+# The invariant: an attempt's process starts only once its own attempt row, and the
+# success of each of its dependencies, are committed to the journal. The executor
+# below looks, at each start, through a connection of its own (read only, as a
+# second process would) into the journal's database file.
+
+
+class _Ended(AttemptProcess):
+    """An attempt whose process ends at once, successfully."""
+
+    async def wait(self) -> int:
+        return 0
+
+    async def stop(self, grace: float) -> None:
+        return None
+
+
+class WitnessExecutor(Executor):
+    """Starts nothing; at each start, checks what the journal holds on disk."""
+
+    host = "local"
+
+    def __init__(self, db_path: Path, deps: dict[str, tuple[str, ...]]) -> None:
+        self.db_path = db_path
+        self.deps = deps
+        self.started: list[tuple[str, str]] = []
+        self.violations: list[str] = []
+        # At the last agent start: the tasks started before it, and those of them
+        # whose end the journal did not hold yet.
+        self.earlier: set[str] = set()
+        self.unended: set[str] = set()
+
+    async def start(self, request: LaunchRequest) -> AttemptProcess:
+        db = sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True)
+        try:
+            row = db.execute(
+                "SELECT task, stage FROM attempts WHERE attempt_id = ?", (request.attempt_id,)
+            ).fetchone()
+            ended = {
+                task
+                for (task,) in db.execute(
+                    "SELECT task FROM events WHERE event IN ('task_succeeded', 'task_failed')"
+                )
+            }
+            succeeded = {
+                task
+                for (task,) in db.execute("SELECT task FROM events WHERE event = 'task_succeeded'")
+            }
+        finally:
+            db.close()
+        launch = f"{request.task} ({request.stage}, attempt {request.attempt_id})"
+        if row != (request.task, str(request.stage)):
+            self.violations.append(f"{launch} started before its attempt row was committed")
+        for dep in self.deps[request.task]:
+            if dep not in succeeded:
+                self.violations.append(f"{launch} started before {dep}'s success was committed")
+        if request.stage is Stage.AGENT:
+            # What started before it has ended, durably, under sequential (and
+            # for dependencies under any policy: checked above).
+            self.earlier = {task for task, _ in self.started} - {request.task}
+            self.unended = self.earlier - ended
+        self.started.append((request.task, str(request.stage)))
+        return _Ended()
+
+
+class FailingOnceJournal(Journal):
+    """A journal whose first commit holding `target`'s launch fails (a full disk):
+    its rows stay buffered, and the next commit writes them."""
+
+    def __init__(self, state_dir: Path, target: tuple[str, str]) -> None:
+        super().__init__(state_dir)
+        self.target = target
+        self.failed = False
+        self._launches: set[tuple[str, str]] = set()
+
+    def record_attempt(self, run_id: int, attempt: Attempt) -> None:
+        if attempt.pid is None and attempt.finished_at is None:
+            self._launches.add((attempt.task, str(attempt.stage)))
+        super().record_attempt(run_id, attempt)
+
+    def commit(self) -> None:
+        if not self.failed and self.target in self._launches:
+            self.failed = True
+            raise JournalError("cannot write the journal: disk full (test)")
+        super().commit()
+        self._launches.clear()
+
+
+def witness_fleet(tmp_path: Path, policy: str = "wave") -> Fleet:
+    """a (with CI) -> b -> c; d after a and c; e on its own."""
+    return build_fleet(
+        {
+            "fleet": {"name": "witness", "state_dir": "state", "policy": policy},
+            "agents": {"coder": {"command": ["true"], "slots": 3}},
+            "runners": {"ci": {"command": ["true"], "slots": 1}},
+            "tasks": [
+                {"id": "a", "agent": "coder", "ci": "ci"},
+                {"id": "b", "agent": "coder", "depends_on": ["a"]},
+                {"id": "c", "agent": "coder", "depends_on": ["b"]},
+                {"id": "d", "agent": "coder", "depends_on": ["a", "c"]},
+                {"id": "e", "agent": "coder"},
+            ],
+        },
+        source="witness.toml",
+        base_dir=tmp_path,
+    )
+
+
+def witness_for(fleet: Fleet, journal: Journal) -> WitnessExecutor:
+    deps = {task.id: task.depends_on for task in fleet.tasks}
+    return WitnessExecutor(journal.state_dir / DB_NAME, deps)
+
+
+@pytest.mark.parametrize("policy", ["wave", "sequential"])
+async def test_no_attempt_starts_before_its_launch_is_committed(
+    tmp_path: Path, policy: str
+) -> None:
+    fleet = witness_fleet(tmp_path, policy)
+    journal = Journal(tmp_path / "state")
+    witness = witness_for(fleet, journal)
+    engine = Engine(fleet, journal=journal, executors={"local": witness}, sample_interval=None)
+    try:
+        result = await engine.run()
+    finally:
+        journal.close()
+    assert result.exit_code == 0
+    assert sorted(witness.started) == sorted(
+        [
+            ("a", "agent"),
+            ("a", "ci"),
+            ("b", "agent"),
+            ("c", "agent"),
+            ("d", "agent"),
+            ("e", "agent"),
+        ]
+    )
+    assert witness.violations == []
+    if policy == "sequential":
+        # The last task's start saw every earlier task's end committed.
+        assert witness.earlier == {"a", "b", "c", "d"} and witness.unended == set()
+
+
+@pytest.mark.parametrize("target", [("a", "agent"), ("a", "ci"), ("b", "agent"), ("d", "agent")])
+async def test_no_attempt_starts_on_a_launch_whose_commit_failed(
+    tmp_path: Path, target: tuple[str, str]
+) -> None:
+    """The commit holding the launch of `target` (and, for b and d, the success of
+    their last dependency, decided in the same turn) fails: the run stops, and no
+    process may start on rows the journal does not hold."""
+    fleet = witness_fleet(tmp_path)
+    journal = FailingOnceJournal(tmp_path / "state", target)
+    witness = witness_for(fleet, journal)
+    engine = Engine(fleet, journal=journal, executors={"local": witness}, sample_interval=None)
+    try:
+        result = await engine.run()
+    finally:
+        journal.close()
+    assert journal.failed, f"no commit held the launch of {target}"
+    assert engine.journal_error is not None
+    # The run stopped on the error (d is the last task: it may end before the stop).
+    assert result.interrupted or target == ("d", "agent")
+    assert witness.violations == []

@@ -51,6 +51,15 @@ def cancel(core: Core, task_id: str) -> None:
     if task.state is TaskState.BLOCKED:
         task.state = TaskState.CANCELLED
         task.attention_since = None
+        # Its blocked dependents now have a cancelled dependency: like any task
+        # blocked by a cancel, they need no attention (unless a failure blocks them too).
+        for child in core.dag.dependents[node]:
+            blocked = core.tasks[child]
+            if blocked.state is TaskState.BLOCKED and not any(
+                core.tasks[dep].state is TaskState.FAILED for dep in core.dag.deps[child]
+            ):
+                blocked.attention_since = None
+        core.touch(node, dependents=True)
         core.emit(
             EventKind.TASK_CANCELLED,
             task.id,

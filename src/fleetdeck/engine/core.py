@@ -193,6 +193,11 @@ class Core:
             )
         return False
 
+    def needs_attention_as_blocked(self, node: int) -> bool:
+        """True when a blocked task is blocked directly by a failure (a blocked
+        root the operator must decide on), not only by their own cancels."""
+        return any(self.tasks[dep].state is TaskState.FAILED for dep in self.dag.deps[node])
+
     # --- the start -----------------------------------------------------------------
 
     def start(self, *, emit_started: bool = True) -> None:
@@ -349,7 +354,9 @@ class Core:
         """Set the attempt's timeout timer (what is left of it after a restart)."""
         if running.stop_reason is not None or running.timeout is None or running.timer:
             return
-        elapsed = self.clock.now() - (running.attempt.started_at or self.clock.now())
+        # `is None`, not `or`: a virtual clock starts at 0.0, a launch time like any other.
+        started_at = running.attempt.started_at
+        elapsed = 0.0 if started_at is None else self.clock.now() - started_at
         running.timer = self.clock.call_later(
             max(0.0, running.timeout - elapsed), self.stop_attempt, running, Outcome.TIMEOUT
         )

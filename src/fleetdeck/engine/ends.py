@@ -26,7 +26,8 @@ def succeed(core: Core, node: int, at: float) -> None:
     if task.state is TaskState.SUCCEEDED:
         # Counted once only: a second count would leave the run waiting forever.
         return
-    duration = at - (task.first_started_at or at)
+    first = task.first_started_at
+    duration = 0.0 if first is None else at - first  # 0.0 is a time (virtual clocks)
     task.state = TaskState.SUCCEEDED
     task.finished_at = at
     core.leave_flight(task)
@@ -98,6 +99,8 @@ def requeue(core: Core, node: int) -> None:
         # A cancelled blocked task, retried while what blocked it still fails.
         task.state = TaskState.BLOCKED
         task.blocked_by = blocker
+        if core.needs_attention_as_blocked(node):
+            task.attention_since = core.clock.now()
         core.emit(EventKind.TASK_BLOCKED, task.id, blocked_by=blocker)
         return
     core.unfinished += 1

@@ -90,7 +90,7 @@ class ViewBuilder:
                 worker=r.attempt.worker,
                 host=r.attempt.host,
                 pid=r.attempt.pid,
-                started_at=r.attempt.started_at or at,
+                started_at=at if r.attempt.started_at is None else r.attempt.started_at,
                 log_path=r.attempt.log_path,
                 stopping=r.stop_reason is not None,
                 redactor=self.redactor,
