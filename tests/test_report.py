@@ -63,9 +63,17 @@ def test_report_repeats_the_end_of_run_summary_and_changes_nothing(tmp_path: Pat
         f"run 1 (of 1) in {state}: fleet 'cli-test' ({config}), policy wave"
     )
     assert "finished after" in head and "exit code 1" in head
-    # The same rebuilt figures, printed by the same code, as the run printed at its end.
-    assert rest == summary(done.stdout)
+    # The same rebuilt figures, printed by the same code, as the run printed at its end;
+    # then the attempts that did not succeed.
+    table_and_report, attempts = rest.split("\n\n2 attempts that did not succeed:\n")
+    assert table_and_report + "\n" == summary(done.stdout)
     assert "flaky  failed" in rest and "docs   blocked" in rest
+    assert attempts.splitlines()[1].split() == ["flaky", "1", "agent", "failed"] + [
+        attempts.splitlines()[1].split()[4],
+        "local",
+        "exit",
+        "3",
+    ]
     # Read only: no -wal or -shm appears, nothing grows.
     assert listing(state) == before
 
@@ -153,7 +161,8 @@ def test_a_stopped_run_says_so_and_a_live_one_is_read_beside_its_supervisor(
     stopped = fleetdeck("report", str(state), "--json")
     data = json.loads(stopped.stdout)
     assert data["status"] == "interrupted" and data["exit_code"] == 130
-    assert "stopped before every task ended" in data["reason"]
+    # Not "Ctrl-C": the journal does not say how (q in the TUI, a signal), only who.
+    assert data["reason"] == "stopped by the operator before every task ended"
     assert {t["task"] for t in data["unfinished"]} == {"tree", "later"}
 
 
@@ -176,7 +185,7 @@ def test_errors_are_one_line_naming_the_path(
     assert report_error([str(missing)], capsys) == f"fleetdeck: {missing}: no such directory"
     a_file = tmp_path / "fleet.toml"
     a_file.write_text("")
-    assert report_error([str(a_file)], capsys) == f"fleetdeck: {a_file}: not a directory"
+    assert report_error([str(a_file)], capsys) == f"fleetdeck: {a_file}: not a state directory"
     assert report_error([str(tmp_path)], capsys) == (
         f"fleetdeck: {tmp_path}: not a fleetdeck state directory (no journal.sqlite3)"
     )
