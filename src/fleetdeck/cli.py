@@ -120,6 +120,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(exc.render(), file=sys.stderr)
             return EXIT_USAGE
     if args.command == "validate":
+        from fleetdeck.checks import config_warnings
+        from fleetdeck.config import printable
+
+        for warning in config_warnings(fleet):
+            print(printable(f"{fleet.source}: {warning}"), file=sys.stderr)
         print(describe(fleet))
         return 0
     return run_command(fleet, args)
