@@ -656,7 +656,8 @@ def test_valid_file_passes_with_its_shape(
     path = write(tmp_path, VALID)
     assert main(["validate", str(path)]) == 0
     out, err = capsys.readouterr()
-    assert err == ""
+    # Only warnings: its tasks have no prompt (and pytest may not be on PATH here).
+    assert all(": warning: " in line for line in err.splitlines()), err
     assert out.strip() == (
         f"{path}: ok: fleet 'demo', 4 tasks in 3 waves (longest chain 3), "
         "1 agent, 1 runner, policy wave"
@@ -679,7 +680,7 @@ def test_design_doc_example_is_valid(tmp_path: Path, capsys: pytest.CaptureFixtu
     path = write(tmp_path, DESIGN_EXAMPLE)
     assert main(["validate", str(path)]) == 0
     out, err = capsys.readouterr()
-    assert err == ""
+    assert all(": warning: " in line for line in err.splitlines()), err
     assert "ok: fleet 'demo', 1 task in 1 wave" in out
     fleet = load_fleet(path)
     (spec,) = fleet.tasks
@@ -783,7 +784,7 @@ def test_pydantic_plugins_stay_out_of_the_config(tmp_path: Path) -> None:
     (site / "observer_plugin.py").write_text(
         f"open({str(marker)!r}, 'w').close()\nraise ImportError('a broken plugin')\n"
     )
-    path = write(tmp_path, AGENT + ONE_TASK)
+    path = write(tmp_path, AGENT + task("a", prompt="p"))
     code = (
         "import os, sys\n"
         "from fleetdeck.cli import main\n"

@@ -7,6 +7,7 @@ import os
 import random
 import signal
 import sqlite3
+import time
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ import pytest
 from conftest import alive, read_pids, wait_dead
 from fleetdeck.cli import main
 from fleetdeck.journal import Journal
+from fleetdeck.report import load_run
 from test_cli_run import TWO_TASKS, _start_tree_fleet, fleetdeck, write_config
 
 FAILING = """
@@ -25,7 +27,7 @@ ci = "ci"
 
 [[tasks]]
 id = "flaky"
-prompt = "exit 3"
+prompt = "echo giving up; exit 3"
 agent = "sh"
 retries = 1
 
@@ -92,6 +94,22 @@ def test_report_json_is_one_object(tmp_path: Path) -> None:
     assert data["report"]["retries"] == 1
     assert data["report"]["states"] == {"succeeded": 1, "failed": 1, "blocked": 1}
     assert data["report"]["completion_rate"] == pytest.approx(1 / 3)
+    # Every attempt, with its log; those that failed with their last lines and
+    # their exit code as the error.
+    state = tmp_path / "state"
+    attempts = {(a["task"], a["attempt"], a["stage"]): a for a in data["attempts"]}
+    assert set(attempts) == {
+        ("build", 1, "agent"),
+        ("build", 1, "ci"),
+        ("flaky", 1, "agent"),
+        ("flaky", 2, "agent"),
+    }
+    flaky = attempts["flaky", 2, "agent"]
+    assert (flaky["outcome"], flaky["exit_code"], flaky["error"]) == ("failed", 3, "exit 3")
+    assert flaky["log"] == f"{state}/runs/1/flaky.2.agent.log"
+    assert flaky["tail"] == ["giving up"]
+    build = attempts["build", 1, "ci"]
+    assert (build["outcome"], build["error"], build["tail"]) == ("ok", None, [])
 
 
 def test_run_picks_an_earlier_run(tmp_path: Path) -> None:
@@ -133,6 +151,10 @@ def test_a_killed_supervisor_leaves_a_readable_interrupted_run(
             {"task": "tree", "state": "running"},
             {"task": "later", "state": "pending"},
         ]
+        # Its attempt never ended, but nothing runs it any more: not `running`.
+        (tree,) = data["attempts"]
+        assert (tree["task"], tree["outcome"], tree["finished_at"]) == ("tree", "interrupted", None)
+        assert data["report"]["partial"] and data["report"]["efficiency"] is None
     finally:
         for pid in orphans:
             if alive(pid):
@@ -152,6 +174,13 @@ def test_a_stopped_run_says_so_and_a_live_one_is_read_beside_its_supervisor(
         assert "still running" in live.stdout.splitlines()[1]
         assert "tasks not yet ended (last state):" in live.stdout
         assert "  tree   running" in live.stdout
+        # The run has lasted until now, not until its last event (the tree's start).
+        time.sleep(0.5)
+        asked = time.time()
+        replay = load_run(state)
+        assert replay.status == "running"
+        assert replay.report.makespan >= asked - replay.run.started_at
+        assert replay.attempts[0].outcome == "running"
     finally:
         process.send_signal(signal.SIGINT)
         process.communicate(timeout=30)
@@ -161,6 +190,14 @@ def test_a_stopped_run_says_so_and_a_live_one_is_read_beside_its_supervisor(
     assert data["status"] == "interrupted" and data["exit_code"] == 130
     # Not "Ctrl-C": the journal does not say how (q in the TUI, a signal), only who.
     assert data["reason"] == "stopped by the operator before every task ended"
+    # The attempt the stop ended is `interrupted`, and the figures are partial.
+    (tree,) = data["attempts"]
+    assert (tree["task"], tree["outcome"]) == ("tree", "interrupted")
+    assert data["report"]["partial"]
+    assert (data["report"]["efficiency"], data["report"]["throughput_per_hour"]) == (None, None)
+    text = fleetdeck("report", str(state)).stdout
+    assert ": stopped by the operator before every task ended" in text.splitlines()[1]
+    assert "1 attempt that did not succeed:" in text
     assert {t["task"] for t in data["unfinished"]} == {"tree", "later"}
 
 
@@ -184,6 +221,12 @@ def test_errors_are_one_line_naming_the_path(
     a_file = tmp_path / "fleet.toml"
     a_file.write_text("")
     assert report_error([str(a_file)], capsys) == f"fleetdeck: {a_file}: not a state directory"
+    # A fleet's config instead of its state directory: which directory to read.
+    config = write_config(tmp_path, TWO_TASKS)
+    assert report_error([str(config)], capsys) == (
+        f"fleetdeck: {config}: not a state directory: a fleet's config; its runs are in "
+        f"{tmp_path / 'state'} (`fleetdeck report {tmp_path / 'state'}`)"
+    )
     assert report_error([str(tmp_path)], capsys) == (
         f"fleetdeck: {tmp_path}: not a fleetdeck state directory (no journal.sqlite3)"
     )
