@@ -742,6 +742,8 @@ def test_schema_prints_json_schema_that_forbids_unknown_keys(
     assert main(["schema"]) == 0
     out, _ = capsys.readouterr()
     schema = json.loads(out)
+    # Editors tell the dialect by it (taplo's `#:schema` directive, VS Code).
+    assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
     assert set(schema["properties"]) == {"fleet", "hosts", "agents", "runners", "tasks"}
     assert schema["additionalProperties"] is False
     for name, definition in schema["$defs"].items():

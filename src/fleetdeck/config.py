@@ -414,9 +414,13 @@ def suggest(name: str, candidates: Iterable[str]) -> str:
     return f" (did you mean '{matches[0]}'?)" if matches else ""
 
 
+# The dialect pydantic writes; editors (taplo, VS Code) pick their validator by it.
+JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
+
+
 def json_schema() -> dict[str, Any]:
     """The config format as JSON Schema, for editors (`fleetdeck schema`)."""
-    return _ADAPTER.json_schema()
+    return {"$schema": JSON_SCHEMA_DIALECT, **_ADAPTER.json_schema()}
 
 
 # --- schema errors -------------------------------------------------------------------
