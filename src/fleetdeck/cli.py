@@ -10,6 +10,7 @@ import argparse
 import contextlib
 import gc
 import json
+import os
 import shlex
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -266,8 +267,21 @@ def print_after_tui(
     ]
     if code == EXIT_INTERRUPTED:
         lines.append(f"the run stopped before every task ended: `{rerun}` resumes it")
-    out.write("\n".join(lines) + "\n")
-    out.flush()
+    try:
+        out.write("\n".join(lines) + "\n")
+        out.flush()
+    except OSError:
+        # The terminal went away (the SIGHUP that stopped the run): nobody to tell,
+        # and the journal has it all. What stays buffered must not fail the exit.
+        _discard_output(out)
+
+
+def _discard_output(out: TextIO) -> None:
+    """Send what `out` still holds, and anything after, to /dev/null."""
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, out.fileno())
+        os.close(devnull)
 
 
 def _rerun_command(args: argparse.Namespace) -> str:
