@@ -13,8 +13,11 @@ from pathlib import Path
 import pytest
 
 from conftest import alive, read_pids, wait_dead
+from fleetdeck import attempts as attempts_module
+from fleetdeck.attempts import attempt_lines, format_attempts
 from fleetdeck.cli import main
-from fleetdeck.journal import Journal
+from fleetdeck.journal import AttemptRecordRow, Journal
+from fleetdeck.redact import Redactor
 from fleetdeck.report import load_run
 from test_cli_run import TWO_TASKS, _start_tree_fleet, fleetdeck, write_config
 
@@ -109,7 +112,35 @@ def test_report_json_is_one_object(tmp_path: Path) -> None:
     assert flaky["log"] == f"{state}/runs/1/flaky.2.agent.log"
     assert flaky["tail"] == ["giving up"]
     build = attempts["build", 1, "ci"]
-    assert (build["outcome"], build["error"], build["tail"]) == ("ok", None, [])
+    assert (build["outcome"], build["error"], build["tail"]) == ("ok", None, None)
+
+
+def test_a_report_reads_and_lists_only_the_latest_failures(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run of many failed tasks: the logs read and the attempts listed are bounded."""
+    monkeypatch.setattr(attempts_module, "MAX_TAILS", 3)
+    rows = []
+    for n in range(25):
+        (tmp_path / f"t{n}.1.agent.log").write_text(f"task {n} broke\n")
+        rows.append(
+            AttemptRecordRow(
+                *(n, f"t{n}", "agent", 1, "sh", "local", None, None, 1.0, 2.0),
+                *("failed", 1, None, None, None),
+            )
+        )
+    lines = attempt_lines(rows, [], tmp_path, live=False, redactor=Redactor())
+    assert [line.tail for line in lines[-4:]] == [
+        None,
+        ("task 22 broke",),
+        ("task 23 broke",),
+        ("task 24 broke",),
+    ]
+    text = format_attempts(list(lines))
+    assert text.splitlines()[0] == (
+        "25 attempts that did not succeed: the latest 20 (`--json` lists every attempt)"
+    )
+    assert "t4 " not in text and "t5 #1 agent: log" in text
 
 
 def test_run_picks_an_earlier_run(tmp_path: Path) -> None:

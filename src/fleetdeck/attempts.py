@@ -23,6 +23,10 @@ if TYPE_CHECKING:
 
 # How many of its log's last lines an attempt that did not succeed shows.
 TAIL_LINES = 5
+# Logs read for a report, and attempts listed in its text: the latest that did not
+# succeed (a run of 100,000 failed tasks would otherwise read 100,000 logs).
+MAX_TAILS = 200
+MAX_LISTED = 20
 
 
 def log_path(run_dir: str, task: str, number: object, stage: object) -> str:
@@ -39,7 +43,9 @@ class AttemptLine:
     outcome: str  # ok, failed, timeout, cancelled, lost, interrupted or running
     error: str | None
     log: str
-    tail: tuple[str, ...]  # the log's last lines, for an attempt that did not succeed
+    # The log's last lines, for an attempt that did not succeed (None: not read,
+    # for one that succeeded or past the MAX_TAILS latest).
+    tail: tuple[str, ...] | None
 
     @property
     def duration(self) -> float | None:
@@ -88,29 +94,34 @@ def attempt_lines(
         if event.kind is EventKind.ATTEMPT_FINISHED and "reason" in event.data:
             data = event.data
             reasons[event.task, data.get("attempt"), data.get("stage")] = str(data["reason"])
+    outcomes = [
+        attempt_outcome(
+            row.outcome, reason=reasons.get((row.task, row.number, row.stage)), live=live
+        )
+        for row in rows
+    ]
+    unhappy = [index for index, outcome in enumerate(outcomes) if outcome in UNHAPPY]
+    tailed = set(unhappy[-MAX_TAILS:])
     lines = []
-    for row in rows:
-        reason = reasons.get((row.task, row.number, row.stage))
-        outcome = attempt_outcome(row.outcome, reason=reason, live=live)
+    for index, (row, outcome) in enumerate(zip(rows, outcomes, strict=True)):
         log = log_path(str(run_dir), row.task, row.number, row.stage)
-        tail = last_lines(log, TAIL_LINES, redact=redactor) if outcome in UNHAPPY else []
+        tail = last_lines(log, TAIL_LINES, redact=redactor) if index in tailed else None
         lines.append(
             AttemptLine(
                 row=row,
                 outcome=outcome,
                 error=attempt_error(row.error, row.exit_code),
                 log=log,
-                tail=tuple(tail),
+                tail=None if tail is None else tuple(tail),
             )
         )
     return tuple(lines)
 
 
-# --- reading the journal ------------------------------------------------------------
-
-
-def format_attempts(attempts: list[AttemptLine]) -> str:
-    """The attempts that did not succeed: a table, then each one's log and last lines."""
+def format_attempts(unhappy: list[AttemptLine]) -> str:
+    """The attempts that did not succeed (the MAX_LISTED latest): a table, then each
+    one's log and last lines."""
+    attempts = unhappy[-MAX_LISTED:]
     header = ("task", "#", "stage", "outcome", "duration", "host", "error")
     rows = [
         (
@@ -125,7 +136,9 @@ def format_attempts(attempts: list[AttemptLine]) -> str:
         for a in attempts
     ]
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
-    lines = [f"{plural(len(attempts), 'attempt')} that did not succeed:"]
+    lines = [f"{plural(len(unhappy), 'attempt')} that did not succeed:"]
+    if len(unhappy) > len(attempts):
+        lines[0] += f" the latest {len(attempts)} (`--json` lists every attempt)"
     for row in [header, *rows]:
         lines.append(
             "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
@@ -134,7 +147,7 @@ def format_attempts(attempts: list[AttemptLine]) -> str:
         lines.append("")
         shown = ", last lines:" if a.tail else " (empty or missing)"
         lines.append(f"{a.row.task} #{a.row.number} {a.row.stage}: log {a.log}{shown}")
-        lines += [f"  | {line}" for line in a.tail]
+        lines += [f"  | {line}" for line in a.tail or ()]
     return "\n".join(lines)
 
 
@@ -154,5 +167,5 @@ def attempt_json(line: AttemptLine) -> dict[str, Any]:
         "finished_at": None if row.finished_at is None else iso_timestamp(row.finished_at),
         "duration": line.duration,
         "log": line.log,
-        "tail": list(line.tail),
+        "tail": None if line.tail is None else list(line.tail),
     }
