@@ -8,6 +8,7 @@ import subprocess
 from pathlib import Path
 
 from conftest import PYTHON
+from fleetdeck.journal import Journal
 from test_cli_run import fleetdeck, write_config
 
 # Seven lines of output, a secret among the last five, then a failure.
@@ -132,3 +133,22 @@ def test_after_an_interrupted_tui_run_the_command_that_resumes_it(tmp_path: Path
     assert "throughput        - (partial run: not every task ended)" in done.stdout
     resumed = fleetdeck("report", str(elsewhere), "--json")
     assert json.loads(resumed.stdout)["status"] == "interrupted"
+
+
+def test_fresh_says_once_which_unfinished_run_it_sets_aside(tmp_path: Path) -> None:
+    config = write_config(tmp_path, '[[tasks]]\nid = "ok"\nprompt = "true"\nagent = "sh"\n')
+    state = tmp_path / "state"
+    journal = Journal(state)
+    journal.begin_run(
+        fleet="cli-test", config_path=str(config), config_json="{}", policy="wave", started_at=0
+    )
+    journal.close()
+    fresh = fleetdeck("run", str(config), "--no-tui", "--fresh")
+    assert fresh.returncode == 0, fresh.stderr
+    assert fresh.stderr == (
+        f"fleetdeck: run 1 did not finish; --fresh starts a new run "
+        f"(`fleetdeck report {state} --run 1` still reads it)\n"
+    )
+    # After a finished run, a new one is what `run` does: nothing to say.
+    again = fleetdeck("run", str(config), "--no-tui")
+    assert (again.returncode, again.stderr) == (0, "")
