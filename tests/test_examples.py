@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from datetime import datetime
@@ -36,7 +37,28 @@ def test_example_config_validates(path: Path, capsys: pytest.CaptureFixture[str]
     assert main(["validate", str(path)]) == 0
     out, err = capsys.readouterr()
     assert ": ok: fleet " in out
-    assert err == ""
+    if path.name == "agents.example.toml":
+        # Real agents' commands: a warning for each one this machine does not have.
+        for line in err.splitlines():
+            assert "warning: " in line and "is not on PATH on this machine" in line, line
+    else:
+        assert err == ""
+
+
+# A file name in a comment: a path ending in an extension of files people open.
+FILE_NAME = re.compile(r"[A-Za-z0-9_./-]+\.(?:txt|md|toml|py|sh|json)\b")
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda path: path.name)
+def test_comments_cite_only_files_in_the_repository(path: Path) -> None:
+    """A reader follows a file a comment names: it must be there (or be the copy the
+    comment's own `cp` makes)."""
+    comments = [line.split("#", 1)[1] for line in path.read_text().splitlines() if "#" in line]
+    made = {line.split()[-1] for line in comments if line.split()[:1] == ["cp"]}
+    root = CONFIG_DIR.parent
+    cited = {name for line in comments for name in FILE_NAME.findall(line)}
+    missing = sorted(name for name in cited - made if not (root / name).exists())
+    assert missing == [], f"{path.name} cites files not in the repository: {missing}"
 
 
 def _events(stdout: str) -> list[dict[str, Any]]:

@@ -7,13 +7,18 @@ import os
 import random
 import signal
 import sqlite3
+import time
 from pathlib import Path
 
 import pytest
 
 from conftest import alive, read_pids, wait_dead
+from fleetdeck import attempts as attempts_module
+from fleetdeck.attempts import attempt_lines, format_attempts
 from fleetdeck.cli import main
-from fleetdeck.journal import Journal
+from fleetdeck.journal import AttemptRecordRow, Journal
+from fleetdeck.redact import Redactor
+from fleetdeck.report import load_run
 from test_cli_run import TWO_TASKS, _start_tree_fleet, fleetdeck, write_config
 
 FAILING = """
@@ -25,7 +30,7 @@ ci = "ci"
 
 [[tasks]]
 id = "flaky"
-prompt = "exit 3"
+prompt = "echo giving up; exit 3"
 agent = "sh"
 retries = 1
 
@@ -63,9 +68,15 @@ def test_report_repeats_the_end_of_run_summary_and_changes_nothing(tmp_path: Pat
         f"run 1 (of 1) in {state}: fleet 'cli-test' ({config}), policy wave"
     )
     assert "finished after" in head and "exit code 1" in head
-    # The same rebuilt figures, printed by the same code, as the run printed at its end.
-    assert rest == summary(done.stdout)
+    # The same rebuilt figures, printed by the same code, as the run printed at its end;
+    # then the attempts that did not succeed.
+    table_and_report, attempts = rest.split("\n\n2 attempts that did not succeed:\n")
+    assert table_and_report + "\n" == summary(done.stdout)
     assert "flaky  failed" in rest and "docs   blocked" in rest
+    # task, #, stage, outcome, duration, host, error: the error of a bare exit is its code.
+    first = attempts.splitlines()[1].split()
+    assert first[:4] == ["flaky", "1", "agent", "failed"]
+    assert first[5:] == ["local", "exit", "3"]
     # Read only: no -wal or -shm appears, nothing grows.
     assert listing(state) == before
 
@@ -86,6 +97,50 @@ def test_report_json_is_one_object(tmp_path: Path) -> None:
     assert data["report"]["retries"] == 1
     assert data["report"]["states"] == {"succeeded": 1, "failed": 1, "blocked": 1}
     assert data["report"]["completion_rate"] == pytest.approx(1 / 3)
+    # Every attempt, with its log; those that failed with their last lines and
+    # their exit code as the error.
+    state = tmp_path / "state"
+    attempts = {(a["task"], a["attempt"], a["stage"]): a for a in data["attempts"]}
+    assert set(attempts) == {
+        ("build", 1, "agent"),
+        ("build", 1, "ci"),
+        ("flaky", 1, "agent"),
+        ("flaky", 2, "agent"),
+    }
+    flaky = attempts["flaky", 2, "agent"]
+    assert (flaky["outcome"], flaky["exit_code"], flaky["error"]) == ("failed", 3, "exit 3")
+    assert flaky["log"] == f"{state}/runs/1/flaky.2.agent.log"
+    assert flaky["tail"] == ["giving up"]
+    build = attempts["build", 1, "ci"]
+    assert (build["outcome"], build["error"], build["tail"]) == ("ok", None, None)
+
+
+def test_a_report_reads_and_lists_only_the_latest_failures(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run of many failed tasks: the logs read and the attempts listed are bounded."""
+    monkeypatch.setattr(attempts_module, "MAX_TAILS", 3)
+    rows = []
+    for n in range(25):
+        (tmp_path / f"t{n}.1.agent.log").write_text(f"task {n} broke\n")
+        rows.append(
+            AttemptRecordRow(
+                *(n, f"t{n}", "agent", 1, "sh", "local", None, None, 1.0, 2.0),
+                *("failed", 1, None, None, None),
+            )
+        )
+    lines = attempt_lines(rows, [], tmp_path, live=False, redactor=Redactor())
+    assert [line.tail for line in lines[-4:]] == [
+        None,
+        ("task 22 broke",),
+        ("task 23 broke",),
+        ("task 24 broke",),
+    ]
+    text = format_attempts(list(lines))
+    assert text.splitlines()[0] == (
+        "25 attempts that did not succeed: the latest 20 (`--json` lists every attempt)"
+    )
+    assert "t4 " not in text and "t5 #1 agent: log" in text
 
 
 def test_run_picks_an_earlier_run(tmp_path: Path) -> None:
@@ -127,6 +182,10 @@ def test_a_killed_supervisor_leaves_a_readable_interrupted_run(
             {"task": "tree", "state": "running"},
             {"task": "later", "state": "pending"},
         ]
+        # Its attempt never ended, but nothing runs it any more: not `running`.
+        (tree,) = data["attempts"]
+        assert (tree["task"], tree["outcome"], tree["finished_at"]) == ("tree", "interrupted", None)
+        assert data["report"]["partial"] and data["report"]["efficiency"] is None
     finally:
         for pid in orphans:
             if alive(pid):
@@ -146,6 +205,13 @@ def test_a_stopped_run_says_so_and_a_live_one_is_read_beside_its_supervisor(
         assert "still running" in live.stdout.splitlines()[1]
         assert "tasks not yet ended (last state):" in live.stdout
         assert "  tree   running" in live.stdout
+        # The run has lasted until now, not until its last event (the tree's start).
+        time.sleep(0.5)
+        asked = time.time()
+        replay = load_run(state)
+        assert replay.status == "running"
+        assert replay.report.makespan >= asked - replay.run.started_at
+        assert replay.attempts[0].outcome == "running"
     finally:
         process.send_signal(signal.SIGINT)
         process.communicate(timeout=30)
@@ -153,7 +219,16 @@ def test_a_stopped_run_says_so_and_a_live_one_is_read_beside_its_supervisor(
     stopped = fleetdeck("report", str(state), "--json")
     data = json.loads(stopped.stdout)
     assert data["status"] == "interrupted" and data["exit_code"] == 130
-    assert "stopped before every task ended" in data["reason"]
+    # Not "Ctrl-C": the journal does not say how (q in the TUI, a signal), only who.
+    assert data["reason"] == "stopped by the operator before every task ended"
+    # The attempt the stop ended is `interrupted`, and the figures are partial.
+    (tree,) = data["attempts"]
+    assert (tree["task"], tree["outcome"]) == ("tree", "interrupted")
+    assert data["report"]["partial"]
+    assert (data["report"]["efficiency"], data["report"]["throughput_per_hour"]) == (None, None)
+    text = fleetdeck("report", str(state)).stdout
+    assert ": stopped by the operator before every task ended" in text.splitlines()[1]
+    assert "1 attempt that did not succeed:" in text
     assert {t["task"] for t in data["unfinished"]} == {"tree", "later"}
 
 
@@ -176,7 +251,13 @@ def test_errors_are_one_line_naming_the_path(
     assert report_error([str(missing)], capsys) == f"fleetdeck: {missing}: no such directory"
     a_file = tmp_path / "fleet.toml"
     a_file.write_text("")
-    assert report_error([str(a_file)], capsys) == f"fleetdeck: {a_file}: not a directory"
+    assert report_error([str(a_file)], capsys) == f"fleetdeck: {a_file}: not a state directory"
+    # A fleet's config instead of its state directory: which directory to read.
+    config = write_config(tmp_path, TWO_TASKS)
+    assert report_error([str(config)], capsys) == (
+        f"fleetdeck: {config}: not a state directory: a fleet's config; its runs are in "
+        f"{tmp_path / 'state'} (`fleetdeck report {tmp_path / 'state'}`)"
+    )
     assert report_error([str(tmp_path)], capsys) == (
         f"fleetdeck: {tmp_path}: not a fleetdeck state directory (no journal.sqlite3)"
     )

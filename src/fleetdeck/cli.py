@@ -10,10 +10,12 @@ import argparse
 import contextlib
 import gc
 import json
+import os
+import shlex
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TextIO
 
 from fleetdeck import __version__
 from fleetdeck.policy import POLICY_NAMES
@@ -24,6 +26,7 @@ if TYPE_CHECKING:
     from fleetdeck.engine import Engine
 
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -118,6 +121,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(exc.render(), file=sys.stderr)
             return EXIT_USAGE
     if args.command == "validate":
+        from fleetdeck.checks import config_warnings
+        from fleetdeck.config import printable
+
+        for warning in config_warnings(fleet):
+            print(printable(f"{fleet.source}: {warning}"), file=sys.stderr)
         print(describe(fleet))
         return 0
     return run_command(fleet, args)
@@ -169,7 +177,7 @@ def run_command(fleet: Fleet, args: argparse.Namespace) -> int:
         from fleetdeck.resume import ResumeError, choose_run
 
         state_dir = Path(args.state_dir) if args.state_dir else fleet.state_dir
-        use_tui = not (args.no_tui or args.json) and sys.stdout.isatty() and sys.stdin.isatty()
+        use_tui = not (args.no_tui or args.json) and _on_terminal()
         # Orphans an attempt leaves behind (double fork) are re-parented to us, so we
         # can stop them with their attempt instead of leaving them to init.
         adopt = become_subreaper()
@@ -198,11 +206,13 @@ def run_command(fleet: Fleet, args: argparse.Namespace) -> int:
                 "--fresh starts a new run instead",
                 file=sys.stderr,
             )
-        elif latest is not None:
-            why = "finished" if latest.status == "finished" else "is set aside (--fresh)"
+        elif latest is not None and latest.status != "finished":
+            # A finished run needs no word: a new run is what `run` does after one.
+            # An unfinished one set aside by --fresh is said once, with how to find it.
             print(
-                f"fleetdeck: run {latest.run_id} in {state_dir} {why}; starting a new run "
-                "(earlier runs stay in the journal)",
+                f"fleetdeck: run {latest.run_id} did not finish; --fresh starts a new run "
+                f"(`fleetdeck report {shlex.quote(str(state_dir))} --run {latest.run_id}` "
+                "still reads it)",
                 file=sys.stderr,
             )
         engine = Engine(
@@ -218,8 +228,11 @@ def run_command(fleet: Fleet, args: argparse.Namespace) -> int:
     failure: str | None = None
     try:
         if run_tui is not None:
-            return run_tui(engine)
-        return run_headless(engine, json_lines=args.json)
+            code = run_tui(engine)
+            # The TUI's screen is gone with it: what the run did stays on the terminal.
+            print_after_tui(engine, code, state_dir, rerun=_rerun_command(args))
+            return code
+        return run_headless(engine, json_lines=args.json, run_dirs=journal.run_dir)
     except JournalError as exc:
         # The disk filled up or went read-only mid-run: the engine stopped every
         # attempt; what the journal committed before stays readable.
@@ -232,6 +245,59 @@ def run_command(fleet: Fleet, args: argparse.Namespace) -> int:
         except JournalError as exc:
             if str(exc) != failure:  # the same failure again, as the last commit retries
                 print(f"fleetdeck: {exc}", file=sys.stderr)
+
+
+def print_after_tui(
+    engine: Engine, code: int, state_dir: Path, *, rerun: str, out: TextIO | None = None
+) -> None:
+    """After the TUI: the per-task table and the report, as headless ends; where the
+    journal is and how to read it again; for an interrupted run, how to resume it."""
+    from fleetdeck.headless import format_report, format_task_table
+
+    out = out or sys.stdout
+    directory = shlex.quote(str(state_dir))
+    which = "" if engine.run_id is None else f"run {engine.run_id}: "
+    lines = [
+        format_task_table(engine.summaries()),
+        "",
+        format_report(engine.report()),
+        "",
+        f"{which}journal and logs in {state_dir}; "
+        f"`fleetdeck report {directory}` prints this report again",
+    ]
+    if code == EXIT_INTERRUPTED:
+        lines.append(f"the run stopped before every task ended: `{rerun}` resumes it")
+    try:
+        out.write("\n".join(lines) + "\n")
+        out.flush()
+    except OSError:
+        # The terminal went away (the SIGHUP that stopped the run): nobody to tell,
+        # and the journal has it all. What stays buffered must not fail the exit.
+        _discard_output(out)
+
+
+def _discard_output(out: TextIO) -> None:
+    """Send what `out` still holds, and anything after, to /dev/null."""
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, out.fileno())
+        os.close(devnull)
+
+
+def _rerun_command(args: argparse.Namespace) -> str:
+    """The `fleetdeck run` command that takes this run up again (without --fresh,
+    which would start another)."""
+    words = ["fleetdeck", "run", args.config]
+    if args.state_dir:
+        words += ["--state-dir", args.state_dir]
+    if args.policy:
+        words += ["--policy", args.policy]
+    return shlex.join(words)
+
+
+def _on_terminal() -> bool:
+    """True when both ends are a terminal: the TUI's place."""
+    return sys.stdout.isatty() and sys.stdin.isatty()
 
 
 def _tui_runner() -> Callable[[Engine], int]:

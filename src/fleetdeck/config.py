@@ -358,20 +358,32 @@ def prepare_fleet(config: FleetConfig, *, source: str, base_dir: Path) -> Fleet:
     """
     problems = list(_reference_problems(config))
     problems += _secret_problems(config.fleet.secrets)
-    if problems:
-        raise ConfigError(source, problems)
     ids = [task.id for task in config.tasks]
+    if problems:
+        # A broken reference (a task that depends on itself, say) must not hide a
+        # cycle among the sound ones: the user would fix one to meet the other.
+        if len(set(ids)) == len(ids):
+            known = set(ids)
+            sound = [
+                tuple(dict.fromkeys(d for d in task.depends_on if d in known and d != task.id))
+                for task in config.tasks
+            ]
+            try:
+                build_dag(ids, sound)
+            except CycleError as exc:
+                problems.append(_cycle_problem(ids, exc))
+        raise ConfigError(source, problems)
     try:
         dag = build_dag(ids, [task.depends_on for task in config.tasks])
     except CycleError as exc:
-        position = {task_id: i for i, task_id in enumerate(ids)}
-        first = position[exc.cycle[0]]
-        cycle = " -> ".join(exc.cycle)
-        raise ConfigError(
-            source,
-            [Problem(f"tasks[{first}].depends_on", f"dependency cycle: {cycle}")],
-        ) from None
+        raise ConfigError(source, [_cycle_problem(ids, exc)]) from None
     return Fleet(config=config, source=source, base_dir=base_dir, dag=dag)
+
+
+def _cycle_problem(ids: Sequence[str], exc: CycleError) -> Problem:
+    """The cycle `exc` found, reported at the first task of it."""
+    first = ids.index(exc.cycle[0])
+    return Problem(f"tasks[{first}].depends_on", f"dependency cycle: {' -> '.join(exc.cycle)}")
 
 
 VARIABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -402,9 +414,13 @@ def suggest(name: str, candidates: Iterable[str]) -> str:
     return f" (did you mean '{matches[0]}'?)" if matches else ""
 
 
+# The dialect pydantic writes; editors (taplo, VS Code) pick their validator by it.
+JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
+
+
 def json_schema() -> dict[str, Any]:
     """The config format as JSON Schema, for editors (`fleetdeck schema`)."""
-    return _ADAPTER.json_schema()
+    return {"$schema": JSON_SCHEMA_DIALECT, **_ADAPTER.json_schema()}
 
 
 # --- schema errors -------------------------------------------------------------------

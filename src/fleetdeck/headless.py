@@ -16,15 +16,23 @@ import re
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
+from fleetdeck.attempts import TAIL_LINES, log_path
+from fleetdeck.logtail import last_lines
 from fleetdeck.metrics import Report, TaskSummary
-from fleetdeck.model import Event
+from fleetdeck.model import Event, EventKind, Outcome
 from fleetdeck.text import format_seconds, plural
 
 if TYPE_CHECKING:
     from fleetdeck.engine import Engine
+    from fleetdeck.redact import Redactor
+
+_FAILED_OUTCOMES = frozenset({Outcome.FAILED, Outcome.TIMEOUT})
+# Under an event line, aligned with its task column (after `HH:MM:SS.mmm  `).
+_UNDER = " " * 14
 
 # Keys shown first, in this order, when they are present in an event's details.
 _DETAIL_ORDER = (
@@ -51,14 +59,25 @@ _OTHER_KEYS = len(_DETAIL_ORDER)
 _NEEDS_QUOTES = re.compile(r"\A\Z|\s").search
 
 
-def run_headless(engine: Engine, *, json_lines: bool = False) -> int:
-    """Run `engine` to the end, printing its events; returns the exit code."""
-    return asyncio.run(_run(engine, json_lines=json_lines))
+def run_headless(
+    engine: Engine,
+    *,
+    json_lines: bool = False,
+    run_dirs: Callable[[int], Path] | None = None,
+) -> int:
+    """Run `engine` to the end, printing its events; returns the exit code.
+
+    `run_dirs` gives a run's directory (the journal's), where a failed attempt's
+    log is found to show its last lines.
+    """
+    return asyncio.run(_run(engine, json_lines=json_lines, run_dirs=run_dirs))
 
 
-async def _run(engine: Engine, *, json_lines: bool) -> int:
+async def _run(engine: Engine, *, json_lines: bool, run_dirs: Callable[[int], Path] | None) -> int:
     width = min(24, max((len(task.id) for task in engine.fleet.tasks), default=4))
-    view = HeadlessView(json_lines=json_lines, task_width=width)
+    view = HeadlessView(
+        json_lines=json_lines, task_width=width, run_dirs=run_dirs, redactor=engine.redactor
+    )
     engine.subscribe(view)
     _install_stop_signals(engine)
     result = await engine.run()
@@ -91,24 +110,67 @@ def _install_stop_signals(engine: Engine) -> None:
 
 
 class HeadlessView:
-    """Prints events as they are journaled; `finish()` prints the summary."""
+    """Prints events as they are journaled; `finish()` prints the summary.
+
+    Under a failed attempt it prints its log's path and last lines (secrets
+    masked), when it knows the run's directory (`run_dirs`); `--json` adds them
+    to the event's object as `log` and `tail`.
+    """
 
     def __init__(
-        self, out: TextIO | None = None, *, json_lines: bool = False, task_width: int = 16
+        self,
+        out: TextIO | None = None,
+        *,
+        json_lines: bool = False,
+        task_width: int = 16,
+        run_dirs: Callable[[int], Path] | None = None,
+        redactor: Redactor | None = None,
     ):
         self._out = out or sys.stdout
         self._json = json_lines
         self._task_width = task_width
+        self._run_dirs = run_dirs
+        self._redactor = redactor
+        self._run_dir: str | None = None
         self._broken = False
         # Lines of this turn of the loop, written together by _flush().
         self._pending: list[str] = []
 
     def __call__(self, event: Event) -> None:
         """Print one event (an engine listener)."""
+        kind = event.kind
+        failed_log = None
+        if kind is EventKind.ATTEMPT_FINISHED:
+            if event.data.get("outcome") in _FAILED_OUTCOMES:
+                failed_log = self._log_of(event)
+        elif kind is EventKind.RUN_STARTED or kind is EventKind.RUN_RESUMED:
+            self._learn_run_dir(event)
         if self._json:
-            self._write(json.dumps(event.to_json_dict(), separators=(", ", ": "), default=str))
-        else:
-            self._write(format_event(event, self._task_width))
+            out = event.to_json_dict()
+            if failed_log is not None:
+                out["log"] = failed_log
+                out["tail"] = last_lines(failed_log, TAIL_LINES, redact=self._redactor)
+            self._write(json.dumps(out, separators=(", ", ": "), default=str))
+            return
+        self._write(format_event(event, self._task_width))
+        if failed_log is not None:
+            tail = last_lines(failed_log, TAIL_LINES, redact=self._redactor)
+            more = ", last lines:" if tail else " (empty)"
+            self._write(f"{_UNDER}log {failed_log}{more}")
+            for line in tail:
+                self._write(f"{_UNDER}| {line}")
+
+    def _learn_run_dir(self, event: Event) -> None:
+        run_id = event.data.get("run_id")
+        if self._run_dirs is not None and isinstance(run_id, int):
+            self._run_dir = str(self._run_dirs(run_id))
+
+    def _log_of(self, event: Event) -> str | None:
+        """The ended attempt's log, found in the run's directory."""
+        data = event.data
+        if self._run_dir is None or event.task is None:
+            return None
+        return log_path(self._run_dir, event.task, data.get("attempt"), data.get("stage"))
 
     def finish(self, tasks: Sequence[TaskSummary], report: Report) -> None:
         """The per-task table and the report (text mode; JSON has them in run_finished)."""
@@ -220,23 +282,64 @@ def format_task_table(tasks: Sequence[TaskSummary]) -> str:
 
 
 def format_report(report: Report) -> str:
-    """The report of DESIGN.md as aligned `name  value` lines."""
+    """The run's report as aligned `name  value` lines."""
     states = ", ".join(f"{count} {state}" for state, count in sorted(report.states.items()))
-    efficiency = "-" if report.efficiency is None else f"{report.efficiency:.0%}"
+    unmeasured = _unmeasured(report)
     lines = [
         ("makespan", format_seconds(report.makespan)),
-        ("lower bound", f"{format_seconds(report.lower_bound)} (efficiency {efficiency})"),
+        ("lower bound", f"{format_seconds(report.lower_bound)} (efficiency {_efficiency(report)})"),
+        ("policy", format_policies(report)),
         ("tasks", f"{report.tasks}: {states}"),
         ("attempts", f"{report.attempts}, agent and CI ({plural(report.retries, 'retry')})"),
         ("completion rate", f"{report.completion_rate:.0%}"),
         ("time to first CI", _mean(report.mean_time_to_first_ci)),
         ("time to complete", _mean(report.mean_time_to_complete)),
         ("CI queue wait", _wait(report.ci_wait_mean, report.ci_wait_p95)),
-        ("throughput", f"{report.throughput_per_hour:.1f} tasks/hour"),
+        (
+            "throughput",
+            f"- ({unmeasured})"
+            if report.throughput_per_hour is None
+            else f"{report.throughput_per_hour:.1f} tasks/hour",
+        ),
         ("recovery", _mean(report.mean_recovery, " after a failure")),
     ]
     width = max(len(name) for name, _ in lines)
     return "\n".join(f"{name:<{width}}  {value}" for name, value in lines)
+
+
+def _unmeasured(report: Report) -> str:
+    """Why efficiency or throughput has no figure."""
+    if report.partial:
+        return "partial run: not every task ended"
+    if report.makespan <= 0:
+        return "the run took no time"
+    return "no task succeeded"
+
+
+def _efficiency(report: Report) -> str:
+    if report.efficiency is None:
+        return f"-: {_unmeasured(report)}"
+    return f"{report.efficiency:.0%}"
+
+
+def format_policies(report: Report) -> str:
+    """`wave`, or the policy timeline of a run that switched: `wave 0:00-0:12,
+    sequential 0:12-0:40` (times since the run started)."""
+    spans = report.policies
+    if not spans:
+        return "-"
+    if len(spans) == 1:
+        return spans[0][0]
+    return ", ".join(f"{policy} {_since(start)}-{_since(end)}" for policy, start, end in spans)
+
+
+def _since(seconds: float) -> str:
+    """`m:ss`, or `h:mm:ss` past an hour, of a time since the run started."""
+    minutes, secs = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}:{secs:02d}"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}"
 
 
 def _wait(mean: float | None, p95: float | None) -> str:

@@ -494,7 +494,7 @@ class Journal:
 
     def run_dir(self, run_id: int) -> Path:
         """Where the files of run `run_id` live."""
-        return self.state_dir / "runs" / str(run_id)
+        return run_dir_in(self.state_dir, run_id)
 
     # --- reading ------------------------------------------------------------------
 
@@ -621,6 +621,12 @@ class AttemptRecordRow:
     error: str | None
     pid_started: float | None
     status_path: str | None
+
+
+def run_dir_in(state_dir: Path, run_id: int) -> Path:
+    """Where the files of run `run_id` of the journal in `state_dir` live (its
+    attempts' logs: RUN_DIR/TASK.N.STAGE.log)."""
+    return state_dir / "runs" / str(run_id)
 
 
 def read_attempts(db: sqlite3.Connection, run_id: int) -> list[AttemptRecordRow]:

@@ -74,6 +74,36 @@ def last_line(path: str, *, window: int = 4096, redact: Redactor | None = None) 
     return ""
 
 
+def last_lines(
+    path: str, count: int = 5, *, window: int = 8192, redact: Redactor | None = None
+) -> list[str]:
+    """The last `count` non-empty lines of the file at `path` (reading at most
+    `window` bytes from its end), cleaned, with the secrets of `redact` masked;
+    [] for a missing or unreadable file."""
+    try:
+        with open(path, "rb") as handle:
+            size = handle.seek(0, os.SEEK_END)
+            start = max(0, size - window)
+            handle.seek(start)
+            tail = handle.read(window)
+    except OSError:
+        return []
+    lines = tail.splitlines()
+    if start > 0 and lines:
+        # The window cut the first line, maybe through a secret no mask would match.
+        lines.pop(0)
+    shown: list[str] = []
+    for raw in reversed(lines):
+        # \r-separated progress updates: the last one is what a terminal would show.
+        text = clean(raw.decode("utf-8", errors="replace").rsplit("\r", 1)[-1]).rstrip()
+        if text.strip():
+            shown.append(redact.text(text) if redact else text)
+            if len(shown) == count:
+                break
+    shown.reverse()
+    return shown
+
+
 class LogFollower:
     """Follows a growing log: `read()` returns the complete new lines since last time.
 

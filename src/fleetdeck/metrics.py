@@ -134,7 +134,13 @@ class TaskSummary:
 
 @dataclass(slots=True, frozen=True)
 class Report:
-    """The figures DESIGN.md asks of every run (seconds unless named otherwise)."""
+    """The figures of every run (seconds unless named otherwise).
+
+    A report of a run that stopped before every task ended (interrupted, or still
+    running) is `partial`: its efficiency and throughput are None, since a few
+    quick tasks over a short makespan would read as a fast, efficient fleet.
+    Efficiency is None too when nothing succeeded, or nothing took any time.
+    """
 
     makespan: float
     lower_bound: float
@@ -148,8 +154,13 @@ class Report:
     mean_time_to_complete: float | None
     ci_wait_mean: float | None
     ci_wait_p95: float | None
-    throughput_per_hour: float
+    throughput_per_hour: float | None
     mean_recovery: float | None
+    # True while some task has not ended (an interrupted or running run).
+    partial: bool = False
+    # The policies the run ran under, in order: (policy, from, to) in seconds
+    # since the run started (the operator may switch policy during a run).
+    policies: tuple[tuple[str, float, float], ...] = ()
 
     def to_json_dict(self) -> dict[str, Any]:
         """The report as plain JSON types."""
@@ -194,6 +205,8 @@ class ReportBuilder:
         self.started_at: float | None = None
         self.finished_at: float | None = None
         self._last_ts: float | None = None
+        # (when, policy): the policy at the start, and every switch after.
+        self._policy_changes: list[tuple[float, str]] = []
         self._handlers: dict[EventKind, Callable[[int, Event], None]] = {
             EventKind.ATTEMPT_STARTED: self._attempt_started,
             EventKind.CI_QUEUED: self._ci_queued,
@@ -217,6 +230,9 @@ class ReportBuilder:
             if kind is EventKind.RUN_STARTED:
                 if self.started_at is None:
                     self.started_at = event.ts
+                self._policy_changed(event)
+            elif kind in _POLICY_EVENTS:
+                self._policy_changed(event)
             elif kind is EventKind.RUN_FINISHED:
                 self.finished_at = event.ts
             return
@@ -224,6 +240,14 @@ class ReportBuilder:
             node = self._node.get(event.task)
         if node is not None:
             handler(node, event)
+
+    def _policy_changed(self, event: Event) -> None:
+        policy = event.data.get("policy")
+        if not isinstance(policy, str):
+            return
+        changes = self._policy_changes
+        if not changes or changes[-1][1] != policy:
+            changes.append((event.ts, policy))
 
     def _attempt_started(self, node: int, event: Event) -> None:
         self._attempts += 1
@@ -294,10 +318,11 @@ class ReportBuilder:
             for node, task in enumerate(self._fleet.tasks)
         ]
 
-    def report(self) -> Report:
-        """The report of what has been fed so far."""
+    def report(self, *, until: float | None = None) -> Report:
+        """The report of what has been fed so far; `until` (now, for a run still
+        going) ends the makespan instead of the last event."""
         start = self.started_at or 0.0
-        end = self.finished_at or self._last_ts or start
+        end = self.finished_at or until or self._last_ts or start
         makespan = max(0.0, end - start)
         n = len(self._state)
         states: dict[str, int] = {}
@@ -319,10 +344,12 @@ class ReportBuilder:
                 complete.add(self._finished[node] - started)
         succeeded = self._state.count(succeeded_code)
         lower_bound = self._lower_bound()
+        partial = any(not _STATES[code].is_terminal for code in set(self._state))
+        measured = makespan > 0 and not partial
         return Report(
             makespan=makespan,
             lower_bound=lower_bound,
-            efficiency=(lower_bound / makespan) if makespan > 0 else None,
+            efficiency=(lower_bound / makespan) if measured and succeeded else None,
             states=states,
             tasks=n,
             attempts=self._attempts,
@@ -332,9 +359,20 @@ class ReportBuilder:
             mean_time_to_complete=complete.value,
             ci_wait_mean=mean(self._ci_waits),
             ci_wait_p95=percentile(self._ci_waits, 0.95),
-            throughput_per_hour=(succeeded * 3600.0 / makespan) if makespan > 0 else 0.0,
+            throughput_per_hour=(succeeded * 3600.0 / makespan) if measured else None,
             mean_recovery=mean(self._recoveries),
+            partial=partial,
+            policies=self._policy_spans(start, end),
         )
+
+    def _policy_spans(self, start: float, end: float) -> tuple[tuple[str, float, float], ...]:
+        """Each policy of the run with the time it was in force, from the run's start."""
+        changes = self._policy_changes
+        spans = []
+        for index, (at, policy) in enumerate(changes):
+            until = changes[index + 1][0] if index + 1 < len(changes) else end
+            spans.append((policy, max(0.0, at - start), max(0.0, until - start)))
+        return tuple(spans)
 
     def _lower_bound(self) -> float:
         """max(critical path, work / slots) over the work that was actually done.
@@ -377,6 +415,10 @@ class _Mean:
     def value(self) -> float | None:
         return self.total / self.count if self.count else None
 
+
+# Events that say which policy is in force from then on (a resumed run may be
+# given another one with --policy).
+_POLICY_EVENTS = frozenset({EventKind.POLICY_CHANGED, EventKind.RUN_RESUMED})
 
 _FINAL_STATES: Mapping[EventKind, TaskState] = {
     EventKind.TASK_FAILED: TaskState.FAILED,

@@ -27,11 +27,20 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from fleetdeck.config import ConfigError, Fleet, build_fleet
-from fleetdeck.headless import format_report, format_task_table
-from fleetdeck.journal import DB_NAME, LOCK_NAME, RunRecord
+from fleetdeck.attempts import UNHAPPY, AttemptLine, attempt_json, attempt_lines, format_attempts
+from fleetdeck.config import ConfigError, Fleet, build_fleet, load_fleet
+from fleetdeck.headless import format_policies, format_report, format_task_table
+from fleetdeck.journal import (
+    DB_NAME,
+    LOCK_NAME,
+    AttemptRecordRow,
+    RunRecord,
+    read_attempts,
+    run_dir_in,
+)
 from fleetdeck.metrics import Report, ReportBuilder, TaskSummary
 from fleetdeck.model import Event, EventKind, iso_timestamp
+from fleetdeck.redact import Redactor
 from fleetdeck.text import format_seconds, plural
 
 # How a run ended, as the report says it (the journal's own `status` says only
@@ -61,6 +70,7 @@ class RunReplay:
     # Why an interrupted run ended, for the operator.
     reason: str | None
     ended_at: float | None
+    attempts: tuple[AttemptLine, ...] = ()
 
     @property
     def unfinished(self) -> list[TaskSummary]:
@@ -78,11 +88,11 @@ def load_run(state_dir: str | Path, run_id: int | None = None) -> RunReplay:
     if not directory.exists():
         raise ReportError(f"{directory}: no such directory")
     if not directory.is_dir():
-        raise ReportError(f"{directory}: not a directory")
+        raise ReportError(f"{directory}: not a state directory{_config_hint(directory)}")
     path = directory / DB_NAME
     if not path.exists():
         raise ReportError(f"{directory}: not a fleetdeck state directory (no {DB_NAME})")
-    runs, events, record, pid = _read(path, directory, run_id)
+    runs, events, record, pid, rows = _read(path, directory, run_id)
     fleet = _fleet_of(record, path)
     builder = ReportBuilder(fleet)
     try:
@@ -92,6 +102,8 @@ def load_run(state_dir: str | Path, run_id: int | None = None) -> RunReplay:
         # Only a damaged journal holds events the engine never wrote.
         raise ReportError(f"{path}: run {record.run_id} has a damaged event: {exc!r}") from None
     status, reason = _status(directory, record, pid, latest=record.run_id == runs[-1].run_id)
+    # A run still going has lasted until now, not until its last event.
+    report = builder.report(until=time.time() if status == RUNNING else None)
     ended_at = builder.finished_at
     if ended_at is None and status == INTERRUPTED:
         # The supervisor died: as far as anyone knows, the run ended with the
@@ -103,19 +115,35 @@ def load_run(state_dir: str | Path, run_id: int | None = None) -> RunReplay:
         run_ids=tuple(run.run_id for run in runs),
         fleet=fleet,
         tasks=builder.summaries(),
-        report=builder.report(),
+        report=report,
         status=status,
         reason=reason,
         ended_at=ended_at,
+        attempts=attempt_lines(
+            rows,
+            events,
+            run_dir_in(directory, record.run_id),
+            live=status == RUNNING,
+            redactor=Redactor.for_fleet(fleet),
+        ),
     )
 
 
-# --- reading the journal ------------------------------------------------------------
+def _config_hint(path: Path) -> str:
+    """For a fleet's config given instead of its state directory: which one to read."""
+    try:
+        fleet = load_fleet(path)
+    except ConfigError:
+        return ""
+    state = fleet.state_dir
+    if state.is_relative_to(Path.cwd()):
+        state = Path(os.path.relpath(state))
+    return f": a fleet's config; its runs are in {state} (`fleetdeck report {state}`)"
 
 
 def _read(
     path: Path, directory: Path, run_id: int | None
-) -> tuple[list[RunRecord], list[Event], RunRecord, int | None]:
+) -> tuple[list[RunRecord], list[Event], RunRecord, int | None, list[AttemptRecordRow]]:
     for attempt in range(3):
         # A journal nobody has open has no -wal file; read it without creating one.
         quiet = not _wal_path(path).exists()
@@ -127,9 +155,10 @@ def _read(
             runs = [record for record, _pid in rows]
             record, pid = _pick(rows, run_id, directory)
             events = list(_events(db, path, record.run_id))
+            attempts = _attempt_rows(db, path, record.run_id)
         # An immutable read is only good if no supervisor wrote meanwhile.
         if not quiet or (not _wal_path(path).exists() and _signature(path) == before):
-            return runs, events, record, pid
+            return runs, events, record, pid, attempts
         if attempt == 2:
             break
     raise ReportError(f"{path}: the journal kept changing while it was read; try again")
@@ -232,6 +261,32 @@ def _events(db: sqlite3.Connection, path: Path, run_id: int) -> Iterator[Event]:
         yield Event(ts=ts, kind=known, task=task, data=details if isinstance(details, dict) else {})
 
 
+def _attempt_rows(db: sqlite3.Connection, path: Path, run_id: int) -> list[AttemptRecordRow]:
+    try:
+        rows = read_attempts(db, run_id)
+    except sqlite3.OperationalError as exc:
+        raise ReportError(f"{path}: cannot read the attempts: {_one_line(exc)}") from None
+    if not all(map(_sound, rows)):
+        raise ReportError(f"{path}: cannot read the journal: a damaged row in attempts")
+    return rows
+
+
+def _sound(row: AttemptRecordRow) -> bool:
+    """True when the row's values have the types the engine writes."""
+    times = (row.started_at, row.finished_at)
+    return (
+        isinstance(row.task, str)
+        and isinstance(row.number, int)
+        and isinstance(row.stage, str)
+        and isinstance(row.host, str)
+        and isinstance(row.worker, str)
+        and all(value is None or isinstance(value, int | float) for value in times)
+        and (row.exit_code is None or isinstance(row.exit_code, int))
+        and (row.outcome is None or isinstance(row.outcome, str))
+        and (row.error is None or isinstance(row.error, str))
+    )
+
+
 def _fleet_of(run: RunRecord, path: Path) -> Fleet:
     """The fleet as it was validated when the run started (the journal keeps it)."""
     source = run.config_path
@@ -256,7 +311,8 @@ def _status(
     if run.status == FINISHED:
         return FINISHED, None
     if run.status == INTERRUPTED:
-        return INTERRUPTED, "stopped before every task ended (Ctrl-C, SIGTERM or SIGHUP)"
+        # The journal does not say how (q in the TUI, Ctrl-C, a signal): only who.
+        return INTERRUPTED, "stopped by the operator before every task ended"
     # `running` in the journal: true only while its supervisor still holds the lock.
     # Only the latest run can be live: a supervisor holds the directory alone.
     if latest and _lock_held(directory / LOCK_NAME):
@@ -292,7 +348,8 @@ def format_replay(replay: RunReplay) -> str:
     run = replay.run
     lines = [
         f"run {run.run_id} (of {len(replay.run_ids)}) in {replay.state_dir}: "
-        f"fleet '{run.fleet}' ({run.config_path}), policy {run.policy}",
+        f"fleet '{run.fleet}' ({run.config_path}), "
+        f"policy {format_policies(replay.report) if replay.report.policies else run.policy}",
         f"started {_local(run.started_at)}, {_ending(replay)}",
     ]
     unfinished = replay.unfinished
@@ -302,11 +359,14 @@ def format_replay(replay: RunReplay) -> str:
         lines.append(f"{plural(len(unfinished), 'task')} {verb} (last state):")
         lines += [f"  {task.task:<{width}}  {task.state}" for task in unfinished]
     lines += ["", format_task_table(replay.tasks), "", format_report(replay.report)]
+    unhappy = [line for line in replay.attempts if line.outcome in UNHAPPY]
+    if unhappy:
+        lines += ["", format_attempts(unhappy)]
     return "\n".join(lines)
 
 
 def _ending(replay: RunReplay) -> str:
-    elapsed = format_seconds(replay.report.makespan)
+    elapsed = format_seconds(replay.report.makespan)  # until now, for a live run
     if replay.status == RUNNING:
         return f"still running ({elapsed} so far)"
     if replay.status == FINISHED:
@@ -344,5 +404,6 @@ def replay_json(replay: RunReplay) -> dict[str, Any]:
             for task in replay.tasks
         ],
         "unfinished": [{"task": task.task, "state": str(task.state)} for task in replay.unfinished],
+        "attempts": [attempt_json(line) for line in replay.attempts],
         "report": replay.report.to_json_dict(),
     }
