@@ -37,7 +37,10 @@ def test_report_reads_a_journal_of_the_last_release(
 ) -> None:
     assert main(["report", str(old_state / "state")]) == 0
     out = capsys.readouterr().out
-    rows = {line.split()[0]: line.split()[1:3] for line in out.splitlines() if line[:1].isalpha()}
+    lines = out.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("task "))
+    table = lines[header + 1 : lines.index("", header)]
+    rows = {line.split()[0]: line.split()[1:3] for line in table}
     assert rows["schema"] == ["succeeded", "1"]
     assert rows["flaky"] == ["failed", "4"]
     assert rows["docs"] == ["blocked", "0"]
