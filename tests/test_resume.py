@@ -143,6 +143,28 @@ async def test_a_changed_task_reruns_with_everything_downstream(tmp_path: Path) 
     assert resumed.data["done"] == 0
 
 
+async def test_a_task_the_run_never_got_to_may_change(tmp_path: Path) -> None:
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    state = tmp_path / "state"
+    first, _, _ = await run_once(chain(tmp_path, marks), state, resume=True, stop_on="b")
+    assert first.exit_code == 130  # c has no event yet: it was never ready
+    fleet = make_fleet(
+        tmp_path,
+        [
+            counting("a", marks),
+            {**counting("b", marks), "depends_on": ["a"], "retries": 1},
+            {**counting("c", marks, "echo edited"), "depends_on": ["b"]},
+        ],
+        grace_period=0.2,
+    )
+    second, events, _ = await run_once(fleet, state, resume=True)
+    assert second.exit_code == 0
+    (resumed,) = [e for e in events if e.kind is EventKind.RUN_RESUMED]
+    assert resumed.data["changed"] == ["b", "c"]
+    assert (runs(marks, "a"), runs(marks, "b"), runs(marks, "c")) == (1, 2, 1)
+
+
 async def test_a_failed_task_stays_failed_and_its_dependents_blocked(tmp_path: Path) -> None:
     marks = tmp_path / "marks"
     marks.mkdir()

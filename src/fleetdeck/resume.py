@@ -205,10 +205,11 @@ def plan_resume(
             else:
                 invalidated.append(task_id)
     for task_id in [*changed, *invalidated]:
-        replayed = tasks[task_id]
         # A fresh start, but the attempt numbers go on: the log files of the
-        # earlier attempts stay where they are.
-        tasks[task_id] = TaskReplay(attempts=replayed.attempts)
+        # earlier attempts stay where they are. (A changed task the run never
+        # got to has nothing to start afresh.)
+        if (replayed := tasks.get(task_id)) is not None:
+            tasks[task_id] = TaskReplay(attempts=replayed.attempts)
     return ResumePlan(
         run_id=run.run_id,
         tasks=tasks,
