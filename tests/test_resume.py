@@ -201,7 +201,9 @@ async def test_a_failed_task_stays_failed_and_its_dependents_blocked(tmp_path: P
     assert engine.task("slow").state is TaskState.SUCCEEDED
 
 
-def test_cli_resumes_then_starts_fresh_after_a_finished_run(tmp_path: Path) -> None:
+def test_cli_starts_afresh_after_a_finished_run_of_another_fleet(tmp_path: Path) -> None:
+    """A finished run is never resumed; its successes are reused only by the same
+    fleet (see test_rerun.py): another fleet's run starts from scratch."""
     body = """
 [[tasks]]
 id = "one"
@@ -211,14 +213,14 @@ agent = "sh"
     config = write_config(tmp_path, body)
     first = fleetdeck("run", str(config), "--no-tui")
     assert first.returncode == 0, first.stderr
+    config.write_text(config.read_text().replace('name = "cli-test"', 'name = "other"'))
     second = fleetdeck("run", str(config), "--no-tui")
     assert second.returncode == 0, second.stderr
     assert "run 1 in " in second.stderr and "finished; starting a new run" in second.stderr
-    third = fleetdeck("run", str(config), "--no-tui", "--fresh")
-    assert third.returncode == 0
+    assert "reuses" not in second.stderr
     db = sqlite3.connect(tmp_path / "state" / "journal.sqlite3")
-    assert [row[0] for row in db.execute("SELECT run_id FROM runs")] == [1, 2, 3]
-    assert (tmp_path / "marks").read_text() == "one\n" * 3
+    assert [row[0] for row in db.execute("SELECT run_id FROM runs")] == [1, 2]
+    assert (tmp_path / "marks").read_text() == "one\n" * 2
 
 
 def test_cli_refuses_an_unfinished_run_of_another_fleet(tmp_path: Path) -> None:
