@@ -149,6 +149,10 @@ def test_fresh_says_once_which_unfinished_run_it_sets_aside(tmp_path: Path) -> N
         f"fleetdeck: run 1 did not finish; --fresh starts a new run "
         f"(`fleetdeck report {state} --run 1` still reads it)\n"
     )
-    # After a finished run, a new one is what `run` does: nothing to say.
+    # After a finished run, the next one reuses what still holds, and says so once.
     again = fleetdeck("run", str(config), "--no-tui")
-    assert (again.returncode, again.stderr) == (0, "")
+    assert again.returncode == 0
+    assert again.stderr == (
+        f"fleetdeck: run 2 in {state} finished; starting a new run that reuses its tasks "
+        "that succeeded and did not change (--fresh runs all)\n"
+    )

@@ -143,6 +143,28 @@ async def test_a_changed_task_reruns_with_everything_downstream(tmp_path: Path) 
     assert resumed.data["done"] == 0
 
 
+async def test_a_task_the_run_never_got_to_may_change(tmp_path: Path) -> None:
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    state = tmp_path / "state"
+    first, _, _ = await run_once(chain(tmp_path, marks), state, resume=True, stop_on="b")
+    assert first.exit_code == 130  # c has no event yet: it was never ready
+    fleet = make_fleet(
+        tmp_path,
+        [
+            counting("a", marks),
+            {**counting("b", marks), "depends_on": ["a"], "retries": 1},
+            {**counting("c", marks, "echo edited"), "depends_on": ["b"]},
+        ],
+        grace_period=0.2,
+    )
+    second, events, _ = await run_once(fleet, state, resume=True)
+    assert second.exit_code == 0
+    (resumed,) = [e for e in events if e.kind is EventKind.RUN_RESUMED]
+    assert resumed.data["changed"] == ["b", "c"]
+    assert (runs(marks, "a"), runs(marks, "b"), runs(marks, "c")) == (1, 2, 1)
+
+
 async def test_a_failed_task_stays_failed_and_its_dependents_blocked(tmp_path: Path) -> None:
     marks = tmp_path / "marks"
     marks.mkdir()
@@ -179,7 +201,9 @@ async def test_a_failed_task_stays_failed_and_its_dependents_blocked(tmp_path: P
     assert engine.task("slow").state is TaskState.SUCCEEDED
 
 
-def test_cli_resumes_then_starts_fresh_after_a_finished_run(tmp_path: Path) -> None:
+def test_cli_starts_afresh_after_a_finished_run_of_another_fleet(tmp_path: Path) -> None:
+    """A finished run is never resumed; its successes are reused only by the same
+    fleet (see test_rerun.py): another fleet's run starts from scratch."""
     body = """
 [[tasks]]
 id = "one"
@@ -189,6 +213,7 @@ agent = "sh"
     config = write_config(tmp_path, body)
     first = fleetdeck("run", str(config), "--no-tui")
     assert first.returncode == 0, first.stderr
+    config.write_text(config.read_text().replace('name = "cli-test"', 'name = "other"'))
     second = fleetdeck("run", str(config), "--no-tui")
     assert second.returncode == 0, second.stderr
     # A new run after a finished one is what `run` does: nothing to say about it.

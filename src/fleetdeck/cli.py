@@ -49,7 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--fresh",
         action="store_true",
-        help="start a new run even if the last one did not finish (it stays in the journal)",
+        help="start a new run from scratch: do not resume the last run nor reuse its "
+        "successes (it stays in the journal)",
     )
 
     validate = commands.add_parser("validate", help="check a fleet's config and print its shape")
@@ -200,7 +201,13 @@ def run_command(fleet: Fleet, args: argparse.Namespace) -> int:
             journal.close()
             print(f"fleetdeck: {exc}", file=sys.stderr)
             return EXIT_USAGE
-        if resume is not None:
+        if resume is not None and resume.status == "finished":
+            print(
+                f"fleetdeck: run {resume.run_id} in {state_dir} finished; starting a new run "
+                "that reuses its tasks that succeeded and did not change (--fresh runs all)",
+                file=sys.stderr,
+            )
+        elif resume is not None:
             print(
                 f"fleetdeck: resuming run {resume.run_id} ({resume.status}) from {state_dir}; "
                 "--fresh starts a new run instead",

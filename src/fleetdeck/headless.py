@@ -36,6 +36,7 @@ _UNDER = " " * 14
 
 # Keys shown first, in this order, when they are present in an event's details.
 _DETAIL_ORDER = (
+    "reused_from",
     "stage",
     "attempt",
     "agent",
@@ -258,14 +259,15 @@ def _detail_rank(key: str) -> tuple[int, str]:
 
 
 def format_task_table(tasks: Sequence[TaskSummary]) -> str:
-    """Per task: final state, attempts, duration, CI wait."""
+    """Per task: final state, attempts, duration (`reused` for a task carried over
+    from an earlier run), CI wait."""
     header = ("task", "state", "attempts", "duration", "ci wait")
     rows = [
         (
             t.task,
             t.state,
             str(t.attempts),
-            format_seconds(t.duration),
+            "reused" if t.reused else format_seconds(t.duration),
             format_seconds(t.ci_wait) if t.ci_wait else "-",
         )
         for t in tasks
@@ -289,7 +291,7 @@ def format_report(report: Report) -> str:
         ("makespan", format_seconds(report.makespan)),
         ("lower bound", f"{format_seconds(report.lower_bound)} (efficiency {_efficiency(report)})"),
         ("policy", format_policies(report)),
-        ("tasks", f"{report.tasks}: {states}"),
+        ("tasks", f"{report.tasks}: {states}" + _reused(report.reused)),
         ("attempts", f"{report.attempts}, agent and CI ({plural(report.retries, 'retry')})"),
         ("completion rate", f"{report.completion_rate:.0%}"),
         ("time to first CI", _mean(report.mean_time_to_first_ci)),
@@ -340,6 +342,10 @@ def _since(seconds: float) -> str:
         return f"{minutes}:{secs:02d}"
     hours, minutes = divmod(minutes, 60)
     return f"{hours}:{minutes:02d}:{secs:02d}"
+
+
+def _reused(count: int) -> str:
+    return f" ({count} reused from an earlier run)" if count else ""
 
 
 def _wait(mean: float | None, p95: float | None) -> str:

@@ -123,6 +123,8 @@ class TaskSummary:
     started_at: float | None
     finished_at: float | None
     ci_wait: float
+    # Carried over as done from an earlier run (task_reused): it did not run.
+    reused: bool = False
 
     @property
     def duration(self) -> float | None:
@@ -161,6 +163,9 @@ class Report:
     # The policies the run ran under, in order: (policy, from, to) in seconds
     # since the run started (the operator may switch policy during a run).
     policies: tuple[tuple[str, float, float], ...] = ()
+    # Tasks carried over as done from an earlier run: counted among the succeeded
+    # (`states`, completion rate), not in the time, work or throughput figures.
+    reused: int = 0
 
     def to_json_dict(self) -> dict[str, Any]:
         """The report as plain JSON types."""
@@ -197,6 +202,7 @@ class ReportBuilder:
         self._ci_wait = array("d", [0.0]) * n
         self._agent_time = array("d", [0.0]) * n
         self._ci_time = array("d", [0.0]) * n
+        self._reused = bytearray(n)
         self._queued_at: dict[int, float] = {}
         self._ci_waits: list[float] = []
         self._recoveries: list[float] = []
@@ -213,6 +219,7 @@ class ReportBuilder:
             EventKind.ATTEMPT_FINISHED: self._attempt_finished,
             EventKind.RETRY_SCHEDULED: self._retry_scheduled,
             EventKind.TASK_SUCCEEDED: self._task_succeeded,
+            EventKind.TASK_REUSED: self._task_reused,
             EventKind.TASK_FAILED: self._task_ended,
             EventKind.TASK_BLOCKED: self._task_ended,
             EventKind.TASK_CANCELLED: self._task_ended,
@@ -293,6 +300,11 @@ class ReportBuilder:
             self._recoveries.append(event.ts - self._failed_at[node])
             self._failed_at[node] = _NAN
 
+    def _task_reused(self, node: int, _event: Event) -> None:
+        # Done, but not in this run: no start, no end, no time of its own.
+        self._state[node] = _STATE_CODE[TaskState.SUCCEEDED]
+        self._reused[node] = 1
+
     def _task_ended(self, node: int, event: Event) -> None:
         self._state[node] = _STATE_CODE[_FINAL_STATES[event.kind]]
         self._finished[node] = event.ts
@@ -303,6 +315,7 @@ class ReportBuilder:
     def _task_requeued(self, node: int, event: Event) -> None:
         self._state[node] = _STATE_CODE[TaskState(event.data.get("state", TaskState.PENDING))]
         self._finished[node] = _NAN
+        self._reused[node] = 0
 
     def summaries(self) -> list[TaskSummary]:
         """The per-task table so far, in config order."""
@@ -314,6 +327,7 @@ class ReportBuilder:
                 started_at=_time(self._started[node]),
                 finished_at=_time(self._finished[node]),
                 ci_wait=self._ci_wait[node],
+                reused=bool(self._reused[node]),
             )
             for node, task in enumerate(self._fleet.tasks)
         ]
@@ -343,13 +357,17 @@ class ReportBuilder:
             if code == succeeded_code:
                 complete.add(self._finished[node] - started)
         succeeded = self._state.count(succeeded_code)
+        reused = self._reused.count(1)
         lower_bound = self._lower_bound()
         partial = any(not _STATES[code].is_terminal for code in set(self._state))
         measured = makespan > 0 and not partial
         return Report(
             makespan=makespan,
             lower_bound=lower_bound,
-            efficiency=(lower_bound / makespan) if measured and succeeded else None,
+            # None when nothing ran (every task reused): no work to be efficient at.
+            efficiency=(lower_bound / makespan)
+            if measured and succeeded and self._attempts
+            else None,
             states=states,
             tasks=n,
             attempts=self._attempts,
@@ -359,10 +377,11 @@ class ReportBuilder:
             mean_time_to_complete=complete.value,
             ci_wait_mean=mean(self._ci_waits),
             ci_wait_p95=percentile(self._ci_waits, 0.95),
-            throughput_per_hour=(succeeded * 3600.0 / makespan) if measured else None,
+            throughput_per_hour=((succeeded - reused) * 3600.0 / makespan) if measured else None,
             mean_recovery=mean(self._recoveries),
             partial=partial,
             policies=self._policy_spans(start, end),
+            reused=reused,
         )
 
     def _policy_spans(self, start: float, end: float) -> tuple[tuple[str, float, float], ...]:

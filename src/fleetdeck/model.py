@@ -72,6 +72,8 @@ class EventKind(enum.StrEnum):
     ATTEMPT_FINISHED = "attempt_finished"
     RETRY_SCHEDULED = "retry_scheduled"
     TASK_SUCCEEDED = "task_succeeded"
+    # Succeeded in an earlier run, unchanged since: carried over, not run again.
+    TASK_REUSED = "task_reused"
     TASK_FAILED = "task_failed"
     TASK_BLOCKED = "task_blocked"
     # An operator retry put the task back (pending or ready), or unblocked it.

@@ -12,12 +12,18 @@ of its agent and runner) is unchanged *and* every dependency stayed done; else i
 runs again, and so does everything downstream of it, since its inputs may differ.
 Failed and cancelled tasks stay so unless their definition changed (then they
 get a fresh start); blocked tasks are worked out again from their dependencies.
+
+Running the fleet again after a run that finished does not resume it: it starts
+a new run that carries over (`plan_carry_over`) every success that still holds,
+by the same rule, and runs everything else (failed, cancelled and blocked tasks
+included) afresh. A carried-over task's output stays where the attempt that
+produced it left it, in the directory of the run that ran it.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +33,9 @@ from fleetdeck.model import Attempt, Cause, Event, EventKind, Outcome, Stage, Ta
 if TYPE_CHECKING:  # the journal's row types only: resuming is pure, the journal is not
     from fleetdeck.config import Fleet
     from fleetdeck.journal import AttemptRecordRow, RunRecord
+
+# The good agent attempts of a run, by task and attempt number (see outputs_of).
+Outputs = Mapping[tuple[str, int], Attempt]
 
 # How many task names a run_resumed event lists per kind of change.
 LISTED_NAMES = 20
@@ -73,6 +82,12 @@ class TaskReplay:
     # The operator has seen it (task_acknowledged): it needs no attention.
     acknowledged: bool = False
     attempts: list[Attempt] = field(default_factory=list)
+    # Carried over from an earlier run (task_reused): the run whose attempt
+    # produced the success, and that agent attempt's number.
+    reused_from: int | None = None
+    reused_attempt: int | None = None
+    # The agent attempt whose output file is the task's output, once succeeded.
+    output: Attempt | None = None
 
 
 @dataclass(slots=True)
@@ -89,15 +104,15 @@ class ResumePlan:
     # Succeeded before, but runs again because something upstream runs again.
     invalidated: list[str]
     events: list[Event]
+    # A new run that carries over the successes of the finished run `run_id`
+    # (plan_carry_over), rather than run `run_id` taken up again.
+    carried_over: bool = False
 
 
-def replay(
-    events: Sequence[Event], rows: Sequence[AttemptRecordRow], run_dir: str
-) -> dict[str, TaskReplay]:
-    """Each task's state at the end of `events`, with its attempts from `rows`."""
-    tasks: dict[str, TaskReplay] = {}
+def attempts_of(rows: Iterable[AttemptRecordRow], run_dir: str) -> Iterable[Attempt]:
+    """The attempts of the journal's `rows` of one run, whose directory is `run_dir`."""
     for row in rows:
-        attempt = Attempt(
+        yield Attempt(
             attempt_id=row.attempt_id,
             task=row.task,
             stage=Stage(row.stage),
@@ -114,7 +129,21 @@ def replay(
             exit_code=row.exit_code,
             error=row.error,
         )
-        tasks.setdefault(row.task, TaskReplay()).attempts.append(attempt)
+
+
+def replay(
+    events: Sequence[Event],
+    rows: Sequence[AttemptRecordRow],
+    run_dir: str,
+    earlier: Mapping[int, Outputs] | None = None,
+) -> dict[str, TaskReplay]:
+    """Each task's state at the end of `events`, with its attempts from `rows`.
+
+    `earlier`: the outputs of the runs whose successes the run carried over,
+    by run id (see `reused_runs` and `outputs_of`)."""
+    tasks: dict[str, TaskReplay] = {}
+    for attempt in attempts_of(rows, run_dir):
+        tasks.setdefault(attempt.task, TaskReplay()).attempts.append(attempt)
     for event in events:
         if event.task is None:
             continue
@@ -128,6 +157,12 @@ def replay(
             task.failures += 1
         elif kind is EventKind.TASK_SUCCEEDED:
             task.finished_at = event.ts
+            task.reused_from = task.reused_attempt = None
+        elif kind is EventKind.TASK_REUSED:
+            task.state = TaskState.SUCCEEDED
+            task.finished_at = event.ts
+            task.reused_from = event.data.get("reused_from")
+            task.reused_attempt = event.data.get("attempt")
         elif kind in (EventKind.TASK_FAILED, EventKind.TASK_CANCELLED):
             task.finished_at = task.attention_since = event.ts
             task.acknowledged = False
@@ -136,9 +171,44 @@ def replay(
         elif kind is EventKind.TASK_REQUEUED:
             task.finished_at = task.attention_since = None
             task.acknowledged = False
+            task.reused_from = task.reused_attempt = None
             if requeued_by_operator(event):
                 task.failures = task.lost = 0
+    for task_id, task in tasks.items():
+        if task.state is TaskState.SUCCEEDED:
+            task.output = _output_of(task_id, task, earlier or {})
     return tasks
+
+
+def _output_of(task_id: str, task: TaskReplay, earlier: Mapping[int, Outputs]) -> Attempt | None:
+    """The agent attempt whose output is the succeeded task's: its last good one
+    in this run, or the one of the run it was carried over from."""
+    if task.reused_from is not None:
+        if task.reused_attempt is None:
+            return None
+        return earlier.get(task.reused_from, {}).get((task_id, task.reused_attempt))
+    outputs = [a for a in task.attempts if a.stage is Stage.AGENT and a.outcome is Outcome.OK]
+    return outputs[-1] if outputs else None
+
+
+def outputs_of(rows: Iterable[AttemptRecordRow], run_dir: str) -> Outputs:
+    """The good agent attempts among one run's `rows` (whose directory is
+    `run_dir`), by task and attempt number: where its tasks' outputs are."""
+    return {
+        (attempt.task, attempt.number): attempt
+        for attempt in attempts_of(rows, run_dir)
+        if attempt.stage is Stage.AGENT and attempt.outcome is Outcome.OK
+    }
+
+
+def reused_runs(events: Iterable[Event]) -> set[int]:
+    """The earlier runs whose successes a run carried over (their attempts hold
+    those tasks' outputs)."""
+    return {
+        int(event.data["reused_from"])
+        for event in events
+        if event.kind is EventKind.TASK_REUSED and event.data.get("reused_from") is not None
+    }
 
 
 def requeued_by_operator(event: Event) -> bool:
@@ -160,9 +230,13 @@ def plan_resume(
     *,
     new_config: Mapping[str, Any],
     run_dir: str,
+    earlier: Mapping[int, Outputs] | None = None,
 ) -> ResumePlan:
-    """Work out where run `run` left off, against the config given now."""
-    tasks = replay(events, rows, run_dir)
+    """Work out where run `run` left off, against the config given now.
+
+    `earlier`: the outputs of the runs `run` carried successes over from, by
+    run id (see `reused_runs` and `outputs_of`)."""
+    tasks = replay(events, rows, run_dir, earlier)
     try:
         old_config = json.loads(run.config_json)
     except ValueError:
@@ -194,10 +268,11 @@ def plan_resume(
             else:
                 invalidated.append(task_id)
     for task_id in [*changed, *invalidated]:
-        replayed = tasks[task_id]
         # A fresh start, but the attempt numbers go on: the log files of the
-        # earlier attempts stay where they are.
-        tasks[task_id] = TaskReplay(attempts=replayed.attempts)
+        # earlier attempts stay where they are. (A changed task the run never
+        # got to has nothing to start afresh.)
+        if (replayed := tasks.get(task_id)) is not None:
+            tasks[task_id] = TaskReplay(attempts=replayed.attempts)
     return ResumePlan(
         run_id=run.run_id,
         tasks=tasks,
@@ -208,6 +283,49 @@ def plan_resume(
         invalidated=invalidated,
         events=list(events),
     )
+
+
+def plan_carry_over(
+    fleet: Fleet,
+    run: RunRecord,
+    events: Sequence[Event],
+    rows: Sequence[AttemptRecordRow],
+    *,
+    new_config: Mapping[str, Any],
+    run_dir: str,
+    earlier: Mapping[int, Outputs] | None = None,
+) -> ResumePlan:
+    """What a new run keeps of the finished run `run`: each success that holds.
+
+    A success holds, as on resume, when the task and everything upstream of it
+    are unchanged. Everything else runs again from the start in the new run:
+    failed, cancelled and blocked tasks too (a failure may have been fixed
+    outside the config), so the plan keeps only the successes, and no attempt.
+    """
+    plan = plan_resume(
+        fleet, run, events, rows, new_config=new_config, run_dir=run_dir, earlier=earlier
+    )
+    plan.tasks = {
+        task_id: TaskReplay(
+            state=TaskState.SUCCEEDED,
+            finished_at=replayed.finished_at,
+            # The run that ran it: the one carried from, or the one before that.
+            reused_from=run.run_id if replayed.reused_from is None else replayed.reused_from,
+            output=replayed.output,
+        )
+        for task_id, replayed in plan.tasks.items()
+        if replayed.state is TaskState.SUCCEEDED and task_id in fleet.dag.index
+    }
+    plan.unfinished = []
+    plan.events = []
+    plan.carried_over = True
+    return plan
+
+
+def carries_over(run: RunRecord) -> bool:
+    """True when `fleetdeck run` starts a new run that carries over the successes
+    of `run` (a finished run), False when it takes `run` up again."""
+    return run.status == "finished"
 
 
 def listed(names: Sequence[str]) -> list[str]:
@@ -222,15 +340,19 @@ class ResumeError(Exception):
 
 
 def choose_run(latest: RunRecord | None, fleet_name: str, state_dir: str) -> RunRecord | None:
-    """The run `fleetdeck run` should take up again, or None for a new run.
+    """The run `fleetdeck run` should take up again or carry over from, or None
+    for a new run from scratch.
 
-    Only the latest run is a candidate, and only when it did not finish (the
-    supervisor was killed, or interrupted). A finished run is never resumed:
-    running again after it starts a new run. Raises ResumeError when the
+    Only the latest run is a candidate. One that did not finish (the supervisor
+    was killed, or interrupted) is taken up again. A finished run is never
+    resumed: running again starts a new run that carries over its successes
+    (see `carries_over`), if it ran the same fleet. Raises ResumeError when an
     unfinished run belongs to another fleet.
     """
-    if latest is None or latest.status == "finished":
+    if latest is None:
         return None
+    if carries_over(latest):
+        return latest if latest.fleet == fleet_name else None
     if latest.fleet != fleet_name:
         raise ResumeError(
             f"{state_dir} holds the unfinished run {latest.run_id} of fleet "

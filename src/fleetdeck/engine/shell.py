@@ -37,7 +37,7 @@ from fleetdeck.engine.commit import GroupCommit
 from fleetdeck.engine.core import CommandError, Core, Running
 from fleetdeck.engine.hosts import HostWatch
 from fleetdeck.engine.launch import RequestBuilder
-from fleetdeck.engine.takeup import Found, take_up
+from fleetdeck.engine.takeup import Found, carry_over, take_up
 from fleetdeck.engine.views import ViewBuilder
 from fleetdeck.engine.workspace import Workspace
 from fleetdeck.executors.base import (
@@ -53,7 +53,14 @@ from fleetdeck.metrics import ContentionHistory, Report, ReportBuilder, TaskSumm
 from fleetdeck.model import Event, EventKind, Outcome, Stage, TaskRun, TaskState, now
 from fleetdeck.policy import Policy, make_policy
 from fleetdeck.redact import Redactor
-from fleetdeck.resume import ResumePlan, plan_resume
+from fleetdeck.resume import (
+    ResumePlan,
+    carries_over,
+    outputs_of,
+    plan_carry_over,
+    plan_resume,
+    reused_runs,
+)
 from fleetdeck.stages import STAGES
 
 if TYPE_CHECKING:
@@ -141,9 +148,10 @@ class Engine:
         """`sample_interval` is how often contention and resources are sampled
         (None: only when `sample()` is called, for tests that want a still picture).
 
-        With `resume` (an unfinished run of the same journal, see
+        With `resume` (the latest run of the same journal, see
         `fleetdeck.resume.choose_run`), the run takes up where that one left off
-        instead of starting a new one.
+        if it did not finish; if it finished, a new run starts that carries over
+        its successes that still hold (`fleetdeck.resume.carries_over`).
 
         Ready tasks are ranked by critical path, weighted by how long each task
         took in earlier runs in the same journal (see `estimated_durations`).
@@ -335,9 +343,11 @@ class Engine:
                 self.core.capacity.set_host_up(host, False)
             if plan is None:
                 self.core.start()
+            elif plan.carried_over:
+                carry_over(self.core, plan)
             for executor in self._executors.values():
                 await executor.open(self._on_host_health)
-            if plan is not None:
+            if plan is not None and not plan.carried_over:
                 await self._take_up(plan)
             if self._sample_interval is not None:
                 self._sample_timer = self._loop.call_later(self._sample_interval, self._sample_tick)
@@ -359,7 +369,8 @@ class Engine:
 
     def _open_run(self) -> ResumePlan | None:
         """Journal the start of the run, or take over the unfinished one; then the
-        plan to resume it (None for a new run).
+        plan to resume it, or for a new run after a finished one, what it carries
+        over (None for a new run from scratch).
 
         A method of its own so that the config's JSON (100 bytes a task) is not
         kept alive for the whole run by run()'s frame.
@@ -367,28 +378,46 @@ class Engine:
         # Stored with the secrets' values masked; compared masked too, so that an
         # unchanged secret does not make its tasks look changed on resume.
         settings = self.redactor.config_json(config_json(self.fleet.config))
-        if self._resume_from is None:
-            self.run_id = self._journal.begin_run(
-                fleet=self.fleet.name,
-                config_path=self.fleet.source,
-                config_json=settings,
-                policy=self.policy,
-                started_at=self.started_at or self._clock(),
-            )
-            return None
         previous = self._resume_from
-        self.run_id = previous.run_id
-        self.started_at = previous.started_at
-        plan = plan_resume(
+        if previous is None:
+            self._begin_run(settings)
+            return None
+        events = self._journal.events(previous.run_id)
+        # The runs it carried successes over from hold those tasks' outputs.
+        earlier = {
+            run_id: outputs_of(self._journal.attempts(run_id), self._run_dir(run_id))
+            for run_id in reused_runs(events)
+        }
+        plan_for = plan_carry_over if carries_over(previous) else plan_resume
+        plan = plan_for(
             self.fleet,
             previous,
-            self._journal.events(previous.run_id),
+            events,
             self._journal.attempts(previous.run_id),
             new_config=json.loads(settings),
-            run_dir=str(self._journal.run_dir(previous.run_id)),
+            run_dir=self._run_dir(previous.run_id),
+            earlier=earlier,
         )
+        if plan.carried_over:
+            # A new run (its own id, directory and clock), started as any other.
+            self._begin_run(settings)
+            return plan
+        self.run_id = previous.run_id
+        self.started_at = previous.started_at
         self._journal.resume_run(previous.run_id, config_json=settings, policy=self.policy)
         return plan
+
+    def _begin_run(self, settings: str) -> None:
+        self.run_id = self._journal.begin_run(
+            fleet=self.fleet.name,
+            config_path=self.fleet.source,
+            config_json=settings,
+            policy=self.policy,
+            started_at=self.started_at or self._clock(),
+        )
+
+    def _run_dir(self, run_id: int) -> str:
+        return str(self._journal.run_dir(run_id))
 
     # --- resuming a run -------------------------------------------------------------
 

@@ -7,6 +7,10 @@ core: tasks that succeeded stay done, tasks in flight carry on (a due retry at
 once, later stages back in their queue), attempts found running are
 reattached, those that ended on their own are taken at their recorded status,
 and those gone without one are `lost` and run again without spending a retry.
+
+A new run after a finished one starts from `carry_over` instead: the successes
+that still hold are journaled as reused (their outputs stay in the earlier
+run's directory) and everything else starts afresh.
 """
 
 from __future__ import annotations
@@ -52,17 +56,7 @@ def take_up(
         reattached=counts.get("reattached", 0),
         recovered=counts.get("recovered", 0),
         lost=counts.get("lost", 0),
-        # Config changes, only those there are: an unchanged config says nothing.
-        **{
-            key: listed(names)
-            for key, names in (
-                ("changed", plan.changed),
-                ("added", plan.added),
-                ("removed", plan.removed),
-                ("rerun", plan.invalidated),
-            )
-            if names
-        },
+        **_config_changes(plan),
     )
     unfinished = {attempt.task for attempt, _ in found}
     for node, task in enumerate(core.tasks):
@@ -80,7 +74,8 @@ def take_up(
         ]
         state = replayed.state
         if state is TaskState.SUCCEEDED:
-            task.output_attempt = outputs[-1] if outputs else None
+            # Its own last good attempt, or the one of the run it was carried from.
+            task.output_attempt = replayed.output
             task.state = state
             task.finished_at = replayed.finished_at
             core.unfinished -= 1
@@ -155,6 +150,67 @@ def take_up(
         # Many tasks changed here without an event of their own: every view is stale.
         core.dirty.update(range(len(core.tasks)))
     return reattach
+
+
+def carry_over(core: Core, plan: ResumePlan) -> None:
+    """Start a new run that keeps the successes of the finished run `plan.run_id`
+    that still hold (`fleetdeck.resume.plan_carry_over`).
+
+    Each is journaled at the start as task_reused, naming the run whose attempt
+    produced it; its dependents find its output there. The rest start as in a
+    new run: those without a dependency left to wait for are ready."""
+    reused = [
+        node
+        for node in core.dag.topo
+        if (replayed := plan.tasks.get(core.tasks[node].id)) is not None
+        and replayed.state is TaskState.SUCCEEDED
+    ]
+    details: dict[str, object] = {
+        "fleet": core.fleet.name,
+        "policy": core.policy.name,
+        "tasks": len(core.tasks),
+        "run_id": core.run_id,
+        "previous_run": plan.run_id,
+        "reused": len(reused),
+    }
+    if len(reused) == len(core.tasks):
+        details["reason"] = f"nothing changed since run {plan.run_id}"
+    core.emit(EventKind.RUN_STARTED, None, **details, **_config_changes(plan))
+    for node in reused:
+        task = core.tasks[node]
+        replayed = plan.tasks[task.id]
+        task.state = TaskState.SUCCEEDED
+        task.output_attempt = replayed.output
+        task.finished_at = core.clock.now()
+        core.unfinished -= 1
+        for child in core.dag.dependents[node]:
+            core.waiting_on[child] -= 1
+        core.emit(
+            EventKind.TASK_REUSED,
+            task.id,
+            reused_from=replayed.reused_from,
+            attempt=None if replayed.output is None else replayed.output.number,
+        )
+    for node, waiting in enumerate(core.waiting_on):
+        if waiting == 0 and core.tasks[node].state is TaskState.PENDING:
+            core.make_ready(node)
+    if core.dirty is not None:
+        core.dirty.update(range(len(core.tasks)))
+
+
+def _config_changes(plan: ResumePlan) -> dict[str, list[str]]:
+    """The config's changes for the run's first event, only those there are: an
+    unchanged config says nothing."""
+    return {
+        key: listed(names)
+        for key, names in (
+            ("changed", plan.changed),
+            ("added", plan.added),
+            ("removed", plan.removed),
+            ("rerun", plan.invalidated),
+        )
+        if names
+    }
 
 
 def _queued_stage(state: TaskState) -> Stage | None:
