@@ -8,13 +8,14 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Log, Static
+from textual.widgets import DataTable, Log, Static
 
 from fleetdeck.engine import CommandError, Engine
 from fleetdeck.logtail import LogFollower
 from fleetdeck.model import Outcome
 from fleetdeck.snapshot import AttemptRecord, TaskDetail
 from fleetdeck.text import format_seconds
+from fleetdeck.tui.footer import FleetFooter
 from fleetdeck.tui.lines import set_border_subtitle
 from fleetdeck.tui.render import state_text
 
@@ -69,7 +70,7 @@ class TaskDetailScreen(Screen[None]):
             with Horizontal(id="data"):
                 yield Static(id="inputs")
                 yield Static(id="output")
-        yield Footer()
+        yield FleetFooter()
 
     def on_mount(self) -> None:
         table = self.query_one("#attempts", DataTable)

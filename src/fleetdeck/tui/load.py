@@ -6,7 +6,9 @@ from rich.text import Text
 
 from fleetdeck.snapshot import FleetSnapshot
 from fleetdeck.tui.lines import LinesPane, set_border_subtitle
-from fleetdeck.tui.render import STATE_GLYPHS, STATE_STYLES, bar, clock
+from fleetdeck.tui.render import STATE_GLYPHS, STATE_STYLES, bar, clock, cut
+
+GAUGE_MAX = 40
 
 
 def load_style(score: int, capacity: int) -> str:
@@ -30,22 +32,23 @@ class LoadPane(LinesPane):
         load = snapshot.load
         style = load_style(load.score, load.capacity)
         gauge = Text()
-        gauge.append(f"{load.score:>2}/{load.capacity} ", style=style)
-        # The bar spans twice the capacity so that being over it shows.
-        gauge_width = max(8, width - 12)
+        gauge.append(f"load {load.score}/{load.capacity} ", style=style)
+        # The bar spans twice the capacity so that being over it shows; past
+        # GAUGE_MAX cells a longer bar says nothing more.
+        over = " over!" if load.over_capacity else ""
+        gauge_width = min(GAUGE_MAX, max(6, width - len(gauge) - len(over)))
         gauge.append(bar(load.score / (2 * load.capacity), gauge_width), style=style)
-        gauge.append(" over!" if load.over_capacity else "", style="bold red")
+        gauge.append(over, style="bold red")
         extra_states = max(0, load.distinct_states - 1)
-        if width >= 44:
-            breakdown = (
-                f"{load.in_flight} in flight + 2×{load.needs_attention} need you"
-                f" + {extra_states} extra states"
-            )
-        else:
+        breakdown = (
+            f"{load.in_flight} in flight + 2×{load.needs_attention} need you"
+            f" + {extra_states} extra states"
+        )
+        if len(breakdown) > width:
             breakdown = (
                 f"{load.in_flight} flight + 2×{load.needs_attention} attn + {extra_states} states"
             )
-        parts = Text(breakdown, style="dim")
+        parts = cut(breakdown, width, style="dim")
         rows: list[Text] = [gauge, parts]
         room = max(0, lines - 2)
         items = snapshot.attention
