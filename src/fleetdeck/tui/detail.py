@@ -46,7 +46,7 @@ class TaskDetailScreen(Screen[None]):
     TaskDetailScreen #summary { height: auto; max-height: 4; padding: 0 1; background: $panel; }
     TaskDetailScreen #main { height: 1fr; }
     TaskDetailScreen #attempts { height: auto; max-height: 8; border: round $primary; }
-    TaskDetailScreen #log { border: round $success; height: 1fr; min-height: 5; }
+    TaskDetailScreen #log { border: round $success; height: 1fr; min-height: 5; overflow: auto; }
     TaskDetailScreen #data { height: 6; }
     TaskDetailScreen #inputs, TaskDetailScreen #output {
         width: 1fr; height: 6; border: round $primary; padding: 0 1; overflow-y: auto;

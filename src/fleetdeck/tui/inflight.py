@@ -56,6 +56,7 @@ class InFlightTable(VirtualTable):
         # The columns shown, their widths, the room for the output.
         self._layout: tuple[tuple[str, ...], tuple[int, ...], int] = ((), (), 0)
         self._indexes: tuple[int, ...] = ()  # the shown columns' places in COLUMNS
+        self._height = 0
         self._shown: dict[str, _Cells] = {}  # task -> what its row shows
         self._rows: list[Row] = []
 
@@ -126,6 +127,12 @@ class InFlightTable(VirtualTable):
         agents = sum(1 for r in running if r.stage is Stage.AGENT)
         set_border_title(self, f"In flight · {agents} agent · {len(running) - agents} CI")
         room = self._set_widths(snapshot, task_width)
+        # As tall as the fleet's slots (no more can run at once), within the
+        # bounds app.tcss sets: fixed for the run, so no layout per refresh.
+        height = sum(pool.total for pool in snapshot.pools) + self.HEADER_HEIGHT + 2
+        if height != self._height:
+            self._height = height
+            self.styles.height = height
         top = int(self.scroll_y)
         on_screen = range(top, top + max(0, self.scrollable_content_region.height - 1))
         shown: dict[str, _Cells] = {}
