@@ -17,7 +17,9 @@ from fleetdeck.model import Outcome, Stage
 from fleetdeck.snapshot import AttemptRecord, Lane, Timeline
 from fleetdeck.tui.contention import ContentionPane
 from fleetdeck.tui.footer import FleetFooter
-from fleetdeck.tui.timeline import TimelineScreen, Window, render_timeline
+from fleetdeck.tui.gantt import Window, render_timeline
+from fleetdeck.tui.load import LoadPane
+from fleetdeck.tui.timeline import TimelineScreen
 from tui_support import (
     START,
     FakeClock,
@@ -26,12 +28,13 @@ from tui_support import (
     fleet,
     make_app,
     small_fleet_tasks,
+    until,
 )
 
 
 def rendered(widget: Widget) -> list[str]:
     """The widget's lines as drawn (border included)."""
-    return [strip.text for strip in widget.render_lines(Region(0, 0, *widget.size))]
+    return [strip.text for strip in widget.render_lines(Region(0, 0, *widget.outer_size))]
 
 
 def on_screen(app: App[object]) -> str:
@@ -153,3 +156,24 @@ def test_bars_carry_full_names_where_they_fit_and_lanes_use_the_height() -> None
     # Zoomed on the short bar, its whole name fits.
     zoomed = render_timeline(timeline, Window(START + 29, START + 35), width=120, height=20)
     assert "▏a-very-long-task-name" in zoomed.plain
+
+
+async def test_a_one_row_attention_queue_names_the_oldest_and_counts_the_rest(
+    tmp_path: Path,
+) -> None:
+    executor, clock = ManualExecutor(), FakeClock()
+    app, journal = make_app(
+        fleet(tmp_path, small_fleet_tasks()), tmp_path, executor=executor, clock=clock
+    )
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until(lambda: "schema" in executor.current)
+        executor.finish("schema", code=1)  # its two dependents are blocked by it
+        await until(lambda: len(app.engine.snapshot().attention) == 3)
+        pane = app.query_one(LoadPane)
+        pane.styles.height = 5  # room for the gauge, its breakdown and one row
+        await pilot.pause()
+        app.refresh_view()
+        await pilot.pause()
+        lines = rendered(pane)
+        assert "✗ schema failed 0:00 +2 more" in lines[3], lines
+    journal.close()

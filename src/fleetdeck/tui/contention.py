@@ -40,7 +40,8 @@ class ContentionPane(LinesPane):
     """Per runner: busy/total, queue length, queue wait (mean, p95, the oldest
     waiting now), the queue over time. Per agent: busy/total, tasks waiting for a
     slot, CPU and memory of its attempts, busy slots over time. Per host: health,
-    attempts running, latency and load."""
+    attempts running, latency and load (when there is more than the local host,
+    or it is not up)."""
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
@@ -68,8 +69,12 @@ class ContentionPane(LinesPane):
         for pool in sorted(snapshot.pools, key=lambda p: p.stage is Stage.AGENT):
             use = _Use(cpu.get(pool.name), rss.get(pool.name))
             lines.extend(layout.pool(pool, use))
-        for host in snapshot.hosts:
-            lines.extend(layout.host(host))
+        # A fleet on this machine alone has nothing to say of hosts (the in-flight
+        # pane counts what runs): its rows go to the figures above.
+        hosts = snapshot.hosts
+        if len(hosts) > 1 or any(host.state is not HostState.UP for host in hosts):
+            for host in hosts:
+                lines.extend(layout.host(host))
         self.show_lines(lines)
 
 

@@ -52,15 +52,21 @@ class LoadPane(LinesPane):
         rows: list[Text] = [gauge, parts]
         room = max(0, lines - 2)
         items = snapshot.attention
-        shown = items if len(items) <= room else items[: max(0, room - 1)]
+        # Past the room, the last row says how many more (alone, or after the oldest).
+        fits = len(items) <= room
+        shown = items if fits else items[: max(1, room - 1)] if room else ()
         for item in shown:
             line = Text()
             line.append(f"{STATE_GLYPHS[item.state]} ", style=STATE_STYLES[item.state])
             line.append(item.task)
             line.append(f" {item.state.value} ", style=STATE_STYLES[item.state])
             line.append(clock(snapshot.now - item.since), style="dim")
-            rows.append(line)
-        if len(shown) < len(items):
+            rows.append(cut(line, width))
+        if room == 1 and len(items) > 1:
+            # One row: the oldest item, and how many more, rather than a count alone.
+            more = f" +{len(items) - 1} more"
+            rows[-1] = cut(rows[-1], width - len(more)).append(more, style="dim")
+        elif len(shown) < len(items):
             rows.append(Text(f"… and {len(items) - len(shown)} more", style="dim"))
         elif not items and room:
             rows.append(Text("nothing needs you", style="dim"))
