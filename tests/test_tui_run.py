@@ -215,15 +215,15 @@ async def test_enter_on_a_timeline_bar_opens_its_task(tmp_path: Path) -> None:
         await pilot.press("t")
         assert isinstance(app.screen, TimelineScreen)
         assert app.selected_task() == "second"  # the latest bar, to begin with
-        await pilot.press("left")
+        await pilot.press("shift+left")  # the previous bar in its lane
         assert app.selected_task() == "first"
-        await pilot.press("left")  # no bar before the first: it stays
+        await pilot.press("shift+left")  # no bar before the first: it stays
         assert app.selected_task() == "first"
         await pilot.press("enter")
         assert isinstance(app.screen, TaskDetailScreen) and app.screen.task_id == "first"
         await pilot.press("escape")
         assert isinstance(app.screen, TimelineScreen)
-        await pilot.press("right", "enter")
+        await pilot.press("shift+right", "enter")
         assert isinstance(app.screen, TaskDetailScreen) and app.screen.task_id == "second"
     journal.close()
 

@@ -1,4 +1,4 @@
-"""Pictures of the main screen in the states that matter, compared with SVG snapshots.
+"""Pictures of the screens in the states that matter, compared with SVG snapshots.
 
 Each test stages a state with a manual executor and a clock that moves only when
 told, so the picture is the same on every run. Update them on purpose with
@@ -11,12 +11,22 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 from textual.pilot import Pilot
 
 from fleetdeck.model import TaskState
 from fleetdeck.testing import ManualExecutor
 from fleetdeck.tui.app import FleetApp
-from tui_support import FakeClock, fleet, make_app, until
+from fleetdeck.tui.detail import TaskDetailScreen
+from fleetdeck.tui.lines import set_border_subtitle
+from tui_support import (
+    FakeClock,
+    busy_run,
+    fleet,
+    make_app,
+    small_fleet_tasks,
+    until,
+)
 
 SnapCompare = Callable[..., bool]
 
@@ -137,4 +147,86 @@ def test_main_screen_at_80x24(snap_compare: SnapCompare, tmp_path: Path) -> None
         executor.say("ui-shell", "editing web/shell.tsx")
 
     assert snap_compare(app, terminal_size=(80, 24), run_before=staged(executor, clock, steps))
+    journal.close()
+
+
+# An SSH session's terminal, and a large screen with room to use.
+SIZES = [pytest.param((80, 24), id="80x24"), pytest.param((200, 60), id="200x60")]
+
+
+def busy(tmp_path: Path) -> tuple[FleetApp, Any, ManualExecutor, FakeClock]:
+    executor, clock = ManualExecutor(), FakeClock()
+    app, journal = make_app(
+        fleet(tmp_path, small_fleet_tasks()), tmp_path, executor=executor, clock=clock
+    )
+    return app, journal, executor, clock
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_main_screen(snap_compare: SnapCompare, tmp_path: Path, size: tuple[int, int]) -> None:
+    """Every figure readable at 80x24 (labels, the CI wait, the quit key); the
+    room used at 200x60 (every column, the contention table, long histories)."""
+    app, journal, executor, clock = busy(tmp_path)
+
+    async def steps(app: FleetApp) -> None:
+        await busy_run(app, executor, clock)
+
+    assert snap_compare(app, terminal_size=size, run_before=staged(executor, clock, steps))
+    journal.close()
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_task_detail(snap_compare: SnapCompare, tmp_path: Path, size: tuple[int, int]) -> None:
+    """A task with a failed attempt and its retry running."""
+    app, journal, executor, clock = busy(tmp_path)
+
+    async def steps(app: FleetApp) -> None:
+        await busy_run(app, executor, clock)
+        app.push_screen(TaskDetailScreen(app.engine, "ui-shell"))
+
+    async def run_before(pilot: Pilot[Any]) -> None:
+        await staged(executor, clock, steps)(pilot)
+        await pilot.pause(0.3)  # the log's first read
+        log = pilot.app.screen.query_one("#log")
+        # The log's path lies under the test's temporary directory: shown from
+        # the state directory on, the same on every run.
+        subtitle = str(log.border_subtitle).replace("\\[", "[")
+        set_border_subtitle(log, "state/" + subtitle.split("/state/", 1)[1])
+        await pilot.pause()
+
+    assert snap_compare(app, terminal_size=size, run_before=run_before)
+    journal.close()
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_timeline(snap_compare: SnapCompare, tmp_path: Path, size: tuple[int, int]) -> None:
+    """One lane per slot (taller at 200x60, with the CI queue as a chart), full
+    names where they fit, the selected bar named in full under the chart."""
+    app, journal, executor, clock = busy(tmp_path)
+
+    async def steps(app: FleetApp) -> None:
+        await busy_run(app, executor, clock)
+
+    async def run_before(pilot: Pilot[Any]) -> None:
+        await staged(executor, clock, steps)(pilot)
+        await pilot.press("t", "up", "up")  # ci's latest bar, then the lane above
+        await pilot.pause()
+
+    assert snap_compare(app, terminal_size=size, run_before=run_before)
+    journal.close()
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_help(snap_compare: SnapCompare, tmp_path: Path, size: tuple[int, int]) -> None:
+    app, journal, executor, clock = busy(tmp_path)
+
+    async def steps(app: FleetApp) -> None:
+        await busy_run(app, executor, clock)
+
+    async def run_before(pilot: Pilot[Any]) -> None:
+        await staged(executor, clock, steps)(pilot)
+        await pilot.press("question_mark")
+        await pilot.pause()
+
+    assert snap_compare(app, terminal_size=size, run_before=run_before)
     journal.close()

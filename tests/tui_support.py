@@ -14,6 +14,7 @@ from fleetdeck.config import Fleet, build_fleet
 from fleetdeck.engine import Engine
 from fleetdeck.executors.base import Executor
 from fleetdeck.journal import Journal
+from fleetdeck.model import TaskState
 from fleetdeck.testing import ManualExecutor
 from fleetdeck.tui.app import FleetApp
 
@@ -75,3 +76,51 @@ async def until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError("condition not met in time")
         await asyncio.sleep(0.01)
+
+
+def small_fleet_tasks() -> list[dict[str, Any]]:
+    """A small fleet in waves with CI on most tasks and a retry to spend."""
+    return [
+        {"id": "schema", "agent": "coder", "ci": "ci", "prompt": "Add the users table"},
+        {"id": "auth-api", "agent": "coder", "ci": "ci", "prompt": "Sketch the auth API"},
+        {"id": "ui-shell", "agent": "coder", "ci": "ci", "retries": 1, "prompt": "UI shell"},
+        {"id": "docs", "agent": "coder", "prompt": "Outline the guide"},
+        {"id": "login-endpoint", "agent": "coder", "ci": "ci", "depends_on": ["schema"]},
+        {"id": "user-model", "agent": "coder", "ci": "ci", "depends_on": ["schema"]},
+        {"id": "ui-login", "agent": "coder", "depends_on": ["ui-shell"]},
+        {"id": "sessions", "agent": "coder", "ci": "ci", "depends_on": ["login-endpoint"]},
+    ]
+
+
+async def busy_run(app: FleetApp, executor: ManualExecutor, clock: FakeClock) -> None:
+    """Play a run to a busy moment: a CI attempt done after a wait, one in CI,
+    a failed attempt retried, agents running with output."""
+    engine = app.engine
+
+    def state(task: str) -> TaskState:
+        return engine.task(task).state
+
+    await until(lambda: len(executor.current) == 3)
+    clock.advance(2.5)
+    executor.finish("schema", output="schema done")
+    await until(lambda: state("schema") is TaskState.CI_RUNNING and "docs" in executor.current)
+    executor.finish("auth-api", output="api done")
+    await until(lambda: state("auth-api") is TaskState.CI_QUEUED)
+    clock.advance(1.5)
+    executor.say("schema", "[ci] 41 passed")
+    executor.finish("schema")  # its CI: auth-api's CI starts after 1.5 s in the queue
+    await until(lambda: state("auth-api") is TaskState.CI_RUNNING)
+    await until(lambda: state("login-endpoint") is TaskState.RUNNING)
+    clock.advance(1.0)
+    executor.say("ui-shell", "error: web/shell.tsx does not compile")
+    executor.finish("ui-shell", exit_code=1)
+    # Its retry waits for a slot: user-model, ready before it, takes the one it left.
+    await until(lambda: state("ui-shell") is TaskState.READY)
+    await until(lambda: state("user-model") is TaskState.RUNNING)
+    clock.advance(2.0)
+    executor.finish("docs", output="the outline")
+    await until(lambda: state("docs") is TaskState.SUCCEEDED)
+    await until(lambda: sum(t.state is TaskState.RUNNING for t in engine.snapshot().tasks) == 3)
+    clock.advance(1.0)
+    executor.say("auth-api", "[ci] running unit tests... (1.1s)")
+    executor.say("login-endpoint", "editing src/api/login.py: adding the password check")

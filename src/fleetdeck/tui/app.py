@@ -24,7 +24,7 @@ from textual.css.query import NoMatches
 from textual.driver import Driver
 from textual.drivers.linux_driver import LinuxDriver
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Input
+from textual.widgets import DataTable, Input
 
 from fleetdeck.engine import CommandError, Engine, RunResult
 from fleetdeck.model import Event, EventKind
@@ -35,6 +35,7 @@ from fleetdeck.tui.contention import ContentionPane
 from fleetdeck.tui.detail import TaskDetailScreen
 from fleetdeck.tui.driver import TerminalSafeDriver
 from fleetdeck.tui.feed import SnapshotFeed
+from fleetdeck.tui.footer import FleetFooter
 from fleetdeck.tui.header import FleetHeader
 from fleetdeck.tui.help import HelpScreen
 from fleetdeck.tui.inflight import InFlightTable
@@ -51,6 +52,8 @@ REFRESH_SECONDS = 0.25
 IDLE_REFRESH_SECONDS = 1.0
 # Wider than this, the screen uses its room (the `-wide` class).
 WIDE = 140
+# Narrower than this, no room beside the queue (the `-narrow` class).
+NARROW = 80
 # How often to ask whether a full garbage collection is due (see collector.py).
 COLLECT_CHECK_SECONDS = 1.0
 
@@ -112,7 +115,7 @@ class FleetApp(App[int]):
             with Vertical(id="side"):
                 yield ContentionPane(id="contention")
                 yield LoadPane(id="load")
-        yield Footer()
+        yield FleetFooter()
 
     async def on_mount(self) -> None:
         self.engine.subscribe(self._on_event)
@@ -147,6 +150,7 @@ class FleetApp(App[int]):
 
     def on_resize(self) -> None:
         self.set_class(self.size.width >= WIDE, "-wide")
+        self.set_class(self.size.width < NARROW, "-narrow")
         self._dirty = True
 
     # --- refreshing -----------------------------------------------------------------
@@ -191,8 +195,7 @@ class FleetApp(App[int]):
         if isinstance(self.screen, TaskDetailScreen):
             return self.screen.task_id
         if isinstance(self.screen, TimelineScreen):
-            bar = self.screen.bars.selected  # the bar picked with the arrows
-            return None if bar is None else bar.task
+            return self.screen.selected_task  # the bar selected with the arrows
         focused = self.focused
         if isinstance(focused, InFlightTable):
             return focused.selected_task

@@ -8,13 +8,14 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Log, Static
+from textual.widgets import DataTable, Log, Static
 
 from fleetdeck.engine import CommandError, Engine
 from fleetdeck.logtail import LogFollower
 from fleetdeck.model import Outcome, TaskState
 from fleetdeck.snapshot import AttemptRecord, TaskDetail
 from fleetdeck.text import format_seconds
+from fleetdeck.tui.footer import FleetFooter
 from fleetdeck.tui.lines import set_border_subtitle
 from fleetdeck.tui.render import state_text
 
@@ -45,7 +46,7 @@ class TaskDetailScreen(Screen[None]):
     TaskDetailScreen #summary { height: auto; max-height: 4; padding: 0 1; background: $panel; }
     TaskDetailScreen #main { height: 1fr; }
     TaskDetailScreen #attempts { height: auto; max-height: 8; border: round $primary; }
-    TaskDetailScreen #log { border: round $success; height: 1fr; min-height: 5; }
+    TaskDetailScreen #log { border: round $success; height: 1fr; min-height: 5; overflow: auto; }
     TaskDetailScreen #data { height: 6; }
     TaskDetailScreen #inputs, TaskDetailScreen #output {
         width: 1fr; height: 6; border: round $primary; padding: 0 1; overflow-y: auto;
@@ -69,7 +70,7 @@ class TaskDetailScreen(Screen[None]):
             with Horizontal(id="data"):
                 yield Static(id="inputs")
                 yield Static(id="output")
-        yield Footer()
+        yield FleetFooter()
 
     def on_mount(self) -> None:
         table = self.query_one("#attempts", DataTable)

@@ -18,6 +18,9 @@ from fleetdeck.tui.render import clock, cut, size
 from fleetdeck.tui.vtable import Row, VirtualTable
 
 COLUMNS = ("task", "stage", "time", "host", "by", "cpu", "mem", "latest output")
+# From this many cells inside the border, every column; narrower, the output
+# keeps its room and the host (on a one-host fleet), CPU and memory columns go.
+ALL_COLUMNS_AT = 110
 
 
 class _AttemptRows:
@@ -50,34 +53,53 @@ class InFlightTable(VirtualTable):
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id, show_cursor=False)
         self.border_title = "In flight"
-        self._widths: tuple[tuple[int, ...], int] = ((), 0)
+        # The columns shown, their widths, the room for the output.
+        self._layout: tuple[tuple[str, ...], tuple[int, ...], int] = ((), (), 0)
+        self._indexes: tuple[int, ...] = ()  # the shown columns' places in COLUMNS
+        self._height = 0
         self._shown: dict[str, _Cells] = {}  # task -> what its row shows
         self._rows: list[Row] = []
 
     def _set_widths(self, snapshot: FleetSnapshot, task_width: int) -> int:
         """Fixed column widths from the fleet's names and the table's width; the
         room left for the output. Fixed, so the picture never depends on what
-        the rows showed a moment ago."""
+        the rows showed a moment ago.
+
+        The latest output is what the operator reads here, so a narrow table
+        drops columns before it cuts the output short: the host when every
+        attempt runs on one host, CPU and memory (the contention pane sums them
+        per agent)."""
         longest = {
             "task": task_width or 4,
             "host": max((len(h.name) for h in snapshot.hosts), default=5),
             "by": max((len(p.name) for p in snapshot.pools), default=2),
         }
-        widths = [
-            min(28, max(4, longest["task"])),
-            5,  # stage
-            7,  # time
-            min(16, max(4, longest["host"])),
-            min(16, max(2, longest["by"])),
-            4,  # cpu
-            5,  # mem
-        ]
-        padding = 2 * self.CELL_PADDING * len(COLUMNS)
-        room = max(12, self.scrollable_content_region.width - sum(widths) - padding)
-        if (tuple(widths), room) != self._widths:
-            self._widths = (tuple(widths), room)
+        widths = {
+            "task": min(28, max(4, longest["task"])),
+            "stage": 5,
+            "time": 7,
+            "host": min(16, max(4, longest["host"])),
+            "by": min(16, max(2, longest["by"])),
+            "cpu": 4,
+            "mem": 5,
+        }
+        inner = self.scrollable_content_region.width
+        shown = ["task", "stage", "time"]
+        if len(snapshot.hosts) > 1 or inner >= ALL_COLUMNS_AT:
+            shown.append("host")
+        shown.append("by")
+        if inner >= ALL_COLUMNS_AT:
+            shown += ["cpu", "mem"]
+        shown.append("latest output")
+        fixed = [widths[name] for name in shown[:-1]]
+        padding = 2 * self.CELL_PADDING * len(shown)
+        room = max(12, inner - sum(fixed) - padding)
+        layout = (tuple(shown), tuple(fixed), room)
+        if layout != self._layout:
+            self._layout = layout
             self._shown.clear()
-            self.set_columns(list(zip(COLUMNS, [*widths, room], strict=True)))
+            self._indexes = tuple(COLUMNS.index(name) for name in shown)
+            self.set_columns(list(zip(shown, [*fixed, room], strict=True)))
         return room
 
     def on_focus(self) -> None:
@@ -95,7 +117,7 @@ class InFlightTable(VirtualTable):
 
     def get_cell(self, key: str, column: str) -> Text | str:
         """What the row with `key` shows in `column`."""
-        return self._rows[self.get_row_index(key)].cells[COLUMNS.index(column)]
+        return self._rows[self.get_row_index(key)].cells[self._layout[0].index(column)]
 
     def show(self, snapshot: FleetSnapshot, *, task_width: int) -> None:
         """Bring the rows in line with `snapshot`. `task_width` is the longest task
@@ -105,6 +127,12 @@ class InFlightTable(VirtualTable):
         agents = sum(1 for r in running if r.stage is Stage.AGENT)
         set_border_title(self, f"In flight · {agents} agent · {len(running) - agents} CI")
         room = self._set_widths(snapshot, task_width)
+        # As tall as the fleet's slots (no more can run at once), within the
+        # bounds app.tcss sets: fixed for the run, so no layout per refresh.
+        height = sum(pool.total for pool in snapshot.pools) + self.HEADER_HEIGHT + 2
+        if height != self._height:
+            self._height = height
+            self.styles.height = height
         top = int(self.scroll_y)
         on_screen = range(top, top + max(0, self.scrollable_content_region.height - 1))
         shown: dict[str, _Cells] = {}
@@ -117,7 +145,9 @@ class InFlightTable(VirtualTable):
                 output = before.output if before is not None else ""
             cells = _Cells.of(attempt, snapshot.now, output)
             shown[attempt.task] = cells
-            rows.append(Row(attempt.task, cells.render(room), (cells, room)))
+            rendered = cells.render(room)
+            row_cells = tuple(rendered[index] for index in self._indexes)
+            rows.append(Row(attempt.task, row_cells, (cells, self._layout)))
         changed = rows != self._rows
         self._shown, self._rows = shown, rows
         if changed:

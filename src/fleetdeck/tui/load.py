@@ -6,7 +6,9 @@ from rich.text import Text
 
 from fleetdeck.snapshot import FleetSnapshot
 from fleetdeck.tui.lines import LinesPane, set_border_subtitle
-from fleetdeck.tui.render import STATE_GLYPHS, STATE_STYLES, bar, clock
+from fleetdeck.tui.render import STATE_GLYPHS, STATE_STYLES, bar, clock, cut
+
+GAUGE_MAX = 40
 
 
 def load_style(score: int, capacity: int) -> str:
@@ -30,34 +32,41 @@ class LoadPane(LinesPane):
         load = snapshot.load
         style = load_style(load.score, load.capacity)
         gauge = Text()
-        gauge.append(f"{load.score:>2}/{load.capacity} ", style=style)
-        # The bar spans twice the capacity so that being over it shows.
-        gauge_width = max(8, width - 12)
+        gauge.append(f"load {load.score}/{load.capacity} ", style=style)
+        # The bar spans twice the capacity so that being over it shows; past
+        # GAUGE_MAX cells a longer bar says nothing more.
+        over = " over!" if load.over_capacity else ""
+        gauge_width = min(GAUGE_MAX, max(6, width - len(gauge) - len(over)))
         gauge.append(bar(load.score / (2 * load.capacity), gauge_width), style=style)
-        gauge.append(" over!" if load.over_capacity else "", style="bold red")
+        gauge.append(over, style="bold red")
         extra_states = max(0, load.distinct_states - 1)
-        if width >= 44:
-            breakdown = (
-                f"{load.in_flight} in flight + 2×{load.needs_attention} need you"
-                f" + {extra_states} extra states"
-            )
-        else:
+        breakdown = (
+            f"{load.in_flight} in flight + 2×{load.needs_attention} need you"
+            f" + {extra_states} extra states"
+        )
+        if len(breakdown) > width:
             breakdown = (
                 f"{load.in_flight} flight + 2×{load.needs_attention} attn + {extra_states} states"
             )
-        parts = Text(breakdown, style="dim")
+        parts = cut(breakdown, width, style="dim")
         rows: list[Text] = [gauge, parts]
         room = max(0, lines - 2)
         items = snapshot.attention
-        shown = items if len(items) <= room else items[: max(0, room - 1)]
+        # Past the room, the last row says how many more (alone, or after the oldest).
+        fits = len(items) <= room
+        shown = items if fits else items[: max(1, room - 1)] if room else ()
         for item in shown:
             line = Text()
             line.append(f"{STATE_GLYPHS[item.state]} ", style=STATE_STYLES[item.state])
             line.append(item.task)
             line.append(f" {item.state.value} ", style=STATE_STYLES[item.state])
             line.append(clock(snapshot.now - item.since), style="dim")
-            rows.append(line)
-        if len(shown) < len(items):
+            rows.append(cut(line, width))
+        if room == 1 and len(items) > 1:
+            # One row: the oldest item, and how many more, rather than a count alone.
+            more = f" +{len(items) - 1} more"
+            rows[-1] = cut(rows[-1], width - len(more)).append(more, style="dim")
+        elif len(shown) < len(items):
             rows.append(Text(f"… and {len(items) - len(shown)} more", style="dim"))
         elif not items and room:
             rows.append(Text("nothing needs you", style="dim"))

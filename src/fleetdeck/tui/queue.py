@@ -29,6 +29,7 @@ COLUMNS = ("task", "state", "#", "waits for")
 STATE_WIDTH = 11  # "⊖ cancelled"
 ATTEMPTS_WIDTH = 2
 TASK_WIDTH_MAX = 28
+TASK_WIDTH_MIN = 12  # wave headers share the task column: "wave 3 · 120"
 
 
 class QueueTable(VirtualTable):
@@ -178,7 +179,7 @@ class QueuePane(Vertical):
                 came_or_went |= rows.put(task)
             if came_or_went:
                 table.set_rows(rows)
-        task_width = min(TASK_WIDTH_MAX, refresh.longest_id or 4)
+        task_width = min(TASK_WIDTH_MAX, max(TASK_WIDTH_MIN, refresh.longest_id))
         # Each column has cell padding on both sides.
         padding = 2 * table.CELL_PADDING * len(COLUMNS)
         room = table.scrollable_content_region.width - task_width - STATE_WIDTH
