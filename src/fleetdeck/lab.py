@@ -27,7 +27,12 @@ from typing import TYPE_CHECKING, Any, TextIO
 from fleetdeck.config import Fleet, printable
 from fleetdeck.engine.core import Core
 from fleetdeck.engine.shell import estimated_durations
-from fleetdeck.engine.simulate import SimulatedRun, TaskProgress, simulate_run
+from fleetdeck.engine.simulate import (
+    SimulatedRun,
+    TaskProgress,
+    simulate_makespan,
+    simulate_run,
+)
 from fleetdeck.history import History, HistoryError, Models, read_history, stage_models
 from fleetdeck.journal import DB_NAME
 from fleetdeck.metrics import mean, percentile
@@ -139,14 +144,14 @@ def predict_remaining(
     estimates = estimated_durations(fleet, history.learned)
     return {
         policy: statistics.median(
-            simulate_run(
+            simulate_makespan(
                 fleet,
                 policy,
                 models.stages,
                 estimates=estimates,
                 rng=run_rng(seed, run),
                 progress=progress,
-            ).makespan
+            )
             for run in range(runs)
         )
         for policy in policies

@@ -168,8 +168,12 @@ class SimulatedExecutor:
         clock: VirtualClock,
         models: Sequence[Mapping[Stage, StageModel]],
         rng: random.Random,
+        *,
+        measure: bool = True,
     ) -> None:
+        """`measure`: fold events into a report and the load (else they are dropped)."""
         self.clock = clock
+        self._measure = measure
         self.models = models
         self.rng = rng
         self.report = ReportBuilder(fleet)
@@ -186,12 +190,14 @@ class SimulatedExecutor:
     def bind(self, core: Core) -> None:
         """The core whose effects these are (built after this executor)."""
         self.core = core
-        self.load = LoadTracker(core)
+        self.load = LoadTracker(core) if self._measure else None
 
     # --- Effects ---------------------------------------------------------------
 
     def emit(self, event: Event) -> None:
         """Fold the event into the report and the load."""
+        if not self._measure:
+            return
         task = event.task
         node = None if task is None else self._index.get(task)
         self.report.feed(event, node)
@@ -264,8 +270,38 @@ def simulate_run(
     `progress` (tasks not in it are pending). `models[node][stage]` says what each
     stage of each task does; `estimates` rank ready tasks, as the engine's do.
     Raises ValueError for an unknown policy."""
+    core, executor = _run(fleet, policy, models, estimates, rng, progress, measure=True)
+    assert executor.load is not None
+    return _result(core, executor, executor.load, policy, executor.clock.now())
+
+
+def simulate_makespan(
+    fleet: Fleet,
+    policy: str,
+    models: Sequence[Mapping[Stage, StageModel]],
+    *,
+    estimates: Sequence[float],
+    rng: random.Random,
+    progress: Mapping[str, TaskProgress] | None = None,
+) -> float:
+    """The makespan alone of the run `simulate_run` would simulate (the same
+    draws), about a quarter cheaper: no report, no load."""
+    _core, executor = _run(fleet, policy, models, estimates, rng, progress, measure=False)
+    return executor.clock.now()
+
+
+def _run(
+    fleet: Fleet,
+    policy: str,
+    models: Sequence[Mapping[Stage, StageModel]],
+    estimates: Sequence[float],
+    rng: random.Random,
+    progress: Mapping[str, TaskProgress] | None,
+    *,
+    measure: bool,
+) -> tuple[Core, SimulatedExecutor]:
     clock = VirtualClock()
-    executor = SimulatedExecutor(fleet, clock, models, rng)
+    executor = SimulatedExecutor(fleet, clock, models, rng, measure=measure)
     core = Core(
         fleet,
         clock=clock,
@@ -284,9 +320,7 @@ def simulate_run(
         _take_up_progress(core, executor, progress)
     executor.schedule_soon()
     clock.run()
-    load = executor.load
-    assert load is not None
-    return _result(core, executor, load, policy, clock.now())
+    return core, executor
 
 
 def _result(
@@ -369,8 +403,8 @@ def _take_up_progress(
         task.state = TaskState.PENDING
         if core.waiting_on[node] == 0:
             core.make_ready(node)
-    assert executor.load is not None
-    executor.load.rescan()
+    if executor.load is not None:
+        executor.load.rescan()
 
 
 def _relaunch(
