@@ -11,6 +11,8 @@ import heapq
 import json
 import random
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -461,3 +463,13 @@ def test_the_journal_of_a_state_dir_in_use_is_read_beside_its_writer(tmp_path: P
         journal.close()
     with sqlite3.connect(state / "journal.sqlite3") as db:
         assert db.execute("SELECT COUNT(*) FROM runs").fetchone() == (1,)
+
+
+def test_the_lab_never_imports_textual() -> None:
+    """What the TUI will call for its what-if line, and the command, load without it."""
+    code = (
+        "import sys, fleetdeck.lab, fleetdeck.history, fleetdeck.engine.simulate\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'textual'))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
