@@ -15,6 +15,8 @@ alone, e.g. `python benchmarks/overhead.py --quick`):
   scale      3. validating 20,000 tasks, the engine at 100,000 tasks, peak RSS of a
                 2,000-task real run (scale.py, engine_scale.py)
   journal    5. what journal writes cost in the overhead run (journal_cost.py)
+  simulate   6. the policy lab: simulated tasks/s on a 100,000-task DAG, the live
+                what-if's cost, predicted against real makespans of config/ (simulate.py)
   ui         4. benchmarks/ui.py, run as its own process when it exists: key press to
                 repaint in tmux and fleetdeck's CPU; its summary joins ours
 
@@ -44,6 +46,7 @@ import journal_cost
 import makespan
 import overhead
 import scale
+import simulate
 from harness import (
     HERE,
     WORKDIR_HELP,
@@ -67,10 +70,11 @@ SECTIONS: dict[str, Section] = {
     "makespan": makespan.measure,
     "scale": scale.measure,
     "journal": journal_cost.measure,
+    "simulate": simulate.measure,
 }
-ORDER = ("overhead", "makespan", "scale", "journal", "ui")
+ORDER = ("overhead", "makespan", "scale", "journal", "simulate", "ui")
 # The numbering; the summary follows it (the UI runs last: it is the longest).
-NUMBERS = {"overhead": 1, "makespan": 2, "scale": 3, "ui": 4, "journal": 5}
+NUMBERS = {"overhead": 1, "makespan": 2, "scale": 3, "ui": 4, "journal": 5, "simulate": 6}
 
 
 # --- 4. the UI benchmark, another process -----------------------------------------------

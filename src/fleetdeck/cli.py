@@ -1,4 +1,4 @@
-"""Command line: `fleetdeck run|validate|report|schema`, and the choice of TUI or headless.
+"""Command line: `fleetdeck run|validate|report|schema|simulate`, and the choice of TUI or headless.
 
 Exit codes: 0 every task succeeded; 1 some task failed, was blocked or cancelled;
 2 usage or configuration error; 130 interrupted (work stopped, journal intact).
@@ -66,6 +66,14 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--json", action="store_true", help="one JSON object")
 
     commands.add_parser("schema", help="print the config format as JSON Schema")
+
+    simulate = commands.add_parser("simulate", help="compare policies on a fleet in virtual time")
+    simulate.add_argument("config", metavar="CONFIG", help="the fleet's TOML file")
+    simulate.add_argument("--policy", action="append", choices=POLICY_NAMES, help="(repeatable)")
+    simulate.add_argument("--from", dest="state_dir", metavar="STATE_DIR", help="history here")
+    simulate.add_argument("--runs", type=_run_number, default=20, metavar="N", help="per policy")
+    simulate.add_argument("--seed", type=int, metavar="S", help="repeat a comparison exactly")
+    simulate.add_argument("--json", action="store_true", help="one JSON object per policy")
     return parser
 
 
@@ -129,6 +137,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(printable(f"{fleet.source}: {warning}"), file=sys.stderr)
         print(describe(fleet))
         return 0
+    if args.command == "simulate":
+        from fleetdeck.lab import simulate_command
+
+        return simulate_command(fleet, args)
     return run_command(fleet, args)
 
 

@@ -43,6 +43,7 @@ NonNegativeInt = Annotated[StrictInt, Field(ge=0)]
 # is not: an infinite grace period would never SIGKILL what ignores SIGTERM.
 Seconds = Annotated[float, Field(strict=True, gt=0, allow_inf_nan=False)]
 NonNegativeSeconds = Annotated[float, Field(strict=True, ge=0, allow_inf_nan=False)]
+Fraction = Annotated[float, Field(strict=True, ge=0, le=1, allow_inf_nan=False)]
 # Placeholders of command templates; {python} is the interpreter running fleetdeck
 # (so simulated agents run from a virtual environment that is not on PATH).
 TEMPLATE_FIELDS: tuple[str, ...] = ("task", "prompt", "attempt", "workdir", "python")
@@ -96,7 +97,8 @@ class WorkerSpec:
     """`[agents.NAME]` or `[runners.NAME]`: a command template with slots on hosts.
 
     Agents and runners have the same shape; what differs is the stage they run.
-    `slots` apply per host.
+    `slots` apply per host. `estimate` and `fail_rate` are what `fleetdeck simulate`
+    assumes of the stage it runs for tasks with no history (a task's own win).
     """
 
     __pydantic_config__ = _SCHEMA
@@ -109,6 +111,8 @@ class WorkerSpec:
     workdir: StrictStr | None = None
     # Per-attempt timeout for this worker's attempts; a task's own timeout wins.
     timeout: Seconds | None = None
+    estimate: Seconds | None = None
+    fail_rate: Fraction | None = None
 
     @property
     def host_names(self) -> tuple[str, ...]:
@@ -120,7 +124,8 @@ class WorkerSpec:
 
 @dataclass(slots=True, frozen=True)
 class TaskSpec:
-    """One `[[tasks]]` entry."""
+    """One `[[tasks]]` entry. `estimate` and `fail_rate`: what `fleetdeck simulate`
+    assumes of its agent stage when the journal has no history of it."""
 
     __pydantic_config__ = _SCHEMA
 
@@ -132,6 +137,8 @@ class TaskSpec:
     retries: NonNegativeInt = 0
     timeout: Seconds | None = None
     priority: StrictInt = 0
+    estimate: Seconds | None = None
+    fail_rate: Fraction | None = None
 
 
 @dataclass(slots=True, frozen=True)

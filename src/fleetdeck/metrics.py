@@ -49,14 +49,19 @@ def cognitive_load(
 ) -> CognitiveLoad:
     """The load score; `in_flight_states` has one entry per task in flight."""
     distinct = len(set(in_flight_states))
-    score = len(in_flight_states) + 2 * needs_attention + max(0, distinct - 1)
     return CognitiveLoad(
-        score=score,
+        score=load_score(len(in_flight_states), needs_attention, distinct),
         capacity=capacity,
         in_flight=len(in_flight_states),
         needs_attention=needs_attention,
         distinct_states=distinct,
     )
+
+
+def load_score(in_flight: int, needs_attention: int, distinct_states: int) -> int:
+    """The load formula itself (see `CognitiveLoad`), from counts: the simulator
+    keeps the counts as it goes instead of a list of states per instant."""
+    return in_flight + 2 * needs_attention + max(0, distinct_states - 1)
 
 
 # --- contention over time ------------------------------------------------------------
