@@ -14,8 +14,9 @@ from hypothesis import strategies as st
 
 from core_support import CoreSim, chain, fleet_toml
 from fleetdeck.engine import commands
-from fleetdeck.engine.core import MAX_LOST_ATTEMPTS, Running
-from fleetdeck.model import EventKind, Outcome, TaskState
+from fleetdeck.engine.core import MAX_LOST_ATTEMPTS, Core, Running
+from fleetdeck.engine.fold import next_state
+from fleetdeck.model import Event, EventKind, Outcome, TaskState
 
 # --- the start and the launch decision ----------------------------------------------
 
@@ -398,6 +399,8 @@ def test_any_dag_with_any_outcomes_ends_settled(
     sim.fx.on_start = check_start
     sim.start()
     for _ in range(500):
+        # The journal's reading of the events is the core's own table, at every step.
+        assert folded_states(sim.fx.events, core) == announced_states(sim.fx.events, core)
         if core.settled:
             break
         if policy == "sequential":
@@ -428,5 +431,33 @@ def test_any_dag_with_any_outcomes_ends_settled(
     assert len(core.ready) == 0 and not core.retry_lane
     assert not any(core.stage_queues.values())
     assert sim.clock.next_at() is None  # no retry or timeout left behind
+    assert folded_states(sim.fx.events, core) == {t.id: t.state for t in core.tasks}
     succeeded = [t.id for t in core.tasks if t.state is TaskState.SUCCEEDED]
     assert len(succeeded) == sum(1 for e in sim.fx.events if e.kind is EventKind.TASK_SUCCEEDED)
+
+
+def folded_states(events: list[Event], core: Core) -> dict[str, TaskState]:
+    """Each task's state as resume and the report read it from the events."""
+    states = {task.id: TaskState.PENDING for task in core.tasks}
+    for event in events:
+        if event.task is not None:
+            states[event.task] = next_state(states[event.task], event)
+    return states
+
+
+def announced_states(events: list[Event], core: Core) -> dict[str, TaskState]:
+    """The core's states, but for a task whose attempt was launched and has not
+    started yet: no event says so until it has (attempt_started), so the journal
+    still reads it as it was, and resume finds the launch by its attempt row."""
+    announced = {
+        (event.task, event.data["stage"], event.data["attempt"])
+        for event in events
+        if event.kind is EventKind.ATTEMPT_STARTED
+    }
+    folded = folded_states(events, core)
+    states = {task.id: task.state for task in core.tasks}
+    for running in core.running.values():
+        attempt = running.attempt
+        if (attempt.task, attempt.stage, attempt.number) not in announced:
+            states[attempt.task] = folded[attempt.task]
+    return states

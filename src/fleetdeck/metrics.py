@@ -10,11 +10,12 @@ import math
 import operator
 from array import array
 from collections import deque
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from fleetdeck.config import Fleet
+from fleetdeck.engine.fold import folds_state, next_state
 from fleetdeck.model import Event, EventKind, Outcome, Stage, TaskState
 
 # --- cognitive load ----------------------------------------------------------------
@@ -252,6 +253,9 @@ class ReportBuilder:
             node = self._node.get(event.task)
         if node is not None:
             handler(node, event)
+            if folds_state(kind):
+                # The task's state, read from its events as resume reads it.
+                self._state[node] = _STATE_CODE[next_state(_STATES[self._state[node]], event)]
 
     def _policy_changed(self, event: Event) -> None:
         policy = event.data.get("policy")
@@ -268,7 +272,6 @@ class ReportBuilder:
             self._tries[node] = max(self._tries[node], int(data.get("attempt", 0)))
             if math.isnan(self._started[node]):
                 self._started[node] = event.ts
-            self._state[node] = _STATE_CODE[TaskState.RUNNING]
             return
         queued = self._queued_at.pop(node, None)
         if queued is not None:
@@ -277,11 +280,9 @@ class ReportBuilder:
             self._ci_wait[node] += wait
         if math.isnan(self._first_ci[node]):
             self._first_ci[node] = event.ts
-        self._state[node] = _STATE_CODE[TaskState.CI_RUNNING]
 
     def _ci_queued(self, node: int, event: Event) -> None:
         self._queued_at[node] = event.ts
-        self._state[node] = _STATE_CODE[TaskState.CI_QUEUED]
 
     def _attempt_finished(self, node: int, event: Event) -> None:
         data = event.data
@@ -296,10 +297,8 @@ class ReportBuilder:
 
     def _retry_scheduled(self, node: int, _event: Event) -> None:
         self._retries += 1
-        self._state[node] = _STATE_CODE[TaskState.RETRY_WAIT]
 
     def _task_succeeded(self, node: int, event: Event) -> None:
-        self._state[node] = _STATE_CODE[TaskState.SUCCEEDED]
         self._finished[node] = event.ts
         if not math.isnan(self._failed_at[node]):
             self._recoveries.append(event.ts - self._failed_at[node])
@@ -307,18 +306,15 @@ class ReportBuilder:
 
     def _task_reused(self, node: int, _event: Event) -> None:
         # Done, but not in this run: no start, no end, no time of its own.
-        self._state[node] = _STATE_CODE[TaskState.SUCCEEDED]
         self._reused[node] = 1
 
     def _task_ended(self, node: int, event: Event) -> None:
-        self._state[node] = _STATE_CODE[_FINAL_STATES[event.kind]]
         self._finished[node] = event.ts
 
     def _task_ready(self, node: int, _event: Event) -> None:
-        self._state[node] = _STATE_CODE[TaskState.READY]
+        """Nothing but its state (folded in `feed`)."""
 
     def _task_requeued(self, node: int, event: Event) -> None:
-        self._state[node] = _STATE_CODE[TaskState(event.data.get("state", TaskState.PENDING))]
         self._finished[node] = _NAN
         self._reused[node] = 0
 
@@ -443,9 +439,3 @@ class _Mean:
 # Events that say which policy is in force from then on (a resumed run may be
 # given another one with --policy).
 _POLICY_EVENTS = frozenset({EventKind.POLICY_CHANGED, EventKind.RUN_RESUMED})
-
-_FINAL_STATES: Mapping[EventKind, TaskState] = {
-    EventKind.TASK_FAILED: TaskState.FAILED,
-    EventKind.TASK_BLOCKED: TaskState.BLOCKED,
-    EventKind.TASK_CANCELLED: TaskState.CANCELLED,
-}

@@ -159,7 +159,6 @@ def replay(
             task.finished_at = event.ts
             task.reused_from = task.reused_attempt = None
         elif kind is EventKind.TASK_REUSED:
-            task.state = TaskState.SUCCEEDED
             task.finished_at = event.ts
             task.reused_from = event.data.get("reused_from")
             task.reused_attempt = event.data.get("attempt")

@@ -21,6 +21,8 @@ _QUEUED_BY_EVENT = {
 _RUNNING_BY_STAGE = {str(stage): definition.running for stage, definition in STAGES.items()}
 _ENDED = {
     EventKind.TASK_SUCCEEDED: TaskState.SUCCEEDED,
+    # Done in an earlier run, carried over as done into this one.
+    EventKind.TASK_REUSED: TaskState.SUCCEEDED,
     EventKind.TASK_FAILED: TaskState.FAILED,
     EventKind.TASK_CANCELLED: TaskState.CANCELLED,
     EventKind.TASK_BLOCKED: TaskState.BLOCKED,
