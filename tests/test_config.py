@@ -104,7 +104,7 @@ CASES: dict[str, Case] = {
         (
             "unknown key 'fleeet'",
             "(did you mean 'fleet'?)",
-            "valid keys: fleet, hosts, agents, runners, tasks",
+            "valid keys: fleet, hosts, agents, runners, tasks, policies",
         ),
     ),
     "[[task]] instead of [[tasks]]": Case(
@@ -744,7 +744,7 @@ def test_schema_prints_json_schema_that_forbids_unknown_keys(
     schema = json.loads(out)
     # Editors tell the dialect by it (taplo's `#:schema` directive, VS Code).
     assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
-    assert set(schema["properties"]) == {"fleet", "hosts", "agents", "runners", "tasks"}
+    assert set(schema["properties"]) == {"fleet", "hosts", "agents", "runners", "tasks", "policies"}
     assert schema["additionalProperties"] is False
     for name, definition in schema["$defs"].items():
         assert definition.get("additionalProperties") is False, name
@@ -810,3 +810,23 @@ def test_pydantic_plugins_stay_out_of_the_config(tmp_path: Path) -> None:
     assert result.stderr == ""
     assert result.stdout.splitlines()[-1] == "other"
     assert not marker.exists()
+
+
+# --- [policies.NAME] ---------------------------------------------------------------------
+
+
+def test_policies_tables_name_known_policies_and_each_checks_its_parameters(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    text = AGENT + "[policies.wav]\nx = 1\n[policies.sequential]\nwindow = 3\n" + task("lint")
+    path = write(tmp_path, text)
+    lines = reject(path, capsys)
+    find_line(lines, path, "policies.wav", "got 'wav' (did you mean 'wave'?)")
+    find_line(lines, path, "policies.sequential", "takes no parameters (got window)")
+    assert len(lines) == 2
+
+
+def test_an_empty_policies_table_is_valid_and_kept_per_policy() -> None:
+    fleet = parse_fleet(AGENT + "[policies.wave]\n" + task("lint"), source="f.toml")
+    assert fleet.config.policy_params("wave") == {}
+    assert fleet.config.policy_params("sequential") is None

@@ -44,6 +44,8 @@ NonNegativeInt = Annotated[StrictInt, Field(ge=0)]
 Seconds = Annotated[float, Field(strict=True, gt=0, allow_inf_nan=False)]
 NonNegativeSeconds = Annotated[float, Field(strict=True, ge=0, allow_inf_nan=False)]
 Fraction = Annotated[float, Field(strict=True, ge=0, le=1, allow_inf_nan=False)]
+# A policy's parameter: each policy checks its own (fleetdeck.policy.make_policy).
+PolicyParameter = StrictBool | StrictInt | Annotated[float, Field(allow_inf_nan=False)] | StrictStr
 # Placeholders of command templates; {python} is the interpreter running fleetdeck
 # (so simulated agents run from a virtual environment that is not on PATH).
 TEMPLATE_FIELDS: tuple[str, ...] = ("task", "prompt", "attempt", "workdir", "python")
@@ -152,6 +154,13 @@ class FleetConfig:
     agents: Mapping[StrictStr, WorkerSpec] = field(default_factory=dict)
     runners: Mapping[StrictStr, WorkerSpec] = field(default_factory=dict)
     tasks: tuple[TaskSpec, ...] = ()
+    # `[policies.NAME]`: each policy's parameters, kept for whichever policy runs,
+    # since the operator may switch to any of them during the run.
+    policies: Mapping[Policy, Mapping[StrictStr, PolicyParameter]] = field(default_factory=dict)
+
+    def policy_params(self, name: str) -> Mapping[str, PolicyParameter] | None:
+        """The parameters `[policies.NAME]` gives policy `name` (None: none)."""
+        return next((params for policy, params in self.policies.items() if policy == name), None)
 
 
 _NO_PLUGINS = "PYDANTIC_DISABLE_PLUGINS"
@@ -306,7 +315,11 @@ def build_fleet(data: Mapping[str, Any], *, source: str, base_dir: Path) -> Flee
         flagged = {problem.path for problem in problems}
         problems += [
             problem
-            for problem in [*raw, *_reference_problems(_RawShape(data), require_tasks=False)]
+            for problem in [
+                *raw,
+                *_reference_problems(_RawShape(data), require_tasks=False),
+                *_policy_problems(_table(data.get("policies"))),
+            ]
             if problem.path not in flagged
         ]
         raise ConfigError(source, problems) from None
@@ -365,6 +378,7 @@ def prepare_fleet(config: FleetConfig, *, source: str, base_dir: Path) -> Fleet:
     """
     problems = list(_reference_problems(config))
     problems += _secret_problems(config.fleet.secrets)
+    problems += _policy_problems({str(name): params for name, params in config.policies.items()})
     ids = [task.id for task in config.tasks]
     if problems:
         # A broken reference (a task that depends on itself, say) must not hide a
@@ -391,6 +405,22 @@ def _cycle_problem(ids: Sequence[str], exc: CycleError) -> Problem:
     """The cycle `exc` found, reported at the first task of it."""
     first = ids.index(exc.cycle[0])
     return Problem(f"tasks[{first}].depends_on", f"dependency cycle: {' -> '.join(exc.cycle)}")
+
+
+def _policy_problems(policies: Mapping[str, Any]) -> list[Problem]:
+    """Each known policy's parameters, as that policy takes them (an unknown
+    policy name, or a table that is not one, is the schema's to report)."""
+    from fleetdeck.policy import POLICY_NAMES, make_policy
+
+    problems: list[Problem] = []
+    for name, params in policies.items():
+        if name not in POLICY_NAMES or not isinstance(params, Mapping):
+            continue
+        try:
+            make_policy(name, params)
+        except ValueError as exc:
+            problems.append(Problem(f"policies.{name}", str(exc)))
+    return problems
 
 
 VARIABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -504,6 +534,8 @@ def _show(value: Any) -> str:
 def _key_path(loc: Sequence[Any]) -> str:
     path = ""
     for part in loc:
+        if part == "[key]":
+            continue  # pydantic's mark for a bad key of a table: the key is in the path
         if isinstance(part, int):
             path += f"[{part}]"
         else:

@@ -22,7 +22,7 @@ def set_policy(core: Core, name: str) -> None:
     if policy == core.policy.name:
         return
     previous = core.policy.name
-    core.policy = make_policy(policy)
+    core.policy = make_policy(policy, core.fleet.config.policy_params(policy))
     core.emit(EventKind.POLICY_CHANGED, None, policy=policy, previous=previous)
     core.effects.schedule_soon()
 

@@ -171,7 +171,9 @@ class Engine:
             fleet,
             clock=self._loop_clock,
             effects=self,
-            policy=make_policy(policy or fleet.config.fleet.policy),
+            policy=make_policy(
+                name := policy or fleet.config.fleet.policy, fleet.config.policy_params(name)
+            ),
             estimates=self.estimates,
             rng=rng,
             next_attempt_id=journal.next_attempt_id(),

@@ -306,7 +306,7 @@ def _run(
         fleet,
         clock=clock,
         effects=executor,
-        policy=make_policy(policy),
+        policy=make_policy(policy, fleet.config.policy_params(policy)),
         estimates=estimates,
         rng=rng,
     )
