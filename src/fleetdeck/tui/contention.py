@@ -97,7 +97,7 @@ class _Layout:
     wide: bool
 
     def _name(self, pool: PoolView) -> Text:
-        glyph, style = ("◉", "cyan") if pool.stage is Stage.CI else ("▶", "green")
+        glyph, style = ("◉", "cyan") if pool.stage is not Stage.AGENT else ("▶", "green")
         line = cut(Text(f"{glyph} {pool.name}", style=style), self.name - 1)
         line.pad_right(self.name - len(line))
         return line
@@ -119,14 +119,14 @@ class _Layout:
         waiting_style = "bold yellow" if pool.waiting else "dim"
         # The history: the CI queue's length, or an agent's busy slots.
         ceiling: int | None = None
-        if pool.stage is Stage.CI:
+        if pool.stage is not Stage.AGENT:
             values, spark_style = [s.waiting for s in pool.history], "yellow"
         else:
             values, ceiling, spark_style = [s.busy for s in pool.history], pool.total, "green"
         if self.wide:
             line = self._name(pool).append(busy.rjust(_BUSY - 1) + " ", style=busy_style)
             line.append(str(pool.waiting).rjust(5) + " ", style=waiting_style)
-            if pool.stage is Stage.CI:
+            if pool.stage is not Stage.AGENT:
                 figures = (
                     format_seconds(pool.wait_mean),
                     format_seconds(pool.wait_p95),

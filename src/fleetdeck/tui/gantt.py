@@ -110,7 +110,7 @@ def render_timeline(timeline: Timeline, window: Window, width: int, height: int)
     scale = _Scale(start=window.start, step=span / cells, cells=cells)
     by_lane = assign_lanes(timeline)
     last_lane_of_runner = {
-        lane.worker: lane for lane in timeline.lanes if lane.stage is Stage.CI
+        lane.worker: lane for lane in timeline.lanes if lane.stage is not Stage.AGENT
     }  # lanes come in order, so the last one written wins
     legend = -(-len(LEGEND) // width)  # the rows it wraps to
     runners = len(last_lane_of_runner)
@@ -149,7 +149,7 @@ def _lane_rows(
     out = [Text("·" * scale.cells, style="dim")] + [
         Text(" " * scale.cells) for _ in range(rows - 1)
     ]
-    styles = _CI_STYLES if lane.stage is Stage.CI else STYLES
+    styles = _CI_STYLES if lane.stage is not Stage.AGENT else STYLES
     for attempt in attempts:
         began, ended = attempt_span(attempt, now)
         first, last = scale.column(began), scale.column(ended)
@@ -177,7 +177,7 @@ def _queue_rows(timeline: Timeline, runner: str, scale: _Scale, label: int, rows
     a column chart over `rows` rows with its scale in the label."""
     counts = [0] * scale.cells
     for attempt in timeline.attempts:
-        if attempt.stage is not Stage.CI or attempt.worker != runner or attempt.queued_at is None:
+        if attempt.stage is Stage.AGENT or attempt.worker != runner or attempt.queued_at is None:
             continue
         began = attempt.started_at if attempt.started_at is not None else timeline.now
         first = max(0, scale.column(attempt.queued_at))
