@@ -47,17 +47,26 @@ def overwritten(line: str, redact: Callable[[str], str] | None = None) -> str:
     return shown
 
 
-def last_line(path: str, *, window: int = 4096, redact: Redactor | None = None) -> str:
-    """The last non-empty line of the file at `path` (reads at most `window` bytes),
-    with the secrets of `redact` masked."""
+def _tail(path: str, window: int) -> tuple[bytes, int] | None:
+    """The last `window` bytes of the file at `path` and where they start in it;
+    None for a missing or unreadable file."""
     try:
         with open(path, "rb") as handle:
             size = handle.seek(0, os.SEEK_END)
             start = max(0, size - window)
             handle.seek(start)
-            tail = handle.read(window)
+            return handle.read(window), start
     except OSError:
+        return None
+
+
+def last_line(path: str, *, window: int = 4096, redact: Redactor | None = None) -> str:
+    """The last non-empty line of the file at `path` (reads at most `window` bytes),
+    with the secrets of `redact` masked."""
+    read = _tail(path, window)
+    if read is None:
         return ""
+    tail, start = read
     lines = tail.splitlines()
     for index in range(len(lines) - 1, -1, -1):
         # \r-separated progress updates: the last one is what a terminal would show.
@@ -80,14 +89,10 @@ def last_lines(
     """The last `count` non-empty lines of the file at `path` (reading at most
     `window` bytes from its end), cleaned, with the secrets of `redact` masked;
     [] for a missing or unreadable file."""
-    try:
-        with open(path, "rb") as handle:
-            size = handle.seek(0, os.SEEK_END)
-            start = max(0, size - window)
-            handle.seek(start)
-            tail = handle.read(window)
-    except OSError:
+    read = _tail(path, window)
+    if read is None:
         return []
+    tail, start = read
     lines = tail.splitlines()
     if start > 0 and lines:
         # The window cut the first line, maybe through a secret no mask would match.
