@@ -340,6 +340,30 @@ async def test_sighup_stops_the_run_cleanly(tmp_path: Path) -> None:
     journal.close()
 
 
+@pytest.mark.skipif(sys.platform != "linux", reason="signals as on Linux")
+async def test_sigterm_after_the_run_ended_leaves_the_screen_with_the_runs_code(
+    tmp_path: Path,
+) -> None:
+    """The screen stays for browsing once the run has ended; a polite kill then
+    (or the terminal going away) leaves it: no one may be there to press q."""
+    import os
+    import signal
+
+    executor = ManualExecutor()
+    app, journal = make_app(
+        fleet(tmp_path, [{"id": "only", "agent": "coder"}]), tmp_path, executor=executor
+    )
+    async with app.run_test():
+        await until(lambda: "only" in executor.current)
+        executor.finish("only", exit_code=1)
+        await until(lambda: app.result is not None)
+        assert app.is_running
+        os.kill(os.getpid(), signal.SIGTERM)
+        await until(lambda: app.return_value is not None)
+    assert app.return_value == 1
+    journal.close()
+
+
 async def test_wave_headers_count_the_tasks_still_in_the_queue(tmp_path: Path) -> None:
     executor = ManualExecutor()
     tasks = [{"id": "a", "agent": "coder"}, {"id": "b", "agent": "coder"}]

@@ -19,7 +19,7 @@ import contextlib
 import signal
 import sys
 from collections.abc import Callable
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 if TYPE_CHECKING:
     from fleetdeck.engine import Engine, RunResult
@@ -47,7 +47,8 @@ class RunLifecycle:
         self._err = err
         self._task: asyncio.Task[RunResult] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._signals: list[int] = []
+        # The signals handled, and the Python handler each had before.
+        self._signals: list[tuple[int, Any]] = []
         self._on_finish: Callable[[], None] | None = None
         self._on_stop_signal: Callable[[], None] | None = None
         self._interrupts = 0
@@ -144,17 +145,22 @@ class RunLifecycle:
         for signum, handler in handlers:
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                 # Not on every platform, nor off the main thread.
+                before = signal.getsignal(signum)
                 self._loop.add_signal_handler(signum, handler)
-                self._signals.append(signum)
+                self._signals.append((signum, before))
 
     def _remove_signals(self) -> None:
         loop, self._loop = self._loop, None
         signals, self._signals = self._signals, []
         if loop is None or loop.is_closed():
             return
-        for signum in signals:
+        for signum, before in signals:
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                 loop.remove_signal_handler(signum)
+                # The loop leaves the default behind; what was there before (asyncio.run's
+                # own Ctrl-C handling, say) is what should come back.
+                if before is not None:
+                    signal.signal(signum, before)
 
     def _stop_from_outside(self) -> None:
         # No one may be there to answer a question: stop at once, cleanly.
