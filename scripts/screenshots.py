@@ -16,16 +16,25 @@ from pathlib import Path
 
 from textual.pilot import Pilot
 
+from fleetdeck.client import InProcessClient
 from fleetdeck.config import load_fleet
 from fleetdeck.engine import Engine
 from fleetdeck.executors import build_executors
 from fleetdeck.journal import Journal
+from fleetdeck.lifecycle import RunLifecycle
 from fleetdeck.model import TaskState
 from fleetdeck.tui.app import FleetApp
 from fleetdeck.tui.queue import QueueTable
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "screenshots"
+
+
+def engine_of(app: FleetApp) -> Engine:
+    """The engine behind the app's client, to wait for a moment worth showing."""
+    client = app.client
+    assert isinstance(client, InProcessClient)
+    return client.engine
 
 
 async def wait_for(condition: Callable[[], object]) -> None:
@@ -46,7 +55,7 @@ async def shoot(size: tuple[int, int], name: str, scene: Scene) -> None:
     state = Path(tempfile.mkdtemp(prefix="fleetdeck-shots-"))
     journal = Journal(state)
     engine = Engine(fleet, journal=journal, executors=build_executors(fleet))
-    app = FleetApp(engine)
+    app = FleetApp(InProcessClient(engine), RunLifecycle(engine))
     try:
         async with app.run_test(size=size) as pilot:
             await scene(app, pilot)
@@ -62,13 +71,13 @@ async def shoot(size: tuple[int, int], name: str, scene: Scene) -> None:
 async def main_screen(app: FleetApp, pilot: Pilot[int]) -> None:
     # session-tokens fails once on purpose and runs again; by then rate-limits has
     # failed for good, so the attention queue has work for the operator.
-    tokens = app.engine.task("session-tokens")
+    tokens = engine_of(app).task("session-tokens")
     await wait_for(lambda: tokens.agent_attempts == 2 and tokens.state is TaskState.RUNNING)
     await pilot.pause(0.6)  # some output in its log
 
 
 async def detail(app: FleetApp, pilot: Pilot[int]) -> None:
-    await wait_for(lambda: app.engine.task("rate-limits").state is TaskState.FAILED)
+    await wait_for(lambda: engine_of(app).task("rate-limits").state is TaskState.FAILED)
     table = app.query_one(QueueTable)
     table.move_cursor(row=table.get_row_index("rate-limits"))
     await pilot.press("enter")
@@ -76,13 +85,13 @@ async def detail(app: FleetApp, pilot: Pilot[int]) -> None:
 
 
 async def timeline(app: FleetApp, pilot: Pilot[int]) -> None:
-    await wait_for(lambda: app.engine.task("e2e-tests").state is TaskState.CI_RUNNING)
+    await wait_for(lambda: engine_of(app).task("e2e-tests").state is TaskState.CI_RUNNING)
     await pilot.press("t")
     await pilot.pause(0.2)
 
 
 async def help_screen(app: FleetApp, pilot: Pilot[int]) -> None:
-    await wait_for(lambda: app.engine.snapshot().running)
+    await wait_for(lambda: engine_of(app).snapshot().running)
     await pilot.press("question_mark")
     await pilot.pause(0.2)
 

@@ -71,19 +71,23 @@ def test_a_successful_attempt_has_no_tail(tmp_path: Path) -> None:
     assert "log" not in finished and "tail" not in finished
 
 
-# `fleetdeck run` as on a terminal, with a stand-in for the TUI that runs the engine
-# (to the end, or stopped as `q` stops it) and returns the exit code as run_tui does.
+# `fleetdeck run` as on a terminal, with a stand-in for the TUI that runs the run it is
+# handed (to the end, or stopped as `q` stops it) and returns the exit code as run_tui does.
 STUB_TUI = """
 import asyncio, sys
 from fleetdeck import cli
 
 STOP = sys.argv[1] == "stop"
 
-def stub(engine):
+def stub(client, lifecycle):
     async def go():
+        lifecycle.start()
         if STOP:
-            asyncio.get_running_loop().call_later(0.3, engine.request_stop)
-        return (await engine.run(until_settled=not STOP)).exit_code
+            asyncio.get_running_loop().call_later(0.3, client.request_stop)
+        try:
+            return (await lifecycle.wait()).exit_code
+        finally:
+            await lifecycle.close()
     return asyncio.run(go())
 
 cli._on_terminal = lambda: True

@@ -71,3 +71,31 @@ def test_the_check_covers_the_core_and_would_see_textual() -> None:
     assert core <= set(found)
     assert not any(name.startswith("fleetdeck.tui") for name in found)
     assert "textual" in loaded_views("fleetdeck.tui")
+
+
+# What a view may not load: it sees the engine through fleetdeck.client only.
+_BEHIND_THE_CLIENT = ("fleetdeck.engine.shell", "fleetdeck.journal", "fleetdeck.executors")
+
+
+def loaded_behind_the_client(module: str) -> list[str]:
+    """The engine's shell, journal and executor modules loaded by importing `module`."""
+    code = (
+        "import importlib, json, sys\n"
+        f"importlib.import_module({module!r})\n"
+        f"hidden = {_BEHIND_THE_CLIENT!r}\n"
+        "print(json.dumps(sorted(m for m in sys.modules"
+        " if any(m == h or m.startswith(h + '.') for h in hidden))))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    found: list[str] = json.loads(done.stdout)
+    return found
+
+
+@pytest.mark.parametrize("module", ["fleetdeck.tui.app", "fleetdeck.headless"])
+def test_a_view_loads_without_the_engine_the_journal_or_the_executors(module: str) -> None:
+    """A view attached to a fleet in another process has no engine here: it needs
+    only the client and the snapshots."""
+    assert loaded_behind_the_client(module) == []
+    # Not vacuous: the probe sees them where they are loaded.
+    assert "fleetdeck.journal" in loaded_behind_the_client("fleetdeck.engine.shell")

@@ -292,9 +292,8 @@ async def test_the_tui_counts_reused_tasks_done_and_details_show_their_output(
     from fleetdeck.engine import Engine
     from fleetdeck.executors import build_executors
     from fleetdeck.journal import Journal
-    from fleetdeck.tui.app import FleetApp
     from fleetdeck.tui.queue import QueuePane
-    from tui_support import until
+    from tui_support import app_over, until
 
     marks = tmp_path / "marks"
     marks.mkdir()
@@ -308,7 +307,7 @@ async def test_the_tui_counts_reused_tasks_done_and_details_show_their_output(
     journal = Journal(state)
     previous = choose_run(journal.latest_run(), fleet.name, str(state))
     engine = Engine(fleet, journal=journal, executors=build_executors(fleet), resume=previous)
-    app = FleetApp(engine)
+    app = app_over(engine)
     try:
         async with app.run_test(size=(120, 40)) as pilot:
             await until(lambda: engine.task("b").state is TaskState.RUNNING)

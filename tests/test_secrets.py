@@ -10,10 +10,12 @@ from pathlib import Path
 import pytest
 
 from conftest import EngineHarness, env_without_fleetdeck, make_fleet, wait_for_file
+from fleetdeck.client import InProcessClient
 from fleetdeck.config import ConfigError, parse_fleet
 from fleetdeck.logtail import LogFollower, last_line
 from fleetdeck.model import Stage
 from fleetdeck.redact import MASK, Redactor
+from fleetdeck.testing import ManualExecutor
 from test_cli_run import fleetdeck
 
 # Two secrets: one only in the supervisor's environment, one only in the config.
@@ -201,18 +203,19 @@ async def test_snapshots_details_and_log_tails_are_masked(
         secrets=["FLEETDECK_TEST_TOKEN"],
     )
     engine = harness.engine(fleet, sample_interval=None)
+    client = InProcessClient(engine)
     running = asyncio.ensure_future(engine.run())
     try:
         for _ in range(500):
-            attempts = engine.snapshot().running
-            if attempts and attempts[0].last_line():
+            attempts = client.snapshot().running
+            if attempts and client.last_lines([attempts[0].log_path])[attempts[0].log_path]:
                 break
             await asyncio.sleep(0.02)
-        view = engine.snapshot().running[0]
-        assert view.last_line() == f"key {MASK}"
-        detail = engine.task_detail("talks")
+        log_path = client.snapshot().running[0].log_path
+        assert client.last_lines([log_path]) == {log_path: [f"key {MASK}"]}
+        detail = client.task_detail("talks")
         assert FROM_ENV not in detail.prompt and MASK in detail.prompt
-        assert detail.attempts[0].follow_log().read() == [f"key {MASK}"]
+        assert client.follow_log(detail.attempts[0].log_path).read() == [f"key {MASK}"]
         go.touch()
         result = await running
     finally:
@@ -220,9 +223,48 @@ async def test_snapshots_details_and_log_tails_are_masked(
         if not running.done():
             await running
     assert result.exit_code == 0
-    log = wait_for_file(Path(engine.task_detail("talks").attempts[0].log_path))
+    log = wait_for_file(Path(client.task_detail("talks").attempts[0].log_path))
     assert FROM_ENV not in log and f"key {MASK}" in log  # masked on disk by the shim
-    detail = engine.task_detail("talks")
+    detail = client.task_detail("talks")
     assert detail.output is not None and detail.output.strip() == f"out {MASK}"
-    assert detail.attempts[0].follow_log().read() == [f"key {MASK}", f"last {MASK}"]
-    assert all(FROM_ENV not in repr(record) for record in engine.timeline().attempts)
+    assert client.follow_log(log_path).read() == [f"key {MASK}", f"last {MASK}"]
+    assert all(FROM_ENV not in repr(record) for record in client.timeline().attempts)
+
+
+async def test_the_client_masks_what_it_reads_of_logs(
+    harness: EngineHarness, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A log on disk may hold a secret (an executor without the shim, a log copied
+    from elsewhere): what a view reads of it through the client is masked all
+    the same, the in-flight pane's last line and the detail screen's feed."""
+    monkeypatch.setenv("FLEETDECK_TEST_TOKEN", FROM_ENV)
+    fleet = make_fleet(tmp_path, [{"id": "talks", "agent": "sh"}], secrets=["FLEETDECK_TEST_TOKEN"])
+    executor = ManualExecutor()
+    engine = harness.engine(fleet, sample_interval=None, executors={"local": executor})
+    client = InProcessClient(engine)
+    running = asyncio.ensure_future(engine.run())
+    try:
+        for _ in range(500):
+            if "talks" in executor.current:
+                break
+            await asyncio.sleep(0.01)
+        executor.say("talks", f"first {FROM_ENV} line")
+        executor.say("talks", f"then the key {FROM_ENV}")
+        (attempt,) = client.snapshot().running
+        log = attempt.log_path
+        assert FROM_ENV in Path(log).read_text()  # on disk as the attempt wrote it
+        assert client.last_lines([log]) == {log: [f"then the key {MASK}"]}
+        assert client.last_lines([log], 2) == {log: [f"first {MASK} line", f"then the key {MASK}"]}
+        feed = client.follow_log(log)
+        assert feed.read()[-2:] == [f"first {MASK} line", f"then the key {MASK}"]
+        executor.say("talks", f"{FROM_ENV} again")
+        assert feed.read() == [f"{MASK} again"]
+        # A log that is not there has no lines, and says so without an error.
+        missing = str(tmp_path / "nowhere.log")
+        assert client.last_lines([missing], 3) == {missing: []}
+        executor.finish("talks")
+        await running
+    finally:
+        if not running.done():
+            engine.request_stop(hurry=True)
+            await running

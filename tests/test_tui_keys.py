@@ -16,19 +16,18 @@ from fleetdeck.executors import build_executors
 from fleetdeck.journal import Journal
 from fleetdeck.model import TaskState
 from fleetdeck.testing import ManualExecutor
-from fleetdeck.tui.app import FleetApp
 from fleetdeck.tui.detail import TaskDetailScreen
 from fleetdeck.tui.header import FleetHeader
 from fleetdeck.tui.help import HelpScreen
 from fleetdeck.tui.queue import QueuePane, QueueTable
 from fleetdeck.tui.timeline import TimelineScreen
-from tui_support import FakeClock, fleet, make_app, until
+from tui_support import FakeClock, app_over, engine_of, fleet, make_app, until
 
 
 async def test_a_single_task_is_selected(tmp_path: Path) -> None:
     app, journal = make_app(fleet(tmp_path, [{"id": "only", "agent": "coder"}]), tmp_path)
     async with app.run_test() as pilot:
-        await until(lambda: app.engine.task("only").state is TaskState.RUNNING)
+        await until(lambda: engine_of(app).task("only").state is TaskState.RUNNING)
         await pilot.pause()
         assert app.selected_task() == "only"
     journal.close()
@@ -42,7 +41,7 @@ async def test_arrows_and_jk_move_over_tasks_and_skip_wave_headers(tmp_path: Pat
     ]
     app, journal = make_app(fleet(tmp_path, tasks), tmp_path)
     async with app.run_test() as pilot:
-        await until(lambda: app.engine.task("b").state is TaskState.RUNNING)
+        await until(lambda: engine_of(app).task("b").state is TaskState.RUNNING)
         await pilot.pause()
         assert app.selected_task() == "a"
         await pilot.press("j")
@@ -67,13 +66,13 @@ async def test_s_switches_the_policy_used_for_the_next_launch(tmp_path: Path) ->
         await pilot.pause()
         assert "second" not in executor.current  # sequential: one task in flight
         await pilot.press("s")
-        assert app.engine.policy == "wave"
+        assert engine_of(app).policy == "wave"
         # The very next launch decision uses wave: the second task starts at once,
         # while the first is still running (switching kills nothing).
         await until(lambda: "second" in executor.current)
-        assert app.engine.task("first").state is TaskState.RUNNING
+        assert engine_of(app).task("first").state is TaskState.RUNNING
         await pilot.press("s")
-        assert app.engine.policy == "sequential"
+        assert engine_of(app).policy == "sequential"
     journal.close()
 
 
@@ -88,14 +87,14 @@ async def test_p_pauses_and_resumes_new_launches(tmp_path: Path) -> None:
         await until(lambda: "first" in executor.current)
         header = app.query_one(FleetHeader)
         await pilot.press("p")
-        assert app.engine.paused
+        assert engine_of(app).paused
         assert "⏸ paused" in str(header.content)  # at once, not at the next refresh
         executor.finish("first")
-        await until(lambda: app.engine.task("then").state is TaskState.READY)
+        await until(lambda: engine_of(app).task("then").state is TaskState.READY)
         await pilot.pause(0.2)
         assert "then" not in executor.current  # held back while paused
         await pilot.press("p")
-        assert not app.engine.paused
+        assert not engine_of(app).paused
         assert "▶ running" in str(header.content)
         await until(lambda: "then" in executor.current)
     journal.close()
@@ -109,12 +108,12 @@ async def test_r_retries_the_selected_failed_task(tmp_path: Path) -> None:
     async with app.run_test() as pilot:
         await until(lambda: "flaky" in executor.current and "busy" in executor.current)
         executor.finish("flaky", exit_code=1)
-        await until(lambda: app.engine.task("flaky").state is TaskState.FAILED)
+        await until(lambda: engine_of(app).task("flaky").state is TaskState.FAILED)
         await pilot.pause()
         assert app.selected_task() == "flaky"
         await pilot.press("r")
         await until(lambda: ("flaky", "agent", 2) in executor.attempts())
-        assert app.engine.task("flaky").state is TaskState.RUNNING
+        assert engine_of(app).task("flaky").state is TaskState.RUNNING
     journal.close()
 
 
@@ -151,7 +150,7 @@ async def test_c_asks_then_cancel_kills_the_process(tmp_path: Path) -> None:
     )
     journal = Journal(tmp_path / "state")
     engine = Engine(config, journal=journal, executors=build_executors(config))
-    app = FleetApp(engine)
+    app = app_over(engine)
     async with app.run_test() as pilot:
         await until(lambda: pidfile.exists() and pidfile.read_text().strip() != "")
         pid = int(pidfile.read_text())
@@ -175,7 +174,7 @@ async def test_c_then_n_cancels_nothing(tmp_path: Path) -> None:
         await until(lambda: "keep" in executor.current)
         await pilot.press("c", "n")
         await pilot.pause()
-        assert app.engine.task("keep").state is TaskState.RUNNING
+        assert engine_of(app).task("keep").state is TaskState.RUNNING
     journal.close()
 
 
@@ -277,7 +276,7 @@ async def test_q_with_work_in_flight_asks_then_stops_everything(tmp_path: Path) 
     )
     journal = Journal(tmp_path / "state")
     engine = Engine(config, journal=journal, executors=build_executors(config))
-    app = FleetApp(engine)
+    app = app_over(engine)
     async with app.run_test() as pilot:
         await until(lambda: pidfile.exists() and pidfile.read_text().strip() != "")
         pid = int(pidfile.read_text())
@@ -330,7 +329,7 @@ async def test_sighup_stops_the_run_cleanly(tmp_path: Path) -> None:
     )
     journal = Journal(tmp_path / "state")
     engine = Engine(config, journal=journal, executors=build_executors(config), clock=FakeClock())
-    app = FleetApp(engine)
+    app = app_over(engine)
     async with app.run_test():
         await until(lambda: pidfile.exists() and pidfile.read_text().strip() != "")
         pid = int(pidfile.read_text())
@@ -338,6 +337,30 @@ async def test_sighup_stops_the_run_cleanly(tmp_path: Path) -> None:
         await until(lambda: app.result is not None)
     assert app.result is not None and app.result.interrupted
     assert not alive(pid)
+    journal.close()
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="signals as on Linux")
+async def test_sigterm_after_the_run_ended_leaves_the_screen_with_the_runs_code(
+    tmp_path: Path,
+) -> None:
+    """The screen stays for browsing once the run has ended; a polite kill then
+    (or the terminal going away) leaves it: no one may be there to press q."""
+    import os
+    import signal
+
+    executor = ManualExecutor()
+    app, journal = make_app(
+        fleet(tmp_path, [{"id": "only", "agent": "coder"}]), tmp_path, executor=executor
+    )
+    async with app.run_test():
+        await until(lambda: "only" in executor.current)
+        executor.finish("only", exit_code=1)
+        await until(lambda: app.result is not None)
+        assert app.is_running
+        os.kill(os.getpid(), signal.SIGTERM)
+        await until(lambda: app.return_value is not None)
+    assert app.return_value == 1
     journal.close()
 
 
@@ -351,7 +374,7 @@ async def test_wave_headers_count_the_tasks_still_in_the_queue(tmp_path: Path) -
         table = app.query_one(QueueTable)
         assert str(table.get_cell("wave:0", "task")) == "wave 0 · 2"
         executor.finish("a")
-        await until(lambda: app.engine.task("a").state is TaskState.SUCCEEDED)
+        await until(lambda: engine_of(app).task("a").state is TaskState.SUCCEEDED)
         app.refresh_view()
         assert str(table.get_cell("wave:0", "task")) == "wave 0 · 1"
         assert "a" not in table.row_keys()

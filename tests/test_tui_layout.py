@@ -25,6 +25,7 @@ from tui_support import (
     FakeClock,
     ManualExecutor,
     busy_run,
+    engine_of,
     fleet,
     make_app,
     small_fleet_tasks,
@@ -73,7 +74,7 @@ async def test_60x20_still_shows_the_load(tmp_path: Path) -> None:
         await busy_run(app, executor, clock)
         app.refresh_view()
         await pilot.pause()
-        load = app.engine.snapshot().load
+        load = engine_of(app).snapshot().load
         screen = on_screen(app)
         assert f"load {load.score}/{load.capacity}" in screen, screen
         assert re.search(r"q Quit\s*$", screen.splitlines()[-1]), screen
@@ -168,7 +169,7 @@ async def test_a_one_row_attention_queue_names_the_oldest_and_counts_the_rest(
     async with app.run_test(size=(80, 24)) as pilot:
         await until(lambda: "schema" in executor.current)
         executor.finish("schema", exit_code=1)  # its two dependents are blocked by it
-        await until(lambda: len(app.engine.snapshot().attention) == 3)
+        await until(lambda: len(engine_of(app).snapshot().attention) == 3)
         pane = app.query_one(LoadPane)
         pane.styles.height = 5  # room for the gauge, its breakdown and one row
         await pilot.pause()

@@ -16,7 +16,7 @@ from textual.screen import Screen
 
 from fleetdeck.model import TaskState
 from fleetdeck.tui.queue import QueuePane, QueueTable
-from tui_support import fleet, make_app, until
+from tui_support import engine_of, fleet, make_app, until
 
 WIDTH, HEIGHT = 100, 30
 # What the updates hold besides text: cursor moves (CSI row;col H) and the rest
@@ -70,7 +70,7 @@ async def test_filter_keystrokes_leave_the_terminal_as_the_screen_is(tmp_path: P
 
     app._display = display  # type: ignore[method-assign]
     async with app.run_test(size=(WIDTH, HEIGHT)) as pilot:
-        await until(lambda: app.engine.task("task-000").state is TaskState.RUNNING)
+        await until(lambda: engine_of(app).task("task-000").state is TaskState.RUNNING)
         await pilot.pause()
         # Rows come and go and the title counts the matches; the scrollbar's thumb
         # follows, and at "199" (one match) the scrollbar goes.

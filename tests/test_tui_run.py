@@ -21,7 +21,7 @@ from fleetdeck.tui.detail import TaskDetailScreen
 from fleetdeck.tui.header import FleetHeader
 from fleetdeck.tui.queue import QueueTable
 from fleetdeck.tui.timeline import TimelineScreen
-from tui_support import FakeClock, ManualExecutor, fleet, make_app, until
+from tui_support import FakeClock, ManualExecutor, app_over, engine_of, fleet, make_app, until
 
 
 def runs(tmp_path: Path) -> list[tuple[str, int | None]]:
@@ -53,7 +53,7 @@ async def test_a_run_of_real_processes_ends_by_itself_and_q_then_leaves_at_once(
     )
     journal = Journal(tmp_path / "state")
     engine = Engine(config, journal=journal, executors=build_executors(config))
-    app = FleetApp(engine)
+    app = app_over(engine)
     async with app.run_test() as pilot:
         await until(lambda: app.result is not None)
         await pilot.pause()
@@ -79,16 +79,16 @@ async def test_after_the_end_the_clock_stops_and_live_commands_say_so(tmp_path: 
         executor.finish("one")
         executor.finish("two", exit_code=1)
         await until(lambda: app.result is not None)
-        end = app.engine.finished_at
+        end = engine_of(app).finished_at
         assert end is not None
         clock.advance(60.0)  # the screen stays open a minute more
         app.refresh_view()
-        snapshot = app.engine.snapshot()
+        snapshot = engine_of(app).snapshot()
         assert snapshot.finished_at == end and snapshot.exit_code == 1
-        assert snapshot.elapsed == end - app.engine.started_at
+        assert snapshot.elapsed == end - engine_of(app).started_at
         assert str(app.query_one(FleetHeader).content).endswith(" 0:05")  # not 1:05
         # The timeline keeps its scale: its axis ends at the run's end.
-        assert app.engine.timeline().now == end
+        assert engine_of(app).timeline().now == end
         await pilot.pause()
         assert app.selected_task() == "two"
         # Nothing can be retried any more: the queue does not offer it.
@@ -99,8 +99,8 @@ async def test_after_the_end_the_clock_stops_and_live_commands_say_so(tmp_path: 
         assert not isinstance(app.screen, ConfirmScreen)
         said = [m for m in messages(app) if m.startswith("The run has finished:")]
         assert len(said) == 4, messages(app)
-        assert not app.engine.paused and app.engine.policy == "wave"
-        assert app.engine.task("two").state is TaskState.FAILED
+        assert not engine_of(app).paused and engine_of(app).policy == "wave"
+        assert engine_of(app).task("two").state is TaskState.FAILED
         await pilot.press("q")
     assert app.return_value == 1
     journal.close()
@@ -123,7 +123,7 @@ async def test_ctrl_c_asks_like_q_and_only_once(tmp_path: Path) -> None:
         await pilot.press("n")
         await pilot.pause()
         assert not isinstance(app.screen, ConfirmScreen)
-        assert app.engine.task("busy").state is TaskState.RUNNING
+        assert engine_of(app).task("busy").state is TaskState.RUNNING
         await pilot.press("ctrl+c", "y")
         await until(lambda: app.result is not None)
     assert app.return_value == 130
@@ -160,7 +160,7 @@ async def test_a_shows_the_done_tasks_and_enter_opens_one(tmp_path: Path) -> Non
     async with app.run_test(size=(100, 30)) as pilot:
         await until(lambda: len(executor.current) == 2)
         executor.finish("early", output="the early result")
-        await until(lambda: app.engine.task("early").state is TaskState.SUCCEEDED)
+        await until(lambda: engine_of(app).task("early").state is TaskState.SUCCEEDED)
         app.refresh_view()
         table = app.query_one(QueueTable)
         assert table.row_keys() == ["wave:0", "late"]
@@ -191,7 +191,7 @@ async def test_a_failed_task_has_no_output_rather_than_not_yet(tmp_path: Path) -
     async with app.run_test(size=(100, 30)) as pilot:
         await until(lambda: len(executor.current) == 2)
         executor.finish("bad", exit_code=1)
-        await until(lambda: app.engine.task("bad").state is TaskState.FAILED)
+        await until(lambda: engine_of(app).task("bad").state is TaskState.FAILED)
         await pilot.pause()
         assert app.selected_task() == "bad"
         await pilot.press("enter")

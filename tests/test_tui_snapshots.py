@@ -22,6 +22,7 @@ from fleetdeck.tui.lines import set_border_subtitle
 from tui_support import (
     FakeClock,
     busy_run,
+    engine_of,
     fleet,
     make_app,
     small_fleet_tasks,
@@ -42,7 +43,7 @@ def staged(
         await steps(app)
         for _ in range(12):  # a dozen one-second samples for the sparklines
             clock.advance(1.0)
-            app.engine.sample()
+            engine_of(app).sample()
         await pilot.pause()
         app.refresh_view()
         await pilot.pause()
@@ -98,7 +99,7 @@ def test_sequential_with_a_ci_queue(snap_compare: SnapCompare, tmp_path: Path) -
         for i in range(1, 5):
             clock.advance(2.0)
             executor.finish(f"pr-{i}", output=f"PR #{i} ready")
-            await until(lambda i=i: app.engine.task(f"pr-{i}").state is not TaskState.RUNNING)
+            await until(lambda i=i: engine_of(app).task(f"pr-{i}").state is not TaskState.RUNNING)
         executor.say("pr-1", "running 41 tests")
         app.action_switch_policy()
 
@@ -117,12 +118,12 @@ def test_a_failure_fills_the_attention_queue(snap_compare: SnapCompare, tmp_path
         clock.advance(3.0)
         executor.say("schema", "error: the migration does not apply")
         executor.finish("schema", exit_code=1)
-        await until(lambda: app.engine.task("schema").state is TaskState.FAILED)
+        await until(lambda: engine_of(app).task("schema").state is TaskState.FAILED)
         clock.advance(2.0)
         # docs takes the slot schema left: it starts after the failure, not with it.
         await until(lambda: "docs" in executor.current)
         executor.finish("docs", output="the outline")
-        await until(lambda: app.engine.task("docs").state is TaskState.SUCCEEDED)
+        await until(lambda: engine_of(app).task("docs").state is TaskState.SUCCEEDED)
 
     assert snap_compare(app, terminal_size=(120, 36), run_before=staged(executor, clock, steps))
     journal.close()
@@ -139,9 +140,9 @@ def test_main_screen_at_80x24(snap_compare: SnapCompare, tmp_path: Path) -> None
         await until(lambda: len(executor.current) == 3)
         clock.advance(2.5)
         executor.finish("schema", output="schema done")
-        await until(lambda: app.engine.task("schema").state is TaskState.CI_RUNNING)
+        await until(lambda: engine_of(app).task("schema").state is TaskState.CI_RUNNING)
         executor.finish("auth-api", output="api done")
-        await until(lambda: app.engine.task("auth-api").state is TaskState.CI_QUEUED)
+        await until(lambda: engine_of(app).task("auth-api").state is TaskState.CI_QUEUED)
         clock.advance(1.5)
         executor.say("schema", "[ci] running unit tests... (1.1s)")
         executor.say("ui-shell", "editing web/shell.tsx")
@@ -182,7 +183,7 @@ def test_task_detail(snap_compare: SnapCompare, tmp_path: Path, size: tuple[int,
 
     async def steps(app: FleetApp) -> None:
         await busy_run(app, executor, clock)
-        app.push_screen(TaskDetailScreen(app.engine, "ui-shell"))
+        app.push_screen(TaskDetailScreen(app.client, "ui-shell"))
 
     async def run_before(pilot: Pilot[Any]) -> None:
         await staged(executor, clock, steps)(pilot)

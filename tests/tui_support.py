@@ -10,10 +10,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from fleetdeck.client import InProcessClient
 from fleetdeck.config import Fleet, build_fleet
 from fleetdeck.engine import Engine
 from fleetdeck.executors.base import Executor
 from fleetdeck.journal import Journal
+from fleetdeck.lifecycle import RunLifecycle
 from fleetdeck.model import TaskState
 from fleetdeck.testing import ManualExecutor
 from fleetdeck.tui.app import FleetApp
@@ -66,7 +68,20 @@ def make_app(
         clock=clock or FakeClock(),
         sample_interval=None,
     )
-    return FleetApp(engine), journal
+    return app_over(engine), journal
+
+
+def app_over(engine: Engine) -> FleetApp:
+    """The app over `engine` as the CLI builds it: through a client, with the run's
+    lifecycle (and its stop signals)."""
+    return FleetApp(InProcessClient(engine), RunLifecycle(engine))
+
+
+def engine_of(app: FleetApp) -> Engine:
+    """The engine behind `app`, for a test to look at what the screen does not show."""
+    client = app.client
+    assert isinstance(client, InProcessClient)
+    return client.engine
 
 
 async def until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
@@ -95,7 +110,7 @@ def small_fleet_tasks() -> list[dict[str, Any]]:
 async def busy_run(app: FleetApp, executor: ManualExecutor, clock: FakeClock) -> None:
     """Play a run to a busy moment: a CI attempt done after a wait, one in CI,
     a failed attempt retried, agents running with output."""
-    engine = app.engine
+    engine = engine_of(app)
 
     def state(task: str) -> TaskState:
         return engine.task(task).state

@@ -22,6 +22,7 @@ from fleetdeck.policy import POLICY_NAMES
 from fleetdeck.text import plural
 
 if TYPE_CHECKING:
+    from fleetdeck.client import EngineClient, RunHandle
     from fleetdeck.config import Fleet
     from fleetdeck.engine import Engine
 
@@ -181,11 +182,13 @@ def run_command(fleet: Fleet, args: argparse.Namespace) -> int:
     with starting_up():
         # Only a run needs these (and asyncio and sqlite3 with them): imported here,
         # `validate` and `schema` start without them.
+        from fleetdeck.client import InProcessClient
         from fleetdeck.engine import Engine
         from fleetdeck.executors import LaunchError, build_executors
         from fleetdeck.executors.proctree import become_subreaper
         from fleetdeck.headless import run_headless
         from fleetdeck.journal import Journal, JournalError
+        from fleetdeck.lifecycle import RunLifecycle
         from fleetdeck.redact import MIN_LENGTH as MIN_SECRET_LENGTH
         from fleetdeck.resume import ResumeError, choose_run
 
@@ -244,14 +247,24 @@ def run_command(fleet: Fleet, args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
         run_tui = _tui_runner() if use_tui else None  # Textual's import is start-up too
+        # The view gets a client of the engine and a handle on its run, nothing more;
+        # the run's lifecycle owns the stop signals (SIGINT too, where it is no key).
+        client = InProcessClient(engine)
+        lifecycle = RunLifecycle(engine, interrupt=run_tui is None)
     failure: str | None = None
     try:
         if run_tui is not None:
-            code = run_tui(engine)
+            code = run_tui(client, lifecycle)
             # The TUI's screen is gone with it: what the run did stays on the terminal.
             print_after_tui(engine, code, state_dir, rerun=_rerun_command(args))
             return code
-        return run_headless(engine, json_lines=args.json, run_dirs=journal.run_dir)
+        return run_headless(
+            client,
+            lifecycle,
+            task_ids=(task.id for task in fleet.tasks),
+            json_lines=args.json,
+            run_dirs=journal.run_dir,
+        )
     except JournalError as exc:
         # The disk filled up or went read-only mid-run: the engine stopped every
         # attempt; what the journal committed before stays readable.
@@ -319,7 +332,7 @@ def _on_terminal() -> bool:
     return sys.stdout.isatty() and sys.stdin.isatty()
 
 
-def _tui_runner() -> Callable[[Engine], int]:
+def _tui_runner() -> Callable[[EngineClient, RunHandle], int]:
     """The TUI's entry point, imported only when a terminal wants it (Textual is big)."""
     from fleetdeck.tui import run_tui
 

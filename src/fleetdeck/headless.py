@@ -1,7 +1,8 @@
 """The --no-tui view: one line per event, then the per-task table and the report.
 
-`run_headless` runs an engine with it to the end, as `fleetdeck.tui.run_tui` does
-with the TUI.
+`run_headless` shows a run to its end through a client (fleetdeck.client), as
+`fleetdeck.tui.run_tui` does with the TUI; the run itself, and the signals that
+stop it (SIGINT among them here), are its `RunHandle`'s (fleetdeck.lifecycle).
 
 Text lines read `HH:MM:SS.mmm  task  event  details` (local time); `--json` prints
 one JSON object per event with a UTC timestamp instead, for scripts.
@@ -13,22 +14,19 @@ import asyncio
 import functools
 import json
 import re
-import signal
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from fleetdeck.attempts import TAIL_LINES, log_path
-from fleetdeck.logtail import last_lines
 from fleetdeck.metrics import Report, TaskSummary
 from fleetdeck.model import Event, EventKind, Outcome
 from fleetdeck.text import format_seconds, plural
 
 if TYPE_CHECKING:
-    from fleetdeck.engine import Engine
-    from fleetdeck.redact import Redactor
+    from fleetdeck.client import EngineClient, RunHandle
 
 _FAILED_OUTCOMES = frozenset({Outcome.FAILED, Outcome.TIMEOUT})
 # Under an event line, aligned with its task column (after `HH:MM:SS.mmm  `).
@@ -61,61 +59,52 @@ _NEEDS_QUOTES = re.compile(r"\A\Z|\s").search
 
 
 def run_headless(
-    engine: Engine,
+    client: EngineClient,
+    lifecycle: RunHandle,
     *,
+    task_ids: Iterable[str] = (),
     json_lines: bool = False,
     run_dirs: Callable[[int], Path] | None = None,
 ) -> int:
-    """Run `engine` to the end, printing its events; returns the exit code.
+    """Run the run `lifecycle` holds to the end, printing its events from `client`;
+    returns the exit code.
 
-    `run_dirs` gives a run's directory (the journal's), where a failed attempt's
-    log is found to show its last lines.
+    `task_ids` size the task column; `run_dirs` gives a run's directory (the
+    journal's), where a failed attempt's log is found to show its last lines.
     """
-    return asyncio.run(_run(engine, json_lines=json_lines, run_dirs=run_dirs))
-
-
-async def _run(engine: Engine, *, json_lines: bool, run_dirs: Callable[[int], Path] | None) -> int:
-    width = min(24, max((len(task.id) for task in engine.fleet.tasks), default=4))
-    view = HeadlessView(
-        json_lines=json_lines, task_width=width, run_dirs=run_dirs, redactor=engine.redactor
+    width = min(24, max(map(len, task_ids), default=4))
+    return asyncio.run(
+        _run(client, lifecycle, json_lines=json_lines, task_width=width, run_dirs=run_dirs)
     )
-    engine.subscribe(view)
-    _install_stop_signals(engine)
-    result = await engine.run()
+
+
+async def _run(
+    client: EngineClient,
+    lifecycle: RunHandle,
+    *,
+    json_lines: bool,
+    task_width: int,
+    run_dirs: Callable[[int], Path] | None,
+) -> int:
+    view = HeadlessView(
+        json_lines=json_lines, task_width=task_width, run_dirs=run_dirs, logs=client
+    )
+    client.subscribe(view)
+    lifecycle.start()
+    try:
+        result = await lifecycle.wait()
+    finally:
+        await lifecycle.close()
     view.finish(result.tasks, result.report)
     return result.exit_code
-
-
-def _install_stop_signals(engine: Engine) -> None:
-    """Ctrl-C stops cleanly; a second Ctrl-C kills at once (still the whole trees)."""
-    loop = asyncio.get_running_loop()
-    interrupts = 0
-
-    def interrupted() -> None:
-        nonlocal interrupts
-        interrupts += 1
-        if interrupts == 1:
-            running = engine.snapshot().running
-            sys.stderr.write(
-                f"fleetdeck: interrupted: stopping {len(running)} attempt(s) "
-                f"(grace {engine.grace:g}s; Ctrl-C again to kill at once)\n"
-            )
-            engine.request_stop()
-        else:
-            engine.request_stop(hurry=True)
-
-    loop.add_signal_handler(signal.SIGINT, interrupted)
-    # The terminal going away, or a polite kill: stop the same clean way.
-    loop.add_signal_handler(signal.SIGTERM, engine.request_stop)
-    loop.add_signal_handler(signal.SIGHUP, engine.request_stop)
 
 
 class HeadlessView:
     """Prints events as they are journaled; `finish()` prints the summary.
 
-    Under a failed attempt it prints its log's path and last lines (secrets
-    masked), when it knows the run's directory (`run_dirs`); `--json` adds them
-    to the event's object as `log` and `tail`.
+    Under a failed attempt it prints its log's path and last lines (read by
+    `logs`, which masks secrets), when it knows the run's directory (`run_dirs`);
+    `--json` adds them to the event's object as `log` and `tail`.
     """
 
     def __init__(
@@ -125,13 +114,13 @@ class HeadlessView:
         json_lines: bool = False,
         task_width: int = 16,
         run_dirs: Callable[[int], Path] | None = None,
-        redactor: Redactor | None = None,
+        logs: EngineClient | None = None,
     ):
         self._out = out or sys.stdout
         self._json = json_lines
         self._task_width = task_width
         self._run_dirs = run_dirs
-        self._redactor = redactor
+        self._logs = logs
         self._run_dir: str | None = None
         self._broken = False
         # Lines of this turn of the loop, written together by _flush().
@@ -142,7 +131,7 @@ class HeadlessView:
         kind = event.kind
         failed_log = None
         if kind is EventKind.ATTEMPT_FINISHED:
-            if event.data.get("outcome") in _FAILED_OUTCOMES:
+            if event.data.get("outcome") in _FAILED_OUTCOMES and self._logs is not None:
                 failed_log = self._log_of(event)
         elif kind is EventKind.RUN_STARTED or kind is EventKind.RUN_RESUMED:
             self._learn_run_dir(event)
@@ -150,16 +139,20 @@ class HeadlessView:
             out = event.to_json_dict()
             if failed_log is not None:
                 out["log"] = failed_log
-                out["tail"] = last_lines(failed_log, TAIL_LINES, redact=self._redactor)
+                out["tail"] = self._tail(failed_log)
             self._write(json.dumps(out, separators=(", ", ": "), default=str))
             return
         self._write(format_event(event, self._task_width))
         if failed_log is not None:
-            tail = last_lines(failed_log, TAIL_LINES, redact=self._redactor)
+            tail = self._tail(failed_log)
             more = ", last lines:" if tail else " (empty)"
             self._write(f"{_UNDER}log {failed_log}{more}")
             for line in tail:
                 self._write(f"{_UNDER}| {line}")
+
+    def _tail(self, log: str) -> list[str]:
+        assert self._logs is not None
+        return self._logs.last_lines([log], TAIL_LINES).get(log, [])
 
     def _learn_run_dir(self, event: Event) -> None:
         run_id = event.data.get("run_id")

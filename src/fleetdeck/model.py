@@ -255,6 +255,18 @@ class TaskRun:
         return held if isinstance(held, Attempt) else held[-1] if held else None
 
 
+class HostState(enum.StrEnum):
+    """How reachable a host is."""
+
+    UP = "up"
+    # Not reachable now (never connected yet, or stopped answering): fleetdeck
+    # keeps trying, and launches nothing there meanwhile.
+    DOWN = "down"
+    # Will not be tried again this run (host key refused, authentication failed):
+    # work that has no other host fails instead of waiting forever.
+    FAILED = "failed"
+
+
 # The default clock: seconds since the epoch (time.time itself: it is called
 # for every event, and a wrapper would cost a call each time).
 now = time.time

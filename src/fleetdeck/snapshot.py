@@ -1,19 +1,19 @@
 """What views see of a run: immutable pictures built by `Engine.snapshot()`.
 
-Views render these and nothing else of the engine's state, so that a later
-socket transport can ship them to a TUI attached from another terminal.
+Views render these and nothing else of the engine's state. They are plain data
+(no methods that read files, no live objects), so that a socket can ship them
+to a TUI attached from another terminal: `fleetdeck.snapshot_codec` turns them
+into JSON and back. What views read of attempt logs, they ask of their client
+(`fleetdeck.client`), which masks the fleet's secrets.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from fleetdeck.executors.base import HostState
-from fleetdeck.logtail import LogFollower, last_line
 from fleetdeck.metrics import CognitiveLoad, PoolSample
-from fleetdeck.model import Attempt, Outcome, Stage, TaskState
+from fleetdeck.model import HostState, Outcome, Stage, TaskState
 from fleetdeck.policy import Policy
-from fleetdeck.redact import NO_SECRETS, Redactor
 
 
 @dataclass(slots=True, frozen=True)
@@ -50,12 +50,6 @@ class AttemptView:
     stopping: bool
     cpu_percent: float | None = None  # the attempt's process tree, last sample
     rss_bytes: int | None = None
-    # The fleet's secrets, masked in whatever is read of the log.
-    redactor: Redactor = field(default=NO_SECRETS, compare=False, repr=False)
-
-    def last_line(self) -> str:
-        """The latest line of the attempt's output, secrets masked (read from disk)."""
-        return last_line(self.log_path, redact=self.redactor)
 
 
 @dataclass(slots=True, frozen=True)
@@ -123,6 +117,11 @@ class FleetSnapshot:
     exit_code: int | None = None
 
     @property
+    def in_flight(self) -> int:
+        """Tasks between their first launch and their end."""
+        return self.load.in_flight
+
+    @property
     def elapsed(self) -> float:
         """Seconds since the run started, up to its end once it has ended."""
         if self.started_at is None:
@@ -149,32 +148,6 @@ class AttemptRecord:
     error: str | None
     log_path: str
     output_path: str
-    redactor: Redactor = field(default=NO_SECRETS, compare=False, repr=False)
-
-    def follow_log(self) -> LogFollower:
-        """A follower of the attempt's log whose lines come with secrets masked."""
-        return LogFollower(self.log_path, redact=self.redactor)
-
-    @classmethod
-    def of(cls, attempt: Attempt, redactor: Redactor = NO_SECRETS) -> AttemptRecord:
-        """A frozen copy of the engine's live attempt (its error with secrets masked)."""
-        return cls(
-            attempt_id=attempt.attempt_id,
-            task=attempt.task,
-            stage=attempt.stage,
-            number=attempt.number,
-            worker=attempt.worker,
-            host=attempt.host,
-            queued_at=attempt.queued_at,
-            started_at=attempt.started_at,
-            finished_at=attempt.finished_at,
-            outcome=attempt.outcome,
-            exit_code=attempt.exit_code,
-            error=None if attempt.error is None else redactor.text(attempt.error),
-            log_path=attempt.log_path,
-            output_path=attempt.output_path,
-            redactor=redactor,
-        )
 
 
 @dataclass(slots=True, frozen=True)

@@ -15,9 +15,10 @@ of each dependency (or of the sequential policy's previous task). So a success
 is durable before any dependent starts, and the decision to launch a dependent
 can be taken at once, in the same commit as the success.
 
-Views use only the public interface: `snapshot()`, `task_detail()`,
-`timeline()`, `subscribe()`, and the commands `retry`, `cancel`, `acknowledge`,
-`set_policy`, `pause`, `resume`, `request_stop`.
+Views use only the public interface, through a client (fleetdeck.client):
+`snapshot()`, `task_detail()`, `timeline()`, `subscribe()`, and the commands
+`retry`, `cancel`, `acknowledge`, `set_policy`, `pause`, `resume`,
+`request_stop`; `run()` is started for them by fleetdeck.lifecycle.
 """
 
 from __future__ import annotations

@@ -18,13 +18,13 @@ from typing import TYPE_CHECKING
 
 from fleetdeck.engine.core import Core
 from fleetdeck.metrics import ContentionHistory, cognitive_load, mean, percentile
-from fleetdeck.model import LOCAL_HOST, Stage, TaskState
+from fleetdeck.model import LOCAL_HOST, Attempt, HostState, Stage, TaskState
 from fleetdeck.redact import Redactor
 from fleetdeck.stages import STAGES, workers
 
 if TYPE_CHECKING:
     from fleetdeck.executors.base import HostHealth, Usage
-    from fleetdeck.snapshot import FleetSnapshot, TaskDetail, TaskView, Timeline
+    from fleetdeck.snapshot import AttemptRecord, FleetSnapshot, TaskDetail, TaskView, Timeline
 
 # How much of an input or output the detail screen gets.
 DETAIL_TEXT_LIMIT = 4096
@@ -60,7 +60,6 @@ class ViewBuilder:
     ) -> FleetSnapshot:
         """A consistent, immutable picture of the run (`finished_at`: the end of a
         run that has ended; its clocks stop there)."""
-        from fleetdeck.executors.base import HostState
         from fleetdeck.snapshot import AttemptView, AttentionItem, FleetSnapshot, HostView, PoolView
 
         core = self.core
@@ -93,7 +92,6 @@ class ViewBuilder:
                 started_at=at if r.attempt.started_at is None else r.attempt.started_at,
                 log_path=r.attempt.log_path,
                 stopping=r.stop_reason is not None,
-                redactor=self.redactor,
                 cpu_percent=u.cpu_percent if (u := resources.get(r.attempt.attempt_id)) else None,
                 rss_bytes=u.rss_bytes if u else None,
             )
@@ -223,7 +221,9 @@ class ViewBuilder:
             prompt=redact(core.specs[node].prompt),
             depends_on=tuple(core.tasks[dep].id for dep in deps),
             dependents=tuple(core.tasks[child].id for child in core.dag.dependents[node]),
-            attempts=tuple(AttemptRecord.of(attempt, self.redactor) for attempt in task.attempts),
+            attempts=tuple(
+                _record(attempt, self.redactor, AttemptRecord) for attempt in task.attempts
+            ),
             inputs={
                 core.tasks[dep].id: redact(
                     read_output(core.tasks[dep].output_path, DETAIL_TEXT_LIMIT)
@@ -246,11 +246,32 @@ class ViewBuilder:
                 for host in spec.host_names:
                     lanes.extend(Lane(stage, name, host, slot) for slot in range(1, spec.slots + 1))
         attempts = tuple(
-            AttemptRecord.of(attempt, self.redactor)
+            _record(attempt, self.redactor, AttemptRecord)
             for task in self.core.tasks
             for attempt in task.attempts
         )
         return Timeline(started_at=started_at, now=now, lanes=tuple(lanes), attempts=attempts)
+
+
+def _record(attempt: Attempt, redactor: Redactor, record: type[AttemptRecord]) -> AttemptRecord:
+    """A frozen copy of the engine's live attempt (its error with secrets masked),
+    built with `record` (AttemptRecord, imported by the caller)."""
+    return record(
+        attempt_id=attempt.attempt_id,
+        task=attempt.task,
+        stage=attempt.stage,
+        number=attempt.number,
+        worker=attempt.worker,
+        host=attempt.host,
+        queued_at=attempt.queued_at,
+        started_at=attempt.started_at,
+        finished_at=attempt.finished_at,
+        outcome=attempt.outcome,
+        exit_code=attempt.exit_code,
+        error=None if attempt.error is None else redactor.text(attempt.error),
+        log_path=attempt.log_path,
+        output_path=attempt.output_path,
+    )
 
 
 def read_output(path: str | None, limit: int | None = None) -> str:

@@ -8,11 +8,14 @@ executor only runs what it is given and kills it completely when asked.
 from __future__ import annotations
 
 import abc
-import enum
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from fleetdeck.model import Attempt, Stage
+
+# A word of the product that views show: model.py holds it, for views that must
+# not import the executors; re-exported here, where executors report it.
+from fleetdeck.model import HostState as HostState
 
 
 class LaunchError(Exception):
@@ -57,18 +60,6 @@ class LaunchRequest:
     status_path: str = ""
     # Names of environment variables whose values are replaced by `***` in the log.
     redact: tuple[str, ...] = ()
-
-
-class HostState(enum.StrEnum):
-    """How reachable a host is."""
-
-    UP = "up"
-    # Not reachable now (never connected yet, or stopped answering): fleetdeck
-    # keeps trying, and launches nothing there meanwhile.
-    DOWN = "down"
-    # Will not be tried again this run (host key refused, authentication failed):
-    # work that has no other host fails instead of waiting forever.
-    FAILED = "failed"
 
 
 @dataclass(slots=True, frozen=True)

@@ -1,19 +1,18 @@
 """The supervisor screen: a view over the engine, driven from the keyboard.
 
-The app reads the engine through a `SnapshotFeed` (a snapshot, and the task views
-that changed) on a timer and sends the engine commands; it holds no scheduling
-logic. It owns the engine's run, which ends by itself once every task has
-ended, as headless; the screen then stays for browsing until `q`. Quitting
-before that, the terminal going away (SIGHUP) or SIGTERM stop the work in
-flight cleanly before it exits.
+The app talks to the engine only through a client (fleetdeck.client): it reads
+a `SnapshotFeed` (a snapshot, and the task views that changed) on a timer and
+sends commands; it holds no scheduling logic. It starts the run through its
+`RunHandle` once the screen is up (fleetdeck.lifecycle, which also owns the
+stop signals); the run ends by itself once every task has ended, as headless,
+and the screen then stays for browsing until `q`. Quitting before that, the
+terminal going away (SIGHUP) or SIGTERM stop the work in flight cleanly before
+it exits.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import gc
-import signal
 from collections.abc import Iterable
 
 from textual import events, on
@@ -26,7 +25,7 @@ from textual.drivers.linux_driver import LinuxDriver
 from textual.screen import Screen
 from textual.widgets import DataTable, Input
 
-from fleetdeck.engine import CommandError, Engine, RunResult
+from fleetdeck.client import CommandError, EngineClient, RunHandle, RunOutcome
 from fleetdeck.model import Event, EventKind
 from fleetdeck.policy import next_policy
 from fleetdeck.tui.collector import QUIET, IdleCollector
@@ -90,13 +89,19 @@ class FleetApp(App[int]):
         driver = super().get_driver_class()
         return TerminalSafeDriver if driver is LinuxDriver else driver
 
-    def __init__(self, engine: Engine, *, refresh_seconds: float = REFRESH_SECONDS) -> None:
+    def __init__(
+        self,
+        client: EngineClient,
+        lifecycle: RunHandle,
+        *,
+        refresh_seconds: float = REFRESH_SECONDS,
+    ) -> None:
+        """A view of the run `lifecycle` holds, through `client`."""
         super().__init__()
-        self.engine = engine
-        self.feed = SnapshotFeed(engine)
+        self.client = client
+        self.lifecycle = lifecycle
+        self.feed = SnapshotFeed(client)
         self.refresh_seconds = refresh_seconds
-        self.result: RunResult | None = None
-        self._engine_task: asyncio.Task[RunResult] | None = None
         self._dirty = True
         self._since_refresh = 0.0
         self._quitting = False
@@ -118,14 +123,11 @@ class FleetApp(App[int]):
         yield FleetFooter()
 
     async def on_mount(self) -> None:
-        self.engine.subscribe(self._on_event)
+        self.client.subscribe(self._on_event)
         # Until every task has ended (or a stop), exactly as headless.
-        self._engine_task = asyncio.create_task(self.engine.run())
-        self._engine_task.add_done_callback(self._engine_finished)
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGHUP, signal.SIGTERM):
-            # The terminal went away, or someone asked us politely to stop.
-            loop.add_signal_handler(signum, self._stop_requested_from_outside)
+        self.lifecycle.start(
+            on_finish=self._run_finished, on_stop_signal=self._stop_requested_from_outside
+        )
         self.set_interval(self.refresh_seconds, self._tick)
         self.query_one(QueueTable).focus()
         self.refresh_view()
@@ -181,7 +183,9 @@ class FleetApp(App[int]):
         snapshot = refresh.snapshot
         header.show(snapshot, width=self.size.width)
         main.query_one(QueuePane).show(refresh)
-        main.query_one(InFlightTable).show(snapshot, task_width=refresh.longest_id)
+        main.query_one(InFlightTable).show(
+            snapshot, task_width=refresh.longest_id, logs=self.client
+        )
         side = main.query_one("#side")
         main.query_one(ContentionPane).show(snapshot, width=side.size.width)
         load = main.query_one(LoadPane)
@@ -210,7 +214,12 @@ class FleetApp(App[int]):
     @property
     def finished(self) -> bool:
         """Whether the engine's run has ended (the screen is left for browsing)."""
-        return self._engine_task is not None and self._engine_task.done()
+        return self.lifecycle.finished
+
+    @property
+    def result(self) -> RunOutcome | None:
+        """How the run ended, once it has."""
+        return self.lifecycle.result
 
     def _finished_tell(self, why_not: str) -> bool:
         """Whether the run has ended, saying so (`why_not`: what can no longer be done)."""
@@ -237,7 +246,8 @@ class FleetApp(App[int]):
         """s: the next policy in the registry, for the next launch decision."""
         if self._finished_tell("nothing is launched any more"):
             return
-        self._command("policy", lambda: self.engine.set_policy(next_policy(self.engine.policy)))
+        policy = self.client.snapshot().policy
+        self._command("policy", lambda: self.client.set_policy(next_policy(policy)))
 
     def action_cancel(self) -> None:
         """c: cancel the selected task, once confirmed."""
@@ -249,7 +259,7 @@ class FleetApp(App[int]):
 
         def answered(yes: bool | None) -> None:
             if yes:
-                self._command("cancel", lambda: self.engine.cancel(task))
+                self._command("cancel", lambda: self.client.cancel(task))
                 self.notify(f"cancelling {task}", timeout=3)
 
         self.push_screen(
@@ -266,26 +276,26 @@ class FleetApp(App[int]):
             return
         task = self._selected_or_tell()
         if task is not None:
-            self._command("retry", lambda: self.engine.retry(task))
+            self._command("retry", lambda: self.client.retry(task))
 
     def action_pause(self) -> None:
         """p: hold back new launches, or let them go again."""
         if self._finished_tell("nothing is launched any more"):
             return
-        if self.engine.paused:
-            self.engine.resume()
+        if self.client.snapshot().paused:
+            self.client.resume()
         else:
-            self.engine.pause()
+            self.client.pause()
         # The header says so at once. The rest of the screen (what is launched, or
         # not) follows with the next timed refresh, rather than making the key
         # wait for every pane to be redrawn.
-        self.query_one(FleetHeader).show(self.engine.snapshot(), width=self.size.width)
+        self.query_one(FleetHeader).show(self.client.snapshot(), width=self.size.width)
 
     def action_details(self) -> None:
         """enter: the selected task's attempts, log, inputs and output."""
         task = self._selected_or_tell()
         if task is not None and not isinstance(self.screen, TaskDetailScreen):
-            self.push_screen(TaskDetailScreen(self.engine, task))
+            self.push_screen(TaskDetailScreen(self.client, task))
 
     @on(VirtualTable.RowSelected, "#queue-table, #inflight")
     def _row_chosen(self) -> None:
@@ -295,7 +305,7 @@ class FleetApp(App[int]):
     def action_timeline(self) -> None:
         """t: the Gantt of attempts per slot."""
         if not isinstance(self.screen, TimelineScreen):
-            self.push_screen(TimelineScreen(self.engine))
+            self.push_screen(TimelineScreen(self.client))
 
     def action_all_tasks(self) -> None:
         """a: show the tasks that are done too (a group at the end), or hide them."""
@@ -340,7 +350,7 @@ class FleetApp(App[int]):
 
     async def action_quit(self) -> None:
         """q (or ctrl+c): stop cleanly and leave; asks first while work is in flight."""
-        in_flight = self.engine.in_flight
+        in_flight = self.client.snapshot().in_flight
         if in_flight == 0 or self.finished:
             await self._stop_and_exit()
             return
@@ -377,25 +387,23 @@ class FleetApp(App[int]):
         if self._quitting:
             return
         self._quitting = True
-        self.engine.request_stop()
+        self.client.request_stop()
         self.refresh_view()
-        if self._engine_task is not None:
-            await asyncio.shield(self._engine_task)
+        # The app leaves when the run has ended (_run_finished).
 
     def _stop_requested_from_outside(self) -> None:
-        # No one may be there to answer a question: stop at once, cleanly.
+        # The lifecycle has asked the run to stop; no one may be there to answer a
+        # question: leave once it has ended, or now if it already has.
         self._quitting = True
-        self.engine.request_stop()
+        if self.result is not None:
+            self.exit(self.result.exit_code)
 
-    def _engine_finished(self, task: asyncio.Task[RunResult]) -> None:
-        if task.cancelled():
-            self.exit(1)
+    def _run_finished(self) -> None:
+        failure = self.lifecycle.failure
+        if self.result is None:
+            message = None if failure is None else f"fleetdeck: the engine stopped: {failure!r}"
+            self.exit(1, message=message)
             return
-        exception = task.exception()
-        if exception is not None:
-            self.exit(1, message=f"fleetdeck: the engine stopped: {exception!r}")
-            return
-        self.result = task.result()
         if self._quitting:
             self.exit(self.result.exit_code)
             return
@@ -410,20 +418,13 @@ class FleetApp(App[int]):
         self.collector.stop()
         gc.unfreeze()
         # However the app ends (a test's exit, a crash), leave no process behind.
-        task = self._engine_task
-        if task is not None and not task.done():
-            self.engine.request_stop(hurry=True)
-            with contextlib.suppress(Exception):
-                await asyncio.shield(task)
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop = asyncio.get_running_loop()
-            loop.remove_signal_handler(signal.SIGHUP)
-            loop.remove_signal_handler(signal.SIGTERM)
+        await self.lifecycle.close()
 
 
-def run_tui(engine: Engine) -> int:
-    """Run the TUI over `engine` until the operator quits; returns the exit code."""
-    app = FleetApp(engine)
+def run_tui(client: EngineClient, lifecycle: RunHandle) -> int:
+    """Run the TUI over `client` and the run `lifecycle` holds until the operator
+    quits; returns the exit code."""
+    app = FleetApp(client, lifecycle)
     code = app.run()
     if app.result is not None:
         return app.result.exit_code

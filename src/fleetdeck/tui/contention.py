@@ -12,8 +12,7 @@ from dataclasses import dataclass
 
 from rich.text import Text
 
-from fleetdeck.executors.base import HostState
-from fleetdeck.model import Stage
+from fleetdeck.model import HostState, Stage
 from fleetdeck.snapshot import FleetSnapshot, HostView, PoolView
 from fleetdeck.text import format_seconds
 from fleetdeck.tui.lines import LinesPane

@@ -10,8 +10,7 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import DataTable, Log, Static
 
-from fleetdeck.engine import CommandError, Engine
-from fleetdeck.logtail import LogFollower
+from fleetdeck.client import CommandError, EngineClient, LogFeed
 from fleetdeck.model import Outcome, TaskState
 from fleetdeck.snapshot import AttemptRecord, TaskDetail
 from fleetdeck.text import format_seconds
@@ -53,11 +52,11 @@ class TaskDetailScreen(Screen[None]):
     }
     """
 
-    def __init__(self, engine: Engine, task_id: str) -> None:
+    def __init__(self, client: EngineClient, task_id: str) -> None:
         super().__init__()
-        self.engine = engine
+        self.client = client
         self.task_id = task_id
-        self._follower: LogFollower | None = None
+        self._follower: LogFeed | None = None
         self._following: int | None = None  # attempt id whose log is shown
         self._pinned = False  # the user picked an attempt: stop jumping to the latest
         self._rows: tuple[AttemptRecord, ...] = ()
@@ -83,9 +82,9 @@ class TaskDetailScreen(Screen[None]):
         self.set_interval(REFRESH_SECONDS, self.refresh_detail)
 
     def refresh_detail(self) -> None:
-        """Re-read the task from the engine and new log lines from disk."""
+        """Re-read the task and the new lines of its log from the client."""
         try:
-            detail = self.engine.task_detail(self.task_id)
+            detail = self.client.task_detail(self.task_id)
         except CommandError:
             return
         self._show_summary(detail)
@@ -162,7 +161,7 @@ class TaskDetailScreen(Screen[None]):
         if attempt is None:
             return
         self._following = attempt_id
-        self._follower = attempt.follow_log()
+        self._follower = self.client.follow_log(attempt.log_path)
         log = self.query_one("#log", Log)
         log.clear()
         log.border_title = f"Log · attempt {attempt.number} {attempt.stage.value}"

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from fleetdeck.engine import Engine
+from fleetdeck.client import EngineClient
 from fleetdeck.snapshot import FleetSnapshot, TaskView
 
 
@@ -28,16 +28,17 @@ class Refresh:
 
 
 class SnapshotFeed:
-    """Polls one engine for the main screen; remembers what it has handed out."""
+    """Polls one engine (through its client) for the main screen; remembers what it
+    has handed out."""
 
-    def __init__(self, engine: Engine) -> None:
-        self._engine = engine
+    def __init__(self, client: EngineClient) -> None:
+        self._client = client
         self._known: tuple[TaskView, ...] | None = None  # the views of the last poll
         self._longest = 0
 
     def poll(self) -> Refresh:
         """The snapshot now, and the task views that changed since the last poll."""
-        snapshot = self._engine.snapshot()
+        snapshot = self._client.snapshot()
         tasks = snapshot.tasks
         known, self._known = self._known, tasks
         if known is None:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from rich.text import Text
 
+from fleetdeck.client import EngineClient
 from fleetdeck.model import Stage
 from fleetdeck.snapshot import AttemptView, FleetSnapshot
 from fleetdeck.tui.lines import set_border_subtitle, set_border_title
@@ -119,9 +120,9 @@ class InFlightTable(VirtualTable):
         """What the row with `key` shows in `column`."""
         return self._rows[self.get_row_index(key)].cells[self._layout[0].index(column)]
 
-    def show(self, snapshot: FleetSnapshot, *, task_width: int) -> None:
+    def show(self, snapshot: FleetSnapshot, *, task_width: int, logs: EngineClient) -> None:
         """Bring the rows in line with `snapshot`. `task_width` is the longest task
-        id. Output is read from the log files on disk only for the rows on screen;
+        id. Output is asked of `logs` only for the rows on screen, in one request;
         rows out of view keep what they showed last."""
         running = sorted(snapshot.running, key=lambda r: r.started_at)
         agents = sum(1 for r in running if r.stage is Stage.AGENT)
@@ -137,9 +138,13 @@ class InFlightTable(VirtualTable):
         on_screen = range(top, top + max(0, self.scrollable_content_region.height - 1))
         shown: dict[str, _Cells] = {}
         rows: list[Row] = []
+        latest = logs.last_lines(
+            attempt.log_path for index, attempt in enumerate(running) if index in on_screen
+        )
         for index, attempt in enumerate(running):
             if index in on_screen:
-                output = attempt.last_line()
+                lines = latest.get(attempt.log_path)
+                output = lines[-1] if lines else ""
             else:
                 before = self._shown.get(attempt.task)
                 output = before.output if before is not None else ""

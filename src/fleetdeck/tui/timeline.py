@@ -13,7 +13,7 @@ from textual.containers import VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Static
 
-from fleetdeck.engine import Engine
+from fleetdeck.client import EngineClient
 from fleetdeck.snapshot import AttemptRecord, Timeline
 from fleetdeck.text import format_seconds
 from fleetdeck.tui.footer import FleetFooter
@@ -48,9 +48,9 @@ class TimelineScreen(Screen[None]):
     TimelineScreen #selected { height: 2; padding: 0 1; background: $panel; }
     """
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, client: EngineClient) -> None:
         super().__init__()
-        self.engine = engine
+        self.client = client
         self.span: float | None = None  # seconds on screen; None: the whole run
         self.end: float | None = None  # the window's right edge; None: now, following
         self.selected: int | None = None  # attempt id
@@ -73,7 +73,7 @@ class TimelineScreen(Screen[None]):
 
     def window(self, timeline: Timeline | None = None) -> Window:
         """The stretch of the run on screen now (the whole run, until zoomed)."""
-        timeline = timeline or self.engine.timeline()
+        timeline = timeline or self.client.timeline()
         first = timeline.started_at if timeline.started_at is not None else timeline.now
         whole = max(1.0, timeline.now - first)
         span = whole if self.span is None else min(self.span, whole)
@@ -83,7 +83,7 @@ class TimelineScreen(Screen[None]):
 
     def visible_range(self) -> tuple[float, float]:
         """Seconds since the run started at the left and right edges of the chart."""
-        timeline = self.engine.timeline()
+        timeline = self.client.timeline()
         window = self.window(timeline)
         first = timeline.started_at or timeline.now
         return window.start - first, window.end - first
@@ -91,7 +91,7 @@ class TimelineScreen(Screen[None]):
     def action_zoom(self, factor: float) -> None:
         """+ halves the stretch on screen, - doubles it (up to the whole run),
         around the selected bar, or the middle, or now while following the run."""
-        timeline = self.engine.timeline()
+        timeline = self.client.timeline()
         window = self.window(timeline)
         span = max(MIN_SPAN, (window.end - window.start) * factor)
         first = timeline.started_at if timeline.started_at is not None else timeline.now
@@ -110,7 +110,7 @@ class TimelineScreen(Screen[None]):
 
     def action_scroll_time(self, direction: int) -> None:
         """← → move the window by a quarter of its width."""
-        timeline = self.engine.timeline()
+        timeline = self.client.timeline()
         window = self.window(timeline)
         self._set_end(timeline, window.end + direction * (window.end - window.start) / 4)
         self.redraw()
@@ -136,7 +136,7 @@ class TimelineScreen(Screen[None]):
 
     def action_select_lane(self, step: int) -> None:
         """↑ ↓ the bar in the lane above or below nearest in time to the selected one."""
-        timeline = self.engine.timeline()
+        timeline = self.client.timeline()
         lanes = [(lane, bars) for lane, bars in assign_lanes(timeline).items() if bars]
         order = {lane: number for number, lane in enumerate(timeline.lanes)}
         lanes.sort(key=lambda item: order[item[0]])
@@ -157,7 +157,7 @@ class TimelineScreen(Screen[None]):
 
     def action_select_bar(self, step: int) -> None:
         """shift+← → the previous or next bar in the selected bar's lane."""
-        timeline = self.engine.timeline()
+        timeline = self.client.timeline()
         # Nothing selected yet: the latest bar is (it is what enter opens).
         current = self._attempt(timeline, self.selected) or _latest(timeline)
         if current is None:
@@ -172,7 +172,7 @@ class TimelineScreen(Screen[None]):
     def selected_task(self) -> str | None:
         """The task of the selected bar, else of the latest bar to start (what
         enter opens)."""
-        timeline = self.engine.timeline()
+        timeline = self.client.timeline()
         attempt = self._attempt(timeline, self.selected) or _latest(timeline)
         return None if attempt is None else attempt.task
 
@@ -192,7 +192,7 @@ class TimelineScreen(Screen[None]):
 
     def redraw(self) -> None:
         """Draw the Gantt for the current size, window and selection."""
-        timeline = self.engine.timeline()
+        timeline = self.client.timeline()
         gantt = self.query_one("#gantt", Static)
         width = max(30, self.size.width - 4)  # border and padding
         height = max(5, self.size.height - 5)  # border, the selected bar, the footer
