@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from core_support import CoreSim, chain, fleet_toml
 from fleetdeck.engine import commands
 from fleetdeck.engine.core import MAX_LOST_ATTEMPTS, Core, Running
-from fleetdeck.engine.fold import next_state
+from fleetdeck.fold import next_state
 from fleetdeck.model import Event, EventKind, Outcome, TaskState
 
 # --- the start and the launch decision ----------------------------------------------

@@ -16,7 +16,7 @@ import pytest
 
 from fleetdeck.cli import main
 from fleetdeck.config import load_fleet
-from fleetdeck.engine.fold import next_state
+from fleetdeck.fold import next_state
 from fleetdeck.journal import Journal
 from fleetdeck.model import TaskState
 from fleetdeck.resume import replay

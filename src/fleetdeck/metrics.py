@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from fleetdeck.config import Fleet
-from fleetdeck.engine.fold import folds_state, next_state
+from fleetdeck.fold import folds_state, next_state
 from fleetdeck.model import Event, EventKind, Outcome, Stage, TaskState
 
 # --- cognitive load ----------------------------------------------------------------

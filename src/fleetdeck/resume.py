@@ -27,7 +27,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from fleetdeck.engine.fold import next_state
+from fleetdeck.fold import next_state
 from fleetdeck.model import Attempt, Cause, Event, EventKind, Outcome, Stage, TaskState
 
 if TYPE_CHECKING:  # the journal's row types only: resuming is pure, the journal is not

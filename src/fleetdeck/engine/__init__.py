@@ -4,7 +4,6 @@
 - `scheduler`: the launch decision (pure).
 - `commands`: the operator's commands, as transitions of the core.
 - `clock`: time and timers for the core (virtual for the simulator and tests).
-- `fold`: the journal's events read back into task states.
 - `takeup`: an unfinished run's core rebuilt from the journal.
 - `shell`: the asyncio `Engine`, which carries out the core's effects.
 - `launch`, `views`: what executors are asked to run, what views are shown.
