@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import random
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -38,7 +37,8 @@ from fleetdeck.engine.commit import GroupCommit
 from fleetdeck.engine.core import CommandError, Core, Running
 from fleetdeck.engine.hosts import HostWatch
 from fleetdeck.engine.launch import RequestBuilder
-from fleetdeck.engine.takeup import Found, carry_over, take_up
+from fleetdeck.engine.opening import find_attempts, open_run
+from fleetdeck.engine.takeup import carry_over, take_up
 from fleetdeck.engine.views import ViewBuilder
 from fleetdeck.engine.workspace import Workspace
 from fleetdeck.executors.base import (
@@ -56,11 +56,6 @@ from fleetdeck.policy import Policy, make_policy
 from fleetdeck.redact import Redactor
 from fleetdeck.resume import (
     ResumePlan,
-    carries_over,
-    outputs_of,
-    plan_carry_over,
-    plan_resume,
-    reused_runs,
 )
 from fleetdeck.stages import STAGES
 
@@ -378,51 +373,16 @@ class Engine:
         A method of its own so that the config's JSON (100 bytes a task) is not
         kept alive for the whole run by run()'s frame.
         """
-        # Stored with the secrets' values masked; compared masked too, so that an
-        # unchanged secret does not make its tasks look changed on resume.
-        settings = self.redactor.config_json(config_json(self.fleet.config))
-        previous = self._resume_from
-        if previous is None:
-            self._begin_run(settings)
-            return None
-        events = self._journal.events(previous.run_id)
-        # The runs it carried successes over from hold those tasks' outputs.
-        earlier = {
-            run_id: outputs_of(self._journal.attempts(run_id), self._run_dir(run_id))
-            for run_id in reused_runs(events)
-        }
-        plan_for = plan_carry_over if carries_over(previous) else plan_resume
-        plan = plan_for(
+        opening = open_run(
             self.fleet,
-            previous,
-            events,
-            self._journal.attempts(previous.run_id),
-            new_config=json.loads(settings),
-            run_dir=self._run_dir(previous.run_id),
-            earlier=earlier,
-        )
-        if plan.carried_over:
-            # A new run (its own id, directory and clock), started as any other.
-            self._begin_run(settings)
-            return plan
-        self.run_id = previous.run_id
-        self.started_at = previous.started_at
-        self._journal.resume_run(previous.run_id, config_json=settings, policy=self.policy)
-        return plan
-
-    def _begin_run(self, settings: str) -> None:
-        self.run_id = self._journal.begin_run(
-            fleet=self.fleet.name,
-            config_path=self.fleet.source,
-            config_json=settings,
+            self._journal,
+            settings=self.redactor.config_json(config_json(self.fleet.config)),
+            previous=self._resume_from,
             policy=self.policy,
             started_at=self.started_at or self._clock(),
         )
-
-    def _run_dir(self, run_id: int) -> str:
-        return str(self._journal.run_dir(run_id))
-
-    # --- resuming a run -------------------------------------------------------------
+        self.run_id, self.started_at = opening.run_id, opening.started_at
+        return opening.plan
 
     async def _take_up(self, plan: ResumePlan) -> None:
         """Find the attempts the last supervisor left, then rebuild the core from
@@ -431,41 +391,17 @@ class Engine:
             # The report covers the whole run, from its first start.
             if event.kind is not EventKind.RUN_FINISHED:
                 self._report.feed(event)
-        renewed = {*plan.changed, *plan.invalidated}
-        found: list[tuple[Any, Found]] = []
-        processes: dict[int, AttemptProcess] = {}
-        for attempt in plan.unfinished:
-            executor = self._executors.get(attempt.host)
-            result: AttemptProcess | int | None = None
-            if executor is not None:
-                try:
-                    result = await executor.recover(attempt)
-                except Exception as exc:  # an executor bug must not stop a resume
-                    attempt.error = f"cannot find the attempt again: {exc}"
-            if attempt.task not in self.fleet.dag.index or attempt.task in renewed:
-                # What the config no longer says is stopped.
-                if isinstance(result, AttemptProcess):
-                    with contextlib.suppress(Exception):
-                        await result.stop(self._grace_for_stop())
-                found.append((attempt, None))
-                continue
-            if isinstance(result, AttemptProcess):
-                self.reattached += 1
-                processes[attempt.attempt_id] = result
-                found.append((attempt, "running"))
-            elif isinstance(result, int):
-                self.recovered += 1
-                found.append((attempt, result))
-            else:
-                self.lost_on_resume += 1
-                found.append((attempt, None))
+        recovery = await find_attempts(self.fleet, plan, self._executors, self._grace_for_stop)
+        self.reattached = recovery.reattached
+        self.recovered = recovery.recovered
+        self.lost_on_resume = recovery.lost
         counts = {
-            "reattached": self.reattached,
-            "recovered": self.recovered,
-            "lost": self.lost_on_resume,
+            "reattached": recovery.reattached,
+            "recovered": recovery.recovered,
+            "lost": recovery.lost,
         }
-        for running in take_up(self.core, plan, found, counts):
-            shell = _Process(process=processes[running.attempt.attempt_id])
+        for running in take_up(self.core, plan, recovery.found, counts):
+            shell = _Process(process=recovery.processes[running.attempt.attempt_id])
             self._processes[running.attempt.attempt_id] = shell
             assert self._loop is not None
             shell.supervisor = self._loop.create_task(self._supervise(running, reattached=True))
