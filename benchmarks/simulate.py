@@ -13,7 +13,8 @@
     give the same makespan: the check that the simulator schedules as the rule says.
 6b. The live what-if: `predict_remaining` on a 100-task fleet a third done, 5 runs
     under each of 2 policies, median of 30 calls.
-6c. Simulation error: each example fleet in config/ is run for real under wave
+6c. Simulation error: each example fleet in config/, and two seeded random DAGs of
+    sleeps, is run for real under wave
     (`fleetdeck run --json`, its own state dir), then `fleetdeck simulate --from`
     that state dir predicts wave and sequential (20 runs, median), then the fleet is
     run for real under sequential in the same state dir (so the engine ranks tasks
@@ -35,7 +36,7 @@ from typing import Any
 
 from engine_scale import SLOTS
 from engine_scale import build_fleet as build_scale_fleet
-from fleets import list_schedule, random_sleep_dag
+from fleets import list_schedule, random_sleep_dag, write_dag_fleet
 from harness import (
     HERE,
     BenchmarkError,
@@ -202,6 +203,12 @@ def _predict(config: Path, state: Path) -> dict[str, dict[str, Any]]:
     return {line["policy"]: line for line in map(json.loads, done.stdout.splitlines())}
 
 
+# The seeded random DAGs 6c runs beside the examples: 12 sleeps of 0.2-1.5 s on 3 slots.
+RANDOM_DAG_SEEDS = (11, 12)
+RANDOM_DAG_TASKS = 12
+RANDOM_DAG_SLOTS = 3
+
+
 def measure_error(examples: tuple[str, ...], workdir: Path) -> list[SummaryRow]:
     """Predicted against real makespans of the example fleets."""
     print(
@@ -210,8 +217,15 @@ def measure_error(examples: tuple[str, ...], workdir: Path) -> list[SummaryRow]:
     )
     rows: list[list[str]] = []
     errors: list[float] = []
-    for name in examples:
-        config = CONFIG_DIR / f"{name}.toml"
+    fleets = [(name, CONFIG_DIR / f"{name}.toml") for name in examples]
+    for seed in RANDOM_DAG_SEEDS:
+        # Seeded random DAGs of sleeps on 3 slots: no jitter of their own, so the
+        # error is the simulator's and the machine's, not the example's dice.
+        dag = random_sleep_dag(seed, RANDOM_DAG_TASKS)
+        config = workdir / f"simulate-random-{seed}.toml"
+        write_dag_fleet(config, dag, RANDOM_DAG_SLOTS)
+        fleets.append((f"random-{seed}", config))
+    for name, config in fleets:
         state = workdir / f"simulate-{name}"
         real = {"wave": _run_fleet(config, "wave", state)}
         predicted = _predict(config, state)
