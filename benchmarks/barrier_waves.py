@@ -1,6 +1,6 @@
 """The makespan benchmark's other contestant: a DAG executor in waves with a barrier.
 
-The gem-team article's algorithm (shared/seeds/dag-executor-gem-team.txt): the tasks
+The gem-team article's algorithm (its DAG executor runs waves level by level): the tasks
 whose dependencies are all done form a wave; run the whole wave, wait for all of it,
 then compute the next wave. Here with at most SLOTS at once (an asyncio.Semaphore,
 started in config order), each task a real `sleep SECONDS` subprocess. Since a task

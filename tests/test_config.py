@@ -615,7 +615,7 @@ VALID_BODY = (
 )
 VALID = '[fleet]\nname = "demo"\n' + VALID_BODY
 
-# The example from DESIGN.md, "Configuration (TOML)": the documented format must validate.
+# The configuration example of the product's design, as written there: it must validate.
 DESIGN_EXAMPLE = """
 [fleet]
 name = "demo"
@@ -676,7 +676,7 @@ def test_valid_file_singular_wave_and_name_from_file_stem(
     )
 
 
-def test_design_doc_example_is_valid(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_the_design_example_is_valid(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = write(tmp_path, DESIGN_EXAMPLE)
     assert main(["validate", str(path)]) == 0
     out, err = capsys.readouterr()

@@ -69,7 +69,7 @@ class FleetSection:
     # Retry backoff: base * 2**(failures - 1), capped, with jitter.
     retry_backoff: NonNegativeSeconds = 1.0
     retry_backoff_max: NonNegativeSeconds = 60.0
-    # Cognitive-load capacity (DESIGN.md, "Contention and cognitive load").
+    # Cognitive-load capacity (README, "Cognitive load").
     load_capacity: PositiveInt = 7
     # Names of environment variables whose values are masked as *** in
     # everything fleetdeck records or shows (fleetdeck.redact).
