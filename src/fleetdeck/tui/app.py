@@ -70,6 +70,7 @@ class FleetApp(App[int]):
         Binding("s", "switch_policy", "Policy"),
         Binding("c", "cancel", "Cancel"),
         Binding("r", "retry", "Retry"),
+        Binding("x", "acknowledge", "Seen"),
         Binding("p", "pause", "Pause"),
         Binding("enter", "details", "Details"),
         Binding("t", "timeline", "Timeline"),
@@ -267,6 +268,14 @@ class FleetApp(App[int]):
         task = self._selected_or_tell()
         if task is not None:
             self._command("retry", lambda: self.engine.retry(task))
+
+    def action_acknowledge(self) -> None:
+        """x: the selected failed task or blocked root is seen: it leaves the attention queue."""
+        if self._finished_tell("nothing needs acknowledging any more"):
+            return
+        task = self._selected_or_tell()
+        if task is not None:
+            self._command("acknowledge", lambda: self.engine.acknowledge(task))
 
     def action_pause(self) -> None:
         """p: hold back new launches, or let them go again."""
