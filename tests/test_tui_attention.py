@@ -49,3 +49,33 @@ async def test_x_on_a_failed_task_takes_it_off_the_attention_list(tmp_path: Path
         await pilot.pause()
         assert any("'flaky' does not need attention" in m for m in messages(app))
     journal.close()
+
+
+async def test_sequential_with_free_slots_blames_the_policy_not_a_slot(tmp_path: Path) -> None:
+    executor = ManualExecutor()
+    tasks = [{"id": f"pr-{i}", "agent": "coder"} for i in range(1, 4)]
+    config = fleet(tmp_path, tasks, slots=3, policy="sequential")
+    app, journal = make_app(config, tmp_path, executor=executor)
+    async with app.run_test(size=(120, 36)) as pilot:
+        await until(lambda: "pr-1" in executor.current)
+        app.refresh_view()
+        await pilot.pause()
+        table = app.query_one(QueueTable)
+        assert str(table.get_cell("pr-2", "waits for")) == "policy: sequential"
+        assert str(table.get_cell("pr-3", "waits for")) == "policy: sequential"
+        await pilot.press("s")  # wave: every slot is taken at once, nothing waits
+        await until(lambda: {"pr-2", "pr-3"} <= set(executor.current))
+    journal.close()
+
+
+async def test_full_slots_are_still_what_a_ready_task_waits_for(tmp_path: Path) -> None:
+    executor = ManualExecutor()
+    tasks = [{"id": f"pr-{i}", "agent": "coder"} for i in range(1, 4)]
+    app, journal = make_app(fleet(tmp_path, tasks, slots=2), tmp_path, executor=executor)
+    async with app.run_test(size=(120, 36)) as pilot:
+        await until(lambda: {"pr-1", "pr-2"} <= set(executor.current))
+        app.refresh_view()
+        await pilot.pause()
+        table = app.query_one(QueueTable)
+        assert str(table.get_cell("pr-3", "waits for")) == "slot of coder"
+    journal.close()
