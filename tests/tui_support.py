@@ -56,8 +56,11 @@ def make_app(
     *,
     executor: Executor | None = None,
     clock: FakeClock | None = None,
+    whatif: bool = False,
 ) -> tuple[FleetApp, Journal]:
-    """The app as the CLI builds it, over an engine with a manual executor and clock."""
+    """The app as the CLI builds it, over an engine with a manual executor and clock;
+    without the live what-if unless asked (its figures come from a thread, in their
+    own time: screens compared with snapshots would differ from run to run)."""
     journal = Journal(tmp_path / "state")
     engine = Engine(
         fleet,
@@ -66,7 +69,7 @@ def make_app(
         clock=clock or FakeClock(),
         sample_interval=None,
     )
-    return FleetApp(engine), journal
+    return FleetApp(engine, whatif=whatif), journal
 
 
 async def until(condition: Callable[[], bool], timeout: float = 10.0) -> None:

@@ -44,6 +44,7 @@ from fleetdeck.tui.palette import PALETTE, OperatorCommands
 from fleetdeck.tui.queue import QueuePane, QueueTable
 from fleetdeck.tui.timeline import TimelineScreen
 from fleetdeck.tui.vtable import VirtualTable
+from fleetdeck.tui.whatif import Predictor, WhatIfLine
 
 # Screen refreshes per second at most: output floods and event bursts are
 # batched into these, never one repaint per line or per event.
@@ -91,9 +92,13 @@ class FleetApp(App[int]):
         driver = super().get_driver_class()
         return TerminalSafeDriver if driver is LinuxDriver else driver
 
-    def __init__(self, engine: Engine, *, refresh_seconds: float = REFRESH_SECONDS) -> None:
+    def __init__(
+        self, engine: Engine, *, refresh_seconds: float = REFRESH_SECONDS, whatif: bool = True
+    ) -> None:
+        """`whatif`: predict each policy's remaining time live (see tui/whatif.py)."""
         super().__init__()
         self.engine = engine
+        self.whatif = Predictor(engine.fleet, engine.state_dir) if whatif else None
         self.feed = SnapshotFeed(engine)
         self.refresh_seconds = refresh_seconds
         self.result: RunResult | None = None
@@ -115,6 +120,7 @@ class FleetApp(App[int]):
             yield QueuePane(id="queue")
             with Vertical(id="side"):
                 yield ContentionPane(id="contention")
+                yield WhatIfLine(self.whatif, id="whatif")
                 yield LoadPane(id="load")
         yield FleetFooter()
 
@@ -185,6 +191,7 @@ class FleetApp(App[int]):
         main.query_one(InFlightTable).show(snapshot, task_width=refresh.longest_id)
         side = main.query_one("#side")
         main.query_one(ContentionPane).show(snapshot, width=side.size.width)
+        main.query_one(WhatIfLine).show(snapshot)
         load = main.query_one(LoadPane)
         # size is the content area (inside border and padding).
         load.show(snapshot, width=load.size.width, lines=max(2, load.size.height))
