@@ -1,4 +1,5 @@
-"""The live what-if line: its text, its pace, and the line in the running TUI."""
+"""The live what-if: its text, its pace, its prediction process, and the line in
+the running TUI."""
 
 from __future__ import annotations
 
@@ -19,12 +20,12 @@ from fleetdeck.tui.whatif import (
     PENDING,
     UNAVAILABLE,
     Pacer,
-    Predictor,
     WhatIfLine,
     better_of,
     duration,
     format_whatif,
 )
+from fleetdeck.whatif import PredictionError, PredictionProcess, Predictor, pack, unpack
 from tui_support import FakeClock, fleet, make_app, until
 
 # At 80 columns the side column leaves the line 32 cells inside its padding.
@@ -119,13 +120,43 @@ def four_tasks(tmp_path: Path, **settings: Any) -> Any:
     return fleet(tmp_path, tasks, slots=2, **settings)
 
 
-def test_the_predictor_simulates_every_policy_and_stops_when_cancelled(tmp_path: Path) -> None:
+def test_the_predictor_simulates_every_policy_from_the_progress(tmp_path: Path) -> None:
     predictor = Predictor(four_tasks(tmp_path), tmp_path / "no-journal-here")
     running = TaskProgress(TaskState.RUNNING, attempts=1, elapsed=30.0)
     progress = {"t0": running, "t1": running}
     # No journal: the tasks' estimates. Two running for 30 s of their 60, then two more.
     assert predictor.predict(progress) == {"sequential": 150.0, "wave": 90.0}
-    assert predictor.predict(progress, lambda: True) is None
+
+
+def test_progress_crosses_the_pipe_unchanged() -> None:
+    progress = {
+        "a": TaskProgress(TaskState.RUNNING, attempts=2, failures=1, elapsed=12.5),
+        "b": TaskProgress(TaskState.RETRY_WAIT, attempts=1, failures=1, retry_in=3.0),
+        "c": TaskProgress(TaskState.SUCCEEDED, attempts=1),
+    }
+    assert unpack(pack(progress)) == progress
+
+
+def test_the_prediction_process_answers_says_why_not_and_goes_when_closed(
+    tmp_path: Path,
+) -> None:
+    process = PredictionProcess(Predictor(four_tasks(tmp_path), tmp_path / "none"))
+    try:
+        running = TaskProgress(TaskState.RUNNING, attempts=1, elapsed=30.0)
+        process.send({"t0": running, "t1": running})
+        assert process.receive() == {"sequential": 150.0, "wave": 90.0}
+        child = process._process
+        assert child is not None and child.poll() is None
+    finally:
+        process.close()
+    assert child.poll() is not None
+    broken = PredictionProcess(Predictor(four_tasks(tmp_path), tmp_path, policies=["nope"]))
+    try:
+        broken.send({})
+        with pytest.raises(PredictionError, match="unknown policy 'nope'"):
+            broken.receive()
+    finally:
+        broken.close()
 
 
 # --- in the TUI -------------------------------------------------------------------------
@@ -156,6 +187,11 @@ async def test_the_what_if_line_shows_each_policy_and_goes_when_the_run_ends(
         await pilot.pause()
         assert not line.display
         assert "what-if" not in on_screen(app)
+        assert app.whatif is not None
+        child = app.whatif._process
+        assert child is not None and child.poll() is None
+    # The app has gone, and its prediction process with it.
+    assert child.poll() is not None
     journal.close()
 
 
@@ -166,16 +202,14 @@ async def test_what_if_dots_until_the_first_prediction_then_figures(
     still answer meanwhile."""
     release = threading.Event()
     seen: list[object] = []
-    predict = Predictor.predict
+    send = PredictionProcess.send
 
-    def held(
-        self: Predictor, progress: Mapping[str, TaskProgress], *args: Any
-    ) -> dict[str, float] | None:
+    def held(self: PredictionProcess, progress: Mapping[str, TaskProgress]) -> None:
         seen.append(progress)
         release.wait(10.0)
-        return predict(self, progress, *args)
+        send(self, progress)
 
-    monkeypatch.setattr(Predictor, "predict", held)
+    monkeypatch.setattr(PredictionProcess, "send", held)
     executor = ManualExecutor()
     app, journal = make_app(four_tasks(tmp_path), tmp_path, executor=executor, whatif=True)
     try:
@@ -215,12 +249,12 @@ async def test_nothing_is_predicted_when_the_terminal_has_no_room_for_the_line(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     calls: list[object] = []
-    monkeypatch.setattr(Predictor, "predict", lambda self, *args: calls.append(args))
+    monkeypatch.setattr(PredictionProcess, "send", lambda self, *args: calls.append(args))
     executor = ManualExecutor()
     app, journal = make_app(four_tasks(tmp_path), tmp_path, executor=executor, whatif=True)
     async with app.run_test(size=(70, 24)) as pilot:  # narrow: no side column
         await until(lambda: len(executor.current) == 2)
         app.refresh_view()
-        await pilot.pause(0.2)  # what a thread would have taken to be called
+        await pilot.pause(0.2)  # what the worker would have taken to ask
         assert calls == [] and not app.query_one(WhatIfLine).display
     journal.close()

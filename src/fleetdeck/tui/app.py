@@ -44,7 +44,8 @@ from fleetdeck.tui.palette import PALETTE, OperatorCommands
 from fleetdeck.tui.queue import QueuePane, QueueTable
 from fleetdeck.tui.timeline import TimelineScreen
 from fleetdeck.tui.vtable import VirtualTable
-from fleetdeck.tui.whatif import Predictor, WhatIfLine
+from fleetdeck.tui.whatif import WhatIfLine
+from fleetdeck.whatif import PredictionProcess, Predictor
 
 # Screen refreshes per second at most: output floods and event bursts are
 # batched into these, never one repaint per line or per event.
@@ -98,7 +99,8 @@ class FleetApp(App[int]):
         """`whatif`: predict each policy's remaining time live (see tui/whatif.py)."""
         super().__init__()
         self.engine = engine
-        self.whatif = Predictor(engine.fleet, engine.state_dir) if whatif else None
+        predictor = Predictor(engine.fleet, engine.state_dir)
+        self.whatif = PredictionProcess(predictor) if whatif else None
         self.feed = SnapshotFeed(engine)
         self.refresh_seconds = refresh_seconds
         self.result: RunResult | None = None

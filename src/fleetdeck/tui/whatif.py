@@ -1,45 +1,38 @@
-"""The live what-if: how long each policy would take to finish the work left.
+"""The live what-if line: how long each policy would take to finish the work left.
 
 While the run is live, every few seconds, the remaining time under each policy
-of the registry is simulated (`fleetdeck.lab.predict_remaining`) from the run's
-progress, so the operator sees which policy is better before pressing `s`.
+of the registry is predicted from the run's progress, so the operator sees which
+policy is better before pressing `s`.
 
 Nothing of it runs on the UI's key path. On the event loop only the progress
 per task is read off the snapshot the screen was just refreshed from (a frozen
-picture, never the live engine); the journal's history is read and the
-simulations run in a worker thread. The thread holds the interpreter lock while
-it simulates, and a key pressed meanwhile waits for its turn, so the thread
-is paced: a prediction starts `WHATIF_SECONDS` after the previous one started,
-or later if predictions take long (a large fleet), so that it works a
-`1 / PACE` share of the time at most.
+picture, never the live engine); it is handed to a process of its own
+(fleetdeck.whatif: the simulations would hold the interpreter lock the loop
+needs), and the answer is read when its pipe says it is there. A prediction
+starts `WHATIF_SECONDS` after the previous one started, or later when
+predictions take long (a large fleet), so that the process works a `1 / PACE`
+share of the time at most: it shares the machine with the agents.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
+from collections.abc import Callable, Mapping
 
 from rich.text import Text
 from textual.widgets import Static
-from textual.worker import Worker, WorkerState, get_current_worker
 
-from fleetdeck.config import Fleet
 from fleetdeck.engine.simulate import TaskProgress
-from fleetdeck.history import History, HistoryError, read_history
-from fleetdeck.lab import predict_remaining, progress_of
-from fleetdeck.policy import POLICIES
+from fleetdeck.lab import progress_of
 from fleetdeck.snapshot import FleetSnapshot
 from fleetdeck.tui.render import cut
+from fleetdeck.whatif import PredictionError, PredictionProcess
 
 # A new prediction this often (seconds of wall time) at most.
 WHATIF_SECONDS = 3.0
-# Predictions keep the worker busy a 1/PACE share of the time at most.
+# Predictions keep their process busy a 1/PACE share of the time at most.
 PACE = 4.0
-# Simulated runs per policy (their median is shown).
-RUNS = 5
-# The journal's history is read again this often: the run's own attempts add to it.
-HISTORY_SECONDS = 30.0
 # Names that do not fit a narrow pane.
 SHORT_NAMES = {"sequential": "seq"}
 LABEL = "what-if: "
@@ -126,58 +119,11 @@ class Pacer:
         self._next = max(self._next, self._started + self.pace * took)
 
 
-class Predictor:
-    """What the worker thread does: the journal's history (read again now and
-    then), and the simulations. Only one thread uses it at a time."""
-
-    def __init__(
-        self,
-        fleet: Fleet,
-        state_dir: Path,
-        *,
-        policies: Sequence[str] = tuple(POLICIES),
-        runs: int = RUNS,
-        monotonic: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.fleet = fleet
-        self.state_dir = state_dir
-        self.policies = tuple(policies)
-        self.runs = runs
-        self._monotonic = monotonic
-        self._history: History | None = None
-        self._read_at = 0.0
-
-    def history(self) -> History:
-        """The journal's history; none (estimates and defaults) if it cannot be read."""
-        now = self._monotonic()
-        if self._history is None or now - self._read_at >= HISTORY_SECONDS:
-            try:
-                self._history = read_history(self.state_dir)
-            except HistoryError:
-                self._history = History()
-            self._read_at = now
-        return self._history
-
-    def predict(
-        self, progress: Mapping[str, TaskProgress], cancelled: Callable[[], bool] = lambda: False
-    ) -> dict[str, float] | None:
-        """Seconds left under each policy, or None if cancelled meanwhile (checked
-        between policies: quitting does not wait for every simulation)."""
-        history = self.history()
-        remaining: dict[str, float] = {}
-        for policy in self.policies:
-            if cancelled():
-                return None
-            # One policy at a time; the same seeds as all at once.
-            remaining |= predict_remaining(self.fleet, progress, history, [policy], runs=self.runs)
-        return remaining
-
-
 class WhatIfLine(Static):
     """One line: the remaining time under each policy, while the run is live.
 
-    Fed by `show(snapshot)` at each refresh of the screen; it starts a
-    prediction in a worker thread when one is due, and shows the latest."""
+    Fed by `show(snapshot)` at each refresh of the screen; it asks its
+    prediction process when a prediction is due, and shows the latest answer."""
 
     DEFAULT_CSS = """
     WhatIfLine { height: 1; padding: 0 1; display: none; }
@@ -185,15 +131,16 @@ class WhatIfLine(Static):
 
     def __init__(
         self,
-        predictor: Predictor | None,
+        process: PredictionProcess | None,
         *,
         pacer: Pacer | None = None,
         monotonic: Callable[[], float] = time.monotonic,
         id: str | None = None,
     ) -> None:
-        """`predictor` None: no what-if at all (the line stays hidden)."""
+        """`process` None: no what-if at all (the line stays hidden). The line
+        closes the process when it goes."""
         super().__init__("", id=id)
-        self.predictor = predictor
+        self.process = process
         self.pacer = pacer or Pacer()
         self._monotonic = monotonic
         self.remaining: dict[str, float] | None = None
@@ -202,11 +149,11 @@ class WhatIfLine(Static):
         self._shown: Text | None = None
 
     def show(self, snapshot: FleetSnapshot) -> None:
-        """Follow the run: hidden once it has ended; a prediction started if due."""
+        """Follow the run: hidden once it has ended; a prediction asked for if due."""
         # Nothing is computed for a line no one can see (no room for the side column).
         seen = self.parent is None or self.parent.display
         ended = snapshot.finished_at is not None or snapshot.stopping
-        live = self.predictor is not None and seen and not ended
+        live = self.process is not None and seen and not ended
         if self.display != live:
             self.display = live
         if not live:
@@ -215,40 +162,43 @@ class WhatIfLine(Static):
         now = self._monotonic()
         if self.pacer.due(now):
             self.pacer.started(now)
-            # Read here, on the loop, from the frozen snapshot; simulated in the thread.
+            # Read here, on the loop, from the frozen snapshot; simulated elsewhere.
             progress = progress_of(snapshot)
-            self.run_worker(
-                lambda: self._predict(progress),
-                name="what-if",
-                group="what-if",
-                thread=True,
-                exit_on_error=False,
-            )
+            self.run_worker(self._predict(progress), group="what-if", exit_on_error=False)
         self._render_line()
 
-    def _predict(self, progress: Mapping[str, TaskProgress]) -> dict[str, float] | None:
-        assert self.predictor is not None
-        worker = get_current_worker()
-        return self.predictor.predict(progress, lambda: worker.is_cancelled)
+    async def _predict(self, progress: Mapping[str, TaskProgress]) -> None:
+        process = self.process
+        assert process is not None
+        loop = asyncio.get_running_loop()
+        try:
+            # In a thread: the first one starts the process (the fleet is pickled
+            # to it, and the pipe takes it as fast as the new interpreter reads).
+            await loop.run_in_executor(None, process.send, progress)
+            answered: asyncio.Future[None] = loop.create_future()
 
-    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
-        """Take the prediction in when it has ended (and pace the next one)."""
-        if event.worker.group != "what-if" or event.state not in (
-            WorkerState.SUCCESS,
-            WorkerState.ERROR,
-            WorkerState.CANCELLED,
-        ):
-            return
-        self.pacer.finished(self._monotonic())
-        if event.state is WorkerState.ERROR:
+            def readable() -> None:
+                if not answered.done():
+                    answered.set_result(None)
+
+            fd = process.fileno()
+            loop.add_reader(fd, readable)
+            try:
+                await answered
+            finally:
+                loop.remove_reader(fd)
+            self.remaining, self.failed = process.receive(), False
+        except PredictionError:
             self.failed = True
-        elif event.state is WorkerState.SUCCESS and event.worker.result is not None:
-            self.remaining = event.worker.result
-            self.failed = False
+        self.pacer.finished(self._monotonic())
         self._render_line()
 
     def on_resize(self) -> None:
         self._render_line()
+
+    def on_unmount(self) -> None:
+        if self.process is not None:
+            self.process.close()
 
     def _render_line(self) -> None:
         if not self.display or not self._policy:
