@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from conftest import EngineHarness, env_without_fleetdeck, make_fleet, wait_for_file
-from fleetdeck.client import InProcessClient
 from fleetdeck.config import ConfigError, parse_fleet
+from fleetdeck.inprocess import InProcessClient
 from fleetdeck.logtail import LogFollower, last_line
 from fleetdeck.model import Stage
 from fleetdeck.redact import MASK, Redactor

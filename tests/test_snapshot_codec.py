@@ -16,8 +16,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fleetdeck.client import InProcessClient
 from fleetdeck.engine import Engine
+from fleetdeck.inprocess import InProcessClient
 from fleetdeck.journal import Journal
 from fleetdeck.model import HostState, TaskState
 from fleetdeck.snapshot import FleetSnapshot, HostView, TaskDetail, Timeline

@@ -138,3 +138,19 @@ def test_states_read_as_whole_words_within_the_column() -> None:
     for state in TaskState:
         assert len(state_text(state, short=True)) <= STATE_WIDTH
     assert str(state_text(TaskState.CANCELLED, short=True)) == "⊖ cancelled"
+
+
+def test_a_ready_task_the_policy_holds_back_says_so_while_its_agent_has_free_slots() -> None:
+    ready = view("lint-docs", 2, TaskState.READY, agent="coder")
+    assert waits_for(ready, now=0.0) == "slot of coder"
+    assert waits_for(ready, now=0.0, held_by="sequential") == "policy: sequential"
+    # A retry needs a slot, never the policy's budget.
+    retry = replace(ready, in_flight=True, attempts=1)
+    assert waits_for(retry, now=0.0, held_by="sequential") == "slot of coder (retry)"
+    rows = queue()
+    rows.refilter("")
+    rows.widths = (12, 30)
+    rows.policy, rows.held_agents = "sequential", frozenset({"writer"})
+    assert rows.row(rows.index_of("lint-docs") or 0).cells[3].plain == "slot of Coder"
+    rows.held_agents = frozenset({"Coder"})
+    assert rows.row(rows.index_of("lint-docs") or 0).cells[3].plain == "policy: sequential"

@@ -10,10 +10,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from fleetdeck.client import InProcessClient
 from fleetdeck.config import Fleet, build_fleet
 from fleetdeck.engine import Engine
 from fleetdeck.executors.base import Executor
+from fleetdeck.inprocess import InProcessClient
 from fleetdeck.journal import Journal
 from fleetdeck.lifecycle import RunLifecycle
 from fleetdeck.model import TaskState
@@ -58,8 +58,11 @@ def make_app(
     *,
     executor: Executor | None = None,
     clock: FakeClock | None = None,
+    whatif: bool = False,
 ) -> tuple[FleetApp, Journal]:
-    """The app as the CLI builds it, over an engine with a manual executor and clock."""
+    """The app as the CLI builds it, over an engine with a manual executor and clock;
+    without the live what-if unless asked (its figures come from a thread, in their
+    own time: screens compared with snapshots would differ from run to run)."""
     journal = Journal(tmp_path / "state")
     engine = Engine(
         fleet,
@@ -68,13 +71,14 @@ def make_app(
         clock=clock or FakeClock(),
         sample_interval=None,
     )
-    return app_over(engine), journal
+    return app_over(engine, whatif=whatif), journal
 
 
-def app_over(engine: Engine) -> FleetApp:
+def app_over(engine: Engine, *, whatif: bool = False) -> FleetApp:
     """The app over `engine` as the CLI builds it: through a client, with the run's
-    lifecycle (and its stop signals)."""
-    return FleetApp(InProcessClient(engine), RunLifecycle(engine))
+    lifecycle (and its stop signals). `whatif`: predictions on (their timing is
+    their own, so tests that look at the screen leave them off)."""
+    return FleetApp(InProcessClient(engine, what_if=whatif), RunLifecycle(engine))
 
 
 def engine_of(app: FleetApp) -> Engine:

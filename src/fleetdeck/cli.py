@@ -182,11 +182,11 @@ def run_command(fleet: Fleet, args: argparse.Namespace) -> int:
     with starting_up():
         # Only a run needs these (and asyncio and sqlite3 with them): imported here,
         # `validate` and `schema` start without them.
-        from fleetdeck.client import InProcessClient
         from fleetdeck.engine import Engine
         from fleetdeck.executors import LaunchError, build_executors
         from fleetdeck.executors.proctree import become_subreaper
         from fleetdeck.headless import run_headless
+        from fleetdeck.inprocess import InProcessClient
         from fleetdeck.journal import Journal, JournalError
         from fleetdeck.lifecycle import RunLifecycle
         from fleetdeck.redact import MIN_LENGTH as MIN_SECRET_LENGTH

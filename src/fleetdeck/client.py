@@ -1,5 +1,6 @@
-"""How a view talks to an engine: the `EngineClient` interface, and
-`InProcessClient`, which answers it from an `Engine` in this process.
+"""How a view talks to an engine: the `EngineClient` interface (and
+`fleetdeck.inprocess.InProcessClient`, which answers it from an `Engine` in this
+process).
 
 A view (the TUI, the headless printer) reads snapshots, hears events and sends
 commands through an `EngineClient`, and through nothing else of the engine. What
@@ -26,10 +27,8 @@ from typing import TYPE_CHECKING, Protocol
 # core is pure (no event loop, journal or executors: see pyproject.toml), so a
 # view loads none of those through it.
 from fleetdeck.engine.core import CommandError
-from fleetdeck.logtail import LogFollower, last_line, last_lines
 
 if TYPE_CHECKING:
-    from fleetdeck.engine import Engine
     from fleetdeck.metrics import Report, TaskSummary
     from fleetdeck.model import Event
     from fleetdeck.snapshot import FleetSnapshot, TaskDetail, Timeline
@@ -37,11 +36,11 @@ if TYPE_CHECKING:
 __all__ = [
     "CommandError",
     "EngineClient",
-    "InProcessClient",
     "Listener",
     "LogFeed",
     "RunHandle",
     "RunOutcome",
+    "WhatIfUnavailable",
 ]
 
 Listener = Callable[["Event"], None]
@@ -116,6 +115,21 @@ class EngineClient(Protocol):
         sequences, secrets masked); no lines for a log that is missing or empty.
         With `count` 1, even a line longer than what is read of the log's end
         comes, cut at its start and marked `…`."""
+        ...
+
+    @property
+    def what_if_available(self) -> bool:
+        """True when `what_if` can answer (predictions may be turned off)."""
+        ...
+
+    async def what_if(self) -> dict[str, float]:
+        """Seconds each policy would take to finish the work left, predicted from
+        the run as it is now (simulations, run away from the view's loop: it may
+        take seconds). Raises WhatIfUnavailable when no prediction can be had."""
+        ...
+
+    def close(self) -> None:
+        """Let go of what the client holds (a prediction process, a connection)."""
         ...
 
     def follow_log(self, log: str) -> LogFeed:
@@ -194,64 +208,5 @@ class RunHandle(Protocol):
         ...
 
 
-class InProcessClient:
-    """An `EngineClient` over an `Engine` in this process."""
-
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
-        self._redactor = engine.redactor
-
-    def snapshot(self) -> FleetSnapshot:
-        """The whole run at this instant."""
-        return self.engine.snapshot()
-
-    def task_detail(self, task_id: str) -> TaskDetail:
-        """One task's attempts, inputs and output (CommandError for an unknown task)."""
-        return self.engine.task_detail(task_id)
-
-    def timeline(self) -> Timeline:
-        """Every attempt so far and the slots they ran in."""
-        return self.engine.timeline()
-
-    def subscribe(self, listener: Listener) -> Callable[[], None]:
-        """Call `listener` with each event once it is journaled; returns an unsubscribe."""
-        return self.engine.subscribe(listener)
-
-    def set_policy(self, name: str) -> None:
-        """Switch policy for the next launch decision."""
-        self.engine.set_policy(name)
-
-    def pause(self) -> None:
-        """Hold back new launches (work in flight goes on)."""
-        self.engine.pause()
-
-    def resume(self) -> None:
-        """Let launches start again."""
-        self.engine.resume()
-
-    def cancel(self, task_id: str) -> None:
-        """Cancel a task: stop its attempt and block its dependents."""
-        self.engine.cancel(task_id)
-
-    def retry(self, task_id: str) -> None:
-        """Run a failed or cancelled task (or a blocked root's blockers) again."""
-        self.engine.retry(task_id)
-
-    def acknowledge(self, task_id: str) -> None:
-        """The operator has seen a task that needs attention."""
-        self.engine.acknowledge(task_id)
-
-    def request_stop(self, *, hurry: bool = False) -> None:
-        """Stop the run cleanly; `hurry`: with no grace period."""
-        self.engine.request_stop(hurry=hurry)
-
-    def last_lines(self, logs: Iterable[str], count: int = 1) -> dict[str, list[str]]:
-        """The last `count` lines of each log, secrets masked (see EngineClient)."""
-        redact = self._redactor
-        if count == 1:
-            return {log: [line] if (line := last_line(log, redact=redact)) else [] for log in logs}
-        return {log: last_lines(log, count, redact=redact) for log in logs}
-
-    def follow_log(self, log: str) -> LogFeed:
-        """A feed of the log's lines as they are written, secrets masked."""
-        return LogFollower(log, redact=self._redactor)
+class WhatIfUnavailable(Exception):
+    """No prediction could be had; the message says why."""

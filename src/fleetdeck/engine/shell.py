@@ -29,6 +29,7 @@ import random
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fleetdeck.config import Fleet, config_json
@@ -230,6 +231,11 @@ class Engine:
     def paused(self) -> bool:
         """True while new launches are held back."""
         return self.core.paused
+
+    @property
+    def state_dir(self) -> Path:
+        """The state directory of the run's journal (its history, for the what-if)."""
+        return self._journal.state_dir
 
     @property
     def in_flight(self) -> int:

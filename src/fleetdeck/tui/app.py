@@ -43,6 +43,7 @@ from fleetdeck.tui.palette import PALETTE, OperatorCommands
 from fleetdeck.tui.queue import QueuePane, QueueTable
 from fleetdeck.tui.timeline import TimelineScreen
 from fleetdeck.tui.vtable import VirtualTable
+from fleetdeck.tui.whatif import WhatIfLine
 
 # Screen refreshes per second at most: output floods and event bursts are
 # batched into these, never one repaint per line or per event.
@@ -69,6 +70,7 @@ class FleetApp(App[int]):
         Binding("s", "switch_policy", "Policy"),
         Binding("c", "cancel", "Cancel"),
         Binding("r", "retry", "Retry"),
+        Binding("x", "acknowledge", "Seen"),
         Binding("p", "pause", "Pause"),
         Binding("enter", "details", "Details"),
         Binding("t", "timeline", "Timeline"),
@@ -119,6 +121,7 @@ class FleetApp(App[int]):
             yield QueuePane(id="queue")
             with Vertical(id="side"):
                 yield ContentionPane(id="contention")
+                yield WhatIfLine(self.client, id="whatif")
                 yield LoadPane(id="load")
         yield FleetFooter()
 
@@ -188,6 +191,7 @@ class FleetApp(App[int]):
         )
         side = main.query_one("#side")
         main.query_one(ContentionPane).show(snapshot, width=side.size.width)
+        main.query_one(WhatIfLine).show(snapshot)
         load = main.query_one(LoadPane)
         # size is the content area (inside border and padding).
         load.show(snapshot, width=load.size.width, lines=max(2, load.size.height))
@@ -277,6 +281,14 @@ class FleetApp(App[int]):
         task = self._selected_or_tell()
         if task is not None:
             self._command("retry", lambda: self.client.retry(task))
+
+    def action_acknowledge(self) -> None:
+        """x: the selected failed task or blocked root is seen: it leaves the attention queue."""
+        if self._finished_tell("nothing needs acknowledging any more"):
+            return
+        task = self._selected_or_tell()
+        if task is not None:
+            self._command("acknowledge", lambda: self.client.acknowledge(task))
 
     def action_pause(self) -> None:
         """p: hold back new launches, or let them go again."""
@@ -417,7 +429,9 @@ class FleetApp(App[int]):
     async def on_unmount(self) -> None:
         self.collector.stop()
         gc.unfreeze()
-        # However the app ends (a test's exit, a crash), leave no process behind.
+        # However the app ends (a test's exit, a crash), leave no process behind:
+        # the run's, and the client's (its what-if predictions).
+        self.client.close()
         await self.lifecycle.close()
 
 

@@ -13,6 +13,9 @@ from textual.widgets._footer import FooterKey
 # Narrower than this, keys are drawn without padding (80 columns need it).
 ROOMY = 120
 _LEAVE = frozenset({"quit", "app.quit", "app.pop_screen"})
+# Still no room without the palette's key: these go next, in this order (the
+# help screen and the palette list them; the other keys act on the run).
+_EXPENDABLE = ("all_tasks",)
 
 
 class FleetFooter(Footer):
@@ -38,6 +41,10 @@ class FleetFooter(Footer):
             # No room for every key: the command palette's goes (ctrl+p still
             # works, and the help screen lists it), not one of the screen's.
             rest = [w for w in rest if not w.has_class("-command-palette")]
+            for action in _EXPENDABLE:
+                if _needs([*rest, *leave[:1]], compact=self.compact) <= self.size.width:
+                    break
+                rest = [w for w in rest if not (isinstance(w, FooterKey) and w.action == action)]
         for key in leave[:1]:
             key.add_class("-leave")
         yield from rest

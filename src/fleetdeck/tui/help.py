@@ -12,9 +12,10 @@ from textual.widgets import Static
 
 # Keys and what they do; the single list the help screen and the README follow.
 KEYS: tuple[tuple[str, str], ...] = (
-    ("s", "switch policy: sequential <-> wave (next launch; nothing in flight is touched)"),
+    ("s", "the next policy, in turn (next launch; nothing in flight is touched)"),
     ("c", "cancel the selected task (asks y/n); its process tree is stopped"),
     ("r", "retry the selected failed, cancelled or blocked-root task"),
+    ("x", "seen: the selected failed task or blocked root leaves the attention queue"),
     ("p", "pause / resume new launches (work in flight goes on)"),
     ("enter", "details of the selected task (or timeline bar): attempts, live log, inputs, output"),
     ("t", "timeline: attempts per slot over time"),

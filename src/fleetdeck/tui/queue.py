@@ -22,7 +22,7 @@ from textual.widgets import Input, Static
 
 from fleetdeck.tui.feed import Refresh
 from fleetdeck.tui.lines import set_border_title
-from fleetdeck.tui.queue_rows import QueueRows, is_header
+from fleetdeck.tui.queue_rows import QueueRows, is_header, policy_holds
 from fleetdeck.tui.vtable import VirtualTable
 
 COLUMNS = ("task", "state", "#", "waits for")
@@ -168,6 +168,7 @@ class QueuePane(Vertical):
         rows = table.rows
         rows.now = snapshot.now
         rows.live = snapshot.finished_at is None
+        rows.policy, rows.held_agents = snapshot.policy, policy_holds(snapshot)
         self._not_done = snapshot.total - snapshot.done
         self._done = snapshot.done
         if refresh.full:

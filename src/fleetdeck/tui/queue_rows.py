@@ -16,8 +16,8 @@ from operator import itemgetter
 
 from rich.text import Text
 
-from fleetdeck.model import TaskState
-from fleetdeck.snapshot import TaskView
+from fleetdeck.model import Stage, TaskState
+from fleetdeck.snapshot import FleetSnapshot, TaskView
 from fleetdeck.tui.render import cut, state_text
 from fleetdeck.tui.vtable import Row
 
@@ -36,14 +36,17 @@ class _Row:
     waits_for: str
 
 
-def waits_for(task: TaskView, now: float, *, live: bool = True) -> str:
+def waits_for(task: TaskView, now: float, *, live: bool = True, held_by: str | None = None) -> str:
     """What keeps the task from moving on, in a few words (the state glyph says the rest);
-    `live`: the run goes on (once it has finished, nothing can be retried)."""
+    `live`: the run goes on (once it has finished, nothing can be retried); `held_by`:
+    the policy that holds ready tasks back while their agent has free slots."""
     state = task.state
     if state is TaskState.PENDING:
         return ", ".join(task.waiting_for)
     if state is TaskState.READY:
-        return f"slot of {task.agent}" + (" (retry)" if task.in_flight else "")
+        if task.in_flight:  # a retry needs a slot, not the policy's budget
+            return f"slot of {task.agent} (retry)"
+        return f"policy: {held_by}" if held_by is not None else f"slot of {task.agent}"
     # Running: nothing keeps it (the in-flight pane says where it runs).
     if state is TaskState.CI_QUEUED:
         return f"runner {task.runner}"
@@ -56,6 +59,16 @@ def waits_for(task: TaskView, now: float, *, live: bool = True) -> str:
     if state in (TaskState.FAILED, TaskState.CANCELLED) and live:
         return "r retries"
     return ""
+
+
+def policy_holds(snapshot: FleetSnapshot) -> frozenset[str]:
+    """The agents whose ready tasks wait for the policy, not a slot: those with free
+    slots while the policy's budget keeps ready tasks from starting."""
+    if not snapshot.held_by_policy:
+        return frozenset()
+    return frozenset(
+        pool.name for pool in snapshot.pools if pool.stage is Stage.AGENT and pool.busy < pool.total
+    )
 
 
 def _searched(task: TaskView) -> str:
@@ -106,6 +119,8 @@ class QueueRows:
         self.filter = ""
         self.now = 0.0
         self.live = True  # the run goes on (see waits_for)
+        self.policy = ""  # the policy, and the agents it holds back (see policy_holds)
+        self.held_agents: frozenset[str] = frozenset()
         self.widths = (0, 0)  # the task and "waits for" columns
 
     # --- what is shown ------------------------------------------------------------
@@ -263,7 +278,9 @@ class QueueRows:
 
     def _shown_of(self, task_id: str) -> _Row:
         task = self.views[task_id]
-        return _Row(task.state, task.attempts, waits_for(task, self.now, live=self.live))
+        held_by = self.policy if task.agent in self.held_agents else None
+        waits = waits_for(task, self.now, live=self.live, held_by=held_by)
+        return _Row(task.state, task.attempts, waits)
 
     def index_of(self, key: str) -> int | None:
         if key.startswith(_WAVE):
