@@ -231,3 +231,46 @@ def test_help(snap_compare: SnapCompare, tmp_path: Path, size: tuple[int, int]) 
 
     assert snap_compare(app, terminal_size=size, run_before=run_before)
     journal.close()
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_finished_run_with_its_done_tasks(
+    snap_compare: SnapCompare, tmp_path: Path, size: tuple[int, int]
+) -> None:
+    """The run has ended by itself (one task failed for good, the task it blocks):
+    the header says finished and the exit code, the clock stopped, and `a` shows
+    the done tasks for browsing."""
+    app, journal, executor, clock = busy(tmp_path)
+
+    async def steps(app: FleetApp) -> None:
+        await busy_run(app, executor, clock)
+        engine = engine_of(app)
+        # ui-shell's retry fails too (its budget is spent: ui-login is blocked);
+        # everything else succeeds, a second apart.
+        while not app.lifecycle.finished:
+            await until(
+                lambda: (
+                    app.lifecycle.finished or any(not p.ended for p in executor.current.values())
+                )
+            )
+            for task, process in list(executor.current.items()):
+                if not process.ended:
+                    clock.advance(1.0)
+                    failing = task == "ui-shell" and engine.task(task).agent_attempts == 2
+                    executor.finish(task, exit_code=1 if failing else 0)
+            await until(lambda: app.lifecycle.finished or not _just_ended(executor))
+
+    async def run_before(pilot: Pilot[Any]) -> None:
+        await staged(executor, clock, steps)(pilot)
+        await pilot.press("a")
+        await pilot.pause()
+        pilot.app.refresh_view()
+        await pilot.pause()
+
+    assert snap_compare(app, terminal_size=size, run_before=run_before)
+    journal.close()
+
+
+def _just_ended(executor: ManualExecutor) -> bool:
+    """True while an attempt has ended and nothing new has started yet."""
+    return all(process.ended for process in executor.current.values())
