@@ -9,6 +9,7 @@ file of its own, so the test sees what really ran, whatever the journal says.
 
 from __future__ import annotations
 
+import os
 import random
 import signal
 import sqlite3
@@ -77,7 +78,9 @@ def leftovers(marker: str) -> list[str]:
 def test_sigkilled_supervisors_resume_to_a_complete_run(tmp_path: Path) -> None:
     marks = tmp_path / "marks"
     marks.mkdir()
-    marker = f"fleetdeck-crash-test-{tmp_path.name}"
+    # Unique to this test process: a copy of the suite running beside it (another
+    # checkout) must not count, or kill, our attempts as its leftovers.
+    marker = f"fleetdeck-crash-test-{os.getpid()}-{tmp_path.name}"
     config = write_fleet(tmp_path, marks, marker)
     rng = random.Random(SEED)
     argv = [PYTHON, "-m", "fleetdeck", "run", str(config), "--no-tui"]
