@@ -194,12 +194,12 @@ class SimulatedExecutor:
 
     # --- Effects ---------------------------------------------------------------
 
-    def emit(self, event: Event) -> None:
+    def emit(self, event: Event, node: int | None = None) -> None:
         """Fold the event into the report and the load."""
         if not self._measure:
             return
-        task = event.task
-        node = None if task is None else self._index.get(task)
+        if node is None and event.task is not None:
+            node = self._index.get(event.task)
         self.report.feed(event, node)
         if node is not None and self.load is not None:
             self.load.observe(node, event.kind, event.ts)
@@ -212,15 +212,17 @@ class SimulatedExecutor:
         core = self.core
         assert core is not None
         model = self.models[running.node][running.attempt.stage]
-        elapsed = self.elapsed.pop(running.node, None)
+        now = self.clock.now()
+        # `elapsed` is empty but for a simulation from a run under way.
+        elapsed = self.elapsed.pop(running.node, None) if self.elapsed else None
         if elapsed is None:
             duration, ok = model.draw(self.rng)
         else:
             duration, ok = model.draw_rest(self.rng, elapsed)
-            running.attempt.started_at = self.clock.now() - elapsed
+            running.attempt.started_at = now - elapsed
         code = EXIT_OK if ok else EXIT_FAILED
         timer = self.clock.call_later(duration, self._ended, running, code)
-        self._ends[running.attempt.attempt_id] = (timer, self.clock.now() + duration, code)
+        self._ends[running.attempt.attempt_id] = (timer, now + duration, code)
         core.attempt_started(running)
 
     def stop(self, running: Running, grace: float | None) -> None:
@@ -242,7 +244,7 @@ class SimulatedExecutor:
         """One launch decision per virtual instant, after what happens in it."""
         if not self._schedule_due:
             self._schedule_due = True
-            self.clock.call_later(0.0, self._schedule)
+            self.clock.call_soon(self._schedule)
 
     # --- timers ----------------------------------------------------------------
 
@@ -309,6 +311,8 @@ def _run(
         policy=make_policy(policy),
         estimates=estimates,
         rng=rng,
+        # Measuring nothing, the executor drops every event: the core builds none.
+        events=measure,
     )
     executor.bind(core)
     for host in fleet.config.hosts:
