@@ -17,30 +17,36 @@ from fleetdeck.stages import STAGES, worker_of
 if TYPE_CHECKING:
     from fleetdeck.engine.core import Core
 
+# Looked up once: an enum member costs a metaclass lookup each time on Python
+# 3.11 (see engine/core.py), and a success names these for each dependent.
+_SUCCEEDED = TaskState.SUCCEEDED
+_PENDING = TaskState.PENDING
+_TASK_SUCCEEDED = EventKind.TASK_SUCCEEDED
+
 
 def succeed(core: Core, node: int, at: float) -> None:
     """The task is done (at `at`, the end of its last attempt): its dependents
     may be launched at once (their processes start only once the journal
     holds this success: see `Effects.start`)."""
     task = core.tasks[node]
-    if task.state is TaskState.SUCCEEDED:
+    if task.state is _SUCCEEDED:
         # Counted once only: a second count would leave the run waiting forever.
         return
-    task.state = TaskState.SUCCEEDED
+    task.state = _SUCCEEDED
     task.finished_at = at
     core.leave_flight(task)
     if core.telling:  # the details are built only for someone to hear them
         first = task.first_started_at
         duration = 0.0 if first is None else at - first  # 0.0 is a time (virtual clocks)
         data = {"attempts": task.agent_attempts, "duration": round(duration, 3)}
-        core.tell(EventKind.TASK_SUCCEEDED, task.id, node, data)
+        core.tell(_TASK_SUCCEEDED, task.id, node, data)
     if core.dirty is not None:  # (None while no view looks: no call at all)
         core.touch(node, dependents=True)  # what the dependents wait for changed too
     core.unfinished -= 1
     waiting_on = core.waiting_on
     for child in core.dag.dependents[node]:
         waiting_on[child] -= 1
-        if waiting_on[child] == 0 and core.tasks[child].state is TaskState.PENDING:
+        if waiting_on[child] == 0 and core.tasks[child].state is _PENDING:
             core.make_ready(child)
     core.effects.schedule_soon()
 

@@ -28,6 +28,10 @@ from fleetdeck.slots import Capacity
 # What the ready queue holds: task nodes in the core, anything orderable in tests.
 T = TypeVar("T", int, str)
 
+# Looked up once: an enum member costs a metaclass lookup each time on Python
+# 3.11 (see engine/core.py), and every launch names it.
+_AGENT = Stage.AGENT
+
 # A queue of a later stage: (stage, pool name) -> the task nodes waiting, oldest first.
 StageQueues = Mapping[tuple[Stage, str], deque[int]]
 
@@ -69,11 +73,11 @@ def decide(
         return Decision(launches)
     for _ in range(len(retry_lane)):
         node = retry_lane.popleft()
-        host = capacity.acquire(Stage.AGENT, agent_of[node])
+        host = capacity.acquire(_AGENT, agent_of[node])
         if host is None:
             retry_lane.append(node)
         else:
-            launches.append((node, Stage.AGENT, host))
+            launches.append((node, _AGENT, host))
     agents = ready.agents_waiting()
     if len(agents) == 1:
         # One agent has ready tasks (every fleet of one agent, most decisions of
@@ -82,27 +86,27 @@ def decide(
         # start is known at once. The same launches and the same `held` as the
         # general loop below.
         agent = agents[0]
-        free = capacity.free(Stage.AGENT, agent)
+        free = capacity.free(_AGENT, agent)
         count = max(0, min(budget, ready.waiting(agent), free))
         for _ in range(count):
-            host = capacity.acquire(Stage.AGENT, agent)
+            host = capacity.acquire(_AGENT, agent)
             assert host is not None
-            launches.append((ready.pop(agent), Stage.AGENT, host))
+            launches.append((ready.pop(agent), _AGENT, host))
         held = ready.waiting(agent) > 0 and free > count
         return Decision(launches, held=held)
     while budget > 0:
         free_agents = [
-            agent for agent in ready.agents_waiting() if capacity.free(Stage.AGENT, agent) > 0
+            agent for agent in ready.agents_waiting() if capacity.free(_AGENT, agent) > 0
         ]
         picked = ready.pop_best(free_agents)
         if picked is None:
             return Decision(launches)
         task_node, agent = picked
-        host = capacity.acquire(Stage.AGENT, agent)
+        host = capacity.acquire(_AGENT, agent)
         assert host is not None
-        launches.append((task_node, Stage.AGENT, host))
+        launches.append((task_node, _AGENT, host))
         budget -= 1
-    held = any(capacity.free(Stage.AGENT, agent) > 0 for agent in ready.agents_waiting())
+    held = any(capacity.free(_AGENT, agent) > 0 for agent in ready.agents_waiting())
     return Decision(launches, held=held)
 
 
