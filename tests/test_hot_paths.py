@@ -261,3 +261,30 @@ def test_call_soon_keeps_its_place_among_timers_of_the_same_instant() -> None:
         pass
     assert by_run == by_step == ["first", "negative", "a", "b", "a-soon", "a-now", "a-later"]
     assert running.now() == stepping.now() == 2.0
+
+
+class Unsaid:
+    """A policy written before `observes` existed: it must still hear everything."""
+
+    name: Policy = "wave"
+
+    def __init__(self) -> None:
+        self.heard = 0
+
+    def budget(self, context: LaunchContext) -> int:
+        return 10
+
+    def observe(self, event: Event) -> None:
+        self.heard += 1
+
+    def describe(self) -> str:
+        return self.name
+
+
+def test_a_policy_that_does_not_say_whether_it_observes_hears_every_event() -> None:
+    sim = CoreSim(fleet_toml(chain("a", "b")))
+    policy = Unsaid()
+    sim.core.policy = policy  # type: ignore[assignment]  # (no `observes`, on purpose)
+    sim.start()
+    sim.end("a")
+    assert policy.heard == len(sim.fx.events) > 5

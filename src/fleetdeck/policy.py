@@ -46,7 +46,8 @@ class SchedulingPolicy(Protocol):
 
     name: Policy
     # False when `observe` does nothing: the core then does not call it (four
-    # events a task, 100,000 tasks: the calls alone are a measurable share).
+    # events a task, 100,000 tasks: the calls alone are a measurable share). A
+    # policy without the attribute is taken to observe.
     observes: bool
 
     def budget(self, context: LaunchContext) -> int:

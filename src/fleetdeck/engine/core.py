@@ -185,10 +185,12 @@ class Core:
         self._policy = policy
         # Looked at here, once, rather than at each event: a policy that keeps no
         # state is not called four times a task for nothing.
-        self._observe = policy.observe if policy.observes else None
+        # A policy that does not say is taken to observe: slower, never wrong.
+        observes = getattr(policy, "observes", True)
+        self._observe = policy.observe if observes else None
         # False when nobody hears events: the hot paths then skip building
         # their details too (a simulation of the makespan alone).
-        self.telling = self._events or policy.observes
+        self.telling = self._events or observes
 
     # --- queries -------------------------------------------------------------------
 
