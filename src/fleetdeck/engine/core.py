@@ -184,8 +184,8 @@ class Core:
     def policy(self, policy: SchedulingPolicy) -> None:
         self._policy = policy
         # Looked at here, once, rather than at each event: a policy that keeps no
-        # state is not called four times a task for nothing.
-        # A policy that does not say is taken to observe: slower, never wrong.
+        # state is not called four times a task for nothing. One that does not
+        # say is taken to observe: slower, never wrong.
         observes = getattr(policy, "observes", True)
         self._observe = policy.observe if observes else None
         # False when nobody hears events: the hot paths then skip building
@@ -296,12 +296,10 @@ class Core:
         task.state = _READY
         spec = self.specs[node]
         self.ready.push(node, spec.agent, ready_order_key(spec.priority, self.critical[node], node))
-        if not self.telling:
-            pass  # nobody hears it (see `tell`): not even its details are built
-        elif reason is None:
-            self.tell(_TASK_READY, task.id, node, {"wave": self.dag.levels[node]})
-        else:
-            data = {"wave": self.dag.levels[node], "reason": reason}
+        if self.telling:  # else nobody hears it (see `tell`): no details to build
+            data: dict[str, Any] = {"wave": self.dag.levels[node]}
+            if reason is not None:
+                data["reason"] = reason
             self.tell(_TASK_READY, task.id, node, data)
 
     def to_retry_lane(self, node: int, reason: str) -> None:
@@ -423,7 +421,7 @@ class Core:
                 "pid": attempt.pid,
             }
             self.tell(_ATTEMPT_STARTED, attempt.task, running.node, data)
-        if running.timeout is not None:
+        if running.timeout is not None:  # (else arm_timeout has nothing to do)
             self.arm_timeout(running)
 
     def arm_timeout(self, running: Running) -> None:
