@@ -25,6 +25,8 @@ class Recorder:
 
     def __init__(self) -> None:
         self.events: list[Event] = []
+        # The node the core passed with each event (None: not passed).
+        self.nodes: list[int | None] = []
         # (attempt id, task, stage, outcome) as each row was recorded.
         self.records: list[tuple[int, str, Stage, Outcome | None]] = []
         self.started: list[Running] = []
@@ -33,8 +35,9 @@ class Recorder:
         # Called at each start, before it is written down (invariant checks).
         self.on_start: Callable[[Running], None] | None = None
 
-    def emit(self, event: Event) -> None:
+    def emit(self, event: Event, node: int | None = None) -> None:
         self.events.append(event)
+        self.nodes.append(node)
 
     def record(self, attempt: Attempt) -> None:
         self.records.append((attempt.attempt_id, attempt.task, attempt.stage, attempt.outcome))

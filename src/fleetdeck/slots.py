@@ -56,7 +56,11 @@ class Capacity:
     def free(self, stage: Stage, worker: str) -> int:
         """Free slots of `worker` over its usable hosts."""
         pool = self._pools[stage][worker]
-        return sum(self._free_on(pool, host) for host in pool.hosts)
+        # A loop, not sum() over a generator: asked at every launch decision.
+        free = 0
+        for host in pool.hosts:
+            free += self._free_on(pool, host)
+        return free
 
     def acquire(self, stage: Stage, worker: str) -> str | None:
         """Take a slot of `worker`; returns the host chosen, or None when all are busy."""

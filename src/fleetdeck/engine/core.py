@@ -44,6 +44,18 @@ from fleetdeck.slots import Capacity
 from fleetdeck.stages import STAGES, pipeline, worker_of, workers
 from fleetdeck.text import plural
 
+# The enum members the hot transitions name, looked up once: on Python 3.11 each
+# `Stage.AGENT` goes through the enum's metaclass (about 0.1 us, five times a
+# plain global, measured), and one task's transitions name a score of them.
+_AGENT = Stage.AGENT
+_READY = TaskState.READY
+_OK = Outcome.OK
+_FAILED = Outcome.FAILED
+_TIMEOUT = Outcome.TIMEOUT
+_TASK_READY = EventKind.TASK_READY
+_ATTEMPT_STARTED = EventKind.ATTEMPT_STARTED
+_ATTEMPT_FINISHED = EventKind.ATTEMPT_FINISHED
+
 # A task whose attempts keep getting lost (its host dies under it) is failed after
 # this many lost attempts: lost attempts do not spend the task's own retries.
 MAX_LOST_ATTEMPTS = 3
@@ -68,8 +80,9 @@ class Running:
 class Effects(Protocol):
     """What the core asks of whoever runs it."""
 
-    def emit(self, event: Event) -> None:
-        """Journal `event`, then tell it (in the order emitted)."""
+    def emit(self, event: Event, node: int | None = None) -> None:
+        """Journal `event`, then tell it (in the order emitted). `node` is the DAG
+        node of `event.task` when the core knows it (None: look it up)."""
 
     def record(self, attempt: Attempt) -> None:
         """Journal the attempt's row (new, or changed)."""
@@ -99,10 +112,15 @@ class Core:
         estimates: Sequence[float],
         rng: random.Random | None = None,
         next_attempt_id: int = 1,
+        events: bool = True,
     ) -> None:
+        """`events` False: nothing hears the run's events (`effects.emit` would drop
+        them; a simulation of the makespan alone), so none is built unless the
+        policy observes them."""
         self.fleet = fleet
         self.clock = clock
         self.effects = effects
+        self._events = events
         self.policy = policy
         self.rng = rng or random.Random()
         self.specs: Sequence[TaskSpec] = fleet.tasks
@@ -146,6 +164,33 @@ class Core:
         self._backoff = settings.retry_backoff
         self._backoff_max = settings.retry_backoff_max
         self._max_in_flight = settings.max_in_flight
+        # The last context the policy was asked about: most decisions ask with the
+        # same figures (one task ended, one starts), and a frozen dataclass costs
+        # more to build than the rest of a decision.
+        self._context = LaunchContext(in_flight=0, max_in_flight=self._max_in_flight)
+        # Each worker's timeout, looked up once rather than at every launch.
+        self._timeouts = {
+            (stage, name): spec.timeout
+            for stage in STAGES
+            for name, spec in workers(config, stage).items()
+        }
+
+    @property
+    def policy(self) -> SchedulingPolicy:
+        """The policy of the next launch decision (set_policy replaces it)."""
+        return self._policy
+
+    @policy.setter
+    def policy(self, policy: SchedulingPolicy) -> None:
+        self._policy = policy
+        # Looked at here, once, rather than at each event: a policy that keeps no
+        # state is not called four times a task for nothing. One that does not
+        # say is taken to observe: slower, never wrong.
+        observes = getattr(policy, "observes", True)
+        self._observe = policy.observe if observes else None
+        # False when nobody hears events: the hot paths then skip building
+        # their details too (a simulation of the makespan alone).
+        self.telling = self._events or observes
 
     # --- queries -------------------------------------------------------------------
 
@@ -219,9 +264,21 @@ class Core:
 
     def emit(self, kind: EventKind, task: str | None, **data: Any) -> None:
         """Tell an event: the effects journal it, the policy hears it."""
+        self.tell(kind, task, None, data)
+
+    def tell(
+        self, kind: EventKind, task: str | None, node: int | None, data: dict[str, Any]
+    ) -> None:
+        """`emit` with its details as a dict already built (the hot paths build
+        one literal rather than pack keywords twice), and `node`, the DAG node of
+        `task` when the caller has it at hand: the effects need not look it up."""
+        if not self.telling:
+            return  # nobody hears it: building the event would be all it costs
         event = Event(self.clock.now(), kind, task, data)
-        self.effects.emit(event)
-        self.policy.observe(event)
+        if self._events:
+            self.effects.emit(event, node)
+        if self._observe is not None:
+            self._observe(event)
 
     def touch(self, node: int, *, dependents: bool = False) -> None:
         """Task `node`'s view changed (and, with `dependents`, what they wait for)."""
@@ -236,31 +293,42 @@ class Core:
     def make_ready(self, node: int, reason: str | None = None) -> None:
         """Put a task whose dependencies are done in the ready queue."""
         task = self.tasks[node]
-        task.state = TaskState.READY
+        task.state = _READY
         spec = self.specs[node]
         self.ready.push(node, spec.agent, ready_order_key(spec.priority, self.critical[node], node))
-        if reason is None:
-            self.emit(EventKind.TASK_READY, task.id, wave=self.dag.levels[node])
-        else:
-            self.emit(EventKind.TASK_READY, task.id, wave=self.dag.levels[node], reason=reason)
+        if self.telling:  # else nobody hears it (see `tell`): no details to build
+            data: dict[str, Any] = {"wave": self.dag.levels[node]}
+            if reason is not None:
+                data["reason"] = reason
+            self.tell(_TASK_READY, task.id, node, data)
 
     def to_retry_lane(self, node: int, reason: str) -> None:
         """A task already in flight is due to run its first stage again."""
         self.tasks[node].state = TaskState.READY
         self.retry_lane.append(node)
-        self.emit(
-            EventKind.TASK_READY, self.tasks[node].id, wave=self.dag.levels[node], reason=reason
-        )
+        data = {"wave": self.dag.levels[node], "reason": reason}
+        self.tell(EventKind.TASK_READY, self.tasks[node].id, node, data)
 
     def schedule(self) -> None:
         """Launch what the policy and the free slots allow. Cheap; called often."""
         if self.stopping:
             return
-        budget = self.policy.budget(
-            LaunchContext(
-                in_flight=self.in_flight, max_in_flight=self._max_in_flight, paused=self.paused
-            )
-        )
+        ready = self.ready
+        if not ready and not self.retry_lane and not any(self.stage_queues.values()):
+            # Nothing waits to start (most attempt ends in a deep DAG): there is no
+            # decision to take, and nothing ready for the policy to hold back.
+            self.held_by_policy = False
+            return
+        budget = 0
+        if ready and not self.paused:
+            # Asked only when a task is ready: the budget is a question, and with
+            # nothing ready its answer would change nothing.
+            context = self._context
+            if context.in_flight != self.in_flight:
+                context = self._context = LaunchContext(
+                    in_flight=self.in_flight, max_in_flight=self._max_in_flight
+                )
+            budget = self._policy.budget(context)
         decision = decide(
             self.stage_queues,
             self.retry_lane,
@@ -278,13 +346,17 @@ class Core:
         """Start an attempt of `stage` on `host`, whose slot the scheduler took."""
         task = self.tasks[node]
         spec = self.specs[node]
-        worker_name = worker_of(spec, stage)
+        worker_name: str | None = spec.agent  # worker_of(), without the call for agents
+        if stage is _AGENT:
+            task.agent_attempts += 1
+        else:
+            worker_name = worker_of(spec, stage)
         assert worker_name is not None
         at = self.clock.now()
-        if stage is Stage.AGENT:
-            task.agent_attempts += 1
         task.state = STAGES[stage].running
-        self.enter_flight(task)
+        if not task.in_flight:  # enter_flight(), inline: once per launch
+            task.in_flight = True
+            self.in_flight += 1
         attempt = Attempt(
             attempt_id=self.next_attempt_id,
             task=task.id,
@@ -296,16 +368,17 @@ class Core:
             started_at=at,
         )
         self.next_attempt_id += 1
-        if stage is not Stage.AGENT:
+        if stage is not _AGENT:
             previous = task.current_attempt
             attempt.queued_at = previous.queued_at if previous is not None else None
             if attempt.queued_at is not None:
                 self.queue_waits.setdefault(worker_name, []).append(at - attempt.queued_at)
         task.add_attempt(attempt)
-        self.touch(node)  # running now; ATTEMPT_STARTED comes once it has started
+        if self.dirty is not None:
+            self.dirty.add(node)  # running now; ATTEMPT_STARTED comes once it has started
         timeout = spec.timeout
         if timeout is None:
-            timeout = workers(self.fleet.config, stage)[worker_name].timeout
+            timeout = self._timeouts[(stage, worker_name)]
         running = Running(node=node, attempt=attempt, timeout=timeout)
         self.running[attempt.attempt_id] = running
         # Journaled before its process exists: a supervisor that dies from here on
@@ -339,16 +412,17 @@ class Core:
         attempt.pid_started = pid_started
         if attempt.pid is not None or attempt.error is not None:
             self.effects.record(attempt)  # the row journaled at launch has the rest
-        self.emit(
-            EventKind.ATTEMPT_STARTED,
-            attempt.task,
-            stage=attempt.stage,
-            attempt=attempt.number,
-            **{STAGES[attempt.stage].worker_kind: attempt.worker},
-            host=attempt.host,
-            pid=attempt.pid,
-        )
-        self.arm_timeout(running)
+        if self.telling:
+            data = {
+                "stage": attempt.stage,
+                "attempt": attempt.number,
+                STAGES[attempt.stage].worker_kind: attempt.worker,
+                "host": attempt.host,
+                "pid": attempt.pid,
+            }
+            self.tell(_ATTEMPT_STARTED, attempt.task, running.node, data)
+        if running.timeout is not None:  # (else arm_timeout has nothing to do)
+            self.arm_timeout(running)
 
     def arm_timeout(self, running: Running) -> None:
         """Set the attempt's timeout timer (what is left of it after a restart)."""
@@ -379,7 +453,7 @@ class Core:
         """The attempt is over. `outcome` None: decided by how it was stopped, if
         it was, else by its exit code."""
         if outcome is None:
-            outcome = running.stop_reason or (Outcome.OK if exit_code == 0 else Outcome.FAILED)
+            outcome = running.stop_reason or (_OK if exit_code == 0 else _FAILED)
         attempt = running.attempt
         node = running.node
         task = self.tasks[node]
@@ -391,23 +465,12 @@ class Core:
         del self.running[attempt.attempt_id]
         self.capacity.release(attempt.stage, attempt.worker, attempt.host)
         self.effects.record(attempt)
-        details: dict[str, Any] = {
-            "stage": attempt.stage,
-            "attempt": attempt.number,
-            "outcome": outcome,
-            "exit_code": exit_code,
-            "duration": round(attempt.duration or 0.0, 3),
-        }
-        if outcome is Outcome.TIMEOUT:
-            details["reason"] = f"timed out after {running.timeout:g}s"
-        elif self.stopping and outcome is Outcome.CANCELLED:
-            details["reason"] = "interrupted"
-        if attempt.error:
-            details["error"] = attempt.error
-        self.emit(EventKind.ATTEMPT_FINISHED, task.id, **details)
+        if self.telling:
+            details = self._finished_details(running, outcome, exit_code)
+            self.tell(_ATTEMPT_FINISHED, task.id, node, details)
         if self.stopping:
             return  # interrupted: the task keeps its state, to be resumed
-        if outcome is Outcome.OK:
+        if outcome is _OK:
             self._stage_done(node, attempt, at)
         elif outcome is Outcome.CANCELLED:
             ends.give_up(self, node, TaskState.CANCELLED, reason="cancelled by the operator")
@@ -419,10 +482,30 @@ class Core:
             self._attempt_failed(node, outcome)
         self.effects.schedule_soon()
 
+    def _finished_details(
+        self, running: Running, outcome: Outcome, exit_code: int | None
+    ) -> dict[str, Any]:
+        """What `attempt_finished` says of an attempt that just ended."""
+        attempt = running.attempt
+        details: dict[str, Any] = {
+            "stage": attempt.stage,
+            "attempt": attempt.number,
+            "outcome": outcome,
+            "exit_code": exit_code,
+            "duration": round(attempt.duration or 0.0, 3),
+        }
+        if outcome is _TIMEOUT:
+            details["reason"] = f"timed out after {running.timeout:g}s"
+        elif self.stopping and outcome is Outcome.CANCELLED:
+            details["reason"] = "interrupted"
+        if attempt.error:
+            details["error"] = attempt.error
+        return details
+
     def _stage_done(self, node: int, attempt: Attempt, at: float) -> None:
         task = self.tasks[node]
         stages = self.pipelines[node]
-        if attempt.stage is Stage.AGENT:
+        if attempt.stage is _AGENT:
             task.output_attempt = attempt
         position = stages.index(attempt.stage) + 1
         if position == len(stages):
@@ -436,12 +519,8 @@ class Core:
         queue = self.stage_queues[(stage, worker_name)]
         queue.append(node)
         attempt.queued_at = at
-        self.emit(
-            definition.queued_event,
-            task.id,
-            **{definition.worker_kind: worker_name},
-            position=len(queue),
-        )
+        data = {definition.worker_kind: worker_name, "position": len(queue)}
+        self.tell(definition.queued_event, task.id, node, data)
 
     def _attempt_failed(self, node: int, outcome: Outcome) -> None:
         task = self.tasks[node]
@@ -455,13 +534,12 @@ class Core:
             task.state = TaskState.RETRY_WAIT
             task.retry_at = self.clock.now() + delay
             self.retry_timers[node] = self.clock.call_later(delay, self.retry_due, node)
-            self.emit(
-                EventKind.RETRY_SCHEDULED,
-                task.id,
-                delay=round(delay, 3),
-                attempt=task.agent_attempts + 1,
-                retries_left=spec.retries - task.failures,
-            )
+            data = {
+                "delay": round(delay, 3),
+                "attempt": task.agent_attempts + 1,
+                "retries_left": spec.retries - task.failures,
+            }
+            self.tell(EventKind.RETRY_SCHEDULED, task.id, node, data)
         else:
             reason = "timed out" if outcome is Outcome.TIMEOUT else "failed"
             if outcome is Outcome.LOST:

@@ -17,31 +17,36 @@ from fleetdeck.stages import STAGES, worker_of
 if TYPE_CHECKING:
     from fleetdeck.engine.core import Core
 
+# Looked up once: an enum member costs a metaclass lookup each time on Python
+# 3.11 (see engine/core.py), and a success names these for each dependent.
+_SUCCEEDED = TaskState.SUCCEEDED
+_PENDING = TaskState.PENDING
+_TASK_SUCCEEDED = EventKind.TASK_SUCCEEDED
+
 
 def succeed(core: Core, node: int, at: float) -> None:
     """The task is done (at `at`, the end of its last attempt): its dependents
     may be launched at once (their processes start only once the journal
     holds this success: see `Effects.start`)."""
     task = core.tasks[node]
-    if task.state is TaskState.SUCCEEDED:
+    if task.state is _SUCCEEDED:
         # Counted once only: a second count would leave the run waiting forever.
         return
-    first = task.first_started_at
-    duration = 0.0 if first is None else at - first  # 0.0 is a time (virtual clocks)
-    task.state = TaskState.SUCCEEDED
+    task.state = _SUCCEEDED
     task.finished_at = at
     core.leave_flight(task)
-    core.emit(
-        EventKind.TASK_SUCCEEDED,
-        task.id,
-        attempts=task.agent_attempts,
-        duration=round(duration, 3),
-    )
-    core.touch(node, dependents=True)  # what the dependents wait for changed too
+    if core.telling:  # the details are built only for someone to hear them
+        first = task.first_started_at
+        duration = 0.0 if first is None else at - first  # 0.0 is a time (virtual clocks)
+        data = {"attempts": task.agent_attempts, "duration": round(duration, 3)}
+        core.tell(_TASK_SUCCEEDED, task.id, node, data)
+    if core.dirty is not None:  # (None while no view looks: no call at all)
+        core.touch(node, dependents=True)  # what the dependents wait for changed too
     core.unfinished -= 1
+    waiting_on = core.waiting_on
     for child in core.dag.dependents[node]:
-        core.waiting_on[child] -= 1
-        if core.waiting_on[child] == 0 and core.tasks[child].state is TaskState.PENDING:
+        waiting_on[child] -= 1
+        if waiting_on[child] == 0 and core.tasks[child].state is _PENDING:
             core.make_ready(child)
     core.effects.schedule_soon()
 
@@ -73,7 +78,7 @@ def give_up(core: Core, node: int, state: TaskState, *, reason: str) -> None:
     core.leave_flight(task)
     core.unfinished -= 1
     kind = EventKind.TASK_FAILED if state is TaskState.FAILED else EventKind.TASK_CANCELLED
-    core.emit(kind, task.id, attempts=task.agent_attempts, reason=reason)
+    core.tell(kind, task.id, node, {"attempts": task.agent_attempts, "reason": reason})
     for child in core.dag.descendants(node):
         blocked = core.tasks[child]
         if blocked.state in (TaskState.PENDING, TaskState.READY):
@@ -83,7 +88,7 @@ def give_up(core: Core, node: int, state: TaskState, *, reason: str) -> None:
             # Blocked by a failure needs the operator; by their own cancel, not.
             blocked.attention_since = at if state is TaskState.FAILED else None
             core.unfinished -= 1
-            core.emit(EventKind.TASK_BLOCKED, blocked.id, blocked_by=task.id)
+            core.tell(EventKind.TASK_BLOCKED, blocked.id, child, {"blocked_by": task.id})
 
 
 def requeue(core: Core, node: int) -> None:

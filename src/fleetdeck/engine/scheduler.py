@@ -28,6 +28,10 @@ from fleetdeck.slots import Capacity
 # What the ready queue holds: task nodes in the core, anything orderable in tests.
 T = TypeVar("T", int, str)
 
+# Looked up once: an enum member costs a metaclass lookup each time on Python
+# 3.11 (see engine/core.py), and every launch names it.
+_AGENT = Stage.AGENT
+
 # A queue of a later stage: (stage, pool name) -> the task nodes waiting, oldest first.
 StageQueues = Mapping[tuple[Stage, str], deque[int]]
 
@@ -62,32 +66,47 @@ def decide(
     """
     launches: list[tuple[int, Stage, str]] = []
     for (stage, pool), queue in stage_queues.items():
-        while queue and capacity.free(stage, pool) > 0:
-            host = capacity.acquire(stage, pool)
-            assert host is not None
+        # acquire() is None exactly when free() is 0: one look at the slots, not two.
+        while queue and (host := capacity.acquire(stage, pool)) is not None:
             launches.append((queue.popleft(), stage, host))
     if paused:
         return Decision(launches)
     for _ in range(len(retry_lane)):
         node = retry_lane.popleft()
-        host = capacity.acquire(Stage.AGENT, agent_of[node])
+        host = capacity.acquire(_AGENT, agent_of[node])
         if host is None:
             retry_lane.append(node)
         else:
-            launches.append((node, Stage.AGENT, host))
+            launches.append((node, _AGENT, host))
+    agents = ready.agents_waiting()
+    if len(agents) == 1:
+        # One agent has ready tasks (every fleet of one agent, most decisions of
+        # others): its heap alone, without a list of candidate agents per launch.
+        # Each launch takes exactly one of the agent's free slots, so how many
+        # start is known at once. The same launches and the same `held` as the
+        # general loop below.
+        agent = agents[0]
+        free = capacity.free(_AGENT, agent)
+        count = max(0, min(budget, ready.waiting(agent), free))
+        for _ in range(count):
+            host = capacity.acquire(_AGENT, agent)
+            assert host is not None
+            launches.append((ready.pop(agent), _AGENT, host))
+        held = ready.waiting(agent) > 0 and free > count
+        return Decision(launches, held=held)
     while budget > 0:
         free_agents = [
-            agent for agent in ready.agents_waiting() if capacity.free(Stage.AGENT, agent) > 0
+            agent for agent in ready.agents_waiting() if capacity.free(_AGENT, agent) > 0
         ]
         picked = ready.pop_best(free_agents)
         if picked is None:
             return Decision(launches)
         task_node, agent = picked
-        host = capacity.acquire(Stage.AGENT, agent)
+        host = capacity.acquire(_AGENT, agent)
         assert host is not None
-        launches.append((task_node, Stage.AGENT, host))
+        launches.append((task_node, _AGENT, host))
         budget -= 1
-    held = any(capacity.free(Stage.AGENT, agent) > 0 for agent in ready.agents_waiting())
+    held = any(capacity.free(_AGENT, agent) > 0 for agent in ready.agents_waiting())
     return Decision(launches, held=held)
 
 
@@ -132,7 +151,13 @@ class ReadyQueue(Generic[T]):
         entry = self._live.pop(task, None)
         if entry is None:
             return False
-        self._waiting[entry[0]] -= 1
+        agent = entry[0]
+        left = self._waiting[agent] - 1
+        # An agent with none left is forgotten: `agents_waiting` is then its keys.
+        if left:
+            self._waiting[agent] = left
+        else:
+            del self._waiting[agent]
         return True
 
     def waiting(self, agent: str) -> int:
@@ -141,7 +166,7 @@ class ReadyQueue(Generic[T]):
 
     def agents_waiting(self) -> list[str]:
         """Agents with at least one ready task."""
-        return [agent for agent, count in self._waiting.items() if count > 0]
+        return list(self._waiting)
 
     def pop_best(self, agents: Iterable[str]) -> tuple[T, str] | None:
         """Remove and return `(task, agent)` of the best task among `agents`."""
@@ -156,6 +181,14 @@ class ReadyQueue(Generic[T]):
         heapq.heappop(self._heaps[agent])
         self.remove(task)
         return task, agent
+
+    def pop(self, agent: str) -> T:
+        """Remove and return the best task of `agent` (which has one waiting)."""
+        head = self._head(agent)
+        assert head is not None
+        heapq.heappop(self._heaps[agent])
+        self.remove(head[1])
+        return head[1]
 
     def ordered(self) -> list[T]:
         """Every queued task, best first (for views; O(n log n))."""

@@ -414,21 +414,25 @@ class Engine:
 
     # --- effects of the core ----------------------------------------------------------
 
-    def emit(self, event: Event) -> None:
+    def emit(self, event: Event, node: int | None = None) -> None:
         """Journal an event; it is told once committed (Effects.emit)."""
         # Four of these per task: no helper calls here, measurably cheaper at scale.
         if self._masking:
             event.data = self.redactor.details(event.data)
         task = event.task
-        # None for the run's own events, and for an attempt of a task the config
-        # no longer has (closed on resume).
-        node = None if task is None else self.fleet.dag.index.get(task)
+        if node is None and task is not None:
+            # Not passed by the core: None for the run's own events, and for an
+            # attempt of a task the config no longer has (closed on resume).
+            node = self.fleet.dag.index.get(task)
         if node is not None:
-            # A task put back changes what its dependents wait for.
-            self.core.touch(node, dependents=event.kind is EventKind.TASK_REQUEUED)
+            if self.core.dirty is not None:  # None until a view looks: no call then
+                # A task put back changes what its dependents wait for.
+                self.core.touch(node, dependents=event.kind is EventKind.TASK_REQUEUED)
             if self._workspace is not None and event.kind in _TASK_ENDS:
                 self._release_workspace(node)
-        self._journal.append(self._run_id, event)
+        run_id = self.run_id  # the attribute, not the `_run_id` property: one call less
+        assert run_id is not None
+        self._journal.append(run_id, event)
         self._report.feed(event, node)
         self._commits.add(event)
 
@@ -511,7 +515,10 @@ class Engine:
                     if self._workspace is not None and STAGES[attempt.stage].needs_workspace:
                         place = await self._workspace.prepare(attempt.task, attempt)
                     request = self._requests.request_for(running, place)
-                    await self._commits.durable(shell.recorded)
+                    if self._journal.committed < shell.recorded:
+                        # Usually committed already (start() asked for the commit
+                        # before creating this supervisor): no coroutine to make then.
+                        await self._commits.durable(shell.recorded)
                     if running.stop_reason is not None:
                         # Stopped while it was being journaled: it never starts.
                         core.attempt_started(running)
