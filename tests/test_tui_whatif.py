@@ -26,7 +26,15 @@ from fleetdeck.tui.whatif import (
     duration,
     format_whatif,
 )
-from fleetdeck.whatif import PredictionError, PredictionProcess, Predictor, pack, unpack
+from fleetdeck.whatif import (
+    EARLY_HISTORY_SECONDS,
+    NoBasis,
+    PredictionError,
+    PredictionProcess,
+    Predictor,
+    pack,
+    unpack,
+)
 from tui_support import FakeClock, engine_of, fleet, make_app, until
 
 # At 80 columns the side column leaves the line 32 cells inside its padding.
@@ -127,6 +135,32 @@ def test_the_predictor_simulates_every_policy_from_the_progress(tmp_path: Path) 
     progress = {"t0": running, "t1": running}
     # No journal: the tasks' estimates. Two running for 30 s of their 60, then two more.
     assert predictor.predict(progress) == {"sequential": 150.0, "wave": 90.0}
+
+
+def test_with_no_history_and_no_estimate_there_is_no_figure_but_learning(
+    tmp_path: Path,
+) -> None:
+    """A first run of a fleet without estimates: the built-in defaults would be a
+    guess shown as a figure, so the predictor says it is learning; and it reads
+    the journal again soon, not after HISTORY_SECONDS, to learn from the first
+    attempts that end."""
+    bare = fleet(tmp_path, [{"id": f"t{i}", "agent": "coder"} for i in range(2)])
+    now = [0.0]
+    predictor = Predictor(bare, tmp_path / "no-journal-here", monotonic=lambda: now[0])
+    with pytest.raises(NoBasis, match="learning"):
+        predictor.predict({})
+    first = predictor.history()
+    now[0] = EARLY_HISTORY_SECONDS  # still nothing known: read again already
+    assert predictor.history() is not first
+    process = PredictionProcess(Predictor(bare, tmp_path / "none"))
+    try:
+        process.send({})
+        with pytest.raises(NoBasis):
+            process.receive()
+    finally:
+        process.close()
+    line = format_whatif(None, "wave", 60, failed=True, learning=True)
+    assert line.plain == "what-if: learning from the first attempts…"
 
 
 def test_progress_crosses_the_pipe_unchanged() -> None:

@@ -209,4 +209,9 @@ class RunHandle(Protocol):
 
 
 class WhatIfUnavailable(Exception):
-    """No prediction could be had; the message says why."""
+    """No prediction could be had; the message says why. `learning`: none yet,
+    because nothing says how long tasks take (no attempt has ended, no estimate)."""
+
+    def __init__(self, message: str, *, learning: bool = False) -> None:
+        super().__init__(message)
+        self.learning = learning

@@ -99,7 +99,7 @@ class InProcessClient:
         if not self._what_if:
             raise WhatIfUnavailable("predictions are off")
         from fleetdeck.lab import progress_of
-        from fleetdeck.whatif import PredictionError, PredictionProcess, Predictor
+        from fleetdeck.whatif import NoBasis, PredictionError, PredictionProcess, Predictor
 
         if self._predictions is None:
             engine = self.engine
@@ -124,6 +124,8 @@ class InProcessClient:
             finally:
                 loop.remove_reader(fd)
             return process.receive()
+        except NoBasis as exc:
+            raise WhatIfUnavailable(str(exc), learning=True) from None
         except PredictionError as exc:
             raise WhatIfUnavailable(str(exc)) from None
 

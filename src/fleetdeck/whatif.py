@@ -34,6 +34,10 @@ from fleetdeck.policy import POLICIES
 RUNS = 5
 # The journal's history is read again this often: the run's own attempts add to it.
 HISTORY_SECONDS = 30.0
+# While the journal knows no attempt, it is read again this often (a first run).
+EARLY_HISTORY_SECONDS = 3.0
+# ...but never more often than this many times what a reading takes.
+READ_PACE = 10.0
 # How long closing waits for the process to go after it was killed.
 CLOSE_SECONDS = 2.0
 
@@ -78,21 +82,50 @@ class Predictor:
         self._monotonic = monotonic
         self._history: History | None = None
         self._read_at = 0.0
+        self._read_took = 0.0
 
     def history(self) -> History:
-        """The journal's history; none (estimates and defaults) if it cannot be read."""
+        """The journal's history; none (estimates and defaults) if it cannot be read.
+
+        Read again once it is HISTORY_SECONDS old, or sooner while it knows no
+        attempt at all (a first run learns from its own first attempts), but
+        never more often than its reading takes, times READ_PACE."""
         now = self._monotonic()
-        if self._history is None or now - self._read_at >= HISTORY_SECONDS:
+        age = now - self._read_at
+        stale = age >= HISTORY_SECONDS or (
+            self._history is not None
+            and self._history.attempts == 0
+            and age >= max(EARLY_HISTORY_SECONDS, READ_PACE * self._read_took)
+        )
+        if self._history is None or stale:
             try:
                 self._history = read_history(self.state_dir)
             except HistoryError:
                 self._history = History()
-            self._read_at = now
+            self._read_at = self._monotonic()
+            self._read_took = self._read_at - now
         return self._history
 
+    def has_basis(self, history: History) -> bool:
+        """True when the predictions rest on something: attempts in the journal,
+        or `estimate` keys in the config (else only the built-in defaults)."""
+        config = self.fleet.config
+        return (
+            history.attempts > 0
+            or any(task.estimate is not None for task in config.tasks)
+            or any(
+                w.estimate is not None for w in (*config.agents.values(), *config.runners.values())
+            )
+        )
+
     def predict(self, progress: Mapping[str, TaskProgress]) -> dict[str, float]:
-        """Seconds the work left takes under each policy (median over the runs)."""
-        return predict_remaining(self.fleet, progress, self.history(), self.policies, self.runs)
+        """Seconds the work left takes under each policy (median over the runs).
+        Raises NoBasis while neither the journal nor the config says how long
+        anything takes: the built-in defaults would be a guess shown as a figure."""
+        history = self.history()
+        if not self.has_basis(history):
+            raise NoBasis("learning: no attempt has ended yet, and no estimate in the config")
+        return predict_remaining(self.fleet, progress, history, self.policies, self.runs)
 
 
 def serve(requests: Connection, replies: Connection) -> None:
@@ -109,6 +142,8 @@ def serve(requests: Connection, replies: Connection) -> None:
             return
         try:
             reply: tuple[str, object] = ("ok", predictor.predict(unpack(packed)))
+        except NoBasis as exc:
+            reply = ("none", str(exc))
         except Exception as exc:  # a bug: said to the view, the process goes on
             reply = ("error", f"{type(exc).__name__}: {exc}")
         try:
@@ -128,6 +163,10 @@ def main() -> None:
 
 class PredictionError(Exception):
     """The prediction process failed or went away; the message says how."""
+
+
+class NoBasis(PredictionError):
+    """Nothing yet says how long the tasks take: no figure is worth showing."""
 
 
 class PredictionProcess:
@@ -181,6 +220,8 @@ class PredictionProcess:
             status, value = self._replies.recv()
         except (EOFError, OSError, ValueError):
             raise PredictionError("the what-if process went away") from None
+        if status == "none":
+            raise NoBasis(str(value))
         if status != "ok":
             raise PredictionError(str(value))
         assert isinstance(value, dict)

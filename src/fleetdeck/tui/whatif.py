@@ -35,6 +35,8 @@ LABEL = "what-if: "
 PENDING = LABEL + "…"
 # A prediction that raised (a bug): said rather than left at `…` for ever.
 UNAVAILABLE = LABEL + "unavailable"
+# Nothing says yet how long tasks take (a first run, no estimates): no figure.
+LEARNING = LABEL + "learning from the first attempts…"
 # The current policy's mark, before its name.
 CURRENT = "▸"
 
@@ -61,13 +63,20 @@ def better_of(remaining: Mapping[str, float]) -> str | None:
 
 
 def format_whatif(
-    remaining: Mapping[str, float] | None, current: str, width: int, *, failed: bool = False
+    remaining: Mapping[str, float] | None,
+    current: str,
+    width: int,
+    *,
+    failed: bool = False,
+    learning: bool = False,
 ) -> Text:
     """The what-if line for a pane `width` cells wide: `what-if: …` while the first
     prediction is computed (`failed`: it could not be); then each policy's
     remaining time, the current one first and marked, the better one
     highlighted. Names and durations are abbreviated when the line would not
     fit, then the label goes."""
+    if learning:
+        return cut(LEARNING, width, style="dim")
     if remaining is None:
         return cut(UNAVAILABLE if failed else PENDING, width, style="dim")
     order = sorted(remaining, key=lambda policy: policy != current)  # stable: registry order
@@ -140,6 +149,7 @@ class WhatIfLine(Static):
         self._monotonic = monotonic
         self.remaining: dict[str, float] | None = None
         self.failed = False
+        self.learning = False
         self._policy = ""
         self._shown: Text | None = None
 
@@ -163,8 +173,9 @@ class WhatIfLine(Static):
     async def _predict(self) -> None:
         try:
             self.remaining, self.failed = await self.client.what_if(), False
-        except WhatIfUnavailable:
-            self.failed = True
+            self.learning = False
+        except WhatIfUnavailable as exc:
+            self.failed, self.learning = True, exc.learning
         self.pacer.finished(self._monotonic())
         self._render_line()
 
@@ -174,7 +185,13 @@ class WhatIfLine(Static):
     def _render_line(self) -> None:
         if not self.display or not self._policy:
             return
-        line = format_whatif(self.remaining, self._policy, self.size.width, failed=self.failed)
+        line = format_whatif(
+            self.remaining,
+            self._policy,
+            self.size.width,
+            failed=self.failed,
+            learning=self.learning,
+        )
         if line != self._shown:
             self._shown = line
             self.update(line, layout=False)  # always one line
