@@ -254,8 +254,18 @@ def run_command(fleet: Fleet, args: argparse.Namespace) -> int:
                 "still reads it)",
                 file=sys.stderr,
             )
+        workspace = None
+        if fleet.config.repo is not None:
+            from fleetdeck.workspace.worktrees import GitWorkspace
+
+            workspace = GitWorkspace(fleet, state_dir)
         engine = Engine(
-            fleet, journal=journal, executors=executors, policy=args.policy, resume=resume
+            fleet,
+            journal=journal,
+            executors=executors,
+            policy=args.policy,
+            resume=resume,
+            workspace=workspace,
         )
         for name in engine.redactor.too_short:
             print(

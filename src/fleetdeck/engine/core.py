@@ -63,6 +63,8 @@ class Running:
     # Why it is being stopped (cancel, timeout, interruption), once asked to stop.
     stop_reason: Outcome | None = None
     timer: Timer | None = None
+    # What the shell adds to its attempt_finished event (the workspace's diff stat).
+    details: dict[str, Any] | None = None
 
 
 class Effects(Protocol):
@@ -404,6 +406,8 @@ class Core:
             details["reason"] = "interrupted"
         if attempt.error:
             details["error"] = attempt.error
+        if running.details:
+            details.update(running.details)
         self.emit(EventKind.ATTEMPT_FINISHED, task.id, **details)
         if self.stopping:
             return  # interrupted: the task keeps its state, to be resumed
