@@ -7,9 +7,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from conftest import EngineHarness
+from conftest import EngineHarness, Run
 from fleetdeck.config import Fleet, build_fleet
-from fleetdeck.model import EventKind
+from fleetdeck.executors import build_executors
+from fleetdeck.model import TRAIN_HOST, EventKind
+from fleetdeck.workspace.train import Train
 from fleetdeck.workspace.worktrees import GitWorkspace
 from git_support import git, make_repo
 
@@ -20,9 +22,13 @@ def land_fleet(
     tasks: list[dict[str, Any]],
     *,
     runners: dict[str, Any] | None = None,
+    verify_only: bool = False,
     **repo_keys: Any,
 ) -> Fleet:
-    """A fleet changing `repo`, its agents `sh -c PROMPT`, state in tmp_path/state."""
+    """A fleet changing `repo`, its agents `sh -c PROMPT`, state in tmp_path/state
+    (`verify_only`: its tasks do not land, their branches stay to be looked at)."""
+    if verify_only:
+        tasks = [{**task, "land": False} for task in tasks]
     data = {
         "fleet": {"name": "land", "state_dir": "state", "grace_period": 0.5, "retry_backoff": 0.01},
         "repo": {"path": str(repo), **repo_keys},
@@ -33,8 +39,11 @@ def land_fleet(
     return build_fleet(data, source="land.toml", base_dir=tmp_path)
 
 
-def workspace_for(fleet: Fleet, tmp_path: Path) -> GitWorkspace:
-    return GitWorkspace(fleet, tmp_path / "state")
+async def land(harness: EngineHarness, fleet: Fleet, tmp_path: Path) -> Run:
+    """Run `fleet` with a worktree per task and its merge train, as cli.py does."""
+    workspace = GitWorkspace(fleet, tmp_path / "state")
+    executors = {**build_executors(fleet), TRAIN_HOST: Train(fleet, workspace)}
+    return await harness.run(fleet, workspace=workspace, executors=executors)
 
 
 WHERE = 'pwd > "$FLEETDECK_OUTPUT"; echo "$FLEETDECK_BRANCH $FLEETDECK_BASE" >> "$FLEETDECK_OUTPUT"'
@@ -57,9 +66,9 @@ async def test_each_task_works_in_its_own_worktree_and_its_work_is_committed(
             {"id": "b", "agent": "sh", "prompt": f"write\n{WHERE}; printf 'x\\ny\\n' > b.txt"},
         ],
         runners={"t": {"command": ["sh", "-c", check]}},
+        verify_only=True,
     )
-    workspace = workspace_for(fleet, tmp_path)
-    run = await harness.run(fleet, workspace=workspace)
+    run = await land(harness, fleet, tmp_path)
     assert run.state("a") == "succeeded"  # its CI found a's commit in the same worktree
     assert run.state("b") == "succeeded"
     for task, lines in (("a", 1), ("b", 2)):
@@ -85,8 +94,10 @@ async def test_commits_the_agent_made_are_kept(harness: EngineHarness, tmp_path:
         "two steps\necho 1 > one.txt && git add one.txt && git commit -qm 'agent: one' "
         "&& echo 2 > two.txt"
     )
-    fleet = land_fleet(tmp_path, repo, [{"id": "a", "agent": "sh", "prompt": prompt}])
-    run = await harness.run(fleet, workspace=workspace_for(fleet, tmp_path))
+    fleet = land_fleet(
+        tmp_path, repo, [{"id": "a", "agent": "sh", "prompt": prompt}], verify_only=True
+    )
+    run = await land(harness, fleet, tmp_path)
     assert run.state("a") == "succeeded"
     subjects = git(repo, "log", "--format=%s", "main..fleetdeck/a").splitlines()
     assert subjects == ["a: two steps", "agent: one"]
@@ -99,7 +110,7 @@ async def test_an_agent_that_changed_nothing_fails_with_empty_fail(
 ) -> None:
     repo = make_repo(tmp_path / "repo")
     fleet = land_fleet(tmp_path, repo, [{"id": "a", "agent": "sh", "prompt": "true"}])
-    run = await harness.run(fleet, workspace=workspace_for(fleet, tmp_path))
+    run = await land(harness, fleet, tmp_path)
     finished = run.of(EventKind.ATTEMPT_FINISHED, "a")[0].data
     assert finished["outcome"] == "failed"
     assert finished["error"] == 'the agent changed nothing in its worktree ([repo] empty = "fail")'
@@ -111,7 +122,7 @@ async def test_an_agent_that_changed_nothing_is_fine_with_empty_ok(
 ) -> None:
     repo = make_repo(tmp_path / "repo")
     fleet = land_fleet(tmp_path, repo, [{"id": "b", "agent": "sh", "prompt": "true"}], empty="ok")
-    run = await harness.run(fleet, workspace=workspace_for(fleet, tmp_path))
+    run = await land(harness, fleet, tmp_path)
     assert run.state("b") == "succeeded"
     finished = run.of(EventKind.ATTEMPT_FINISHED, "b")[0].data
     assert (finished["files"], finished["insertions"], finished["deletions"]) == (0, 0, 0)
@@ -124,7 +135,7 @@ async def test_a_branch_fleetdeck_did_not_make_is_refused_and_left_alone(
     git(repo, "branch", "fleetdeck/a")
     theirs = git(repo, "rev-parse", "fleetdeck/a")
     fleet = land_fleet(tmp_path, repo, [{"id": "a", "agent": "sh", "prompt": "echo x > x"}])
-    run = await harness.run(fleet, workspace=workspace_for(fleet, tmp_path))
+    run = await land(harness, fleet, tmp_path)
     finished = run.of(EventKind.ATTEMPT_FINISHED, "a")[0].data
     assert finished["outcome"] == "failed"
     assert finished["error"] == (
@@ -150,8 +161,8 @@ async def test_each_retry_starts_from_a_fresh_worktree_unless_kept(
         {"id": "fresh", "agent": "sh", "prompt": FLAKY, "retries": 1},
         {"id": "kept", "agent": "sh", "prompt": FLAKY, "retries": 1, "keep_worktree": True},
     ]
-    fleet = land_fleet(tmp_path, repo, tasks)
-    run = await harness.run(fleet, workspace=workspace_for(fleet, tmp_path))
+    fleet = land_fleet(tmp_path, repo, tasks, verify_only=True)
+    run = await land(harness, fleet, tmp_path)
     outputs = {}
     for task in ("fresh", "kept"):
         assert run.state(task) == "succeeded"

@@ -256,9 +256,12 @@ def run_command(fleet: Fleet, args: argparse.Namespace) -> int:
             )
         workspace = None
         if fleet.config.repo is not None:
+            from fleetdeck.model import TRAIN_HOST
+            from fleetdeck.workspace.train import Train
             from fleetdeck.workspace.worktrees import GitWorkspace
 
             workspace = GitWorkspace(fleet, state_dir)
+            executors[TRAIN_HOST] = Train(fleet, workspace)
         engine = Engine(
             fleet,
             journal=journal,

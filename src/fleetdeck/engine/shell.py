@@ -547,21 +547,28 @@ class Engine:
                 # main process is (children may ignore SIGTERM until the SIGKILL).
                 with contextlib.suppress(Exception):
                     await process.stop(self._grace_for_stop())
-            elif (
-                exit_code == 0
-                and self._reviews is not None
-                and STAGES[attempt.stage].needs_workspace
-            ):
-                try:
-                    running.details = dict(await self._reviews.after_attempt(attempt.task, attempt))
-                except Exception as exc:  # the workspace's own error, or a bug: the attempt fails
-                    attempt.error = self.redactor.text(str(exc) or type(exc).__name__)
-                    core.attempt_ended(running, running.stop_reason or Outcome.FAILED, exit_code)
-                    return
+            elif exit_code == 0 and self._reviews is not None and not await self._review(running):
+                return
             core.attempt_ended(running, None, exit_code)
         finally:
             self._processes.pop(attempt.attempt_id, None)
             self._check_settled()
+
+    async def _review(self, running: Running) -> bool:
+        """Hand a successful attempt to the workspace (it commits an agent's work,
+        and says what a merge landed); False when that failed the attempt."""
+        assert self._reviews is not None
+        attempt = running.attempt
+        try:
+            running.details = dict(await self._reviews.after_attempt(attempt.task, attempt))
+        except Exception as exc:  # the workspace's own error, or a bug: the attempt fails
+            attempt.error = self.redactor.text(str(exc) or type(exc).__name__)
+            self.core.attempt_ended(running, running.stop_reason or Outcome.FAILED, 0)
+            return False
+        landed = running.details.get("landed")
+        if attempt.stage is Stage.MERGE and landed:
+            self.core.emit(EventKind.TASK_LANDED, attempt.task, commit=landed)
+        return True
 
     def _grace_for_stop(self, grace: float | None = None) -> float:
         if grace is not None:

@@ -9,9 +9,11 @@ landing) it serialises itself.
 from __future__ import annotations
 
 import asyncio
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from fleetdeck.executors.proctree import claim_child
 from fleetdeck.workspace.checks import git_environment
 
 _ENV = git_environment()
@@ -32,23 +34,39 @@ class Done:
 
 async def run(where: Path | str, *args: str, stdin: str | None = None) -> Done:
     """Run `git -C where ARGS`; never raises for a failed command (see `git`)."""
+    return await command(("git", "-C", str(where), *args), stdin=stdin)
+
+
+async def command(
+    argv: tuple[str, ...], *, cwd: Path | str | None = None, stdin: str | None = None
+) -> Done:
+    """Run `argv` to its end in a worker thread; its exit code and output.
+
+    Not an asyncio subprocess: under `fleetdeck run` this process is a child
+    subreaper whose local executor reaps children that are not attempts, and a
+    git that ended at the wrong moment would lose its exit status to it. The
+    child is claimed in the thread that starts it, before it can end."""
+    return await asyncio.to_thread(_command, argv, cwd, stdin)
+
+
+def _command(argv: tuple[str, ...], cwd: Path | str | None, stdin: str | None) -> Done:
     try:
-        process = await asyncio.create_subprocess_exec(
-            "git",
-            "-C",
-            str(where),
-            *args,
-            stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
+        process = subprocess.Popen(
+            argv,
+            cwd=cwd,
+            stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             env=_ENV,
         )
     except OSError as exc:
-        raise GitError(f"cannot run git: {exc.strerror}") from None
-    out, err = await process.communicate(None if stdin is None else stdin.encode())
-    code = process.returncode
-    assert code is not None
-    return Done(code, out.decode(errors="replace"), err.decode(errors="replace"))
+        raise GitError(f"cannot run {argv[0]}: {exc.strerror}") from None
+    claim_child(process.pid)
+    try:
+        out, err = process.communicate(None if stdin is None else stdin.encode())
+    finally:
+        claim_child(process.pid, False)
+    return Done(process.returncode, out.decode(errors="replace"), err.decode(errors="replace"))
 
 
 async def git(where: Path | str, *args: str, stdin: str | None = None) -> str:

@@ -24,7 +24,16 @@ from typing import TYPE_CHECKING, Any
 from fleetdeck.engine.workspace import Place
 from fleetdeck.executors.base import LaunchError
 from fleetdeck.model import Attempt, Stage, TaskState
-from fleetdeck.workspace.git import GitError, diff_stat, first_line, git, rev, run, worktrees
+from fleetdeck.workspace.git import (
+    GitError,
+    command,
+    diff_stat,
+    first_line,
+    git,
+    rev,
+    run,
+    worktrees,
+)
 
 if TYPE_CHECKING:
     from fleetdeck.config import Fleet, RepoSpec, TaskSpec
@@ -52,8 +61,10 @@ class TaskTree:
     base: str
     # The commit its last CI attempt started on (what the train may land).
     tested: str | None = None
-    # The candidate the train rebuilt on a newer tip and sent back to CI.
+    # The candidate the train rebuilt on a newer tip and sent back to CI, and
+    # the tip it was built on.
     candidate: str | None = None
+    candidate_base: str | None = None
     # Files that conflicted when it last tried to land (FLEETDECK_CONFLICT).
     conflict: tuple[str, ...] = ()
     # The commit that landed it on the target.
@@ -111,6 +122,8 @@ class GitWorkspace:
         change is (files, insertions, deletions, commit). WorkspaceError when it
         changed nothing and `[repo] empty = "fail"`."""
         tree = self.tasks.get(task)
+        if attempt.stage is Stage.MERGE and tree is not None and tree.landed is not None:
+            return {"landed": tree.landed}
         if attempt.stage is not Stage.AGENT or tree is None:
             return {}
         where = tree.path
@@ -206,6 +219,14 @@ class GitWorkspace:
         self.tasks[task] = tree
         return tree
 
+    async def tree_of(self, task: str) -> TaskTree:
+        """What fleetdeck knows of `task`'s worktree (found again after a restart)."""
+        return self.tasks.get(task) or await self._adopt(task)
+
+    async def identity(self, where: Path) -> tuple[str, ...]:
+        """The `-c` options fleetdeck commits with in `where`."""
+        return (*await self._commit_identity(where), "-c", "commit.gpgsign=false")
+
     async def _adopt(self, task: str) -> TaskTree:
         """The worktree a task left in an earlier supervisor's run (taken up)."""
         path = self.root / task
@@ -240,19 +261,12 @@ class GitWorkspace:
     async def _setup(self, path: Path) -> None:
         assert self.spec.setup is not None
         try:
-            process = await asyncio.create_subprocess_exec(
-                *self.spec.setup,
-                cwd=path,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.STDOUT,
-            )
-        except OSError as exc:
-            raise WorkspaceError(f"[repo] setup cannot start: {exc.strerror}") from None
-        out, _ = await process.communicate()
-        if process.returncode != 0:
-            said = first_line(out.decode(errors="replace")[-2000:])
-            raise WorkspaceError(f"[repo] setup exited {process.returncode}: {said}")
+            done = await command(self.spec.setup, cwd=path)
+        except GitError as exc:
+            raise WorkspaceError(f"[repo] setup cannot start: {exc}") from None
+        if done.code != 0:
+            said = first_line((done.err or done.out)[-2000:])
+            raise WorkspaceError(f"[repo] setup exited {done.code}: {said}")
 
     async def _commit_identity(self, where: Path) -> tuple[str, ...]:
         """The user's identity when git has one, else fleetdeck's."""
