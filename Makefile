@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 # Versions the suite was last run against (snapshots depend on Textual's exact look).
 CONSTRAINTS := constraints.txt
 
-.PHONY: demo test lint unit bench screenshots clean ssh-server
+.PHONY: demo demo-land test lint unit bench screenshots clean ssh-server
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
@@ -31,6 +31,11 @@ $(VENV)/.test: pyproject.toml $(CONSTRAINTS) | $(BIN)/python
 demo: $(VENV)/.runtime
 	@$(BIN)/fleetdeck run config/demo.toml --fresh; rc=$$?; \
 		[ $$rc -le 1 ] || [ $$rc -eq 130 ] || exit $$rc
+
+# The landing demo: a throwaway repository, agents in worktrees, the merge train.
+demo-land: $(VENV)/.runtime
+	@sh config/land-demo.sh .fleetdeck/land-demo/repo
+	@$(BIN)/fleetdeck run config/land.toml --fresh
 
 test: lint unit
 

@@ -17,7 +17,7 @@ from fleetdeck.engine.clock import VirtualClock
 from fleetdeck.engine.core import Core, Running
 from fleetdeck.model import Attempt, Event, Outcome, Stage, TaskState
 from fleetdeck.policy import make_policy
-from fleetdeck.stages import STAGES
+from fleetdeck.stages import STAGES, workers
 
 
 class Recorder:
@@ -183,5 +183,5 @@ class CoreSim:
         return sum(
             self.core.capacity.usage(stage, name).busy
             for stage in STAGES
-            for name in (config.agents if stage is Stage.AGENT else config.runners)
+            for name in workers(config, stage)
         )

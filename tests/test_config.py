@@ -104,7 +104,7 @@ CASES: dict[str, Case] = {
         (
             "unknown key 'fleeet'",
             "(did you mean 'fleet'?)",
-            "valid keys: fleet, hosts, agents, runners, tasks, policies",
+            "valid keys: fleet, hosts, agents, runners, tasks, repo, policies",
         ),
     ),
     "[[task]] instead of [[tasks]]": Case(
@@ -744,7 +744,15 @@ def test_schema_prints_json_schema_that_forbids_unknown_keys(
     schema = json.loads(out)
     # Editors tell the dialect by it (taplo's `#:schema` directive, VS Code).
     assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
-    assert set(schema["properties"]) == {"fleet", "hosts", "agents", "runners", "tasks", "policies"}
+    assert set(schema["properties"]) == {
+        "fleet",
+        "hosts",
+        "agents",
+        "runners",
+        "tasks",
+        "repo",
+        "policies",
+    }
     assert schema["additionalProperties"] is False
     for name, definition in schema["$defs"].items():
         assert definition.get("additionalProperties") is False, name

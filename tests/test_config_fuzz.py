@@ -269,7 +269,7 @@ def test_control_characters_in_names_are_escaped_one_problem_a_line() -> None:
     problems = rejected('"\\u001e\\n\\u001b[31m" = []\n' + BASE)
     assert problems == [
         "unknown key '\\x1e\\n\\x1b[31m'; "
-        "valid keys: fleet, hosts, agents, runners, tasks, policies"
+        "valid keys: fleet, hosts, agents, runners, tasks, repo, policies"
     ]
     problems = rejected(BASE.replace("agent = ", 'depends_on = ["x\\ny"]\nagent = '))
     assert problems == ["tasks[0].depends_on: task 't' depends on unknown task 'x\\ny'"]

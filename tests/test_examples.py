@@ -28,12 +28,17 @@ def test_the_examples_are_there() -> None:
         "sequential-prs.toml",
         "content.toml",
         "agents.example.toml",
+        "land.toml",
     }
     assert expected <= names
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda path: path.name)
-def test_example_config_validates(path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_example_config_validates(
+    path: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    if path.name == "land.toml":
+        path = _land_demo(tmp_path)
     assert main(["validate", str(path)]) == 0
     out, err = capsys.readouterr()
     assert ": ok: fleet " in out
@@ -119,3 +124,41 @@ def test_content_fleet_runs_generations_at_once_and_feeds_publish(tmp_path: Path
     log = logs[0].read_text(encoding="utf-8")
     for task in GENERATIONS:
         assert f"input from {task}: {task}: done in attempt 1" in log, log
+
+
+def _land_demo(tmp_path: Path) -> Path:
+    """land.toml copied under `tmp_path`, with the throwaway repository it names
+    made there by its script (as `make demo-land` does in the checkout)."""
+    config = tmp_path / "config" / "land.toml"
+    config.parent.mkdir()
+    config.write_text((CONFIG_DIR / "land.toml").read_text())
+    repo = tmp_path / ".fleetdeck" / "land-demo" / "repo"
+    subprocess.run(["sh", str(CONFIG_DIR / "land-demo.sh"), str(repo)], check=True)
+    return config
+
+
+def test_the_landing_demo_lands_every_task(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = _land_demo(tmp_path)
+    repo = tmp_path / ".fleetdeck" / "land-demo" / "repo"
+    assert main(["run", "--json", "--fresh", str(config)]) == 0
+    events = _events(capsys.readouterr().out)
+    landed = [event["task"] for event in events if event["event"] == "task_landed"]
+    assert sorted(landed) == ["bump-minor", "bump-patch", "docs", "farewell", "greeting"]
+    assert landed.index("greeting") < landed.index("docs")
+    merges = [
+        event["outcome"]
+        for event in events
+        if event["event"] == "attempt_finished" and event["stage"] == "merge"
+    ]
+    assert "conflict" in merges
+
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True)
+        return done.stdout
+
+    assert sorted(git("show", "main:VERSION").split("\n")[:2]) == ["1.0.1 (patch)", "1.1 (minor)"]
+    assert "It says: hello, world" in git("show", "main:README.md")
+    assert len(git("worktree", "list").splitlines()) == 1
+    assert git("branch", "--list", "fleetdeck/*") == ""

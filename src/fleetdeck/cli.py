@@ -136,6 +136,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         for warning in config_warnings(fleet):
             print(printable(f"{fleet.source}: {warning}"), file=sys.stderr)
+        if not _repo_ok(fleet, fleet.state_dir):
+            return EXIT_USAGE
         print(describe(fleet))
         return 0
     if args.command == "simulate":
@@ -143,6 +145,19 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return simulate_command(fleet, args)
     return run_command(fleet, args)
+
+
+def _repo_ok(fleet: Fleet, state_dir: Path) -> bool:
+    """Check `[repo]` against the repository; print each problem, one a line."""
+    if fleet.config.repo is None:
+        return True
+    from fleetdeck.config import printable
+    from fleetdeck.workspace.checks import repo_problems
+
+    problems = repo_problems(fleet, state_dir)
+    for problem in problems:
+        print(printable(f"{fleet.source}: {problem}"), file=sys.stderr)
+    return not problems
 
 
 def describe(fleet: Fleet) -> str:
@@ -193,6 +208,8 @@ def run_command(fleet: Fleet, args: argparse.Namespace) -> int:
         from fleetdeck.resume import ResumeError, choose_run
 
         state_dir = Path(args.state_dir) if args.state_dir else fleet.state_dir
+        if not _repo_ok(fleet, state_dir):
+            return EXIT_USAGE
         use_tui = not (args.no_tui or args.json) and _on_terminal()
         # Orphans an attempt leaves behind (double fork) are re-parented to us, so we
         # can stop them with their attempt instead of leaving them to init.
@@ -237,8 +254,21 @@ def run_command(fleet: Fleet, args: argparse.Namespace) -> int:
                 "still reads it)",
                 file=sys.stderr,
             )
+        workspace = None
+        if fleet.config.repo is not None:
+            from fleetdeck.model import TRAIN_HOST
+            from fleetdeck.workspace.train import Train
+            from fleetdeck.workspace.worktrees import GitWorkspace
+
+            workspace = GitWorkspace(fleet, state_dir)
+            executors[TRAIN_HOST] = Train(fleet, workspace)
         engine = Engine(
-            fleet, journal=journal, executors=executors, policy=args.policy, resume=resume
+            fleet,
+            journal=journal,
+            executors=executors,
+            policy=args.policy,
+            resume=resume,
+            workspace=workspace,
         )
         for name in engine.redactor.too_short:
             print(

@@ -29,7 +29,7 @@ from fleetdeck.stages import pipeline, worker_of, workers
 
 # What a stage is taken to last with no history, no estimate and no known task to
 # average over: agents code for a while, CI runs a suite.
-DEFAULT_SECONDS = {Stage.AGENT: 60.0, Stage.CI: 30.0}
+DEFAULT_SECONDS = {Stage.AGENT: 60.0, Stage.CI: 30.0, Stage.MERGE: 1.0}
 _ENDED_ON_THEIR_OWN = (Outcome.OK, Outcome.FAILED, Outcome.TIMEOUT)
 
 
@@ -157,7 +157,7 @@ def stage_models(fleet: Fleet, history: History) -> Models:
         models: dict[Stage, StageModel] = {}
         guessed = False
         defaults = False
-        for stage in pipeline(spec):
+        for stage in pipeline(spec, config):
             seen = history.observed.get((spec.id, stage))
             if seen is not None:
                 models[stage] = seen.model()

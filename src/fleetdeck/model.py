@@ -13,6 +13,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 LOCAL_HOST = "local"
+# Where the merge train runs its landings: in fleetdeck's own process (its
+# executor is fleetdeck.workspace.train), never on a configured host.
+TRAIN_HOST = "merge-train"
 # The run's status file (in its run directory): one line per local attempt ended.
 STATUS_FILE = "status"
 
@@ -25,6 +28,9 @@ class TaskState(enum.StrEnum):
     RUNNING = "running"
     CI_QUEUED = "ci_queued"
     CI_RUNNING = "ci_running"
+    # Waiting for the merge train, and landing on the target.
+    MERGE_QUEUED = "merge_queued"
+    MERGING = "merging"
     RETRY_WAIT = "retry_wait"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
@@ -49,6 +55,7 @@ class Stage(enum.StrEnum):
 
     AGENT = "agent"
     CI = "ci"
+    MERGE = "merge"
 
 
 class Outcome(enum.StrEnum):
@@ -60,6 +67,12 @@ class Outcome(enum.StrEnum):
     CANCELLED = "cancelled"
     # The host went away under the attempt: not the task's fault (SSH hosts).
     LOST = "lost"
+    # A merge attempt: the task's branch conflicts with the target's tip (its
+    # agent runs again there, spending a retry).
+    CONFLICT = "conflict"
+    # A merge attempt: the target moved since the task's CI ran; CI runs again
+    # on the candidate rebuilt on the new tip before it may land.
+    RETEST = "retest"
 
 
 class EventKind(enum.StrEnum):
@@ -69,9 +82,12 @@ class EventKind(enum.StrEnum):
     TASK_READY = "task_ready"
     ATTEMPT_STARTED = "attempt_started"
     CI_QUEUED = "ci_queued"
+    MERGE_QUEUED = "merge_queued"
     ATTEMPT_FINISHED = "attempt_finished"
     RETRY_SCHEDULED = "retry_scheduled"
     TASK_SUCCEEDED = "task_succeeded"
+    # The task's change is on the target branch (`commit`: the target's new tip).
+    TASK_LANDED = "task_landed"
     # Succeeded in an earlier run, unchanged since: carried over, not run again.
     TASK_REUSED = "task_reused"
     TASK_FAILED = "task_failed"

@@ -37,10 +37,12 @@ class Capacity:
         agents: Mapping[str, WorkerSpec],
         runners: Mapping[str, WorkerSpec],
         hosts: Mapping[str, HostSpec],
+        trains: Mapping[str, WorkerSpec] | None = None,
     ) -> None:
         self._pools: dict[Stage, dict[str, _Pool]] = {
             Stage.AGENT: {name: _pool(spec) for name, spec in agents.items()},
             Stage.CI: {name: _pool(spec) for name, spec in runners.items()},
+            Stage.MERGE: {name: _pool(spec) for name, spec in (trains or {}).items()},
         }
         self._session_cap = {name: spec.max_sessions for name, spec in hosts.items()}
         self._sessions: dict[str, int] = {}

@@ -1,6 +1,7 @@
 """Stages as data: what a task runs, in order, and where each stage draws its slots.
 
-A task runs a pipeline of stages: `agent`, then `ci` when it names a runner.
+A task runs a pipeline of stages: `agent`, then `ci` when it names a runner,
+then `merge` when the fleet has a `[repo]` and the task lands its change.
 Each stage names its pool (the config table whose workers run it), the states a
 task is in while it waits for and runs that stage, and whether it works in the
 task's workspace. The core, the scheduler and the views go by this table, so a
@@ -17,9 +18,17 @@ from dataclasses import dataclass
 from typing import Literal
 
 from fleetdeck.config import FleetConfig, TaskSpec, WorkerSpec
-from fleetdeck.model import EventKind, Stage, TaskState
+from fleetdeck.model import TRAIN_HOST, EventKind, Outcome, Stage, TaskState
 
-Pool = Literal["agents", "runners"]
+Pool = Literal["agents", "runners", "trains"]
+
+# The merge train of the fleet's repository: one landing at a time, in
+# fleetdeck's own process (its executor serves TRAIN_HOST).
+TRAIN = "train"
+TRAIN_WORKER = WorkerSpec(command=("land",), slots=1, host=TRAIN_HOST)
+# Exit codes of a merge attempt that are not a plain failure.
+EXIT_CONFLICT = 3
+EXIT_RETEST = 4
 
 
 @dataclass(slots=True, frozen=True)
@@ -29,7 +38,7 @@ class StageDef:
     stage: Stage
     # The config table of its workers, and what one is called (for messages and events).
     pool: Pool
-    worker_kind: Literal["agent", "runner"]
+    worker_kind: Literal["agent", "runner", "train"]
     # The task's state while it waits for a slot of this stage, and while it runs.
     queued: TaskState
     running: TaskState
@@ -59,7 +68,18 @@ STAGES: dict[Stage, StageDef] = {
         queued_event=EventKind.CI_QUEUED,
         needs_workspace=True,
     ),
+    Stage.MERGE: StageDef(
+        stage=Stage.MERGE,
+        pool="trains",
+        worker_kind="train",
+        queued=TaskState.MERGE_QUEUED,
+        running=TaskState.MERGING,
+        queued_event=EventKind.MERGE_QUEUED,
+        needs_workspace=False,
+    ),
 }
+# What a merge attempt's exit code means (any other is a failure).
+_MERGE_OUTCOMES = {0: Outcome.OK, EXIT_CONFLICT: Outcome.CONFLICT, EXIT_RETEST: Outcome.RETEST}
 
 FIRST_STAGE = Stage.AGENT
 
@@ -68,21 +88,37 @@ FIRST_STAGE = Stage.AGENT
 # would otherwise hold 100,000 equal tuples).
 _AGENT_ONLY: tuple[Stage, ...] = (Stage.AGENT,)
 _AGENT_THEN_CI: tuple[Stage, ...] = (Stage.AGENT, Stage.CI)
+_AGENT_THEN_MERGE: tuple[Stage, ...] = (Stage.AGENT, Stage.MERGE)
+_AGENT_CI_MERGE: tuple[Stage, ...] = (Stage.AGENT, Stage.CI, Stage.MERGE)
 
 
-def pipeline(spec: TaskSpec) -> tuple[Stage, ...]:
-    """The stages `spec` runs, in order."""
+def pipeline(spec: TaskSpec, config: FleetConfig | None = None) -> tuple[Stage, ...]:
+    """The stages `spec` runs, in order (landing only with `config`'s `[repo]`)."""
+    if config is not None and config.repo is not None and spec.land:
+        return _AGENT_THEN_MERGE if spec.ci is None else _AGENT_CI_MERGE
     return _AGENT_ONLY if spec.ci is None else _AGENT_THEN_CI
 
 
 def worker_of(spec: TaskSpec, stage: Stage) -> str | None:
     """The name of the agent or runner that runs `stage` of `spec` (None if it has none)."""
+    if stage is Stage.MERGE:
+        return TRAIN
     return spec.agent if stage is Stage.AGENT else spec.ci
 
 
 def workers(config: FleetConfig, stage: Stage) -> Mapping[str, WorkerSpec]:
     """Every worker that can run `stage`, by name."""
-    return config.agents if STAGES[stage].pool == "agents" else config.runners
+    pool = STAGES[stage].pool
+    if pool == "trains":
+        return {TRAIN: TRAIN_WORKER} if config.repo is not None else {}
+    return config.agents if pool == "agents" else config.runners
+
+
+def outcome_of(stage: Stage, exit_code: int | None) -> Outcome:
+    """How an attempt of `stage` that ended on its own went, by its exit code."""
+    if stage is Stage.MERGE:
+        return _MERGE_OUTCOMES.get(exit_code if exit_code is not None else -1, Outcome.FAILED)
+    return Outcome.OK if exit_code == 0 else Outcome.FAILED
 
 
 def stage_of_state(state: TaskState) -> Stage | None:

@@ -41,7 +41,7 @@ from fleetdeck.model import (
 )
 from fleetdeck.policy import LaunchContext, SchedulingPolicy
 from fleetdeck.slots import Capacity
-from fleetdeck.stages import STAGES, pipeline, worker_of, workers
+from fleetdeck.stages import STAGES, outcome_of, pipeline, worker_of, workers
 from fleetdeck.text import plural
 
 # The enum members the hot transitions name, looked up once: on Python 3.11 each
@@ -75,6 +75,8 @@ class Running:
     # Why it is being stopped (cancel, timeout, interruption), once asked to stop.
     stop_reason: Outcome | None = None
     timer: Timer | None = None
+    # What the shell adds to its attempt_finished event (the workspace's diff stat).
+    details: dict[str, Any] | None = None
 
 
 class Effects(Protocol):
@@ -126,7 +128,7 @@ class Core:
         self.specs: Sequence[TaskSpec] = fleet.tasks
         self.dag = fleet.dag
         self.tasks = [TaskRun(id=spec.id) for spec in self.specs]
-        self.pipelines = [pipeline(spec) for spec in self.specs]
+        self.pipelines = [pipeline(spec, fleet.config) for spec in self.specs]
         self.agent_of = [spec.agent for spec in self.specs]
         # One number per task in an array (not a key tuple): the key is built when pushed.
         self.critical = self.dag.critical_path(estimates)
@@ -141,7 +143,9 @@ class Core:
             if stage is not Stage.AGENT
             for name in workers(config, stage)
         }
-        self.capacity = Capacity(config.agents, config.runners, config.hosts)
+        self.capacity = Capacity(
+            config.agents, config.runners, config.hosts, workers(config, Stage.MERGE)
+        )
         self.running: dict[int, Running] = {}
         self.retry_timers: dict[int, Timer] = {}
         self.in_flight = 0
@@ -453,7 +457,7 @@ class Core:
         """The attempt is over. `outcome` None: decided by how it was stopped, if
         it was, else by its exit code."""
         if outcome is None:
-            outcome = running.stop_reason or (_OK if exit_code == 0 else _FAILED)
+            outcome = running.stop_reason or outcome_of(running.attempt.stage, exit_code)
         attempt = running.attempt
         node = running.node
         task = self.tasks[node]
@@ -472,6 +476,8 @@ class Core:
             return  # interrupted: the task keeps its state, to be resumed
         if outcome is _OK:
             self._stage_done(node, attempt, at)
+        elif outcome is Outcome.RETEST:
+            self._stage_done(node, attempt, at, again=Stage.CI)
         elif outcome is Outcome.CANCELLED:
             ends.give_up(self, node, TaskState.CANCELLED, reason="cancelled by the operator")
         elif outcome is Outcome.LOST and task.lost < MAX_LOST_ATTEMPTS:
@@ -500,14 +506,19 @@ class Core:
             details["reason"] = "interrupted"
         if attempt.error:
             details["error"] = attempt.error
+        if running.details:
+            details.update(running.details)
         return details
 
-    def _stage_done(self, node: int, attempt: Attempt, at: float) -> None:
+    def _stage_done(
+        self, node: int, attempt: Attempt, at: float, *, again: Stage | None = None
+    ) -> None:
+        """The task moves on to its next stage (`again`: back to that earlier one)."""
         task = self.tasks[node]
         stages = self.pipelines[node]
         if attempt.stage is _AGENT:
             task.output_attempt = attempt
-        position = stages.index(attempt.stage) + 1
+        position = stages.index(attempt.stage) + 1 if again is None else stages.index(again)
         if position == len(stages):
             ends.succeed(self, node, at)
             return

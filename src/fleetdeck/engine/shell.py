@@ -41,7 +41,7 @@ from fleetdeck.engine.launch import RequestBuilder
 from fleetdeck.engine.opening import find_attempts, open_run
 from fleetdeck.engine.takeup import carry_over, take_up
 from fleetdeck.engine.views import ViewBuilder
-from fleetdeck.engine.workspace import Workspace
+from fleetdeck.engine.workspace import ReviewsAttempts, Workspace
 from fleetdeck.executors.base import (
     AttemptProcess,
     Executor,
@@ -157,6 +157,7 @@ class Engine:
         without it, attempts run in their worker's workdir."""
         self.fleet = fleet
         self._workspace = workspace
+        self._reviews = workspace if isinstance(workspace, ReviewsAttempts) else None
         # Workspace releases under way (awaited before the run ends).
         self._releases: set[asyncio.Task[None]] = set()
         self._journal = journal
@@ -553,10 +554,28 @@ class Engine:
                 # main process is (children may ignore SIGTERM until the SIGKILL).
                 with contextlib.suppress(Exception):
                     await process.stop(self._grace_for_stop())
+            elif exit_code == 0 and self._reviews is not None and not await self._review(running):
+                return
             core.attempt_ended(running, None, exit_code)
         finally:
             self._processes.pop(attempt.attempt_id, None)
             self._check_settled()
+
+    async def _review(self, running: Running) -> bool:
+        """Hand a successful attempt to the workspace (it commits an agent's work,
+        and says what a merge landed); False when that failed the attempt."""
+        assert self._reviews is not None
+        attempt = running.attempt
+        try:
+            running.details = dict(await self._reviews.after_attempt(attempt.task, attempt))
+        except Exception as exc:  # the workspace's own error, or a bug: the attempt fails
+            attempt.error = self.redactor.text(str(exc) or type(exc).__name__)
+            self.core.attempt_ended(running, running.stop_reason or Outcome.FAILED, 0)
+            return False
+        landed = running.details.get("landed")
+        if attempt.stage is Stage.MERGE and landed:
+            self.core.emit(EventKind.TASK_LANDED, attempt.task, commit=landed)
+        return True
 
     def _grace_for_stop(self, grace: float | None = None) -> float:
         if grace is not None:

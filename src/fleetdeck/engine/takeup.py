@@ -97,7 +97,12 @@ def take_up(
             worker_name = worker_of(core.specs[node], stage)
             assert worker_name is not None
             core.stage_queues[(stage, worker_name)].append(node)
-        elif state in (TaskState.RETRY_WAIT, TaskState.RUNNING, TaskState.CI_RUNNING):
+        elif state in (
+            TaskState.RETRY_WAIT,
+            TaskState.RUNNING,
+            TaskState.CI_RUNNING,
+            TaskState.MERGING,
+        ):
             if task.id in unfinished:
                 continue  # decided below, once its attempt is found again or not
             # Interrupted (its attempt was stopped) or waiting to retry: due now.

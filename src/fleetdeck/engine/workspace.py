@@ -4,14 +4,16 @@ By default every attempt runs in its worker's `workdir`. A fleet that gives each
 task a place of its own (a git worktree on the task's branch, for one) plugs a
 `Workspace` into the engine: `prepare` runs before each attempt of a stage that
 needs the workspace (stages.StageDef.needs_workspace) and says where it runs and
-what it adds to its environment; `release` runs once the task has ended.
+what it adds to its environment; `release` runs once the task has ended. A
+workspace may also have `after_attempt` (see `ReviewsAttempts`): it runs after
+each successful attempt of such a stage, before the core hears of its end.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from fleetdeck.model import Attempt, TaskState
 
@@ -34,3 +36,12 @@ class Workspace(Protocol):
     async def release(self, task: str, state: TaskState) -> None:
         """The task ended in `state` (succeeded, failed, cancelled): clear what it
         no longer needs. Must not raise."""
+
+
+@runtime_checkable
+class ReviewsAttempts(Protocol):
+    """A workspace that acts on each successful attempt (commits its work, say)."""
+
+    async def after_attempt(self, task: str, attempt: Attempt) -> Mapping[str, Any]:
+        """The attempt's process exited 0: what to add to its `attempt_finished`
+        event. An exception fails the attempt with its message."""

@@ -59,6 +59,7 @@ from fleetdeck.executors.proctree import (
     TreeKill,
     direct_children,
     group_exists,
+    is_own_child,
     is_zombie,
     process_start_time,
     process_table,
@@ -622,7 +623,7 @@ class LocalExecutor(Executor):
         if not self._adopt:
             return
         for pid in direct_children():
-            if pid in self._live or pid in self._foreign:
+            if pid in self._live or pid in self._foreign or is_own_child(pid):
                 continue
             if any(pid in group for group in self._adopted.values()):
                 self._reap_if_dead(pid)

@@ -302,6 +302,26 @@ def become_subreaper() -> bool:
         return False
 
 
+# Children this process starts on its own account (git for the workspace, say),
+# not attempts: the subreaper's sweep leaves them, and their exit status, to the
+# code that waits for them.
+_OWN_CHILDREN: set[int] = set()
+
+
+def claim_child(pid: int, claimed: bool = True) -> None:
+    """Mark `pid`, a child started here that is not an attempt, as waited for by
+    its starter (False: it has been waited for)."""
+    if claimed:
+        _OWN_CHILDREN.add(pid)
+    else:
+        _OWN_CHILDREN.discard(pid)
+
+
+def is_own_child(pid: int) -> bool:
+    """True for a child claimed by `claim_child`."""
+    return pid in _OWN_CHILDREN
+
+
 def direct_children() -> set[int]:
     """Pids of this process's children, from /proc (cheap: no full /proc scan)."""
     found: set[int] = set()

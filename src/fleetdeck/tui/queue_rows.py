@@ -52,6 +52,8 @@ def waits_for(task: TaskView, now: float, *, live: bool = True, held_by: str | N
         return f"runner {task.runner}"
     if state is TaskState.CI_RUNNING:
         return f"ci on {task.runner}"
+    if state is TaskState.MERGE_QUEUED:
+        return "merge train"
     if state is TaskState.RETRY_WAIT and task.retry_at is not None:
         return f"retry in {max(0.0, task.retry_at - now):.0f}s"
     if state is TaskState.BLOCKED:

@@ -1,0 +1,7 @@
+"""Git workspaces: a worktree per task, its work committed, its change landed.
+
+`checks` validates `[repo]` against the repository (for `fleetdeck validate` and
+before a run), `git` runs the git command line, `worktrees` is the engine's
+`Workspace` for a repository (a worktree and a branch per task), and `train`
+lands each task's branch on the target, one at a time.
+"""

@@ -1,0 +1,207 @@
+"""The merge train: each task's branch lands on the target, one at a time.
+
+A merge attempt is run by `Train`, an executor in fleetdeck's own process (it
+serves `TRAIN_HOST`). It builds the candidate in a scratch worktree, detached:
+the task's branch rebased onto the target's tip (or merged into it, or squashed
+onto it, as `[repo] land` says), then:
+
+- a conflict ends the attempt with EXIT_CONFLICT, naming the files (the task's
+  agent runs again at the new tip, with FLEETDECK_CONFLICT);
+- a candidate whose files differ from what the task's CI tested (the target
+  moved since) goes back to the task's worktree and ends the attempt with
+  EXIT_RETEST: CI runs again on it, so nothing lands untested;
+- otherwise the target moves to it by a compare-and-swap of the ref, never a
+  force. A worktree that has the target checked out (the user's clone) is
+  brought along as `git merge --ff-only` would; if one of the files landing has
+  uncommitted changes there, nothing lands and the attempt says which files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from fleetdeck.executors.base import (
+    AttemptProcess,
+    Executor,
+    HealthListener,
+    LaunchError,
+    LaunchRequest,
+)
+from fleetdeck.model import TRAIN_HOST
+from fleetdeck.stages import EXIT_CONFLICT, EXIT_RETEST
+from fleetdeck.workspace.git import GitError, changed_files, git, rev, run, tree, worktrees
+
+if TYPE_CHECKING:
+    from fleetdeck.config import Fleet
+    from fleetdeck.workspace.worktrees import GitWorkspace, TaskTree
+
+# The scratch worktree candidates are built in (a dot: no task id starts with one).
+SCRATCH = ".train"
+
+
+class _Refused(Exception):
+    """The landing cannot go on; the message says why (one line, in the log)."""
+
+
+class _Landed(AttemptProcess):
+    """A merge attempt, over by the time it is handed to the engine: a landing
+    is never cut short (a ref half moved is what it must never leave)."""
+
+    def __init__(self, code: int) -> None:
+        self._code = code
+
+    async def wait(self) -> int:
+        return self._code
+
+    async def stop(self, grace: float) -> None:
+        """Nothing left to stop."""
+
+
+class Train(Executor):
+    """Lands tasks' branches on the target of `workspace`'s repository."""
+
+    host = TRAIN_HOST
+
+    def __init__(self, fleet: Fleet, workspace: GitWorkspace) -> None:
+        self.workspace = workspace
+        self._tested = {task.id: task.ci is not None for task in fleet.tasks}
+        self._subjects = {
+            task.id: (task.prompt.strip().splitlines() or ["changes"])[0] for task in fleet.tasks
+        }
+
+    async def open(self, on_health: HealthListener) -> None:
+        """Always up, and no host of the fleet's: nothing to report."""
+
+    async def start(self, request: LaunchRequest) -> AttemptProcess:
+        """Land `request.task`; its exit code says how it went. LaunchError, with
+        the reason, when it cannot (nothing moved)."""
+        lines: list[str] = []
+        try:
+            code = await self.land(request.task, lines)
+        except (_Refused, GitError, OSError) as exc:
+            lines.append(f"not landed: {exc}")
+            _write_log(request.log_path, lines)
+            raise LaunchError(f"not landed: {exc}") from None
+        _write_log(request.log_path, lines)
+        return _Landed(code)
+
+    async def land(self, task: str, log: list[str]) -> int:
+        """Land `task`'s branch: 0 landed, EXIT_CONFLICT, EXIT_RETEST; `log` says what
+        happened. Raises _Refused or GitError when it cannot."""
+        workspace = self.workspace
+        repo, target = workspace.repo, workspace.target
+        async with workspace.lock:
+            branch_tree = await workspace.tree_of(task)
+            tip = await rev(repo, f"refs/heads/{target}")
+            if tip is None:
+                raise _Refused(f"the target branch '{target}' is gone")
+            head = await rev(branch_tree.path, "HEAD")
+            tested = branch_tree.tested if self._tested[task] else head
+            if tested is None or tested != head:
+                raise _Refused(f"the branch of '{task}' moved after its CI ran")
+            if branch_tree.candidate == tested and branch_tree.candidate_base == tip:
+                candidate = tested  # built here last time and tested since
+            else:
+                built = await self._build(task, branch_tree, tip, tested)
+                if isinstance(built, list):
+                    branch_tree.conflict = tuple(built)
+                    log.append(f"conflict with {target} at {tip[:12]} in: {', '.join(built)}")
+                    return EXIT_CONFLICT
+                candidate = built
+                if self._tested[task] and await tree(repo, candidate) != await tree(repo, tested):
+                    await git(branch_tree.path, "reset", "-q", "--hard", candidate)
+                    branch_tree.candidate, branch_tree.candidate_base = candidate, tip
+                    log.append(
+                        f"{target} moved to {tip[:12]} since CI ran: "
+                        f"CI runs again on {candidate[:12]}"
+                    )
+                    return EXIT_RETEST
+            await self._move_target(tip, candidate)
+            branch_tree.landed = candidate
+            log.append(f"landed {candidate} on {target} (was {tip})")
+            return 0
+
+    async def _build(self, task: str, branch: TaskTree, tip: str, head: str) -> str | list[str]:
+        """The candidate on `tip` (its commit), or the files that conflict."""
+        workspace = self.workspace
+        scratch = workspace.root / SCRATCH
+        await _discard(workspace.repo, scratch)
+        await git(workspace.repo, "worktree", "add", "-q", "--detach", str(scratch), tip)
+        try:
+            identity = await workspace.identity(scratch)
+            mode = workspace.spec.land
+            abort: tuple[str, ...]
+            if mode == "rebase":
+                await git(scratch, "checkout", "-q", "--detach", head)
+                done = await run(scratch, *identity, "rebase", "-q", tip)
+                abort = ("rebase", "--abort")
+            elif mode == "merge":
+                message = f"Merge {branch.branch}\n\nFleetdeck-Task: {task}\n"
+                done = await run(scratch, *identity, "merge", "-q", "--no-ff", "-m", message, head)
+                abort = ("merge", "--abort")
+            else:
+                done = await run(scratch, *identity, "merge", "-q", "--squash", head)
+                abort = ("reset", "-q", "--hard")
+            if done.code != 0:
+                conflicted = await git(scratch, "diff", "--name-only", "--diff-filter=U", "-z")
+                files = [name for name in conflicted.split("\0") if name]
+                await run(scratch, *abort)
+                if not files:
+                    raise GitError(f"git {mode}: {done.err.strip() or done.out.strip()}")
+                return files
+            if mode == "squash":
+                message = f"{task}: {self._subjects[task]}\n\nFleetdeck-Task: {task}\n"
+                await git(
+                    scratch, *identity, "commit", "-q", "--no-verify", "--allow-empty", "-F", "-",
+                    stdin=message,
+                )  # fmt: skip
+            built = await rev(scratch, "HEAD")
+            assert built is not None
+            return built
+        finally:
+            await _discard(workspace.repo, scratch)
+
+    async def _move_target(self, tip: str, candidate: str) -> None:
+        """The target from `tip` to `candidate`, by compare-and-swap, with every
+        worktree that has it checked out brought along, their changes kept."""
+        repo, target = self.workspace.repo, self.workspace.target
+        ref = f"refs/heads/{target}"
+        landing = {
+            name
+            for name in (await git(repo, "diff", "--name-only", "-z", tip, candidate)).split("\0")
+            if name
+        }
+        checked_out = [entry for entry in await worktrees(repo) if entry.branch == ref]
+        for entry in checked_out:
+            theirs = sorted(landing.intersection(await changed_files(entry.path)))
+            if theirs:
+                raise _Refused(
+                    f"target checked out in {entry.path} with local changes to "
+                    f"{', '.join(theirs)}: commit or stash them there"
+                )
+        swapped = await run(repo, "update-ref", "-m", "fleetdeck: land", ref, candidate, tip)
+        if swapped.code != 0:
+            raise _Refused(f"'{target}' moved while landing; it lands on the new tip next time")
+        for entry in checked_out:
+            # A fast-forward of that checkout: index and files from tip to
+            # candidate; git refuses rather than overwrite a local change.
+            done = await run(entry.path, "read-tree", "-m", "-u", tip, candidate)
+            if done.code != 0:
+                await run(repo, "update-ref", "-m", "fleetdeck: undo", ref, tip, candidate)
+                raise _Refused(
+                    f"cannot bring the checkout {entry.path} along ({done.err.strip()}); "
+                    f"'{target}' left at {tip[:12]}"
+                )
+
+
+async def _discard(repo: Path, scratch: Path) -> None:
+    """Remove the scratch worktree, if there is one."""
+    if (await run(repo, "worktree", "remove", "--force", str(scratch))).code != 0:
+        await run(repo, "worktree", "prune")
+
+
+def _write_log(path: str, lines: list[str]) -> None:
+    with contextlib.suppress(OSError):
+        Path(path).write_text("".join(f"{line}\n" for line in lines))
