@@ -66,6 +66,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     report.add_argument("--json", action="store_true", help="one JSON object")
 
+    clean = commands.add_parser(
+        "clean",
+        help="remove the worktrees and branches failed or cancelled tasks left "
+        "(never one with work on no other branch)",
+    )
+    clean.add_argument("state_dir", metavar="STATE_DIR", help="the fleet's state directory")
+    clean.add_argument("--dry-run", action="store_true", help="list what it would remove, only")
+
     commands.add_parser("schema", help="print the config format as JSON Schema")
 
     simulate = commands.add_parser("simulate", help="compare policies on a fleet in virtual time")
@@ -120,6 +128,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.command == "report":
         return report_command(args)
+    if args.command == "clean":
+        return clean_command(args)
     with starting_up():
         # The config, and pydantic with it, is imported here, not with this module:
         # in starting_up(), and not at all for `--help` or a mistyped command.
@@ -192,6 +202,64 @@ def report_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def clean_command(args: argparse.Namespace) -> int:
+    """`fleetdeck clean`: what the last run's ended tasks left in the repository,
+    removed (or, with --dry-run, listed); work on no other branch is kept."""
+    with starting_up():
+        from fleetdeck.report import RUNNING, ReportError, load_run
+        from fleetdeck.workspace.clean import CleanError, clean, recorded_repo
+
+        try:
+            replay = load_run(args.state_dir)
+        except ReportError as exc:
+            print(f"fleetdeck: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+    state_dir = Path(args.state_dir)
+    if replay.status == RUNNING:
+        print(f"fleetdeck: a run is going on in {state_dir}: stop it first", file=sys.stderr)
+        return EXIT_USAGE
+    root = replay.fleet.worktrees_dir(state_dir)
+    repo = None if root is None else recorded_repo(root) or replay.fleet.repo_path
+    if root is None or repo is None:
+        print(f"fleetdeck: {state_dir}: its fleet has no [repo]: nothing to clean")
+        return 0
+    states = {task.task: task.state.value for task in replay.tasks}
+    try:
+        lines = clean(
+            repo,
+            root,
+            states=states,
+            active={task.task for task in replay.unfinished},
+            copied=replay.fleet.config.repo.copy if replay.fleet.config.repo else (),
+            dry_run=args.dry_run,
+        )
+    except CleanError as exc:
+        print(f"fleetdeck: {exc}", file=sys.stderr)
+        return 1
+    for line in lines or [f"nothing to clean in {root}"]:
+        print(line)
+    return 0
+
+
+def _clean_for_fresh(fleet: Fleet, state_dir: Path) -> bool:
+    """A --fresh run starts without what earlier runs' tasks left (work on no
+    other branch is kept, and said); False when git cannot say what is safe."""
+    from fleetdeck.workspace.clean import CleanError, clean
+
+    root = fleet.worktrees_dir(state_dir)
+    repo = fleet.repo_path
+    if root is None or repo is None or fleet.config.repo is None:
+        return True
+    try:
+        lines = clean(repo, root, copied=fleet.config.repo.copy)
+    except CleanError as exc:
+        print(f"fleetdeck: cannot clean {root}: {exc}", file=sys.stderr)
+        return False
+    for line in lines:
+        print(f"fleetdeck: {line}", file=sys.stderr)
+    return True
+
+
 def run_command(fleet: Fleet, args: argparse.Namespace) -> int:
     """`fleetdeck run`: open the journal, pick the view, run to the end."""
     with starting_up():
@@ -232,6 +300,10 @@ def run_command(fleet: Fleet, args: argparse.Namespace) -> int:
         except (ResumeError, JournalError) as exc:
             journal.close()
             print(f"fleetdeck: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        # After the journal's lock: no other run is using the worktrees.
+        if args.fresh and not _clean_for_fresh(fleet, state_dir):
+            journal.close()
             return EXIT_USAGE
         if resume is not None and resume.status == "finished":
             print(

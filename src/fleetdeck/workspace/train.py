@@ -31,14 +31,12 @@ from fleetdeck.executors.base import (
 )
 from fleetdeck.model import TRAIN_HOST
 from fleetdeck.stages import EXIT_CONFLICT, EXIT_RETEST
+from fleetdeck.workspace.clean import SCRATCH
 from fleetdeck.workspace.git import GitError, changed_files, git, rev, run, tree, worktrees
 
 if TYPE_CHECKING:
     from fleetdeck.config import Fleet
     from fleetdeck.workspace.worktrees import GitWorkspace, TaskTree
-
-# The scratch worktree candidates are built in (a dot: no task id starts with one).
-SCRATCH = ".train"
 
 
 class _Refused(Exception):

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from fleetdeck.engine.workspace import Place
 from fleetdeck.executors.base import LaunchError
 from fleetdeck.model import Attempt, Stage, TaskState
+from fleetdeck.workspace.clean import BRANCH_PREFIX, owned_branches, record_owned, record_repo
 from fleetdeck.workspace.git import (
     GitError,
     command,
@@ -38,10 +39,6 @@ from fleetdeck.workspace.git import (
 if TYPE_CHECKING:
     from fleetdeck.config import Fleet, RepoSpec, TaskSpec
 
-BRANCH_PREFIX = "fleetdeck/"
-# The file (in the worktrees directory) naming the branches fleetdeck made
-# (a dot: no task id starts with one).
-OWNED_FILE = ".branches"
 # Who commits for fleetdeck when the repository has no identity configured.
 FALLBACK_IDENTITY = ("-c", "user.name=fleetdeck", "-c", "user.email=fleetdeck@localhost")
 
@@ -278,18 +275,11 @@ class GitWorkspace:
     # --- what fleetdeck made --------------------------------------------------------
 
     def _owned(self) -> set[str]:
-        try:
-            return set((self.root / OWNED_FILE).read_text().split())
-        except FileNotFoundError:
-            return set()
+        return owned_branches(self.root)
 
     def _own(self, branch: str, owned: bool) -> None:
         names = self._owned()
         if (branch in names) == owned:
             return
-        names = names | {branch} if owned else names - {branch}
-        self.root.mkdir(parents=True, exist_ok=True)
-        record = self.root / OWNED_FILE
-        scratch = record.with_suffix(".tmp")
-        scratch.write_text("".join(f"{name}\n" for name in sorted(names)))
-        scratch.replace(record)
+        record_repo(self.root, self.repo)
+        record_owned(self.root, names | {branch} if owned else names - {branch})
