@@ -8,9 +8,11 @@ from pathlib import Path
 from typing import Any
 
 from conftest import EngineHarness, Run
-from fleetdeck.model import EventKind
+from fleetdeck.engine import Engine
+from fleetdeck.fold import next_state
+from fleetdeck.model import Event, EventKind, TaskState
 from git_support import git, make_repo
-from test_worktrees import land, land_fleet
+from test_worktrees import land, land_fleet, landing
 
 
 def assert_nothing_left(repo: Path) -> None:
@@ -126,30 +128,50 @@ async def test_a_moved_target_reruns_ci_and_nothing_lands_untested(
     assert_nothing_left(repo)
 
 
-async def test_a_dirty_checked_out_target_is_never_touched(
+async def test_a_dirty_checked_out_target_waits_and_lands_once_the_user_cleans_it(
     harness: EngineHarness, tmp_path: Path
 ) -> None:
     repo = make_repo(tmp_path / "repo", {"README": "hello\n", "notes": "mine\n"})
     before = git(repo, "rev-parse", "main")
     (repo / "README").write_bytes(b"my own edit\r\n")
-    fleet = land_fleet(
-        tmp_path, repo, [{"id": "a", "agent": "sh", "prompt": "echo theirs > README"}]
-    )
-    run = await land(harness, fleet, tmp_path)
-    assert run.state("a") == "failed"
-    finished = run.of(EventKind.ATTEMPT_FINISHED, "a", stage="merge")[0].data
-    assert finished["outcome"] == "failed"
-    assert finished["error"] == (
-        f"not landed: target checked out in {repo} with local changes to README: "
-        "commit or stash them there"
-    )
-    assert (repo / "README").read_bytes() == b"my own edit\r\n"
-    assert git(repo, "rev-parse", "main") == before
-    # A failed task's worktree and branch stay, for inspection.
-    assert git(repo, "for-each-ref", "--format=%(refname)", "refs/heads/fleetdeck/") == (
-        "refs/heads/fleetdeck/a"
-    )
-    assert (tmp_path / "state" / "worktrees" / "a" / "README").read_text() == "theirs\n"
+    (repo / "notes").write_bytes(b"still mine\n")
+    (repo / "scratch.txt").write_bytes(b"untracked\n")
+    mine = {name: (repo / name).read_bytes() for name in ("notes", "scratch.txt")}
+    # No retry to spend: waiting must not cost one.
+    task = {"id": "a", "agent": "sh", "prompt": "echo theirs > README", "retries": 0}
+    fleet = land_fleet(tmp_path, repo, [task])
+    waits: list[Any] = []
+
+    def during(engine: Engine, event: Event) -> None:
+        if event.kind is not EventKind.MERGE_QUEUED or "reason" not in event.data:
+            return
+        waits.append(event)
+        assert engine.task("a").state is TaskState.MERGE_QUEUED
+        assert [(item.task, item.state, item.reason) for item in engine.snapshot().attention] == [
+            ("a", TaskState.MERGE_QUEUED, "target checked out with local changes to README")
+        ]
+        # Nothing moved, nothing of the user's touched.
+        assert (repo / "README").read_bytes() == b"my own edit\r\n"
+        assert git(repo, "rev-parse", "main") == before
+        assert {name: (repo / name).read_bytes() for name in mine} == mine
+        if len(waits) == 2:  # it waits, and waits again, until the user does something
+            git(repo, "checkout", "--", "README")
+
+    run = await harness.run(fleet, during=during, **landing(fleet, tmp_path))
+    assert run.state("a") == "succeeded"
+    assert len(waits) == 2
+    assert waits[0].data["reason"] == "target checked out with local changes to README"
+    assert outcomes(run, "a", "merge") == ["wait", "wait", "ok"]
+    assert outcomes(run, "a", "agent") == ["ok"]  # the agent ran once
+    assert (repo / "README").read_text() == "theirs\n"
+    assert git(repo, "show", "main:README") == "theirs"
+    assert {name: (repo / name).read_bytes() for name in mine} == mine
+    assert git(repo, "status", "--porcelain") == "M notes\n?? scratch.txt"  # (stripped)
+    assert run.engine.snapshot().attention == ()
+    # The journal says it: folding the events gives merge_queued while it waited.
+    states = [next_state(TaskState.RUNNING, e) for e in run.of(EventKind.MERGE_QUEUED, "a")]
+    assert set(states) == {TaskState.MERGE_QUEUED}
+    assert_nothing_left(repo)
 
 
 async def test_the_users_other_changes_stay_as_the_target_comes_along(

@@ -39,11 +39,16 @@ def land_fleet(
     return build_fleet(data, source="land.toml", base_dir=tmp_path)
 
 
-async def land(harness: EngineHarness, fleet: Fleet, tmp_path: Path) -> Run:
-    """Run `fleet` with a worktree per task and its merge train, as cli.py does."""
+def landing(fleet: Fleet, tmp_path: Path) -> dict[str, Any]:
+    """The engine's keywords for a worktree per task and the merge train, as cli.py has them."""
     workspace = GitWorkspace(fleet, tmp_path / "state")
     executors = {**build_executors(fleet), TRAIN_HOST: Train(fleet, workspace)}
-    return await harness.run(fleet, workspace=workspace, executors=executors)
+    return {"workspace": workspace, "executors": executors}
+
+
+async def land(harness: EngineHarness, fleet: Fleet, tmp_path: Path) -> Run:
+    """Run `fleet` with a worktree per task and its merge train, as cli.py does."""
+    return await harness.run(fleet, **landing(fleet, tmp_path))
 
 
 WHERE = 'pwd > "$FLEETDECK_OUTPUT"; echo "$FLEETDECK_BRANCH $FLEETDECK_BASE" >> "$FLEETDECK_OUTPUT"'

@@ -73,6 +73,9 @@ class Outcome(enum.StrEnum):
     # A merge attempt: the target moved since the task's CI ran; CI runs again
     # on the candidate rebuilt on the new tip before it may land.
     RETEST = "retest"
+    # A merge attempt: landing would overwrite the user's uncommitted changes in
+    # a checkout of the target; the task waits in the merge queue (no retry spent).
+    WAIT = "wait"
 
 
 class EventKind(enum.StrEnum):
@@ -233,6 +236,8 @@ class TaskRun:
     finished_at: float | None = None
     # When the task started to need the operator (failed, cancelled, blocked).
     attention_since: float | None = None
+    # What the operator must do before the task can go on (while it waits to land).
+    waiting_for: str | None = None
     # The successful agent attempt, whose output file is the task's output
     # (outputs stay on disk).
     output_attempt: Attempt | None = None

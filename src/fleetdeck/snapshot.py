@@ -85,11 +85,13 @@ class HostView:
 
 @dataclass(slots=True, frozen=True)
 class AttentionItem:
-    """A task that needs the operator: failed, or a blocked root."""
+    """A task that needs the operator: failed, a blocked root, or waiting to land."""
 
     task: str
     state: TaskState
     since: float
+    # What the operator must do, when the state does not say it (waiting to land).
+    reason: str | None = None
 
 
 @dataclass(slots=True, frozen=True)

@@ -29,6 +29,7 @@ TRAIN_WORKER = WorkerSpec(command=("land",), slots=1, host=TRAIN_HOST)
 # Exit codes of a merge attempt that are not a plain failure.
 EXIT_CONFLICT = 3
 EXIT_RETEST = 4
+EXIT_WAIT = 5
 
 
 @dataclass(slots=True, frozen=True)
@@ -79,7 +80,12 @@ STAGES: dict[Stage, StageDef] = {
     ),
 }
 # What a merge attempt's exit code means (any other is a failure).
-_MERGE_OUTCOMES = {0: Outcome.OK, EXIT_CONFLICT: Outcome.CONFLICT, EXIT_RETEST: Outcome.RETEST}
+_MERGE_OUTCOMES = {
+    0: Outcome.OK,
+    EXIT_CONFLICT: Outcome.CONFLICT,
+    EXIT_RETEST: Outcome.RETEST,
+    EXIT_WAIT: Outcome.WAIT,
+}
 
 FIRST_STAGE = Stage.AGENT
 

@@ -240,7 +240,7 @@ class Core:
                 self.tasks[dep].state in (TaskState.FAILED, TaskState.CANCELLED)
                 for dep in self.dag.deps[node]
             )
-        return False
+        return task.waiting_for is not None and task.state is TaskState.MERGE_QUEUED
 
     def needs_attention_as_blocked(self, node: int) -> bool:
         """True when a blocked task is blocked directly by a failure (a blocked
@@ -474,10 +474,14 @@ class Core:
             self.tell(_ATTEMPT_FINISHED, task.id, node, details)
         if self.stopping:
             return  # interrupted: the task keeps its state, to be resumed
+        if task.waiting_for is not None and outcome is not Outcome.WAIT:
+            task.waiting_for = task.attention_since = None  # what it waited for is over
         if outcome is _OK:
             self._stage_done(node, attempt, at)
         elif outcome is Outcome.RETEST:
             self._stage_done(node, attempt, at, again=Stage.CI)
+        elif outcome is Outcome.WAIT:
+            self._wait_to_land(node, attempt, (running.details or {}).get("reason"))
         elif outcome is Outcome.CANCELLED:
             ends.give_up(self, node, TaskState.CANCELLED, reason="cancelled by the operator")
         elif outcome is Outcome.LOST and task.lost < MAX_LOST_ATTEMPTS:
@@ -532,6 +536,28 @@ class Core:
         attempt.queued_at = at
         data = {definition.worker_kind: worker_name, "position": len(queue)}
         self.tell(definition.queued_event, task.id, node, data)
+
+    def _wait_to_land(self, node: int, attempt: Attempt, reason: str | None) -> None:
+        """The task cannot land until the operator does something (their checkout
+        of the target has local changes to what would land): it stays in the
+        merge train, spending no retry, and tries again after the first retry's
+        backoff; until it lands the attention queue says why."""
+        task = self.tasks[node]
+        task.state = TaskState.MERGE_QUEUED
+        task.waiting_for = reason or "waiting to land"
+        if task.attention_since is None:
+            task.attention_since = self.clock.now()
+        delay = min(self._backoff, self._backoff_max)
+        data = {"train": attempt.worker, "reason": task.waiting_for, "delay": round(delay, 3)}
+        self.tell(EventKind.MERGE_QUEUED, task.id, node, data)
+        self.retry_timers[node] = self.clock.call_later(delay, self._land_again, node, attempt)
+
+    def _land_again(self, node: int, attempt: Attempt) -> None:
+        """A task that waited to land joins the merge queue again."""
+        self.retry_timers.pop(node, None)
+        if self.tasks[node].state is TaskState.MERGE_QUEUED and not self.stopping:
+            self._stage_done(node, attempt, self.clock.now(), again=Stage.MERGE)
+            self.effects.schedule_soon()
 
     def _attempt_failed(self, node: int, outcome: Outcome) -> None:
         task = self.tasks[node]

@@ -554,7 +554,11 @@ class Engine:
                 # main process is (children may ignore SIGTERM until the SIGKILL).
                 with contextlib.suppress(Exception):
                     await process.stop(self._grace_for_stop())
-            elif exit_code == 0 and self._reviews is not None and not await self._review(running):
+            elif (
+                (exit_code == 0 or attempt.stage is Stage.MERGE)  # a merge says why it waits
+                and self._reviews is not None
+                and not await self._review(running)
+            ):
                 return
             core.attempt_ended(running, None, exit_code)
         finally:

@@ -76,7 +76,12 @@ class ViewBuilder:
                 in_flight_states.append(state)
             if task.attention_since is not None and core.needs_attention(node):
                 attention.append(
-                    AttentionItem(task=task.id, state=state, since=task.attention_since)
+                    AttentionItem(
+                        task=task.id,
+                        state=state,
+                        since=task.attention_since,
+                        reason=task.waiting_for,
+                    )
                 )
         attention.sort(key=lambda item: item.since)
         resources = self._usage()

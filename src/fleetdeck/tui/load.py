@@ -61,6 +61,8 @@ class LoadPane(LinesPane):
             line.append(item.task)
             line.append(f" {item.state.value} ", style=STATE_STYLES[item.state])
             line.append(clock(snapshot.now - item.since), style="dim")
+            if item.reason:
+                line.append(f" {item.reason}")
             rows.append(cut(line, width))
         if room == 1 and len(items) > 1:
             # One row: the oldest item, and how many more, rather than a count alone.

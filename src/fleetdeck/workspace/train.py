@@ -13,7 +13,9 @@ onto it, as `[repo] land` says), then:
 - otherwise the target moves to it by a compare-and-swap of the ref, never a
   force. A worktree that has the target checked out (the user's clone) is
   brought along as `git merge --ff-only` would; if one of the files landing has
-  uncommitted changes there, nothing lands and the attempt says which files.
+  uncommitted changes there, nothing lands and the attempt ends with EXIT_WAIT,
+  naming the files: the task waits in the train until they are committed or
+  stashed, and lands then.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from fleetdeck.executors.base import (
     LaunchRequest,
 )
 from fleetdeck.model import TRAIN_HOST
-from fleetdeck.stages import EXIT_CONFLICT, EXIT_RETEST
+from fleetdeck.stages import EXIT_CONFLICT, EXIT_RETEST, EXIT_WAIT
 from fleetdeck.workspace.clean import SCRATCH
 from fleetdeck.workspace.git import GitError, changed_files, git, rev, run, tree, worktrees
 
@@ -41,6 +43,15 @@ if TYPE_CHECKING:
 
 class _Refused(Exception):
     """The landing cannot go on; the message says why (one line, in the log)."""
+
+
+class _Dirty(Exception):
+    """The user's checkout of the target has local changes to files that would
+    land: the task waits for them to be committed or stashed."""
+
+    def __init__(self, where: Path, files: list[str]) -> None:
+        super().__init__(f"target checked out with local changes to {', '.join(files)}")
+        self.where = where
 
 
 class _Landed(AttemptProcess):
@@ -86,7 +97,7 @@ class Train(Executor):
         return _Landed(code)
 
     async def land(self, task: str, log: list[str]) -> int:
-        """Land `task`'s branch: 0 landed, EXIT_CONFLICT, EXIT_RETEST; `log` says what
+        """Land `task`'s branch: 0 landed, EXIT_CONFLICT, EXIT_RETEST, EXIT_WAIT; `log` says what
         happened. Raises _Refused or GitError when it cannot."""
         workspace = self.workspace
         repo, target = workspace.repo, workspace.target
@@ -116,7 +127,13 @@ class Train(Executor):
                         f"CI runs again on {candidate[:12]}"
                     )
                     return EXIT_RETEST
-            await self._move_target(tip, candidate)
+            try:
+                await self._move_target(tip, candidate)
+            except _Dirty as dirty:
+                # Never the user's work touched: the task waits, its retries kept.
+                branch_tree.waiting = str(dirty)
+                log.append(f"{dirty} in {dirty.where}: commit or stash them there; waiting")
+                return EXIT_WAIT
             branch_tree.landed = candidate
             log.append(f"landed {candidate} on {target} (was {tip})")
             return 0
@@ -175,10 +192,7 @@ class Train(Executor):
         for entry in checked_out:
             theirs = sorted(landing.intersection(await changed_files(entry.path)))
             if theirs:
-                raise _Refused(
-                    f"target checked out in {entry.path} with local changes to "
-                    f"{', '.join(theirs)}: commit or stash them there"
-                )
+                raise _Dirty(entry.path, theirs)
         swapped = await run(repo, "update-ref", "-m", "fleetdeck: land", ref, candidate, tip)
         if swapped.code != 0:
             raise _Refused(f"'{target}' moved while landing; it lands on the new tip next time")

@@ -66,6 +66,8 @@ class TaskTree:
     conflict: tuple[str, ...] = ()
     # The commit that landed it on the target.
     landed: str | None = None
+    # Why its last merge attempt waits instead of landing (the attention queue's words).
+    waiting: str | None = None
     # What its agent stage committed (files, insertions, deletions, commit).
     diff: dict[str, Any] = field(default_factory=dict)
 
@@ -119,8 +121,11 @@ class GitWorkspace:
         change is (files, insertions, deletions, commit). WorkspaceError when it
         changed nothing and `[repo] empty = "fail"`."""
         tree = self.tasks.get(task)
-        if attempt.stage is Stage.MERGE and tree is not None and tree.landed is not None:
-            return {"landed": tree.landed}
+        if attempt.stage is Stage.MERGE and tree is not None:
+            if tree.waiting is not None:
+                reason, tree.waiting = tree.waiting, None
+                return {"reason": reason}
+            return {} if tree.landed is None else {"landed": tree.landed}
         if attempt.stage is not Stage.AGENT or tree is None:
             return {}
         where = tree.path
