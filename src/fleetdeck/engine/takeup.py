@@ -92,6 +92,10 @@ def take_up(
             core.unfinished -= 1
         elif (stage := _queued_stage(state)) is not None and outputs:
             task.output_attempt = outputs[-1]
+            if task.id in unfinished:
+                # Launched (its row journaled) but killed before it started:
+                # decided below, once its attempt is found again or not.
+                continue
             core.enter_flight(task)
             task.state = state
             worker_name = worker_of(core.specs[node], stage)

@@ -32,6 +32,9 @@ REPO_FILE = ".repo"
 # The scratch worktree the merge train builds candidates in (a dot: no task
 # id starts with one).
 SCRATCH = ".train"
+# What a landing under way moves (written by the train before the target's ref
+# moves, removed once every checkout of it came along).
+LANDING = ".landing"
 
 
 class CleanError(Exception):

@@ -21,6 +21,7 @@ onto it, as `[repo] land` says), then:
 from __future__ import annotations
 
 import contextlib
+import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -31,10 +32,19 @@ from fleetdeck.executors.base import (
     LaunchError,
     LaunchRequest,
 )
-from fleetdeck.model import TRAIN_HOST
+from fleetdeck.model import TRAIN_HOST, Attempt
 from fleetdeck.stages import EXIT_CONFLICT, EXIT_RETEST, EXIT_WAIT
-from fleetdeck.workspace.clean import SCRATCH
-from fleetdeck.workspace.git import GitError, changed_files, git, rev, run, tree, worktrees
+from fleetdeck.workspace.clean import LANDING, SCRATCH
+from fleetdeck.workspace.git import (
+    GitError,
+    Worktree,
+    changed_files,
+    git,
+    rev,
+    run,
+    tree,
+    worktrees,
+)
 
 if TYPE_CHECKING:
     from fleetdeck.config import Fleet
@@ -96,12 +106,26 @@ class Train(Executor):
         _write_log(request.log_path, lines)
         return _Landed(code)
 
+    async def recover(self, attempt: Attempt) -> AttemptProcess | int | None:
+        """A landing an earlier supervisor was killed in is finished now, from
+        where the repository is: the target either moved (the task's branch is
+        then in it, and landing it again changes nothing) or did not."""
+        lines = ["taken up after the supervisor that started it was gone"]
+        try:
+            code = await self.land(attempt.task, lines)
+        except (_Refused, GitError, OSError) as exc:
+            lines.append(f"not landed: {exc}")
+            code = 1
+        _write_log(attempt.log_path, lines)
+        return _Landed(code)
+
     async def land(self, task: str, log: list[str]) -> int:
         """Land `task`'s branch: 0 landed, EXIT_CONFLICT, EXIT_RETEST, EXIT_WAIT; `log` says what
         happened. Raises _Refused or GitError when it cannot."""
         workspace = self.workspace
         repo, target = workspace.repo, workspace.target
         async with workspace.lock:
+            await self._finish_landing(log)
             branch_tree = await workspace.tree_of(task)
             tip = await rev(repo, f"refs/heads/{target}")
             if tip is None:
@@ -193,9 +217,31 @@ class Train(Executor):
             theirs = sorted(landing.intersection(await changed_files(entry.path)))
             if theirs:
                 raise _Dirty(entry.path, theirs)
+        # Written before the ref moves, gone once every checkout came along: a
+        # supervisor killed between the two leaves it, and the next one finishes.
+        marker = self.workspace.root / LANDING
+        marker.write_text(
+            json.dumps(
+                {
+                    "tip": tip,
+                    "candidate": candidate,
+                    "checkouts": [str(e.path) for e in checked_out],
+                }
+            )
+        )
         swapped = await run(repo, "update-ref", "-m", "fleetdeck: land", ref, candidate, tip)
         if swapped.code != 0:
+            marker.unlink()
             raise _Refused(f"'{target}' moved while landing; it lands on the new tip next time")
+        try:
+            await self._bring_along(checked_out, tip, candidate)
+        finally:
+            marker.unlink()
+
+    async def _bring_along(self, checked_out: list[Worktree], tip: str, candidate: str) -> None:
+        """Every checkout of the target, from `tip` to `candidate` (or the target back)."""
+        repo, target = self.workspace.repo, self.workspace.target
+        ref = f"refs/heads/{target}"
         for entry in checked_out:
             # A fast-forward of that checkout: index and files from tip to
             # candidate; git refuses rather than overwrite a local change.
@@ -206,6 +252,33 @@ class Train(Executor):
                     f"cannot bring the checkout {entry.path} along ({done.err.strip()}); "
                     f"'{target}' left at {tip[:12]}"
                 )
+
+    async def _finish_landing(self, log: list[str]) -> None:
+        """A landing whose supervisor was killed after the target moved and before
+        every checkout of it came along: bring along those still at the old tip
+        (their index is its tree), exactly as that landing would have."""
+        marker = self.workspace.root / LANDING
+        try:
+            landing = json.loads(marker.read_text())
+            tip, candidate, checkouts = landing["tip"], landing["candidate"], landing["checkouts"]
+        except FileNotFoundError:
+            return
+        except (ValueError, KeyError, TypeError):
+            marker.unlink()  # half written: the ref had not moved yet
+            return
+        repo, target = self.workspace.repo, self.workspace.target
+        if await rev(repo, f"refs/heads/{target}") == candidate:
+            old = await tree(repo, tip)
+            for where in checkouts:
+                index = await run(where, "write-tree")
+                if index.code == 0 and index.out.strip() == old:
+                    done = await run(where, "read-tree", "-m", "-u", tip, candidate)
+                    log.append(
+                        f"brought {where} along to {candidate[:12]} (a landing interrupted)"
+                        if done.code == 0
+                        else f"cannot bring {where} along to {candidate[:12]}: {done.err.strip()}"
+                    )
+        marker.unlink()
 
 
 async def _discard(repo: Path, scratch: Path) -> None:

@@ -235,7 +235,10 @@ class GitWorkspace:
         if not path.is_dir():
             raise WorkspaceError(f"the worktree of '{task}' is gone ({path})")
         base = await git(self.repo, "merge-base", self.target, self.branch_of(task))
-        tree = TaskTree(path=path, branch=self.branch_of(task), base=base.strip())
+        # Taken up at its merge stage, its CI passed on what its worktree holds
+        # (a later CI attempt sets it again in `prepare`).
+        tested = await rev(path, "HEAD")
+        tree = TaskTree(path=path, branch=self.branch_of(task), base=base.strip(), tested=tested)
         self.tasks[task] = tree
         return tree
 
