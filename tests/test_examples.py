@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from fleetdeck.cli import main
+from git_support import make_repo
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
 CONFIGS = sorted(CONFIG_DIR.glob("*.toml"))
@@ -39,6 +40,8 @@ def test_example_config_validates(
 ) -> None:
     if path.name == "land.toml":
         path = _land_demo(tmp_path)
+    elif path.name == "agents.example.toml":
+        path = _in_a_repository(tmp_path, path)
     assert main(["validate", str(path)]) == 0
     out, err = capsys.readouterr()
     assert ": ok: fleet " in out
@@ -124,6 +127,36 @@ def test_content_fleet_runs_generations_at_once_and_feeds_publish(tmp_path: Path
     log = logs[0].read_text(encoding="utf-8")
     for task in GENERATIONS:
         assert f"input from {task}: {task}: done in attempt 1" in log, log
+
+
+def _in_a_repository(tmp_path: Path, example: Path, *, git: bool = True) -> Path:
+    """`example` copied into config/ of a new repository with a `main` branch (as a
+    user copies it into theirs; `git` False: a directory that is no repository)."""
+    config = tmp_path / "project" / "config" / example.name
+    config.parent.mkdir(parents=True)
+    config.write_text(example.read_text())
+    if git:
+        make_repo(tmp_path / "project", {"README": "a project\n"})
+    return config
+
+
+def test_the_real_agents_fleet_gives_each_task_a_worktree(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from fleetdeck.config import load_fleet
+
+    config = _in_a_repository(tmp_path, CONFIG_DIR / "agents.example.toml")
+    fleet = load_fleet(config)
+    assert fleet.config.repo is not None and fleet.config.repo.target == "main"
+    assert fleet.repo_path == tmp_path / "project"
+    # Outside a git repository, validate says what it needs, in one line.
+    elsewhere = _in_a_repository(tmp_path / "plain", CONFIG_DIR / "agents.example.toml", git=False)
+    assert main(["validate", str(elsewhere)]) == 2
+    problems = [line for line in capsys.readouterr().err.splitlines() if "warning" not in line]
+    assert problems == [
+        f"{elsewhere}: repo.path: {tmp_path / 'plain' / 'project'} "
+        "is not a git repository with a work tree"
+    ]
 
 
 def _land_demo(tmp_path: Path) -> Path:
