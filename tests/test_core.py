@@ -17,6 +17,7 @@ from fleetdeck.engine import commands
 from fleetdeck.engine.core import MAX_LOST_ATTEMPTS, Core, Running
 from fleetdeck.fold import next_state
 from fleetdeck.model import Event, EventKind, Outcome, TaskState
+from fleetdeck.stages import EXIT_WAIT
 
 # --- the start and the launch decision ----------------------------------------------
 
@@ -461,3 +462,60 @@ def announced_states(events: list[Event], core: Core) -> dict[str, TaskState]:
         if (attempt.task, attempt.stage, attempt.number) not in announced:
             states[attempt.task] = folded[attempt.task]
     return states
+
+
+def _landing_sim() -> CoreSim:
+    text = fleet_toml([{"id": "a", "retries": 0}]) + '\n[repo]\npath = "."\n'
+    sim = CoreSim(text)
+    sim.start()
+    sim.end("a")  # its agent
+    assert sim.launched() == [("a", "agent"), ("a", "merge")]
+    return sim
+
+
+def _wait(sim: CoreSim, reason: str = "target checked out with local changes to README") -> None:
+    """The merge attempt of `a` ends saying it must wait (as the train does)."""
+    sim.running("a").details = {"reason": reason}
+    sim.end("a", exit_code=EXIT_WAIT)
+
+
+def test_a_landing_that_must_wait_stays_in_the_train_and_needs_attention() -> None:
+    sim = _landing_sim()
+    core, node = sim.core, sim.core.node("a")
+    sim.take()
+    _wait(sim)
+    task = core.tasks[node]
+    assert task.state is TaskState.MERGE_QUEUED and task.failures == 0
+    assert core.needs_attention(node)
+    since = task.attention_since
+    events = sim.take_events()
+    assert [(str(e.kind), e.data.get("outcome") or e.data.get("reason")) for e in events] == [
+        ("attempt_started", None),
+        ("attempt_finished", "wait"),
+        ("merge_queued", "target checked out with local changes to README"),
+    ]
+    assert folded_states(sim.fx.events, core) == {"a": TaskState.MERGE_QUEUED}
+    # It tries again after the first retry's backoff, not before; and waits again.
+    sim.advance(0.9)
+    assert sim.launched() == []
+    sim.advance(0.1)
+    assert sim.launched() == [("a", "merge")]
+    _wait(sim)
+    assert core.needs_attention(node) and task.attention_since == since
+    sim.advance(1.0)
+    sim.end("a")  # the user committed their change: it lands
+    assert task.state is TaskState.SUCCEEDED and task.agent_attempts == 1
+    assert not core.needs_attention(node) and task.waiting_for is None
+    assert folded_states(sim.fx.events, core) == {"a": TaskState.SUCCEEDED}
+    assert sim.clock.next_at() is None
+
+
+def test_a_task_waiting_to_land_can_be_cancelled() -> None:
+    sim = _landing_sim()
+    _wait(sim)
+    commands.cancel(sim.core, "a")
+    assert sim.state("a") is TaskState.CANCELLED
+    assert not sim.core.needs_attention(sim.core.node("a"))
+    assert sim.clock.next_at() is None  # its wait's timer went with it
+    sim.advance(5.0)
+    assert sim.launched() == []
