@@ -96,7 +96,9 @@ def test_clean_says_what_is_wrong_in_one_line(
     assert err == f"fleetdeck: {tmp_path / 'nowhere'}: no such directory\n"
 
 
-def test_a_fresh_run_cleans_first(tmp_path: Path) -> None:
+def test_a_fresh_run_cleans_first_and_sets_aside_what_it_keeps(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from test_cli_run import fleetdeck
 
     repo = make_repo(tmp_path / "repo")
@@ -133,6 +135,20 @@ prompt = "exit 1"
         f"fleetdeck: removing {worktrees / 'b'} and branch fleetdeck/b (task b)\n" in again.stderr
     )
     assert (
-        f"fleetdeck: keeping {worktrees / 'a'} (task a): uncommitted changes to a.txt\n"
-        in again.stderr
+        f"fleetdeck: keeping {worktrees / 'a'} (task a): uncommitted changes to a.txt; "
+        "set aside as fleetdeck/a@1\n" in again.stderr
     )
+    # The new run made a's worktree afresh beside it; what it kept is still there.
+    assert (worktrees / "a@1" / "a.txt").read_text() == "wip\n"
+    assert git(worktrees / "a@1", "rev-parse", "--abbrev-ref", "HEAD") == "fleetdeck/a@1"
+    assert (worktrees / "a" / "a.txt").read_text() == "wip\n"  # its second attempt's
+    assert sorted((worktrees / ".branches").read_text().split()) == [
+        "fleetdeck/a",
+        "fleetdeck/a@1",
+        "fleetdeck/b",
+    ]
+    # A later clean keeps it (it still holds work), and sets nothing aside.
+    assert main(["clean", str(tmp_path / "state")]) == 0
+    out = capsys.readouterr().out
+    assert f"keeping {worktrees / 'a@1'} (task a@1): uncommitted changes to a.txt\n" in out
+    assert "set aside" not in out

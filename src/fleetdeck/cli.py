@@ -242,8 +242,9 @@ def clean_command(args: argparse.Namespace) -> int:
 
 
 def _clean_for_fresh(fleet: Fleet, state_dir: Path) -> bool:
-    """A --fresh run starts without what earlier runs' tasks left (work on no
-    other branch is kept, and said); False when git cannot say what is safe."""
+    """A --fresh run starts without what earlier runs' tasks left: work on no
+    other branch is kept, and set aside (`fleetdeck/<task>@N`) where the new run
+    will not make its worktrees over it. False when git cannot say what is safe."""
     from fleetdeck.workspace.clean import CleanError, clean
 
     root = fleet.worktrees_dir(state_dir)
@@ -251,7 +252,7 @@ def _clean_for_fresh(fleet: Fleet, state_dir: Path) -> bool:
     if root is None or repo is None or fleet.config.repo is None:
         return True
     try:
-        lines = clean(repo, root, copied=fleet.config.repo.copy)
+        lines = clean(repo, root, copied=fleet.config.repo.copy, aside=True)
     except CleanError as exc:
         print(f"fleetdeck: cannot clean {root}: {exc}", file=sys.stderr)
         return False

@@ -32,6 +32,8 @@ REPO_FILE = ".repo"
 # The scratch worktree the merge train builds candidates in (a dot: no task
 # id starts with one).
 SCRATCH = ".train"
+# Between a task and a number in what a --fresh run set aside (no task id has it).
+ASIDE = "@"
 # What a landing under way moves (written by the train before the target's ref
 # moves, removed once every checkout of it came along).
 LANDING = ".landing"
@@ -232,9 +234,11 @@ def clean(
     active: Collection[str] = (),
     copied: Collection[str] = (),
     dry_run: bool = False,
+    aside: bool = False,
 ) -> list[str]:
     """Survey and (unless `dry_run`) remove; a line per leftover for the operator.
-    `states`: each task's state in the last run, to say it."""
+    `states`: each task's state in the last run, to say it. `aside`: what is kept
+    is set aside too (`set_aside`), for a run that starts its tasks afresh."""
     if not root.is_dir():
         return []
     leftovers = survey(repo, root, active=active, copied=copied)
@@ -244,4 +248,36 @@ def clean(
     ]
     if not dry_run:
         remove(repo, root, leftovers)
+        if aside:
+            for i, leftover in enumerate(leftovers):
+                if leftover.kept is not None and ASIDE not in leftover.task:
+                    lines[i] += f"; set aside as {set_aside(repo, root, leftover)}"
     return lines
+
+
+def set_aside(repo: Path, root: Path, leftover: Leftover) -> str:
+    """Rename a kept leftover's branch (and move its worktree) to `<task>@N`, so a
+    run that makes the task's worktree afresh cannot remove it; the new branch."""
+    number = 1
+    while (
+        _git(
+            repo, "rev-parse", "--verify", "--quiet", f"refs/heads/{leftover.branch}{ASIDE}{number}"
+        ).returncode
+        == 0
+        or (root / f"{leftover.task}{ASIDE}{number}").exists()
+    ):
+        number += 1
+    branch = f"{leftover.branch}{ASIDE}{number}"
+    owned = owned_branches(root)
+    record_owned(root, owned | {branch})  # before it exists, as worktrees.py does
+    _ok(repo, "branch", "-m", leftover.branch, branch)
+    if leftover.path is not None:
+        _ok(
+            repo,
+            "worktree",
+            "move",
+            str(leftover.path),
+            str(root / f"{leftover.task}{ASIDE}{number}"),
+        )
+    record_owned(root, (owned | {branch}) - {leftover.branch})
+    return branch
