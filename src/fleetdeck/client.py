@@ -78,6 +78,11 @@ class EngineClient(Protocol):
         """Every attempt so far and the slots they ran in."""
         ...
 
+    async def task_diff(self, task_id: str) -> str:
+        """The patch of the change the task's agent committed last, uncoloured,
+        secrets masked (CommandError when there is none to show)."""
+        ...
+
     def subscribe(self, listener: Listener) -> Callable[[], None]:
         """Call `listener` with each event once it is journaled; returns an unsubscribe."""
         ...

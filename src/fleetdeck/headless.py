@@ -298,6 +298,13 @@ def format_report(report: Report) -> str:
         ),
         ("recovery", _mean(report.mean_recovery, " after a failure")),
     ]
+    if report.lands or report.landed or report.conflicts or report.ci_reruns:
+        lines += [
+            ("landed", f"{report.landed} of {report.tasks}"),
+            ("conflicts", str(report.conflicts)),
+            ("CI reruns", f"{report.ci_reruns} (the target moved)"),
+            ("time to land", _mean(report.mean_time_to_land, " from first agent start")),
+        ]
     width = max(len(name) for name, _ in lines)
     return "\n".join(f"{name:<{width}}  {value}" for name, value in lines)
 

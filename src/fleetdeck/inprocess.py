@@ -44,6 +44,10 @@ class InProcessClient:
         """Every attempt so far and the slots they ran in."""
         return self.engine.timeline()
 
+    async def task_diff(self, task_id: str) -> str:
+        """The patch of the change the task's agent committed last, secrets masked."""
+        return self._redactor.text(await self.engine.task_diff(task_id))
+
     def subscribe(self, listener: Listener) -> Callable[[], None]:
         """Call `listener` with each event once it is journaled; returns an unsubscribe."""
         return self.engine.subscribe(listener)

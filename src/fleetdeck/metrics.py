@@ -172,6 +172,14 @@ class Report:
     # Tasks carried over as done from an earlier run: counted among the succeeded
     # (`states`, completion rate), not in the time, work or throughput figures.
     reused: int = 0
+    # Landing (a fleet with a `[repo]`): tasks landed, merge attempts that
+    # conflicted, CI reruns because the target moved (the merge stage's `retest`),
+    # and the mean time from a task's first agent start to its landing.
+    lands: bool = False
+    landed: int = 0
+    conflicts: int = 0
+    ci_reruns: int = 0
+    mean_time_to_land: float | None = None
 
     def to_json_dict(self) -> dict[str, Any]:
         """The report as plain JSON types."""
@@ -204,6 +212,9 @@ class ReportBuilder:
         self._started = array("d", [_NAN]) * n
         self._finished = array("d", [_NAN]) * n
         self._first_ci = array("d", [_NAN]) * n
+        self._landed = array("d", [_NAN]) * n
+        self._conflicts = 0
+        self._ci_reruns = 0
         self._failed_at = array("d", [_NAN]) * n  # start of the current failure streak
         self._ci_wait = array("d", [0.0]) * n
         self._agent_time = array("d", [0.0]) * n
@@ -231,6 +242,7 @@ class ReportBuilder:
             EventKind.TASK_CANCELLED: self._task_ended,
             EventKind.TASK_READY: self._task_ready,
             EventKind.TASK_REQUEUED: self._task_requeued,
+            EventKind.TASK_LANDED: self._task_landed,
         }
 
     def feed(self, event: Event, node: int | None = None) -> None:
@@ -278,7 +290,7 @@ class ReportBuilder:
             wait = event.ts - queued
             self._ci_waits.append(wait)
             self._ci_wait[node] += wait
-        if math.isnan(self._first_ci[node]):
+        if math.isnan(self._first_ci[node]) and data.get("stage") == Stage.CI:
             self._first_ci[node] = event.ts
 
     def _ci_queued(self, node: int, event: Event) -> None:
@@ -287,8 +299,14 @@ class ReportBuilder:
     def _attempt_finished(self, node: int, event: Event) -> None:
         data = event.data
         duration = float(data.get("duration") or 0.0)
-        if data.get("stage") == Stage.CI:
+        stage = data.get("stage")
+        if stage == Stage.CI:
             self._ci_time[node] += duration
+        elif stage == Stage.MERGE:
+            # A landing is not agent work (nor a runner's): counted on its own.
+            outcome = data.get("outcome")
+            self._conflicts += outcome == Outcome.CONFLICT
+            self._ci_reruns += outcome == Outcome.RETEST
         else:
             self._agent_time[node] += duration
         failed = data.get("outcome") in (Outcome.FAILED, Outcome.TIMEOUT)
@@ -303,6 +321,9 @@ class ReportBuilder:
         if not math.isnan(self._failed_at[node]):
             self._recoveries.append(event.ts - self._failed_at[node])
             self._failed_at[node] = _NAN
+
+    def _task_landed(self, node: int, event: Event) -> None:
+        self._landed[node] = event.ts
 
     def _task_reused(self, node: int, _event: Event) -> None:
         # Done, but not in this run: no start, no end, no time of its own.
@@ -349,8 +370,14 @@ class ReportBuilder:
         succeeded_code = _STATE_CODE[TaskState.SUCCEEDED]
         complete = _Mean()
         first_ci = _Mean()
+        to_land = _Mean()
+        landed = 0
         for node, code in enumerate(self._state):
             started = self._started[node]
+            if not math.isnan(self._landed[node]):
+                landed += 1
+                if not math.isnan(started):
+                    to_land.add(self._landed[node] - started)
             if math.isnan(started):
                 continue
             if not math.isnan(self._first_ci[node]):
@@ -383,6 +410,11 @@ class ReportBuilder:
             partial=partial,
             policies=self._policy_spans(start, end),
             reused=reused,
+            lands=self._fleet.config.repo is not None,
+            landed=landed,
+            conflicts=self._conflicts,
+            ci_reruns=self._ci_reruns,
+            mean_time_to_land=to_land.value,
         )
 
     def _policy_spans(self, start: float, end: float) -> tuple[tuple[str, float, float], ...]:

@@ -32,6 +32,8 @@ class TaskView:
     started_at: float | None
     finished_at: float | None
     retry_at: float | None
+    # Tasks in flight whose change touches files this task's change touches too.
+    overlaps: tuple[str, ...] = ()
 
 
 @dataclass(slots=True, frozen=True)
@@ -85,13 +87,17 @@ class HostView:
 
 @dataclass(slots=True, frozen=True)
 class AttentionItem:
-    """A task that needs the operator: failed, a blocked root, or waiting to land."""
+    """A task that needs the operator: failed, a blocked root, waiting to land
+    (with `reason`), or (with `files`) one whose change overlaps the changes of
+    `overlaps`, tasks in flight too."""
 
     task: str
     state: TaskState
     since: float
     # What the operator must do, when the state does not say it (waiting to land).
     reason: str | None = None
+    overlaps: tuple[str, ...] = ()
+    files: tuple[str, ...] = ()
 
 
 @dataclass(slots=True, frozen=True)
@@ -153,6 +159,19 @@ class AttemptRecord:
 
 
 @dataclass(slots=True, frozen=True)
+class TaskChange:
+    """What a task's last agent attempt changed, in its branch (with a `[repo]`)."""
+
+    branch: str
+    base: str  # the target's commit the change starts from
+    commit: str  # the change's head
+    files: int
+    insertions: int
+    deletions: int
+    paths: tuple[str, ...] = ()
+
+
+@dataclass(slots=True, frozen=True)
 class TaskDetail:
     """Everything the detail screen shows of one task.
 
@@ -167,6 +186,7 @@ class TaskDetail:
     attempts: tuple[AttemptRecord, ...]
     inputs: dict[str, str]
     output: str | None
+    change: TaskChange | None = None
 
 
 @dataclass(slots=True, frozen=True)

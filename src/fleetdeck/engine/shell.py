@@ -41,7 +41,7 @@ from fleetdeck.engine.launch import RequestBuilder
 from fleetdeck.engine.opening import find_attempts, open_run
 from fleetdeck.engine.takeup import carry_over, take_up
 from fleetdeck.engine.views import ViewBuilder
-from fleetdeck.engine.workspace import ReviewsAttempts, Workspace
+from fleetdeck.engine.workspace import ReviewsAttempts, ShowsDiffs, Workspace
 from fleetdeck.executors.base import (
     AttemptProcess,
     Executor,
@@ -270,6 +270,25 @@ class Engine:
         """One task's attempts, inputs and output, for the detail screen."""
         return self._views.task_detail(task_id)
 
+    async def task_diff(self, task_id: str) -> str:
+        """The patch of the change `task_id`'s agent committed last (CommandError
+        for an unknown task, or one with no change to show)."""
+        change = self._views.changes.by_node.get(self.core.node(task_id))
+        if change is None:
+            raise CommandError(f"{task_id} has no committed change to show")
+        if not isinstance(self._workspace, ShowsDiffs):
+            raise CommandError("this run's workspace cannot show changes")
+        try:
+            return await self._workspace.diff(change.base, change.commit)
+        except Exception as exc:  # git's own one-line error: the view says it
+            raise CommandError(str(exc) or type(exc).__name__) from None
+
+    def _note_change(self, task_id: str | None, details: Mapping[str, Any]) -> None:
+        """What a journaled agent attempt committed, for the views (a run taken up)."""
+        node = self.core.dag.index.get(task_id) if task_id is not None else None
+        if node is not None:
+            self._views.changes.record(node, details)
+
     def timeline(self) -> Timeline:
         """Every attempt so far and the slots they ran in, for the timeline screen."""
         at = self._clock() if self.finished_at is None else self.finished_at
@@ -398,6 +417,8 @@ class Engine:
             # The report covers the whole run, from its first start.
             if event.kind is not EventKind.RUN_FINISHED:
                 self._report.feed(event)
+            if event.kind is EventKind.ATTEMPT_FINISHED and event.data.get("stage") == Stage.AGENT:
+                self._note_change(event.task, event.data)
         recovery = await find_attempts(self.fleet, plan, self._executors, self._grace_for_stop)
         self.reattached = recovery.reattached
         self.recovered = recovery.recovered
@@ -576,6 +597,8 @@ class Engine:
             attempt.error = self.redactor.text(str(exc) or type(exc).__name__)
             self.core.attempt_ended(running, running.stop_reason or Outcome.FAILED, 0)
             return False
+        if attempt.stage is Stage.AGENT:
+            self._views.changes.record(running.node, running.details)
         landed = running.details.get("landed")
         if attempt.stage is Stage.MERGE and landed:
             self.core.emit(EventKind.TASK_LANDED, attempt.task, commit=landed)

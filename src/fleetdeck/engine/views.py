@@ -16,6 +16,7 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
+from fleetdeck.engine.changes import Overlap, TaskChanges
 from fleetdeck.engine.core import Core
 from fleetdeck.metrics import ContentionHistory, cognitive_load, mean, percentile
 from fleetdeck.model import LOCAL_HOST, Attempt, HostState, Stage, TaskState
@@ -28,6 +29,11 @@ if TYPE_CHECKING:
 
 # How much of an input or output the detail screen gets.
 DETAIL_TEXT_LIMIT = 4096
+# A task's change is known, and may overlap another's, once its agent stage is
+# behind it and until it has landed (or ended).
+_CHANGED_STATES = frozenset(
+    {TaskState.CI_QUEUED, TaskState.CI_RUNNING, TaskState.MERGE_QUEUED, TaskState.MERGING}
+)
 
 
 class ViewBuilder:
@@ -48,6 +54,11 @@ class ViewBuilder:
         self._history = history
         self._usage = usage
         self._views: list[TaskView] | None = None
+        # What each task's agent committed (the shell records it), and which of
+        # those changes in flight overlap, since when.
+        self.changes = TaskChanges()
+        self._overlaps: dict[int, Overlap] = {}
+        self._overlap_since: dict[int, float] = {}
 
     def snapshot(
         self,
@@ -67,6 +78,7 @@ class ViewBuilder:
         attention: list[AttentionItem] = []
         in_flight_states: list[TaskState] = []
         done = 0
+        self._update_overlaps(at)
         views = self._fresh_views()
         for node, task in enumerate(core.tasks):
             state = task.state
@@ -83,6 +95,17 @@ class ViewBuilder:
                         reason=task.waiting_for,
                     )
                 )
+        for node, overlap in self._overlaps.items():
+            task = core.tasks[node]
+            attention.append(
+                AttentionItem(
+                    task=task.id,
+                    state=task.state,
+                    since=self._overlap_since[node],
+                    overlaps=tuple(core.tasks[other].id for other in overlap.others),
+                    files=overlap.files,
+                )
+            )
         attention.sort(key=lambda item: item.since)
         resources = self._usage()
         running = tuple(
@@ -163,6 +186,22 @@ class ViewBuilder:
             exit_code=exit_code,
         )
 
+    def _update_overlaps(self, at: float) -> None:
+        """Find the changes in flight that overlap now; the tasks whose overlaps
+        changed get their views rebuilt."""
+        tasks = self.core.tasks
+        overlaps = self.changes.overlaps(
+            node for node in self.changes.by_node if tasks[node].state in _CHANGED_STATES
+        )
+        if overlaps == self._overlaps:
+            return
+        dirty = self.core.dirty
+        for node in overlaps.keys() | self._overlaps.keys():
+            if overlaps.get(node) != self._overlaps.get(node) and dirty is not None:
+                dirty.add(node)
+        self._overlap_since = {node: self._overlap_since.get(node, at) for node in overlaps}
+        self._overlaps = overlaps
+
     def _oldest_wait(self, queue: deque[int], at: float) -> float | None:
         """How long the task at the head of a stage's queue has waited."""
         if not queue:
@@ -210,6 +249,9 @@ class ViewBuilder:
             started_at=task.first_started_at,
             finished_at=task.finished_at,
             retry_at=task.retry_at,
+            overlaps=tuple(core.tasks[other].id for other in overlap.others)
+            if (overlap := self._overlaps.get(node)) is not None
+            else (),
         )
 
     def task_detail(self, task_id: str) -> TaskDetail:
@@ -238,6 +280,7 @@ class ViewBuilder:
             output=redact(read_output(task.output_path, DETAIL_TEXT_LIMIT))
             if task.output_path
             else None,
+            change=self.changes.by_node.get(node),
         )
 
     def timeline(self, *, now: float, started_at: float | None) -> Timeline:

@@ -45,3 +45,11 @@ class ReviewsAttempts(Protocol):
     async def after_attempt(self, task: str, attempt: Attempt) -> Mapping[str, Any]:
         """The attempt's process exited 0: what to add to its `attempt_finished`
         event. An exception fails the attempt with its message."""
+
+
+@runtime_checkable
+class ShowsDiffs(Protocol):
+    """A workspace that can show a task's change as a patch."""
+
+    async def diff(self, base: str, head: str) -> str:
+        """The patch from commit `base` to commit `head`, uncoloured."""

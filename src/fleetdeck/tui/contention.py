@@ -50,7 +50,7 @@ class ContentionPane(LinesPane):
         """Render `snapshot` for a pane `width` cells wide (border and padding included)."""
         inner = max(20, width - 4)
         longest = max(
-            [len(pool.name) for pool in snapshot.pools] + [len(h.name) for h in snapshot.hosts],
+            [len(_label(pool)) for pool in snapshot.pools] + [len(h.name) for h in snapshot.hosts],
             default=4,
         )
         wide = inner >= WIDE_AT
@@ -77,6 +77,19 @@ class ContentionPane(LinesPane):
         self.show_lines(lines)
 
 
+# The glyphs of the task states each pool's stage runs in (tui/render.py).
+_POOL_GLYPHS = {
+    Stage.AGENT: ("▶", "green"),
+    Stage.CI: ("◉", "cyan"),
+    Stage.MERGE: ("⇡", "bold blue"),
+}
+
+
+def _label(pool: PoolView) -> str:
+    """A pool's name as the pane shows it: the merge train by what it is."""
+    return "merge train" if pool.stage is Stage.MERGE else pool.name
+
+
 @dataclass(slots=True, frozen=True)
 class _Use:
     """CPU and memory of an agent's attempts (None: not measured)."""
@@ -96,8 +109,8 @@ class _Layout:
     wide: bool
 
     def _name(self, pool: PoolView) -> Text:
-        glyph, style = ("◉", "cyan") if pool.stage is not Stage.AGENT else ("▶", "green")
-        line = cut(Text(f"{glyph} {pool.name}", style=style), self.name - 1)
+        glyph, style = _POOL_GLYPHS[pool.stage]
+        line = cut(Text(f"{glyph} {_label(pool)}", style=style), self.name - 1)
         line.pad_right(self.name - len(line))
         return line
 

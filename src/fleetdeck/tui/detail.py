@@ -40,9 +40,14 @@ def _outcome(attempt: AttemptRecord) -> Text:
 class TaskDetailScreen(Screen[None]):
     """Everything about one task; the log follows the attempt selected above it."""
 
-    BINDINGS = [Binding("escape", "app.pop_screen", "Back")]
+    # `d` is not in the footer (full at 80 columns): the summary offers it when
+    # the task has a change to show.
+    BINDINGS = [
+        Binding("escape", "app.pop_screen", "Back"),
+        Binding("d", "diff", "Diff", show=False),
+    ]
     DEFAULT_CSS = """
-    TaskDetailScreen #summary { height: auto; max-height: 4; padding: 0 1; background: $panel; }
+    TaskDetailScreen #summary { height: auto; max-height: 5; padding: 0 1; background: $panel; }
     TaskDetailScreen #main { height: 1fr; }
     TaskDetailScreen #attempts { height: auto; max-height: 8; border: round $primary; }
     TaskDetailScreen #log { border: round $success; height: 1fr; min-height: 5; overflow: auto; }
@@ -111,6 +116,15 @@ class TaskDetailScreen(Screen[None]):
             links.append(f"needed by {', '.join(detail.dependents)}")
         if links:
             line.append("\n" + " · ".join(links), style="dim")
+        change = detail.change
+        if change is not None:
+            line.append(f"\nbranch {change.branch} from {change.base[:10]}  ")
+            line.append(f"{change.files} file{'s' if change.files != 1 else ''} ")
+            line.append(f"+{change.insertions}", style="green")
+            line.append(f" -{change.deletions}", style="red")
+            line.append("  d: diff", style="dim")
+        if task.overlaps:
+            line.append(f"  ⚠ overlaps {', '.join(task.overlaps)}", style="yellow")
         self.query_one("#summary", Static).update(line)
 
     def _show_attempts(self, detail: TaskDetail) -> None:
@@ -137,6 +151,12 @@ class TaskDetailScreen(Screen[None]):
         self._rows = detail.attempts
         if detail.attempts:
             table.move_cursor(row=selected if selected is not None else len(detail.attempts) - 1)
+
+    def action_diff(self) -> None:
+        """d: the patch of the task's change, on a screen of its own."""
+        from fleetdeck.tui.diff import DiffScreen
+
+        self.app.push_screen(DiffScreen(self.client, self.task_id))
 
     @on(DataTable.RowSelected, "#attempts")
     def _pick_attempt(self, event: DataTable.RowSelected) -> None:

@@ -126,7 +126,12 @@ class InFlightTable(VirtualTable):
         rows out of view keep what they showed last."""
         running = sorted(snapshot.running, key=lambda r: r.started_at)
         agents = sum(1 for r in running if r.stage is Stage.AGENT)
-        set_border_title(self, f"In flight · {agents} agent · {len(running) - agents} CI")
+        merging = sum(1 for r in running if r.stage is Stage.MERGE)
+        title = f"In flight · {agents} agent · {len(running) - agents - merging} CI"
+        # A fleet that lands its changes says so; the others keep their title.
+        if merging or any(pool.stage is Stage.MERGE for pool in snapshot.pools):
+            title += f" · {merging} landing"
+        set_border_title(self, title)
         room = self._set_widths(snapshot, task_width)
         # As tall as the fleet's slots (no more can run at once), within the
         # bounds app.tcss sets: fixed for the run, so no layout per refresh.
@@ -168,7 +173,7 @@ class _Cells:
     """What a row shows, as plain values (compared to skip cells that did not change)."""
 
     task: str
-    stage: str  # agent, ci or stop
+    stage: str  # agent, ci, merge or stop
     time: str
     host: str
     worker: str
@@ -178,12 +183,7 @@ class _Cells:
 
     @classmethod
     def of(cls, attempt: AttemptView, now: float, output: str) -> _Cells:
-        if attempt.stopping:
-            stage = "stop"
-        elif attempt.stage is Stage.AGENT:
-            stage = "agent"
-        else:
-            stage = "ci"
+        stage = "stop" if attempt.stopping else attempt.stage.value
         return cls(
             task=attempt.task,
             stage=stage,
@@ -222,4 +222,4 @@ class _Cells:
         )
 
 
-_STAGE_STYLES = {"stop": "bold red", "agent": "green", "ci": "cyan"}
+_STAGE_STYLES = {"stop": "bold red", "agent": "green", "ci": "cyan", "merge": "bold blue"}

@@ -57,12 +57,20 @@ class LoadPane(LinesPane):
         shown = items if fits else items[: max(1, room - 1)] if room else ()
         for item in shown:
             line = Text()
-            line.append(f"{STATE_GLYPHS[item.state]} ", style=STATE_STYLES[item.state])
+            if item.files:
+                line.append("⚠ ", style="bold yellow")
+            else:
+                line.append(f"{STATE_GLYPHS[item.state]} ", style=STATE_STYLES[item.state])
             line.append(item.task)
-            line.append(f" {item.state.value} ", style=STATE_STYLES[item.state])
-            line.append(clock(snapshot.now - item.since), style="dim")
-            if item.reason:
-                line.append(f" {item.reason}")
+            if item.files:
+                # Two changes in flight touch the same files: say which.
+                line.append(f" overlaps {', '.join(item.overlaps)}: ", style="yellow")
+                line.append(", ".join(item.files))
+            else:
+                line.append(f" {item.state.value} ", style=STATE_STYLES[item.state])
+                line.append(clock(snapshot.now - item.since), style="dim")
+                if item.reason:
+                    line.append(f" {item.reason}")
             rows.append(cut(line, width))
         if room == 1 and len(items) > 1:
             # One row: the oldest item, and how many more, rather than a count alone.

@@ -34,6 +34,7 @@ class _Row:
     state: TaskState
     attempts: int
     waits_for: str
+    overlaps: tuple[str, ...] = ()
 
 
 def waits_for(task: TaskView, now: float, *, live: bool = True, held_by: str | None = None) -> str:
@@ -61,6 +62,16 @@ def waits_for(task: TaskView, now: float, *, live: bool = True, held_by: str | N
     if state in (TaskState.FAILED, TaskState.CANCELLED) and live:
         return "r retries"
     return ""
+
+
+def _waits_cell(row: _Row, width: int) -> Text:
+    """The waits-for cell: the overlap warning first (it is news), then the wait."""
+    if not row.overlaps:
+        return cut(row.waits_for, width, style="dim")
+    cell = Text(f"⚠ overlaps {', '.join(row.overlaps)}", style="yellow")
+    if row.waits_for:
+        cell.append(f" · {row.waits_for}", style="dim")
+    return cut(cell, width)
 
 
 def policy_holds(snapshot: FleetSnapshot) -> frozenset[str]:
@@ -268,7 +279,7 @@ class QueueRows:
             cut(key, task_width),
             state_text(shown.state, short=True),
             str(shown.attempts) if shown.attempts else "",
-            cut(shown.waits_for, waits_width, style="dim"),
+            _waits_cell(shown, waits_width),
         )
         return Row(key, cells, (key, shown, self.widths))
 
@@ -282,7 +293,7 @@ class QueueRows:
         task = self.views[task_id]
         held_by = self.policy if task.agent in self.held_agents else None
         waits = waits_for(task, self.now, live=self.live, held_by=held_by)
-        return _Row(task.state, task.attempts, waits)
+        return _Row(task.state, task.attempts, waits, task.overlaps)
 
     def index_of(self, key: str) -> int | None:
         if key.startswith(_WAVE):

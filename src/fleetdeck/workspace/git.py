@@ -149,17 +149,29 @@ class DiffStat:
     files: int
     insertions: int
     deletions: int
+    paths: tuple[str, ...] = ()  # every path touched (both sides of a rename), sorted
 
 
 async def diff_stat(where: Path | str, base: str, head: str) -> DiffStat:
     """The diff stat from `base` to `head` (binary files count as files only)."""
     out = await git(where, "diff", "--numstat", "-z", base, head)
     files = insertions = deletions = 0
-    for entry in out.split("\0"):
+    paths: set[str] = set()
+    entries = iter(out.split("\0"))
+    for entry in entries:
         parts = entry.split("\t")
         if len(parts) < 3:
             continue
         files += 1
         insertions += int(parts[0]) if parts[0].isdigit() else 0
         deletions += int(parts[1]) if parts[1].isdigit() else 0
-    return DiffStat(files, insertions, deletions)
+        if parts[2]:
+            paths.add(parts[2])
+        else:  # a rename: where it came from and where it went follow
+            paths.update(path for path in (next(entries, ""), next(entries, "")) if path)
+    return DiffStat(files, insertions, deletions, tuple(sorted(paths)))
+
+
+async def diff_text(where: Path | str, base: str, head: str) -> str:
+    """The patch from `base` to `head`, uncoloured (views colour it themselves)."""
+    return await git(where, "diff", "--no-color", "--no-ext-diff", base, head)

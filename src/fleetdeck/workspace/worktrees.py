@@ -29,6 +29,7 @@ from fleetdeck.workspace.git import (
     GitError,
     command,
     diff_stat,
+    diff_text,
     first_line,
     git,
     rev,
@@ -39,6 +40,9 @@ from fleetdeck.workspace.git import (
 if TYPE_CHECKING:
     from fleetdeck.config import Fleet, RepoSpec, TaskSpec
 
+# The paths of a change journaled with its attempt, at most (for the overlap
+# warning; a change of more files is past warning about).
+PATHS_KEPT = 1000
 # Who commits for fleetdeck when the repository has no identity configured.
 FALLBACK_IDENTITY = ("-c", "user.name=fleetdeck", "-c", "user.email=fleetdeck@localhost")
 
@@ -168,8 +172,16 @@ class GitWorkspace:
             "insertions": stat.insertions,
             "deletions": stat.deletions,
             "commit": head,
+            # For the views: the detail screen and the overlap warning.
+            "branch": tree.branch,
+            "base": tree.base,
+            "paths": list(stat.paths[:PATHS_KEPT]),
         }
         return dict(tree.diff)
+
+    async def diff(self, base: str, head: str) -> str:
+        """The patch of a task's change, from `base` to `head` (commits of the repository)."""
+        return await diff_text(self.repo, base, head)
 
     async def release(self, task: str, state: TaskState) -> None:
         """A landed task's worktree and branch go; any other's stay for inspection."""
