@@ -20,7 +20,7 @@ import pytest
 
 from conftest import EngineHarness, make_fleet
 from fleetdeck.cli import main
-from fleetdeck.config import ConfigError, Fleet
+from fleetdeck.config import ConfigError, Fleet, load_fleet
 from fleetdeck.engine.clock import VirtualClock
 from fleetdeck.engine.core import Core
 from fleetdeck.engine.simulate import (
@@ -153,6 +153,101 @@ def test_history_beats_the_estimate_and_tasks_without_either_get_the_mean(
     # One slot: the three one after another, whatever the order.
     makespans = {lab(fleet, history, seed=seed)["wave"].makespan_median for seed in range(5)}
     assert makespans <= {2.0 + 7 + 3, 4.0 + 7 + 3, 3.0 + 7 + 3}
+
+
+def agent_then_ci_fleet(tmp_path: Path, count: int) -> Fleet:
+    """`count` independent tasks of an agent stage then a CI stage, no estimates."""
+    return make_fleet(
+        tmp_path,
+        [{"id": f"t{i}", "agent": "sh", "ci": "ci"} for i in range(count)],
+        agents={"sh": {"command": ["true"], "slots": count}},
+        runners={"ci": {"command": ["true"], "slots": count}},
+    )
+
+
+def test_a_stage_kind_nobody_ran_yet_takes_the_mean_of_every_observed_attempt(
+    tmp_path: Path,
+) -> None:
+    """Early in a first run only agents have ended: CI takes their 2 s, not the
+    built-in 30 s, and a task that never ran takes the agents' mean."""
+    fleet = agent_then_ci_fleet(tmp_path, 3)
+    history = history_of([("t0", "agent", "ok", 2.0), ("t1", "agent", "ok", 2.0)])
+    models = stage_models(fleet, history)
+    assert [stage[Stage.CI].ok for stage in models.stages] == [(2.0,)] * 3
+    assert models.stages[2][Stage.AGENT].ok == (2.0,)
+    assert models.builtin == frozenset()
+    # Every task: 2 s of agent, then 2 s of CI, side by side.
+    assert predict_remaining(fleet, {}, history, ["wave"], runs=1) == {"wave": 4.0}
+
+
+def test_a_stage_kind_seen_elsewhere_takes_that_kinds_mean_before_any_other(
+    tmp_path: Path,
+) -> None:
+    fleet = agent_then_ci_fleet(tmp_path, 3)
+    history = history_of(
+        [
+            ("t0", "agent", "ok", 10.0),
+            ("t0", "ci", "ok", 1.0),
+            ("t0", "ci", "ok", 3.0),  # t0's CI means 2 s
+            ("t1", "ci", "failed", 4.0),  # t1's only CI attempt failed: 4 s stands for it
+        ]
+    )
+    models = stage_models(fleet, history)
+    assert models.stages[2][Stage.CI].ok == (3.0,)  # (2 + 4) / 2, not the overall mean
+    assert models.stages[1][Stage.AGENT].ok == (10.0,)
+    # Nothing observed at all: the built-in defaults, and they are said to be.
+    bare = stage_models(fleet, History())
+    assert bare.stages[0][Stage.CI].ok == (30.0,)
+    assert bare.builtin == {Stage.AGENT, Stage.CI}
+
+
+def test_a_task_whose_attempts_all_failed_has_history_and_is_not_listed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A task that only ever failed (its agent stage, so its CI never ran) draws
+    from its failed durations, failing every time, and is not named among the
+    tasks without history; the task that never ran is."""
+    config = write_config(
+        tmp_path,
+        '[agents.a]\ncommand = ["true"]\n[runners.ci]\ncommand = ["true"]\n'
+        '[[tasks]]\nid = "fine"\nagent = "a"\nci = "ci"\n'
+        '[[tasks]]\nid = "broken"\nagent = "a"\nci = "ci"\nretries = 1\n'
+        '[[tasks]]\nid = "after"\nagent = "a"\ndepends_on = ["broken"]\n',
+    )
+    state = tmp_path / "history"
+    journal = Journal(state)
+    run_id = journal.begin_run(
+        fleet="lab", config_path=str(config), config_json="{}", policy="wave", started_at=100.0
+    )
+    rows = [
+        ("fine", Stage.AGENT, Outcome.OK, 2.0),
+        ("fine", Stage.CI, Outcome.OK, 1.0),
+        ("broken", Stage.AGENT, Outcome.FAILED, 0.5),
+        ("broken", Stage.AGENT, Outcome.FAILED, 0.75),
+    ]
+    for attempt_id, (task, stage, outcome, seconds) in enumerate(rows, start=1):
+        journal.record_attempt(
+            run_id,
+            Attempt(
+                attempt_id=attempt_id,
+                task=task,
+                stage=stage,
+                number=attempt_id,
+                worker="a" if stage is Stage.AGENT else "ci",
+                host="local",
+                run_dir=str(journal.run_dir(run_id)),
+                started_at=100.0,
+                finished_at=100.0 + seconds,
+                outcome=outcome,
+            ),
+        )
+    journal.close()
+    broken = stage_models(load_fleet(config), read_history(state)).stages[1][Stage.AGENT]
+    assert (broken.ok, broken.failed, broken.fail_rate) == ((0.5, 0.75), (0.5, 0.75), 1.0)
+    assert main(["simulate", str(config), "--from", str(state), "--runs", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "no history and no estimate (the mean of what others took): after\n" in out
+    assert "broken" not in out
 
 
 def test_observed_failures_set_the_failure_rate_and_their_own_durations() -> None:

@@ -10,7 +10,8 @@ supervisor.
 
 `stage_models` turns that history and the config into what the simulator draws
 from: the history where there is some, else the `estimate` and `fail_rate` of the
-task or of its agent or runner, else a default.
+task or of its agent or runner, else what was observed of other tasks (see
+`Fallbacks`), and only with nothing observed at all a built-in default.
 """
 
 from __future__ import annotations
@@ -27,8 +28,8 @@ from fleetdeck.journal import DB_NAME, read_learned_durations
 from fleetdeck.model import Outcome, Stage
 from fleetdeck.stages import pipeline, worker_of, workers
 
-# What a stage is taken to last with no history, no estimate and no known task to
-# average over: agents code for a while, CI runs a suite.
+# What a stage is taken to last with no history, no estimate and no attempt of any
+# task observed at all: agents code for a while, CI runs a suite.
 DEFAULT_SECONDS = {Stage.AGENT: 60.0, Stage.CI: 30.0, Stage.MERGE: 1.0}
 _ENDED_ON_THEIR_OWN = (Outcome.OK, Outcome.FAILED, Outcome.TIMEOUT)
 
@@ -43,6 +44,12 @@ class Observed:
 
     ok: tuple[float, ...] = ()
     failed: tuple[float, ...] = ()
+
+    @property
+    def typical(self) -> tuple[float, ...]:
+        """The durations that stand for the stage in a mean: the successful ones,
+        or the failed ones when none succeeded."""
+        return self.ok or self.failed
 
     @property
     def fail_rate(self) -> float:
@@ -74,13 +81,53 @@ class History:
 
 
 @dataclass(slots=True, frozen=True)
+class Fallbacks:
+    """How long a stage of a task with no history and no estimate is taken to last.
+
+    In order: the mean over the other tasks of that stage kind's observed
+    durations (each task's `Observed.typical` mean counts once); if no task ran
+    that kind of stage yet (a first run whose CI has not ended), the mean of every
+    observed attempt of any stage (a fleet whose agents take 2 s does not have a
+    30 s CI); only with nothing observed at all, `DEFAULT_SECONDS`.
+    """
+
+    by_kind: Mapping[Stage, float]
+    overall: float | None
+
+    @classmethod
+    def of(cls, history: History) -> Fallbacks:
+        """The fallbacks that `history` gives."""
+        per_task: dict[Stage, list[float]] = {}
+        pooled: list[float] = []
+        for (_task, kind), seen in history.observed.items():
+            durations = seen.typical
+            if durations:
+                per_task.setdefault(kind, []).append(sum(durations) / len(durations))
+                pooled.extend(durations)
+        by_kind = {kind: sum(means) / len(means) for kind, means in per_task.items()}
+        return cls(by_kind, sum(pooled) / len(pooled) if pooled else None)
+
+    def seconds(self, stage: Stage) -> float:
+        """The fallback duration of `stage`."""
+        known = self.by_kind.get(stage, self.overall)
+        return DEFAULT_SECONDS[stage] if known is None else known
+
+    def builtin(self, stage: Stage) -> bool:
+        """True when `stage` falls back to the built-in default (nothing observed)."""
+        return stage not in self.by_kind and self.overall is None
+
+
+@dataclass(slots=True, frozen=True)
 class Models:
-    """Per DAG node, what each of its stages does; and which tasks had no history
-    (`estimated`: by their own or their worker's estimate; `defaulted`: neither)."""
+    """Per DAG node, what each of its stages does; which tasks had no history in
+    any stage (`estimated`: by their own or their worker's estimate; `defaulted`:
+    some stage had neither, and took a fallback); and the stage kinds that some
+    task took at a built-in default (`builtin`: nothing observed, no estimate)."""
 
     stages: list[dict[Stage, StageModel]]
     estimated: list[str]
     defaulted: list[str]
+    builtin: frozenset[Stage] = frozenset()
 
 
 def read_history(state_dir: str | Path) -> History:
@@ -136,30 +183,27 @@ def history_of(rows: Sequence[tuple[str, str, str | None, float]]) -> History:
 def stage_models(fleet: Fleet, history: History) -> Models:
     """What each stage of each task does in a simulation of `fleet`.
 
-    With history, the observed durations and failure fraction. Without, the
-    task's own `estimate` and `fail_rate` for its agent stage, else its agent's
-    or runner's; with no estimate at all, the mean duration of the stage over
-    the tasks that have history (else `DEFAULT_SECONDS`), never failing.
+    With history for the stage (even if every attempt failed: their durations,
+    failing as often as they did), the history. Without, the task's own
+    `estimate` and `fail_rate` for its agent stage, else its agent's or runner's;
+    with no estimate at all, a `Fallbacks` duration, never failing. A task with
+    history in some stage is not listed as without history: a stage it never
+    reached (its agent always failed) still takes an estimate or a fallback.
     """
     config = fleet.config
-    means: dict[Stage, float] = {}
-    for stage in DEFAULT_SECONDS:
-        known = [
-            sum(seen.ok or seen.failed) / len(seen.ok or seen.failed)
-            for (_task, kind), seen in history.observed.items()
-            if kind is stage
-        ]
-        means[stage] = sum(known) / len(known) if known else DEFAULT_SECONDS[stage]
+    fallbacks = Fallbacks.of(history)
     stages: list[dict[Stage, StageModel]] = []
     estimated: list[str] = []
     defaulted: list[str] = []
+    builtin: set[Stage] = set()
     for spec in fleet.tasks:
         models: dict[Stage, StageModel] = {}
-        guessed = False
+        known = False
         defaults = False
         for stage in pipeline(spec, config):
             seen = history.observed.get((spec.id, stage))
             if seen is not None:
+                known = True
                 models[stage] = seen.model()
                 continue
             name = worker_of(spec, stage)
@@ -171,15 +215,14 @@ def stage_models(fleet: Fleet, history: History) -> Models:
                 fail_rate = spec.fail_rate if spec.fail_rate is not None else fail_rate
             if estimate is None:
                 defaults = True
-                estimate = means[stage]
-            guessed = True
+                estimate = fallbacks.seconds(stage)
+                if fallbacks.builtin(stage):
+                    builtin.add(stage)
             models[stage] = StageModel.fixed(estimate, fail_rate or 0.0)
-        if defaults:
-            defaulted.append(spec.id)
-        elif guessed:
-            estimated.append(spec.id)
+        if not known:
+            (defaulted if defaults else estimated).append(spec.id)
         stages.append(models)
-    return Models(stages=stages, estimated=estimated, defaulted=defaulted)
+    return Models(stages, estimated, defaulted, frozenset(builtin))
 
 
 def _one_line(exc: BaseException, limit: int = 200) -> str:

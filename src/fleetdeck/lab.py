@@ -133,14 +133,16 @@ def predict_remaining(
     runs: int = 5,
     *,
     seed: int = 0,
+    models: Models | None = None,
 ) -> dict[str, float]:
     """Seconds each policy would take to finish the work left, from the state of a
     run under way (its engine's core, a snapshot of it, or its progress per task),
     median over `runs` simulations. Tasks done stay done; running attempts keep
     the time they have run. The same seed gives the same answer for the same
-    state, so a figure shown live does not flicker while nothing changes."""
+    state, so a figure shown live does not flicker while nothing changes.
+    `models` are `stage_models(fleet, history)`, if the caller has them already."""
     progress = state if isinstance(state, Mapping) else progress_of(state)
-    models = stage_models(fleet, history)
+    models = models if models is not None else stage_models(fleet, history)
     estimates = estimated_durations(fleet, history.learned)
     return {
         policy: statistics.median(
@@ -252,7 +254,9 @@ def format_lab(
     if models.estimated:
         lines.append(f"no history, by their estimate: {_names(models.estimated)}")
     if models.defaulted:
-        lines.append(f"no history and no estimate (a default duration): {_names(models.defaulted)}")
+        # Built-in defaults only when nothing at all was observed; else what others took.
+        how = "a default duration" if models.builtin else "the mean of what others took"
+        lines.append(f"no history and no estimate ({how}): {_names(models.defaulted)}")
     header = [
         "policy", "makespan p50", "p90", "lower bound", "efficiency", "CI wait mean", "p95",
         "completed", "attempts", "load peak", "mean",
