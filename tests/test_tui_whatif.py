@@ -14,8 +14,10 @@ from textual.app import App
 from textual.widget import Widget
 
 from fleetdeck.engine.simulate import TaskProgress
+from fleetdeck.history import History, history_of
 from fleetdeck.inprocess import InProcessClient
-from fleetdeck.model import TaskState
+from fleetdeck.journal import Journal
+from fleetdeck.model import Attempt, Outcome, Stage, TaskState
 from fleetdeck.testing import ManualExecutor
 from fleetdeck.tui.whatif import (
     PENDING,
@@ -161,6 +163,83 @@ def test_with_no_history_and_no_estimate_there_is_no_figure_but_learning(
         process.close()
     line = format_whatif(None, "wave", 60, failed=True, learning=True)
     assert line.plain == "what-if: learning from the first attempts…"
+
+
+def journal_with(state: Path, rows: list[tuple[str, Stage, float]]) -> None:
+    """A journal in `state` holding one run and these successful attempts."""
+    journal = Journal(state)
+    run_id = journal.begin_run(
+        fleet="tui-test", config_path="f.toml", config_json="{}", policy="wave", started_at=0.0
+    )
+    for attempt_id, (task, stage, seconds) in enumerate(rows, start=1):
+        journal.record_attempt(
+            run_id,
+            Attempt(
+                attempt_id=attempt_id,
+                task=task,
+                stage=stage,
+                number=1,
+                worker="coder" if stage is Stage.AGENT else "ci",
+                host="local",
+                run_dir=str(journal.run_dir(run_id)),
+                started_at=0.0,
+                finished_at=seconds,
+                outcome=Outcome.OK,
+            ),
+        )
+    journal.close()
+
+
+def test_early_in_a_first_run_ci_takes_what_the_agents_took_not_the_default(
+    tmp_path: Path,
+) -> None:
+    """Two agent attempts of 2 s have ended, no CI yet: the CI stages are taken to
+    last 2 s too (the mean of every observed attempt), not the built-in 30 s."""
+    state = tmp_path / "state"
+    journal_with(state, [("t0", Stage.AGENT, 2.0), ("t1", Stage.AGENT, 2.0)])
+    two = fleet(tmp_path, [{"id": f"t{i}", "agent": "coder", "ci": "ci"} for i in range(2)])
+    predictor = Predictor(two, state, policies=["wave"], runs=1)
+    # Both agents side by side, then the two CI stages one after another on one runner.
+    assert predictor.predict({}) == {"wave": 6.0}
+
+
+def test_a_basis_is_needed_for_every_stage_kind_the_fleet_uses(tmp_path: Path) -> None:
+    """An estimate for one task's agent is no basis for the CI stages nor for the
+    other agent; one observed attempt of any stage is, through the fallbacks."""
+    partly = fleet(
+        tmp_path,
+        [
+            {"id": "t0", "agent": "coder", "ci": "ci", "estimate": 2},
+            {"id": "t1", "agent": "coder"},
+        ],
+    )
+    predictor = Predictor(partly, tmp_path / "no-journal-here")
+    assert not predictor.has_basis(History())
+    with pytest.raises(NoBasis, match="learning"):
+        predictor.predict({})
+    assert predictor.has_basis(history_of([("t0", "agent", "ok", 2.0)]))
+    assert Predictor(four_tasks(tmp_path), tmp_path / "none").has_basis(History())
+
+
+def test_the_journal_is_read_again_soon_until_every_stage_kind_was_seen(
+    tmp_path: Path,
+) -> None:
+    state = tmp_path / "state"
+    journal_with(state, [("t0", Stage.AGENT, 2.0)])
+    two = fleet(tmp_path, [{"id": f"t{i}", "agent": "coder", "ci": "ci"} for i in range(2)])
+    now = [0.0]
+    predictor = Predictor(two, state, monotonic=lambda: now[0])
+    first = predictor.history()
+    now[0] = EARLY_HISTORY_SECONDS  # agents seen, CI not: read again already
+    second = predictor.history()
+    assert second is not first
+    journal_with(tmp_path / "full", [("t0", Stage.AGENT, 2.0), ("t0", Stage.CI, 1.0)])
+    predictor.state_dir = tmp_path / "full"
+    now[0] = 2 * EARLY_HISTORY_SECONDS
+    third = predictor.history()
+    assert third is not second and (("t0", Stage.CI) in third.observed)
+    now[0] = 3 * EARLY_HISTORY_SECONDS  # every kind seen: the normal pace
+    assert predictor.history() is third
 
 
 def test_progress_crosses_the_pipe_unchanged() -> None:

@@ -25,16 +25,18 @@ from pathlib import Path
 
 from fleetdeck.config import Fleet
 from fleetdeck.engine.simulate import TaskProgress
-from fleetdeck.history import History, HistoryError, read_history
+from fleetdeck.history import History, HistoryError, read_history, stage_models
 from fleetdeck.lab import predict_remaining
-from fleetdeck.model import TaskState
+from fleetdeck.model import Stage, TaskState
 from fleetdeck.policy import POLICIES
+from fleetdeck.stages import pipeline
 
 # Simulated runs per policy (their median is shown).
 RUNS = 5
 # The journal's history is read again this often: the run's own attempts add to it.
 HISTORY_SECONDS = 30.0
-# While the journal knows no attempt, it is read again this often (a first run).
+# While the journal knows no attempt of some stage kind, it is read again this often
+# (a first run).
 EARLY_HISTORY_SECONDS = 3.0
 # ...but never more often than this many times what a reading takes.
 READ_PACE = 10.0
@@ -83,18 +85,21 @@ class Predictor:
         self._history: History | None = None
         self._read_at = 0.0
         self._read_took = 0.0
+        # The stage kinds the fleet's tasks run, found on first need.
+        self._kinds: frozenset[Stage] | None = None
 
     def history(self) -> History:
         """The journal's history; none (estimates and defaults) if it cannot be read.
 
-        Read again once it is HISTORY_SECONDS old, or sooner while it knows no
-        attempt at all (a first run learns from its own first attempts), but
+        Read again once it is HISTORY_SECONDS old, or sooner while some stage
+        kind the fleet uses has no attempt observed (a first run learns from its
+        own first attempts, and its CI ends later than its first agents), but
         never more often than its reading takes, times READ_PACE."""
         now = self._monotonic()
         age = now - self._read_at
         stale = age >= HISTORY_SECONDS or (
             self._history is not None
-            and self._history.attempts == 0
+            and not self._observed_every_kind(self._history)
             and age >= max(EARLY_HISTORY_SECONDS, READ_PACE * self._read_took)
         )
         if self._history is None or stale:
@@ -106,26 +111,34 @@ class Predictor:
             self._read_took = self._read_at - now
         return self._history
 
-    def has_basis(self, history: History) -> bool:
-        """True when the predictions rest on something: attempts in the journal,
-        or `estimate` keys in the config (else only the built-in defaults)."""
-        config = self.fleet.config
-        return (
-            history.attempts > 0
-            or any(task.estimate is not None for task in config.tasks)
-            or any(
-                w.estimate is not None for w in (*config.agents.values(), *config.runners.values())
+    def _observed_every_kind(self, history: History) -> bool:
+        if self._kinds is None:
+            config = self.fleet.config
+            self._kinds = frozenset(
+                stage for spec in self.fleet.tasks for stage in pipeline(spec, config)
             )
-        )
+        return self._kinds <= {stage for _task, stage in history.observed}
+
+    def has_basis(self, history: History) -> bool:
+        """True when the predictions rest on something for every stage kind the
+        fleet uses (agent, CI, merge): for each, every task's stage of that kind has
+        its own history or an `estimate` (the task's or its worker's), or falls
+        back to what was observed (that kind's mean over the other tasks, else the
+        mean of every observed attempt of any stage). False when some stage would
+        take its built-in default: that is a guess, not a figure to show."""
+        return not stage_models(self.fleet, history).builtin
 
     def predict(self, progress: Mapping[str, TaskProgress]) -> dict[str, float]:
         """Seconds the work left takes under each policy (median over the runs).
-        Raises NoBasis while neither the journal nor the config says how long
-        anything takes: the built-in defaults would be a guess shown as a figure."""
+        Raises NoBasis without a basis (`has_basis`): the built-in defaults
+        would be a guess shown as a figure."""
         history = self.history()
-        if not self.has_basis(history):
+        models = stage_models(self.fleet, history)
+        if models.builtin:
             raise NoBasis("learning: no attempt has ended yet, and no estimate in the config")
-        return predict_remaining(self.fleet, progress, history, self.policies, self.runs)
+        return predict_remaining(
+            self.fleet, progress, history, self.policies, self.runs, models=models
+        )
 
 
 def serve(requests: Connection, replies: Connection) -> None:
