@@ -160,3 +160,20 @@ def test_fresh_says_once_which_unfinished_run_it_sets_aside(tmp_path: Path) -> N
         f"fleetdeck: run 2 in {state} finished; starting a new run that reuses its tasks "
         "that succeeded and did not change (--fresh runs all)\n"
     )
+
+
+def test_a_reader_that_goes_away_gets_no_traceback() -> None:
+    """`fleetdeck schema | head -1`: the reader has what it wanted and went away;
+    fleetdeck stops quietly, with the code a shell gives a SIGPIPE."""
+    process = subprocess.Popen(
+        [PYTHON, "-m", "fleetdeck", "schema"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None and process.stderr is not None
+    process.stdout.close()  # gone before the first write: start-up takes far longer
+    errors = process.stderr.read()
+    process.stderr.close()
+    assert process.wait(timeout=60) == 141
+    assert "Traceback" not in errors and "BrokenPipe" not in errors, errors

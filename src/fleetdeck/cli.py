@@ -118,8 +118,24 @@ def starting_up() -> Iterator[None]:
             gc.enable()
 
 
+# The exit code of a command whose reader went away (`fleetdeck report | head`):
+# what a shell reports for a process SIGPIPE ended.
+EXIT_BROKEN_PIPE = 128 + 13
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `fleetdeck` command; returns the exit code."""
+    try:
+        return _main(argv)
+    except BrokenPipeError:
+        # The reader has what it wanted (`| head`): no traceback, and nothing more
+        # written; stdout points at nothing so that the flush at exit is quiet too.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
+
+
+def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "schema":
         from fleetdeck.config import json_schema
