@@ -149,17 +149,22 @@ def test_fresh_says_once_which_unfinished_run_it_sets_aside(tmp_path: Path) -> N
     journal.close()
     fresh = fleetdeck("run", str(config), "--no-tui", "--fresh")
     assert fresh.returncode == 0, fresh.stderr
-    assert fresh.stderr == (
+    # What it set aside, once; at the end, where this run's journal is.
+    assert fresh.stderr.splitlines() == [
         f"fleetdeck: run 1 did not finish; --fresh starts a new run "
-        f"(`fleetdeck report {state} --run 1` still reads it)\n"
-    )
+        f"(`fleetdeck report {state} --run 1` still reads it)",
+        f"run 2: journal and logs in {state}; `fleetdeck report {state}` prints this report again",
+    ]
     # After a finished run, the next one reuses what still holds, and says so once.
     again = fleetdeck("run", str(config), "--no-tui")
     assert again.returncode == 0
-    assert again.stderr == (
+    assert again.stderr.splitlines()[0] == (
         f"fleetdeck: run 2 in {state} finished; starting a new run that reuses its tasks "
-        "that succeeded and did not change (--fresh runs all)\n"
+        "that succeeded and did not change (--fresh runs all)"
     )
+    assert again.stderr.splitlines()[1:] == [
+        f"run 3: journal and logs in {state}; `fleetdeck report {state}` prints this report again"
+    ]
 
 
 def test_a_reader_that_goes_away_gets_no_traceback() -> None:

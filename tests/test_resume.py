@@ -216,8 +216,12 @@ agent = "sh"
     config.write_text(config.read_text().replace('name = "cli-test"', 'name = "other"'))
     second = fleetdeck("run", str(config), "--no-tui")
     assert second.returncode == 0, second.stderr
-    # A new run after a finished one is what `run` does: nothing to say about it.
-    assert second.stderr == ""
+    # A new run after a finished one is what `run` does: nothing to say about it
+    # but, as after every headless run, where its journal is.
+    assert second.stderr.splitlines() == [
+        f"run 2: journal and logs in {tmp_path / 'state'}; "
+        f"`fleetdeck report {tmp_path / 'state'}` prints this report again"
+    ]
     third = fleetdeck("run", str(config), "--no-tui", "--fresh")
     assert third.returncode == 0
     db = sqlite3.connect(tmp_path / "state" / "journal.sqlite3")

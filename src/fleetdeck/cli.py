@@ -377,13 +377,17 @@ def run_command(fleet: Fleet, args: argparse.Namespace) -> int:
             # The TUI's screen is gone with it: what the run did stays on the terminal.
             print_after_tui(engine, code, state_dir, rerun=_rerun_command(args))
             return code
-        return run_headless(
+        code = run_headless(
             client,
             lifecycle,
             task_ids=(task.id for task in fleet.tasks),
             json_lines=args.json,
             run_dirs=journal.run_dir,
         )
+        # Where it all is, on stderr: stdout stays the events and the report (or,
+        # with --json, JSON lines only) for whatever reads them.
+        print_where(engine, code, state_dir, rerun=_rerun_command(args), out=sys.stderr)
+        return code
     except JournalError as exc:
         # The disk filled up or went read-only mid-run: the engine stopped every
         # attempt; what the journal committed before stays readable.
@@ -406,18 +410,13 @@ def print_after_tui(
     from fleetdeck.headless import format_report, format_task_table
 
     out = out or sys.stdout
-    directory = shlex.quote(str(state_dir))
-    which = "" if engine.run_id is None else f"run {engine.run_id}: "
     lines = [
         format_task_table(engine.summaries()),
         "",
         format_report(engine.report()),
         "",
-        f"{which}journal and logs in {state_dir}; "
-        f"`fleetdeck report {directory}` prints this report again",
+        *_where(engine, code, state_dir, rerun=rerun),
     ]
-    if code == EXIT_INTERRUPTED:
-        lines.append(f"the run stopped before every task ended: `{rerun}` resumes it")
     try:
         out.write("\n".join(lines) + "\n")
         out.flush()
@@ -425,6 +424,28 @@ def print_after_tui(
         # The terminal went away (the SIGHUP that stopped the run): nobody to tell,
         # and the journal has it all. What stays buffered must not fail the exit.
         _discard_output(out)
+
+
+def print_where(engine: Engine, code: int, state_dir: Path, *, rerun: str, out: TextIO) -> None:
+    """Where the run's journal is, how to read it again and, for an interrupted
+    run, how to resume it (after a headless run: on stderr)."""
+    try:
+        out.write("\n".join(_where(engine, code, state_dir, rerun=rerun)) + "\n")
+        out.flush()
+    except OSError:
+        _discard_output(out)
+
+
+def _where(engine: Engine, code: int, state_dir: Path, *, rerun: str) -> list[str]:
+    directory = shlex.quote(str(state_dir))
+    which = "" if engine.run_id is None else f"run {engine.run_id}: "
+    lines = [
+        f"{which}journal and logs in {state_dir}; "
+        f"`fleetdeck report {directory}` prints this report again"
+    ]
+    if code == EXIT_INTERRUPTED:
+        lines.append(f"the run stopped before every task ended: `{rerun}` resumes it")
+    return lines
 
 
 def _discard_output(out: TextIO) -> None:
