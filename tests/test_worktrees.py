@@ -12,7 +12,7 @@ from fleetdeck.config import Fleet, build_fleet
 from fleetdeck.executors import build_executors
 from fleetdeck.model import TRAIN_HOST, EventKind
 from fleetdeck.workspace.train import Train
-from fleetdeck.workspace.worktrees import GitWorkspace
+from fleetdeck.workspace.worktrees import GitWorkspace, commit_subject
 from git_support import git, make_repo
 
 
@@ -177,3 +177,11 @@ async def test_each_retry_starts_from_a_fresh_worktree_unless_kept(
         outputs[task] = out.read_text().strip() if out.exists() else ""
     assert outputs == {"fresh": "", "kept": "found"}
     assert git(repo, "ls-tree", "--name-only", "fleetdeck/fresh").split() == ["README", "ok.txt"]
+
+
+def test_the_commit_subject_is_the_prompts_first_line_without_a_heading_mark() -> None:
+    assert commit_subject("Add the /login endpoint\nwith tests") == "Add the /login endpoint"
+    assert commit_subject("\n# Bump the version to 1.1\necho 1.1 > VERSION") == (
+        "Bump the version to 1.1"
+    )
+    assert commit_subject("  \n") == "changes"

@@ -36,7 +36,7 @@ KEYS: tuple[tuple[str, str], ...] = (
 RUN_END_HELP = (
     "The run ends by itself once every task has ended, as with --no-tui: the header "
     "then says finished and the exit code, the clock stops, and the screen stays for "
-    "browsing until q. Retry, cancel, pause and policy need a running run."
+    "browsing until q. Retry, cancel, pause, policy and x need a running run."
 )
 
 LOAD_HELP = """\

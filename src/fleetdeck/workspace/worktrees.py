@@ -140,8 +140,7 @@ class GitWorkspace:
                 await run(where, "reset", "-q", "--", *self.spec.copy)
             staged = await run(where, "diff", "--cached", "--quiet")
             if staged.code == 1:
-                prompt = self._specs[task].prompt.strip().splitlines()
-                subject = f"{task}: {prompt[0] if prompt else 'changes'}"
+                subject = f"{task}: {commit_subject(self._specs[task].prompt)}"
                 message = f"{subject}\n\nFleetdeck-Task: {task}\n"
                 identity = await self._commit_identity(where)
                 await git(
@@ -303,3 +302,14 @@ class GitWorkspace:
             return
         record_repo(self.root, self.repo)
         record_owned(self.root, names | {branch} if owned else names - {branch})
+
+
+def commit_subject(prompt: str) -> str:
+    """The subject of the commit of an agent's work: the prompt's first line,
+    without a Markdown heading's or a comment's leading `#` ("# Fix the login"
+    reads "Fix the login"); "changes" for an empty prompt."""
+    for line in prompt.splitlines():
+        words = line.strip().lstrip("#").strip()
+        if words:
+            return words
+    return "changes"
