@@ -18,6 +18,7 @@ from fleetdeck.snapshot import AttemptRecord, Lane, Timeline
 from fleetdeck.tui.contention import ContentionPane
 from fleetdeck.tui.footer import FleetFooter
 from fleetdeck.tui.gantt import Window, render_timeline
+from fleetdeck.tui.help import HelpScreen
 from fleetdeck.tui.load import LoadPane
 from fleetdeck.tui.timeline import TimelineScreen
 from tui_support import (
@@ -177,4 +178,28 @@ async def test_a_one_row_attention_queue_names_the_oldest_and_counts_the_rest(
         await pilot.pause()
         lines = rendered(pane)
         assert "✗ schema failed 0:00 +2 more" in lines[3], lines
+    journal.close()
+
+
+async def test_the_help_lays_each_load_term_out_under_itself_at_80_columns(
+    tmp_path: Path,
+) -> None:
+    app, journal = make_app(fleet(tmp_path, [{"id": "x", "agent": "coder"}]), tmp_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("question_mark")
+        await pilot.pause()
+        assert isinstance(app.screen, HelpScreen)
+        lines = [line.rstrip() for s in app.screen.query(Static) for line in rendered(s)]
+        start = next(i for i, line in enumerate(lines) if line.startswith("in_flight "))
+        column = lines[start].index("tasks between")
+        words, wrapped = lines[start][column:].split(), 0
+        for line in lines[start + 1 :]:
+            if line.startswith("needs_attention"):
+                break
+            # A definition's next line starts under its first, never at the margin.
+            assert line[:column].strip() == "" and line[column] != " ", lines
+            words += line.split()
+            wrapped += 1
+        assert " ".join(words).endswith("each one thing to keep in mind"), lines
+        assert wrapped > 0, lines  # it did wrap at this width
     journal.close()

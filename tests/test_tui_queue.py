@@ -129,6 +129,10 @@ def test_a_task_done_moves_to_the_done_group_in_config_order() -> None:
 def test_a_running_task_waits_for_nothing() -> None:
     running = view("schema", 0, TaskState.RUNNING)
     assert waits_for(running, now=0.0) == ""
+    # Nor in CI (it read `ci on ci`): the in-flight pane says where it runs.
+    in_ci = replace(running, state=TaskState.CI_RUNNING, runner="ci")
+    assert waits_for(in_ci, now=0.0) == ""
+    assert waits_for(replace(in_ci, state=TaskState.CI_QUEUED), now=0.0) == "runner ci"
     failed = replace(running, state=TaskState.FAILED)
     assert waits_for(failed, now=0.0) == "r retries"
     assert waits_for(failed, now=0.0, live=False) == ""  # the run has finished

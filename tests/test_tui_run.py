@@ -260,3 +260,24 @@ def test_help_and_readme_list_every_key_of_the_footer_and_ctrl_c() -> None:
     for key in ("a", "ctrl+c", "enter", "t", "q"):
         assert key in helped
         assert f"| `{key}` |" in readme
+
+
+async def test_the_end_of_run_notice_is_brief_and_leaves_the_load_in_sight(
+    tmp_path: Path,
+) -> None:
+    """At 80x24 the notice covers the cognitive-load pane: one line, gone in 3 s
+    (the header already says the run has finished)."""
+    executor = ManualExecutor()
+    app, journal = make_app(
+        fleet(tmp_path, [{"id": "one", "agent": "coder"}]), tmp_path, executor=executor
+    )
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until(lambda: "one" in executor.current)
+        executor.finish("one", exit_code=1)
+        await until(lambda: app.result is not None)
+        await pilot.pause()
+        notice = [n for n in app._notifications if "finished" in n.message]
+        assert len(notice) == 1 and notice[0].timeout <= 3
+        # One line of a toast at 80 columns: half the width, less its padding and edge.
+        assert len(notice[0].message) <= 80 // 2 - 4, notice[0].message
+    journal.close()

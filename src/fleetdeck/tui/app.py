@@ -421,10 +421,8 @@ class FleetApp(App[int]):
             return
         # Every task has ended: the run is journaled as finished; the screen stays.
         self.refresh_view()
-        self.notify(
-            f"The run has finished (exit {self.result.exit_code}). Browse as you like; q quits.",
-            timeout=8,
-        )
+        # Short and brief: at 80x24 it covers the load pane, and the header says it too.
+        self.notify(f"Run finished (exit {self.result.exit_code}); q quits.", timeout=3)
 
     async def on_unmount(self) -> None:
         self.collector.stop()

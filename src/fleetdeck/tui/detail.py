@@ -10,6 +10,7 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import DataTable, Log, Static
 
+from fleetdeck.attempts import attempt_error, attempt_outcome
 from fleetdeck.client import CommandError, EngineClient, LogFeed
 from fleetdeck.model import Outcome, TaskState
 from fleetdeck.snapshot import AttemptRecord, TaskDetail
@@ -31,10 +32,13 @@ _OUTCOME_STYLES = {
 }
 
 
-def _outcome(attempt: AttemptRecord) -> Text:
+def outcome_text(attempt: AttemptRecord, *, live: bool) -> Text:
+    """The attempt's outcome in the report's word (`interrupted` for one without an
+    outcome once the run has ended, not `running`)."""
+    word = attempt_outcome(attempt.outcome, reason=None, live=live)
     if attempt.outcome is None:
-        return Text("running", style="bold green")
-    return Text(attempt.outcome.value, style=_OUTCOME_STYLES[attempt.outcome])
+        return Text(word, style="bold green" if live else "yellow")
+    return Text(word, style=_OUTCOME_STYLES[attempt.outcome])
 
 
 class TaskDetailScreen(Screen[None]):
@@ -65,12 +69,15 @@ class TaskDetailScreen(Screen[None]):
         self._following: int | None = None  # attempt id whose log is shown
         self._pinned = False  # the user picked an attempt: stop jumping to the latest
         self._rows: tuple[AttemptRecord, ...] = ()
+        self._live = True  # the run goes on: an attempt without an outcome is running
 
     def compose(self) -> ComposeResult:
         yield Static(id="summary")
         with Vertical(id="main"):
             yield DataTable(id="attempts", cursor_type="row")
-            yield Log(id="log", max_lines=LOG_LINES_KEPT, auto_scroll=True)
+            # The screen keeps the log at its end itself (_write_log): Log's own
+            # auto-scroll runs before the pane has its size, and stays at the top.
+            yield Log(id="log", max_lines=LOG_LINES_KEPT, auto_scroll=False)
             with Horizontal(id="data"):
                 yield Static(id="inputs")
                 yield Static(id="output")
@@ -93,7 +100,9 @@ class TaskDetailScreen(Screen[None]):
         except CommandError:
             return
         self._show_summary(detail)
-        if detail.attempts != self._rows:
+        live = not getattr(self.app, "finished", False)  # FleetApp.finished
+        if detail.attempts != self._rows or live != self._live:
+            self._live = live
             self._show_attempts(detail)
         self._show_data(detail)
         self._follow_log(detail)
@@ -140,12 +149,12 @@ class TaskDetailScreen(Screen[None]):
             table.add_row(
                 str(attempt.number),
                 attempt.stage.value,
-                _outcome(attempt),
+                outcome_text(attempt, live=self._live),
                 "" if attempt.exit_code is None else str(attempt.exit_code),
                 format_seconds(duration) if duration is not None else "…",
                 attempt.host,
                 attempt.worker,
-                Text(attempt.error or "", style="red"),
+                Text(attempt_error(attempt.error, attempt.exit_code) or "", style="red"),
                 key=str(attempt.attempt_id),
             )
         self._rows = detail.attempts
@@ -173,8 +182,7 @@ class TaskDetailScreen(Screen[None]):
         if self._follower is not None:
             lines = self._follower.read()
             if lines:
-                # One call per refresh, whatever the number of lines.
-                self.query_one("#log", Log).write_lines(lines)
+                self._write_log(lines)
 
     def _switch_log(self, attempt_id: int) -> None:
         attempt = next((a for a in self._rows if a.attempt_id == attempt_id), None)
@@ -189,8 +197,20 @@ class TaskDetailScreen(Screen[None]):
         set_border_subtitle(log, attempt.log_path)
         lines = self._follower.read()
         if self._follower.skipped:
-            log.write_line(f"[… {self._follower.skipped} earlier bytes in the file on disk]")
+            lines = [f"[… {self._follower.skipped} earlier bytes in the file on disk]", *lines]
+        self._write_log(lines, follow=True)
+
+    def _write_log(self, lines: list[str], *, follow: bool = False) -> None:
+        """Add `lines` to the log and, like `tail -f`, show its end, unless the user
+        scrolled up to read (`follow`: a log just opened starts at its end)."""
+        log = self.query_one("#log", Log)
+        follow = follow or log.is_vertical_scroll_end
+        # One call per refresh, whatever the number of lines.
         log.write_lines(lines)
+        if follow:
+            # After the layout: the pane may not have its size (on opening) or the
+            # new lines their height yet.
+            self.call_after_refresh(log.scroll_end, animate=False, immediate=True, x_axis=False)
 
     def _show_data(self, detail: TaskDetail) -> None:
         inputs = Text()

@@ -39,19 +39,36 @@ RUN_END_HELP = (
     "browsing until q. Retry, cancel, pause, policy and x need a running run."
 )
 
-LOAD_HELP = """\
-load = in_flight + 2 × needs_attention + (distinct in-flight states − 1)
+LOAD_FORMULA = "load = in_flight + 2 × needs_attention + (distinct in-flight states − 1)"
+# Each term and what it counts: a table, so a definition wraps under itself at
+# any width (80 columns leave ~60 for the words).
+LOAD_TERMS: tuple[tuple[str, str], ...] = (
+    ("in_flight", "tasks between their first launch and their end, each one thing to keep in mind"),
+    (
+        "needs_attention",
+        "failed tasks awaiting a decision, and blocked roots (tasks blocked directly by "
+        "a failed or cancelled dependency); they count double because they interrupt",
+    ),
+    (
+        "distinct states",
+        "running, waiting for CI, waiting to retry: each kind of state in flight beyond "
+        "the first is one more context",
+    ),
+)
+LOAD_GAUGE_HELP = (
+    "The gauge turns yellow past 70% of your capacity and red past it. "
+    "Set the capacity with load_capacity in [fleet] (default 7)."
+)
 
-in_flight        tasks between their first launch and their end, each one
-                 thing to keep in mind
-needs_attention  failed tasks awaiting a decision, and blocked roots (tasks
-                 blocked directly by a failed or cancelled dependency); they
-                 count double because they interrupt
-distinct states  running, waiting for CI, waiting to retry: each kind of
-                 state in flight beyond the first is one more context
 
-The gauge turns yellow past 70% of your capacity and red past it.
-Set the capacity with load_capacity in [fleet] (default 7)."""
+def load_terms() -> Table:
+    """The load formula's terms, each definition in a column of its own."""
+    terms = Table(box=None, show_header=False, padding=(0, 2, 0, 0))
+    terms.add_column(style="bold", no_wrap=True)
+    terms.add_column()
+    for term, what in LOAD_TERMS:
+        terms.add_row(term, what)
+    return terms
 
 
 class HelpScreen(ModalScreen[None]):
@@ -81,5 +98,7 @@ class HelpScreen(ModalScreen[None]):
             yield Static(keys)
             yield Static(Text("\n" + RUN_END_HELP, style="dim"))
             yield Static(Text("\nCognitive load", style="bold underline"))
-            yield Static(Text(LOAD_HELP))
+            yield Static(Text(LOAD_FORMULA + "\n"))
+            yield Static(load_terms(), id="load-terms")
+            yield Static(Text("\n" + LOAD_GAUGE_HELP))
             yield Static(Text("\nesc closes this screen", style="dim"))

@@ -48,11 +48,9 @@ def waits_for(task: TaskView, now: float, *, live: bool = True, held_by: str | N
         if task.in_flight:  # a retry needs a slot, not the policy's budget
             return f"slot of {task.agent} (retry)"
         return f"policy: {held_by}" if held_by is not None else f"slot of {task.agent}"
-    # Running: nothing keeps it (the in-flight pane says where it runs).
+    # Running, its agent or its CI: nothing keeps it (the in-flight pane says where).
     if state is TaskState.CI_QUEUED:
         return f"runner {task.runner}"
-    if state is TaskState.CI_RUNNING:
-        return f"ci on {task.runner}"
     if state is TaskState.MERGE_QUEUED:
         return "merge train"
     if state is TaskState.RETRY_WAIT and task.retry_at is not None:

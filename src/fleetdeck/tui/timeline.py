@@ -14,6 +14,7 @@ from textual.screen import Screen
 from textual.widgets import Static
 
 from fleetdeck.client import EngineClient
+from fleetdeck.model import Stage
 from fleetdeck.snapshot import AttemptRecord, Timeline
 from fleetdeck.text import format_seconds
 from fleetdeck.tui.footer import FleetFooter
@@ -215,11 +216,24 @@ class TimelineScreen(Screen[None]):
             f"\n{format_seconds(ended - began)} · from {clock(began - first)}"
             f" to {clock(ended - first)}",
         )
-        if attempt.queued_at is not None and attempt.started_at is not None:
-            line.append(f" · waited {format_seconds(attempt.started_at - attempt.queued_at)}")
+        wait = waited(attempt)
+        if wait is not None:
+            line.append(f" · waited {format_seconds(wait)}")
         if attempt.error:
             line.append(f" · {attempt.error}", style="red")
         return line
+
+
+def waited(attempt: AttemptRecord) -> float | None:
+    """How long a later stage's attempt waited in its pool's queue, if it did.
+
+    The core stamps `queued_at` on the agent attempt too, when its task joins the
+    CI queue (to hand it to the CI attempt): there it is after the start and says
+    nothing about a wait, so only a later stage's attempt has one."""
+    queued, started = attempt.queued_at, attempt.started_at
+    if attempt.stage is Stage.AGENT or queued is None or started is None or queued > started:
+        return None
+    return started - queued
 
 
 def _latest(timeline: Timeline) -> AttemptRecord | None:
