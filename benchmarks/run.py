@@ -17,6 +17,9 @@ alone, e.g. `python benchmarks/overhead.py --quick`):
   journal    5. what journal writes cost in the overhead run (journal_cost.py)
   simulate   6. the policy lab: simulated tasks/s on a 100,000-task DAG, the live
                 what-if's cost, predicted against real makespans of config/ (simulate.py)
+  landing    7. a git worktree per task and the merge train on a 10,000-file
+                repository: worktree, commit, landing (ms), disk per worktree, and
+                the train's throughput with a 1 s CI against CI's bound (landing.py)
   ui         4. benchmarks/ui.py, run as its own process when it exists: key press to
                 repaint in tmux and fleetdeck's CPU; its summary joins ours
 
@@ -43,6 +46,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import journal_cost
+import landing
 import makespan
 import overhead
 import scale
@@ -71,10 +75,19 @@ SECTIONS: dict[str, Section] = {
     "scale": scale.measure,
     "journal": journal_cost.measure,
     "simulate": simulate.measure,
+    "landing": landing.measure,
 }
-ORDER = ("overhead", "makespan", "scale", "journal", "simulate", "ui")
+ORDER = ("overhead", "makespan", "scale", "journal", "simulate", "landing", "ui")
 # The numbering; the summary follows it (the UI runs last: it is the longest).
-NUMBERS = {"overhead": 1, "makespan": 2, "scale": 3, "ui": 4, "journal": 5, "simulate": 6}
+NUMBERS = {
+    "overhead": 1,
+    "makespan": 2,
+    "scale": 3,
+    "ui": 4,
+    "journal": 5,
+    "simulate": 6,
+    "landing": 7,
+}
 
 
 # --- 4. the UI benchmark, another process -----------------------------------------------

@@ -33,7 +33,7 @@ def test_operator_retry_of_a_failed_task_requeues_it_and_unblocks_its_dependents
         (
             "task_requeued",
             "a",
-            {"state": "ready", "reason": "operator retry", "cause": "operator"},
+            {"state": "ready", "stage": "agent", "reason": "operator retry", "cause": "operator"},
         ),
         ("task_ready", "a", {"wave": 0}),
         ("task_requeued", "b", {"state": "pending", "reason": "'a' retried", "cause": "upstream"}),

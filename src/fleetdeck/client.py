@@ -30,7 +30,7 @@ from fleetdeck.engine.core import CommandError
 
 if TYPE_CHECKING:
     from fleetdeck.metrics import Report, TaskSummary
-    from fleetdeck.model import Event
+    from fleetdeck.model import Event, Stage
     from fleetdeck.snapshot import FleetSnapshot, TaskDetail, Timeline
 
 __all__ = [
@@ -103,8 +103,16 @@ class EngineClient(Protocol):
         """Cancel a task: stop its attempt and block its dependents."""
         ...
 
-    def retry(self, task_id: str) -> None:
-        """Run a failed or cancelled task (or a blocked root's blockers) again."""
+    def retry(self, task_id: str, stage: str | None = None) -> None:
+        """Run a failed or cancelled task (or a blocked root's blockers) again.
+
+        `stage` "ci" reruns CI alone on the agent's existing output, for a task
+        whose CI failed (a flaky test); None or "agent": the agent, then the rest."""
+        ...
+
+    def retry_stages(self, task_id: str) -> tuple[Stage, ...]:
+        """The stages a retry of `task_id` may start from: the agent always, and
+        CI too when the task failed in CI (CommandError for an unknown task)."""
         ...
 
     def acknowledge(self, task_id: str) -> None:

@@ -17,6 +17,7 @@ from fleetdeck.logtail import LogFollower, last_line, last_lines
 
 if TYPE_CHECKING:
     from fleetdeck.engine import Engine
+    from fleetdeck.model import Stage
     from fleetdeck.snapshot import FleetSnapshot, TaskDetail, Timeline
     from fleetdeck.whatif import PredictionProcess
 
@@ -68,9 +69,14 @@ class InProcessClient:
         """Cancel a task: stop its attempt and block its dependents."""
         self.engine.cancel(task_id)
 
-    def retry(self, task_id: str) -> None:
-        """Run a failed or cancelled task (or a blocked root's blockers) again."""
-        self.engine.retry(task_id)
+    def retry(self, task_id: str, stage: str | None = None) -> None:
+        """Run a failed or cancelled task (or a blocked root's blockers) again;
+        `stage` "ci": CI alone, on the agent's output (see EngineClient.retry)."""
+        self.engine.retry(task_id, stage)
+
+    def retry_stages(self, task_id: str) -> tuple[Stage, ...]:
+        """The stages a retry of `task_id` may start from."""
+        return self.engine.retry_stages(task_id)
 
     def acknowledge(self, task_id: str) -> None:
         """The operator has seen a task that needs attention."""

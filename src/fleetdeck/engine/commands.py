@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from fleetdeck.engine import ends
 from fleetdeck.engine.core import CommandError, Core
-from fleetdeck.model import EventKind, Outcome, TaskState
+from fleetdeck.model import EventKind, Outcome, Stage, TaskState
 from fleetdeck.policy import make_policy, parse_policy
+from fleetdeck.stages import FIRST_STAGE, STAGES
 
 
 def set_policy(core: Core, name: str) -> None:
@@ -78,11 +79,49 @@ def cancel(core: Core, task_id: str) -> None:
     core.effects.schedule_soon()
 
 
-def retry(core: Core, task_id: str) -> None:
-    """Run a failed or cancelled task again (a blocked root: the tasks blocking it)."""
+# The outcomes of a CI attempt after which its task may rerun CI alone (the
+# agent's commit stands; a cancel is the operator's own and says nothing of it).
+_CI_FAILURES = frozenset({Outcome.FAILED, Outcome.TIMEOUT, Outcome.LOST})
+
+
+def retry_stages(core: Core, node: int) -> tuple[Stage, ...]:
+    """The stages a retry of task `node` may start from: its first stage, and
+    CI as well when the task failed in CI (a flaky test reruns alone on the
+    agent's existing output)."""
+    task = core.tasks[node]
+    last = task.current_attempt
+    if (
+        task.state is TaskState.FAILED
+        and last is not None
+        and last.stage is Stage.CI
+        and last.outcome in _CI_FAILURES
+        and ends.agent_output(task) is not None
+    ):
+        return (FIRST_STAGE, Stage.CI)
+    return (FIRST_STAGE,)
+
+
+def retry(core: Core, task_id: str, stage: str | None = None) -> None:
+    """Run a failed or cancelled task again (a blocked root: the tasks blocking it).
+
+    `stage` "ci" reruns CI alone on the agent's output, for a task whose CI
+    failed (see `retry_stages`); None or "agent" runs the agent and what follows."""
     node = core.node(task_id)
     task = core.tasks[node]
-    if task.state in (TaskState.FAILED, TaskState.CANCELLED):
+    try:
+        wanted = FIRST_STAGE if stage is None else Stage(stage)
+    except ValueError:
+        raise CommandError(
+            f"cannot retry '{task_id}' from stage '{stage}': the stages are {', '.join(STAGES)}"
+        ) from None
+    if wanted is not FIRST_STAGE:
+        if wanted not in retry_stages(core, node):
+            raise CommandError(
+                f"cannot rerun {wanted} alone for '{task_id}': only a task that failed "
+                f"in {wanted} can (it is {task.state}); retry it from the agent"
+            )
+        ends.requeue(core, node, wanted)
+    elif task.state in (TaskState.FAILED, TaskState.CANCELLED):
         ends.requeue(core, node)
     elif task.state is TaskState.BLOCKED:
         roots = [

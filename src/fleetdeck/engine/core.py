@@ -159,6 +159,9 @@ class Core:
         self.held_by_policy = False
         # Tasks whose view changed since the views last looked (None: nobody looks).
         self.dirty: set[int] | None = None
+        # Tasks the operator put straight back into a later stage's queue, and
+        # when (their last attempt's queue time is not theirs: see ends.requeue).
+        self.requeued_at: dict[int, float] = {}
         # Queue waits of later stages, per pool (for contention views).
         self.queue_waits: dict[str, list[float]] = {}
         self.next_attempt_id = next_attempt_id
@@ -375,6 +378,8 @@ class Core:
         if stage is not _AGENT:
             previous = task.current_attempt
             attempt.queued_at = previous.queued_at if previous is not None else None
+            if self.requeued_at:  # (an operator's retry of a later stage alone: rare)
+                attempt.queued_at = self.requeued_at.pop(node, attempt.queued_at)
             if attempt.queued_at is not None:
                 self.queue_waits.setdefault(worker_name, []).append(at - attempt.queued_at)
         task.add_attempt(attempt)

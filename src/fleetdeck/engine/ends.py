@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from fleetdeck.model import Cause, EventKind, Stage, TaskState
-from fleetdeck.stages import STAGES, worker_of
+from fleetdeck.model import Attempt, Cause, EventKind, Outcome, Stage, TaskRun, TaskState
+from fleetdeck.stages import FIRST_STAGE, STAGES, worker_of
 
 if TYPE_CHECKING:
     from fleetdeck.engine.core import Core
@@ -59,6 +59,7 @@ def unqueue(core: Core, node: int) -> None:
     timer = core.retry_timers.pop(node, None)
     if timer is not None:
         timer.cancel()
+    core.requeued_at.pop(node, None)
     for stage in core.pipelines[node][1:]:
         worker_name = worker_of(core.specs[node], stage)
         queue = core.stage_queues.get((stage, worker_name or ""))
@@ -91,14 +92,22 @@ def give_up(core: Core, node: int, state: TaskState, *, reason: str) -> None:
             core.tell(EventKind.TASK_BLOCKED, blocked.id, child, {"blocked_by": task.id})
 
 
-def requeue(core: Core, node: int) -> None:
+def requeue(core: Core, node: int, stage: Stage | None = None) -> None:
     """Run a failed or cancelled task again with a fresh retry budget; its
-    blocked dependents return to pending unless another failure blocks them."""
+    blocked dependents return to pending unless another failure blocks them.
+
+    `stage` a later stage of its pipeline (CI): the task goes straight into that
+    stage's queue, on the output of its last agent attempt (which must have
+    succeeded: see `agent_output`), and is in flight again."""
     task = core.tasks[node]
     task.failures = 0
     task.lost = 0
     task.finished_at = None
     task.attention_since = None
+    if stage is not None and stage is not FIRST_STAGE:
+        _requeue_into(core, node, stage)
+        _unblock_downstream(core, node)
+        return
     blocker = core.blocker_of(node)
     if blocker is not None:
         # A cancelled blocked task, retried while what blocked it still fails.
@@ -115,11 +124,19 @@ def requeue(core: Core, node: int) -> None:
         EventKind.TASK_REQUEUED,
         task.id,
         state=task.state,
+        stage=FIRST_STAGE,
         reason="operator retry",
         cause=Cause.OPERATOR,
     )
     if ready:
         core.make_ready(node)
+    _unblock_downstream(core, node)
+
+
+def _unblock_downstream(core: Core, node: int) -> None:
+    """Task `node` runs again: what it blocked returns to pending, unless
+    another failure still blocks it."""
+    task = core.tasks[node]
     for child in core.dag.descendants(node):
         blocked = core.tasks[child]
         if blocked.state is not TaskState.BLOCKED:
@@ -140,6 +157,48 @@ def requeue(core: Core, node: int) -> None:
         elif blocker != blocked.blocked_by:
             blocked.blocked_by = blocker
             core.emit(EventKind.TASK_BLOCKED, blocked.id, blocked_by=blocker)
+
+
+def agent_output(task: TaskRun) -> Attempt | None:
+    """The agent attempt a later stage of `task` would work on: its last agent
+    attempt, if that one succeeded (None: there is no output to work on)."""
+    for attempt in reversed(task.attempts):
+        if attempt.stage is FIRST_STAGE:
+            return attempt if attempt.outcome is Outcome.OK else None
+    return None
+
+
+def _requeue_into(core: Core, node: int, stage: Stage) -> None:
+    """Put an ended task straight into the queue of `stage`, in flight again.
+
+    Its dependencies all succeeded (it ran), so nothing blocks it, and nothing
+    downstream starts before it succeeds."""
+    task = core.tasks[node]
+    output = agent_output(task)
+    assert output is not None and stage in core.pipelines[node]
+    task.output_attempt = output
+    core.unfinished += 1
+    core.enter_flight(task)
+    definition = STAGES[stage]
+    worker_name = worker_of(core.specs[node], stage)
+    assert worker_name is not None and definition.queued_event is not None
+    task.state = definition.queued
+    core.emit(
+        EventKind.TASK_REQUEUED,
+        task.id,
+        state=task.state,
+        stage=stage,
+        reason=f"operator retry ({stage} only)",
+        cause=Cause.OPERATOR,
+    )
+    queue = core.stage_queues[(stage, worker_name)]
+    queue.append(node)
+    # Its wait counts from now, not from when its failed attempt queued.
+    core.requeued_at[node] = core.clock.now()
+    data = {definition.worker_kind: worker_name, "position": len(queue)}
+    core.tell(definition.queued_event, task.id, node, data)
+    if core.dirty is not None:
+        core.touch(node)
 
 
 def fail_stranded(

@@ -319,11 +319,16 @@ class Engine:
         commands.cancel(self.core, task_id)
         self._check_settled()
 
-    def retry(self, task_id: str) -> None:
-        """Run a failed or cancelled task again (a blocked root: the tasks blocking it)."""
-        commands.retry(self.core, task_id)
+    def retry(self, task_id: str, stage: str | None = None) -> None:
+        """Run a failed or cancelled task again (a blocked root: the tasks blocking
+        it); `stage` "ci": CI alone, for a task whose CI failed."""
+        commands.retry(self.core, task_id, stage)
         if self._settled is not None and not self.core.settled:
             self._settled.clear()
+
+    def retry_stages(self, task_id: str) -> tuple[Stage, ...]:
+        """The stages a retry of `task_id` may start from (see commands.retry_stages)."""
+        return commands.retry_stages(self.core, self.core.node(task_id))
 
     def acknowledge(self, task_id: str) -> None:
         """The operator has seen a task that needs attention: it leaves the queue."""

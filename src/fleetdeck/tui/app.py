@@ -26,8 +26,9 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Input
 
 from fleetdeck.client import CommandError, EngineClient, RunHandle, RunOutcome
-from fleetdeck.model import Event, EventKind
+from fleetdeck.model import Event, EventKind, Stage
 from fleetdeck.policy import next_policy
+from fleetdeck.tui.choice import ChoiceScreen
 from fleetdeck.tui.collector import QUIET, IdleCollector
 from fleetdeck.tui.confirm import ConfirmScreen
 from fleetdeck.tui.contention import ContentionPane
@@ -279,8 +280,30 @@ class FleetApp(App[int]):
         if self._finished_tell("no task can be retried"):
             return
         task = self._selected_or_tell()
-        if task is not None:
+        if task is None:
+            return
+        try:
+            ci_alone = Stage.CI in self.client.retry_stages(task)
+        except CommandError as exc:
+            self.notify(str(exc), title="retry", severity="error", timeout=5)
+            return
+        if not ci_alone:
             self._command("retry", lambda: self.client.retry(task))
+            return
+
+        def answered(key: str | None) -> None:
+            if key is not None:
+                stage = Stage.CI if key == "c" else Stage.AGENT
+                self._command("retry", lambda: self.client.retry(task, stage))
+
+        self.push_screen(
+            ChoiceScreen(
+                f"[b]{task}[/b] failed in CI. Rerun CI only, on its agent's work as it "
+                "is (c), or the agent and CI (a)?",
+                [("c", "CI only"), ("a", "agent and CI")],
+            ),
+            answered,
+        )
 
     def action_acknowledge(self) -> None:
         """x: the selected failed task or blocked root is seen: it leaves the attention queue."""
