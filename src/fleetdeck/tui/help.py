@@ -14,7 +14,7 @@ from textual.widgets import Static
 KEYS: tuple[tuple[str, str], ...] = (
     ("s", "the next policy, in turn (next launch; nothing in flight is touched)"),
     ("c", "cancel the selected task (asks y/n); its process tree is stopped"),
-    ("r", "retry the selected failed, cancelled or blocked-root task"),
+    ("r", "retry the selected failed, cancelled or blocked-root task (CI failed: CI only, or all)"),
     ("x", "seen: the selected failed task or blocked root leaves the attention queue"),
     ("p", "pause / resume new launches (work in flight goes on)"),
     ("enter", "details of the selected task (or timeline bar): attempts, live log, inputs, output"),
