@@ -288,5 +288,7 @@ async def _discard(repo: Path, scratch: Path) -> None:
 
 
 def _write_log(path: str, lines: list[str]) -> None:
-    with contextlib.suppress(OSError):
-        Path(path).write_text("".join(f"{line}\n" for line in lines))
+    # Appended, as executors append: a merge attempt run again (after a conflict's
+    # fix, or CI's rerun) shares its attempt number's log, and keeps what came before.
+    with contextlib.suppress(OSError), open(path, "a", encoding="utf-8") as log:
+        log.write("".join(f"{line}\n" for line in lines))
