@@ -34,6 +34,7 @@ demo: $(VENV)/.runtime
 
 # The landing demo: a throwaway repository, agents in worktrees, the merge train.
 demo-land: $(VENV)/.runtime
+	@command -v git >/dev/null || $(MAKE) -s ssh-server
 	@sh config/land-demo.sh .fleetdeck/land-demo/repo
 	@$(BIN)/fleetdeck run config/land.toml --fresh
 
@@ -51,14 +52,15 @@ unit: $(VENV)/.test ssh-server
 	$(BIN)/pytest
 
 # The SSH tests start real sshd servers on 127.0.0.1 (tests/sshd.py) and run the
-# remote wrapper with BusyBox's tools; CI must run them, so install OpenSSH's server
-# and BusyBox when they are missing. Quiet when they are there.
+# remote wrapper with BusyBox's tools, and the landing tests make git repositories;
+# CI must run them, so install OpenSSH's server, BusyBox and git when they are
+# missing. Quiet when they are there.
 ssh-server:
-	@{ [ -x /usr/sbin/sshd ] && command -v busybox >/dev/null; } || { \
-		echo "installing openssh-server and busybox for the SSH tests"; \
+	@{ [ -x /usr/sbin/sshd ] && command -v busybox >/dev/null && command -v git >/dev/null; } || { \
+		echo "installing openssh-server, busybox and git for the SSH and landing tests"; \
 		SUDO=$$([ "$$(id -u)" -eq 0 ] || echo sudo); \
 		$$SUDO apt-get update -qq && \
-		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq openssh-server busybox >/dev/null; \
+		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq openssh-server busybox git >/dev/null; \
 	}
 
 # The performance suite (README, Performance): ~12 min; `make bench BENCH_ARGS=--quick`
