@@ -261,12 +261,13 @@ def _clean_for_fresh(fleet: Fleet, state_dir: Path) -> bool:
     """A --fresh run starts without what earlier runs' tasks left: work on no
     other branch is kept, and set aside (`fleetdeck/<task>@N`) where the new run
     will not make its worktrees over it. False when git cannot say what is safe."""
-    from fleetdeck.workspace.clean import CleanError, clean
-
     root = fleet.worktrees_dir(state_dir)
     repo = fleet.repo_path
     if root is None or repo is None or fleet.config.repo is None:
         return True
+    # Only a fleet with a [repo] pays for the git side's import.
+    from fleetdeck.workspace.clean import CleanError, clean
+
     try:
         lines = clean(repo, root, copied=fleet.config.repo.copy, aside=True)
     except CleanError as exc:

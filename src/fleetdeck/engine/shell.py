@@ -552,9 +552,7 @@ class Engine:
                         core.attempt_ended(running, running.stop_reason, None)
                         return
                     shell.process = await executor.start(request)
-                except (
-                    Exception
-                ) as exc:  # LaunchError, or an executor bug: never take the engine down
+                except Exception as exc:  # LaunchError, or an executor bug: never fatal
                     attempt.error = self.redactor.text(
                         str(exc) if isinstance(exc, LaunchError) else f"{type(exc).__name__}: {exc}"
                     )
