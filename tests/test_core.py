@@ -16,7 +16,7 @@ from core_support import CoreSim, chain, fleet_toml
 from fleetdeck.engine import commands
 from fleetdeck.engine.core import MAX_LOST_ATTEMPTS, Core, Running
 from fleetdeck.fold import next_state
-from fleetdeck.model import Event, EventKind, Outcome, TaskState
+from fleetdeck.model import Event, EventKind, Outcome, Stage, TaskState
 from fleetdeck.stages import EXIT_WAIT
 
 # --- the start and the launch decision ----------------------------------------------
@@ -349,6 +349,11 @@ def test_queue_waits_of_ci_are_recorded() -> None:
     ci = sim.running("b").attempt
     assert (ci.queued_at, ci.started_at) == (3.0, 9.0)
     assert sim.core.queue_waits == {"ci": [0.0, 6.0]}
+    # The queue time is the CI attempt's own: the agent attempt, which ended
+    # before its task queued, never says it waited (the journal keeps its row).
+    agent = sim.core.tasks[sim.core.node("b")].attempts[0]
+    assert agent.stage is Stage.AGENT and agent.queued_at is None
+    assert sim.core.queued_since == {}  # nobody left in a later stage's queue
 
 
 # --- any DAG, any outcomes ----------------------------------------------------------

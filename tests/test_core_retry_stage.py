@@ -113,7 +113,7 @@ def test_a_cancel_while_queued_for_ci_again_leaves_no_stale_queue_time() -> None
     commands.retry(sim.core, "a", "ci")
     commands.cancel(sim.core, "a")
     assert sim.state("a") is TaskState.CANCELLED
-    assert not sim.core.requeued_at
+    assert not sim.core.queued_since
     assert not any(sim.core.stage_queues.values())
 
 

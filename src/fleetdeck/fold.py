@@ -18,6 +18,8 @@ _QUEUED_BY_EVENT = {
     for definition in STAGES.values()
     if definition.queued_event is not None
 }
+# The events that put a task in a later stage's queue.
+QUEUED_EVENTS = frozenset(_QUEUED_BY_EVENT)
 _RUNNING_BY_STAGE = {str(stage): definition.running for stage, definition in STAGES.items()}
 _ENDED = {
     EventKind.TASK_SUCCEEDED: TaskState.SUCCEEDED,

@@ -27,7 +27,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from fleetdeck.fold import next_state
+from fleetdeck.fold import QUEUED_EVENTS, next_state
 from fleetdeck.model import Attempt, Cause, Event, EventKind, Outcome, Stage, TaskState
 
 if TYPE_CHECKING:  # the journal's row types only: resuming is pure, the journal is not
@@ -81,6 +81,8 @@ class TaskReplay:
     attention_since: float | None = None
     # The operator has seen it (task_acknowledged): it needs no attention.
     acknowledged: bool = False
+    # When it last joined a later stage's queue (ci_queued, merge_queued).
+    queued_at: float | None = None
     attempts: list[Attempt] = field(default_factory=list)
     # Carried over from an earlier run (task_reused): the run whose attempt
     # produced the success, and that agent attempt's number.
@@ -150,6 +152,8 @@ def replay(
         task = tasks.setdefault(event.task, TaskReplay())
         kind = event.kind
         task.state = next_state(task.state, event)
+        if kind in QUEUED_EVENTS:
+            task.queued_at = event.ts
         if kind is EventKind.ATTEMPT_FINISHED:
             if event.data.get("outcome") == Outcome.LOST:
                 task.lost += 1

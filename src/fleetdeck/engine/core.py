@@ -159,9 +159,9 @@ class Core:
         self.held_by_policy = False
         # Tasks whose view changed since the views last looked (None: nobody looks).
         self.dirty: set[int] | None = None
-        # Tasks the operator put straight back into a later stage's queue, and
-        # when (their last attempt's queue time is not theirs: see ends.requeue).
-        self.requeued_at: dict[int, float] = {}
+        # When each task in a later stage's queue joined it (its wait, for the
+        # queue-wait figures and views); only tasks queued there have an entry.
+        self.queued_since: dict[int, float] = {}
         # Queue waits of later stages, per pool (for contention views).
         self.queue_waits: dict[str, list[float]] = {}
         self.next_attempt_id = next_attempt_id
@@ -376,10 +376,7 @@ class Core:
         )
         self.next_attempt_id += 1
         if stage is not _AGENT:
-            previous = task.current_attempt
-            attempt.queued_at = previous.queued_at if previous is not None else None
-            if self.requeued_at:  # (an operator's retry of a later stage alone: rare)
-                attempt.queued_at = self.requeued_at.pop(node, attempt.queued_at)
+            attempt.queued_at = self.queued_since.pop(node, None)
             if attempt.queued_at is not None:
                 self.queue_waits.setdefault(worker_name, []).append(at - attempt.queued_at)
         task.add_attempt(attempt)
@@ -538,7 +535,7 @@ class Core:
         task.state = definition.queued
         queue = self.stage_queues[(stage, worker_name)]
         queue.append(node)
-        attempt.queued_at = at
+        self.queued_since[node] = at
         data = {definition.worker_kind: worker_name, "position": len(queue)}
         self.tell(definition.queued_event, task.id, node, data)
 

@@ -59,7 +59,7 @@ def unqueue(core: Core, node: int) -> None:
     timer = core.retry_timers.pop(node, None)
     if timer is not None:
         timer.cancel()
-    core.requeued_at.pop(node, None)
+    core.queued_since.pop(node, None)
     for stage in core.pipelines[node][1:]:
         worker_name = worker_of(core.specs[node], stage)
         queue = core.stage_queues.get((stage, worker_name or ""))
@@ -193,8 +193,7 @@ def _requeue_into(core: Core, node: int, stage: Stage) -> None:
     )
     queue = core.stage_queues[(stage, worker_name)]
     queue.append(node)
-    # Its wait counts from now, not from when its failed attempt queued.
-    core.requeued_at[node] = core.clock.now()
+    core.queued_since[node] = core.clock.now()
     data = {definition.worker_kind: worker_name, "position": len(queue)}
     core.tell(definition.queued_event, task.id, node, data)
     if core.dirty is not None:

@@ -101,6 +101,12 @@ def take_up(
             worker_name = worker_of(core.specs[node], stage)
             assert worker_name is not None
             core.stage_queues[(stage, worker_name)].append(node)
+            # Its wait goes on from when it joined (the journal's queued event;
+            # journals before that kept it on the agent attempt's row).
+            queued_at = replayed.queued_at
+            if queued_at is None:
+                queued_at = task.output_attempt.queued_at
+            core.queued_since[node] = core.clock.now() if queued_at is None else queued_at
         elif state in (
             TaskState.RETRY_WAIT,
             TaskState.RUNNING,

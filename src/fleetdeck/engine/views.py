@@ -206,10 +206,8 @@ class ViewBuilder:
         """How long the task at the head of a stage's queue has waited."""
         if not queue:
             return None
-        attempt = self.core.tasks[queue[0]].current_attempt
-        if attempt is None or attempt.queued_at is None:
-            return None
-        return at - attempt.queued_at
+        since = self.core.queued_since.get(queue[0])
+        return None if since is None else at - since
 
     def _fresh_views(self) -> tuple[TaskView, ...]:
         """Every task's view, rebuilding only those that changed since the last call."""

@@ -227,8 +227,8 @@ class TimelineScreen(Screen[None]):
 def waited(attempt: AttemptRecord) -> float | None:
     """How long a later stage's attempt waited in its pool's queue, if it did.
 
-    The core stamps `queued_at` on the agent attempt too, when its task joins the
-    CI queue (to hand it to the CI attempt): there it is after the start and says
+    Journals written before 2026-12-06 stamped `queued_at` on the agent attempt
+    too, when its task joined the CI queue: there it is after the start and says
     nothing about a wait, so only a later stage's attempt has one."""
     queued, started = attempt.queued_at, attempt.started_at
     if attempt.stage is Stage.AGENT or queued is None or started is None or queued > started:
