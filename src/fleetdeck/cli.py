@@ -350,7 +350,7 @@ def run_command(fleet: Fleet, args: argparse.Namespace) -> int:
             from fleetdeck.workspace.train import Train
             from fleetdeck.workspace.worktrees import GitWorkspace
 
-            workspace = GitWorkspace(fleet, state_dir)
+            workspace = GitWorkspace(fleet, state_dir, executors)
             executors[TRAIN_HOST] = Train(fleet, workspace)
         engine = Engine(
             fleet,

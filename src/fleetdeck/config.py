@@ -92,6 +92,9 @@ class HostSpec:
     keepalive_count: PositiveInt = 3
     max_sessions: PositiveInt = 10
     trust_unknown_host_key: StrictBool = False
+    # A clone of the fleet's `[repo]` on this host: its agents work in a
+    # worktree of it (absolute, or from the login's home with `~/`).
+    repo: StrictStr | None = None
 
 
 @dataclass(slots=True, frozen=True)
@@ -674,6 +677,7 @@ class _RawShape:
 
     def __init__(self, data: Mapping[str, Any]) -> None:
         self.hosts = _table(data.get("hosts"))
+        self.repo = data.get("repo")
         self.agents = {name: _raw_worker(spec) for name, spec in _table(data.get("agents")).items()}
         self.runners = {
             name: _raw_worker(spec) for name, spec in _table(data.get("runners")).items()
@@ -730,6 +734,25 @@ def _reference_problems(config: _ShapeLike, *, require_tasks: bool = True) -> It
         for name, worker in workers.items():
             yield from _worker_problems(f"{section}.{name}", worker, host_names)
     yield from _task_problems(config)
+    yield from _host_repo_problems(config)
+
+
+def _host_repo_problems(config: _ShapeLike) -> Iterable[Problem]:
+    """A host's `repo` is a clone of the fleet's `[repo]`: there must be one."""
+    fleet_repo = getattr(config, "repo", None)
+    for name, host in config.hosts.items():
+        path = host.get("repo") if isinstance(host, dict) else getattr(host, "repo", None)
+        if not isinstance(path, str):
+            continue
+        if fleet_repo is None:
+            yield Problem(
+                f"hosts.{name}.repo",
+                "needs a [repo] in the fleet (the repository its tasks' changes land on)",
+            )
+        elif not (path.startswith("/") or path.startswith("~/")):
+            yield Problem(
+                f"hosts.{name}.repo", f"{path!r} must be absolute on the host (or start with ~/)"
+            )
 
 
 def _worker_problems(where: str, worker: _WorkerLike, host_names: list[str]) -> Iterable[Problem]:

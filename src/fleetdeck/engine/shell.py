@@ -671,11 +671,12 @@ class Engine:
         supervisors = [p.supervisor for p in self._processes.values() if p.supervisor is not None]
         if supervisors:
             await asyncio.gather(*supervisors, return_exceptions=True)
+        # Releases first: one may still need its host (a worktree in an SSH host's clone).
+        if self._releases:
+            await asyncio.gather(*self._releases, return_exceptions=True)
         for executor in self._executors.values():
             with contextlib.suppress(Exception):
                 await executor.aclose()
-        if self._releases:
-            await asyncio.gather(*self._releases, return_exceptions=True)
         # Run anything that was waiting on a commit (a success just before the stop).
         self._commits.drain()
 

@@ -1016,6 +1016,31 @@ class SshExecutor(Executor):
             agent_output=_read_agent_output(request.env.get(AGENT_OUTPUT_VARIABLE)),
         )
 
+    async def run_script(
+        self, script: str, args: Iterable[str] = (), *, stdin: bytes = b""
+    ) -> tuple[int, bytes, bytes]:
+        """Run the POSIX sh `script` (with `args` as $1...) on the host, over this
+        executor's connection and one of its sessions: its exit status (-1 when
+        killed by a signal), stdout and stderr. For fleetdeck's own work there
+        (git, for a task's worktree); HostLostError when not connected."""
+        conn, sessions = self._conn, self._sessions
+        if conn is None or sessions is None or self._closing:
+            raise HostLostError(f"{self.host}: not connected")
+        quoted = " ".join(shlex.quote(arg) for arg in args)
+        command = f"exec /bin/sh -c {shlex.quote(script)} fleetdeck {quoted}"
+        try:
+            async with sessions:
+                result = await conn.run(command, input=stdin, encoding=None, check=False)
+        except (OSError, asyncssh.Error) as exc:
+            raise HostLostError(f"{self.host}: {exc}") from None
+        out, err = result.stdout, result.stderr
+        status = result.exit_status
+        return (
+            -1 if status is None else status,
+            out if isinstance(out, bytes) else b"",
+            err if isinstance(err, bytes) else b"",
+        )
+
     def _attempt_closed(self, process: RemoteProcess) -> None:
         self._attempts.discard(process)
         if process.orphaned:

@@ -16,7 +16,9 @@ branch exists without being in it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -36,6 +38,7 @@ from fleetdeck.workspace.git import (
     run,
     worktrees,
 )
+from fleetdeck.workspace.remote import bring_back, place_remote, remote_repos
 
 if TYPE_CHECKING:
     from fleetdeck.config import Fleet, RepoSpec, TaskSpec
@@ -74,12 +77,20 @@ class TaskTree:
     waiting: str | None = None
     # What its agent stage committed (files, insertions, deletions, commit).
     diff: dict[str, Any] = field(default_factory=dict)
+    # The SSH host whose clone holds its worktree too, and that worktree's path
+    # there (workspace.remote).
+    host: str | None = None
+    remote_path: str | None = None
 
 
 class GitWorkspace:
     """Worktrees of one repository, one per task (engine.workspace.Workspace)."""
 
-    def __init__(self, fleet: Fleet, state_dir: Path) -> None:
+    def __init__(
+        self, fleet: Fleet, state_dir: Path, hosts: Mapping[str, object] | None = None
+    ) -> None:
+        """`hosts`: the run's executors, for the SSH hosts whose table names a
+        clone of the repository (`repo`): their tasks' worktrees are made there."""
         repo = fleet.config.repo
         path = fleet.repo_path
         root = fleet.worktrees_dir(state_dir)
@@ -95,6 +106,7 @@ class GitWorkspace:
         # command at the same moment fails instead of waiting.
         self.lock = asyncio.Lock()
         self._identity: tuple[str, ...] | None = None
+        self.remotes = remote_repos(fleet, hosts or {}, path, root)
 
     # --- the Workspace hook ---------------------------------------------------------
 
@@ -104,21 +116,26 @@ class GitWorkspace:
         tree = self.tasks.get(task)
         if attempt.stage is Stage.AGENT:
             keep = self._specs[task].keep_worktree
-            if tree is None or not keep or not tree.path.is_dir():
+            host = attempt.host if attempt.host in self.remotes else None
+            if tree is None or not keep or not tree.path.is_dir() or tree.host != host:
                 async with self.lock:
                     tree = await self._fresh(task, tree)
         else:
             if tree is None:
                 tree = await self._adopt(task)
             tree.tested = await rev(tree.path, "HEAD")
+        where = str(tree.path)
+        remote = self.remotes.get(attempt.host)
+        if remote is not None:
+            where = await place_remote(remote, task, tree, agent=attempt.stage is Stage.AGENT)
         env = {
-            "FLEETDECK_WORKTREE": str(tree.path),
+            "FLEETDECK_WORKTREE": where,
             "FLEETDECK_BRANCH": tree.branch,
             "FLEETDECK_BASE": tree.base,
         }
         if attempt.stage is Stage.AGENT and tree.conflict:
             env["FLEETDECK_CONFLICT"] = "\n".join(tree.conflict)
-        return Place(cwd=str(tree.path), env=env)
+        return Place(cwd=where, env=env)
 
     async def after_attempt(self, task: str, attempt: Attempt) -> dict[str, Any]:
         """After a successful agent attempt: commit what it left, and say what its
@@ -133,6 +150,15 @@ class GitWorkspace:
         if attempt.stage is not Stage.AGENT or tree is None:
             return {}
         where = tree.path
+        remote = self.remotes.get(attempt.host)
+        if remote is not None and tree.host == attempt.host:
+            message = (
+                f"{task}: {commit_subject(self._specs[task].prompt)}\n\nFleetdeck-Task: {task}\n"
+            )
+            try:
+                await bring_back(remote, task, tree, message)
+            except GitError as exc:
+                raise WorkspaceError(f"cannot bring the agent's work back: {exc}") from None
         try:
             await git(where, "add", "-A")
             if self.spec.copy:
@@ -192,6 +218,9 @@ class GitWorkspace:
                 await self._remove(tree.path, tree.branch)
         except (GitError, OSError):
             return  # left behind, like a failed task's: `git worktree list` shows it
+        for remote in self.remotes.values():
+            with contextlib.suppress(Exception):  # left behind there: `clean` lists it
+                await remote.remove(task, tree.branch)
 
     # --- worktrees ------------------------------------------------------------------
 

@@ -1,0 +1,259 @@
+"""Landing code from an SSH host: the agent works in a worktree of the host's own
+clone (`repo` in its `[hosts.NAME]`), made there over the host's connection;
+its work comes back here before CI and the merge train, which run here.
+
+Real OpenSSH (tests/sshd.py) on 127.0.0.1, logged in as the unprivileged test
+user, who owns the clone; real git on both sides.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import EngineHarness, Run, must_have
+from fleetdeck.config import ConfigError, Fleet, build_fleet
+from fleetdeck.executors import build_executors
+from fleetdeck.model import TRAIN_HOST, EventKind
+from fleetdeck.workspace.train import Train
+from fleetdeck.workspace.worktrees import GitWorkspace
+from git_support import git, make_repo
+from sshd import TEST_USER, SshLab, SshServer, ensure_test_user, missing_tools
+from test_land import CONFLICTING, assert_nothing_left, outcomes
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def alpha() -> Iterator[SshServer]:
+    must_have(missing_tools())
+    if shutil.which("git") is None:
+        pytest.skip("git is missing")
+    ensure_test_user()
+    lab = SshLab.create()
+    try:
+        yield lab.start_server("alpha")
+    finally:
+        lab.close()
+
+
+@pytest.fixture
+def clone_dir() -> Iterator[Path]:
+    """A directory the test user owns, for the host's clone (it is this machine)."""
+    where = Path(tempfile.mkdtemp(prefix="fleetdeck-clone-"))
+    where.chmod(0o755)
+    try:
+        yield where
+    finally:
+        shutil.rmtree(where, ignore_errors=True)
+
+
+def as_user(*argv: str) -> str:
+    """Run `argv` as the test user (what the agent on the host would see)."""
+    done = subprocess.run(
+        ["su", "-s", "/bin/sh", TEST_USER, "-c", " ".join(f"'{arg}'" for arg in argv)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def host_clone(repo: Path, where: Path) -> Path:
+    """A clone of `repo` on the host, owned by the test user."""
+    clone = where / "clone"
+    subprocess.run(["git", "clone", "-q", str(repo), str(clone)], check=True, capture_output=True)
+    subprocess.run(["chown", "-R", f"{TEST_USER}:", str(where)], check=True)
+    return clone
+
+
+def ssh_land_fleet(
+    tmp_path: Path,
+    repo: Path,
+    alpha: SshServer,
+    clone: str | None,
+    tasks: list[dict[str, Any]],
+    **runners: Any,
+) -> Fleet:
+    host = alpha.host() if clone is None else alpha.host(repo=clone)
+    data = {
+        "fleet": {"name": "land", "state_dir": "state", "grace_period": 0.5, "retry_backoff": 0.01},
+        "repo": {"path": str(repo)},
+        "hosts": {"alpha": host},
+        "agents": {"far": {"command": ["sh", "-c", "{prompt}"], "slots": 2, "host": "alpha"}},
+        "runners": runners,
+        "tasks": tasks,
+    }
+    return build_fleet(data, source="land.toml", base_dir=tmp_path)
+
+
+async def land(harness: EngineHarness, fleet: Fleet, tmp_path: Path) -> Run:
+    """As cli.py runs it: the workspace knows the run's executors (the SSH host)."""
+    executors = build_executors(fleet)
+    workspace = GitWorkspace(fleet, tmp_path / "state", executors)
+    executors[TRAIN_HOST] = Train(fleet, workspace)
+    return await harness.run(fleet, workspace=workspace, executors=executors)
+
+
+def assert_nothing_left_on_the_host(clone: Path, head: str) -> None:
+    """The host's clone as it was: one worktree, no branch of fleetdeck's, its own
+    branch where it was, nothing uncommitted, no worktrees directory."""
+    assert (
+        as_user("git", "-C", str(clone), "worktree", "list", "--porcelain").count("worktree ") == 1
+    )
+    assert as_user("git", "-C", str(clone), "branch", "--list", "fleetdeck/*") == ""
+    assert as_user("git", "-C", str(clone), "rev-parse", "HEAD") == head
+    assert as_user("git", "-C", str(clone), "status", "--porcelain") == ""
+    assert not (clone / ".git" / "fleetdeck-worktrees").exists()
+
+
+WHERE = 'echo "$(pwd) $FLEETDECK_WORKTREE $FLEETDECK_BRANCH $FLEETDECK_BASE $(id -un)" > where; '
+
+
+async def test_a_task_on_the_host_lands_here_and_nothing_is_left_there(
+    harness: EngineHarness, tmp_path: Path, alpha: SshServer, clone_dir: Path
+) -> None:
+    repo = make_repo(tmp_path / "repo")
+    clone = host_clone(repo, clone_dir)
+    start = git(repo, "rev-parse", "main")
+    # The target moves after the clone was made: the host must be brought to it.
+    (repo / "later.txt").write_text("later\n")
+    git(repo, "add", "later.txt")
+    git(repo, "commit", "-q", "-m", "later")
+    tip = git(repo, "rev-parse", "main")
+    # CI runs here, in the task's local worktree, on what the agent did there.
+    check = (
+        'test "$(cat a.txt)" = a && test -f later.txt && test "$PWD" != "$(cut -d" " -f1 where)"'
+    )
+    fleet = ssh_land_fleet(
+        tmp_path,
+        repo,
+        alpha,
+        str(clone),
+        [
+            {"id": "a", "agent": "far", "prompt": f"add a\n{WHERE}echo a > a.txt", "ci": "t"},
+            # Depends on a: its worktree there is made after a landed here.
+            {"id": "b", "agent": "far", "prompt": "cat a.txt > b.txt", "depends_on": ["a"]},
+        ],
+        t={"command": ["sh", "-c", check]},
+    )
+    run = await land(harness, fleet, tmp_path)
+    assert run.state("a") == run.state("b") == "succeeded", [
+        (e.kind, e.task, e.data) for e in run.events if e.kind is EventKind.ATTEMPT_FINISHED
+    ]
+    assert [e.data["host"] for e in run.of(EventKind.ATTEMPT_STARTED, stage="agent")] == [
+        "alpha",
+        "alpha",
+    ]
+    # It worked in a worktree of the host's clone, as the test user, from the tip.
+    pwd, worktree, branch, base, user = git(repo, "show", "main:where").split()
+    assert pwd == worktree == str(clone / ".git" / "fleetdeck-worktrees" / "a")
+    assert (branch, base, user) == ("fleetdeck/a", tip, TEST_USER)
+    # Its work landed here, committed with the prompt's first line; b saw a's change.
+    assert git(repo, "show", "main:a.txt") == "a"
+    assert git(repo, "show", "main:b.txt") == "a"
+    assert git(repo, "log", "--format=%s", "main").splitlines() == [
+        "b: cat a.txt > b.txt",
+        "a: add a",
+        "later",
+        "initial",
+    ]
+    assert outcomes(run, "a", "ci") == ["ok"]
+    landed = run.of(EventKind.TASK_LANDED)
+    assert [e.task for e in landed] == ["a", "b"]
+    assert landed[-1].data["commit"] == git(repo, "rev-parse", "main")
+    (finished,) = run.of(EventKind.ATTEMPT_FINISHED, "a", stage="agent")
+    assert finished.data["files"] == 2 and finished.data["branch"] == "fleetdeck/a"
+    assert_nothing_left(repo)
+    assert_nothing_left_on_the_host(clone, start)
+    # No bundle left in the state directory either.
+    assert not list((tmp_path / "state").rglob("*.bundle"))
+
+
+async def test_a_conflict_from_the_host_goes_back_to_its_agent_there(
+    harness: EngineHarness, tmp_path: Path, alpha: SshServer, clone_dir: Path
+) -> None:
+    repo = make_repo(tmp_path / "repo")
+    clone = host_clone(repo, clone_dir)
+    start = as_user("git", "-C", str(clone), "rev-parse", "HEAD")
+    tasks = [{"id": t, "agent": "far", "prompt": CONFLICTING, "retries": 1} for t in ("a", "b")]
+    fleet = ssh_land_fleet(tmp_path, repo, alpha, str(clone), tasks)
+    run = await land(harness, fleet, tmp_path)
+    assert run.state("a") == run.state("b") == "succeeded"
+    merges = {task: outcomes(run, task, "merge") for task in ("a", "b")}
+    first, second = ("a", "b") if merges["a"] == ["ok"] else ("b", "a")
+    assert merges == {first: ["ok"], second: ["conflict", "ok"]}
+    # The second agent ran again there, told which file, on top of the first's change.
+    hosts = [e.data["host"] for e in run.of(EventKind.ATTEMPT_STARTED, second, stage="agent")]
+    assert hosts == ["alpha", "alpha"]
+    retried = run.engine.task(second).output_attempt
+    assert retried is not None and retried.number == 2
+    assert Path(retried.output_path).read_text() == "shared.txt"
+    assert git(repo, "show", "main:shared.txt").splitlines() == [first, second]
+    assert_nothing_left(repo)
+    assert_nothing_left_on_the_host(clone, start)
+
+
+async def test_a_failed_tasks_worktree_stays_on_the_host(
+    harness: EngineHarness, tmp_path: Path, alpha: SshServer, clone_dir: Path
+) -> None:
+    repo = make_repo(tmp_path / "repo")
+    clone = host_clone(repo, clone_dir)
+    fleet = ssh_land_fleet(
+        tmp_path,
+        repo,
+        alpha,
+        str(clone),
+        [{"id": "a", "agent": "far", "prompt": "echo half > half.txt; exit 3"}],
+    )
+    run = await land(harness, fleet, tmp_path)
+    assert run.state("a") == "failed"
+    kept = clone / ".git" / "fleetdeck-worktrees" / "a"
+    assert (kept / "half.txt").read_text() == "half\n"
+    assert as_user("git", "-C", str(clone), "branch", "--list", "fleetdeck/*") == "+ fleetdeck/a"
+    assert git(repo, "rev-parse", "main") == as_user("git", "-C", str(clone), "rev-parse", "HEAD")
+
+
+async def test_a_host_path_that_is_not_a_repository_is_a_launch_error(
+    harness: EngineHarness, tmp_path: Path, alpha: SshServer, clone_dir: Path
+) -> None:
+    repo = make_repo(tmp_path / "repo")
+    plain = clone_dir / "plain"
+    plain.mkdir()
+    subprocess.run(["chown", "-R", f"{TEST_USER}:", str(clone_dir)], check=True)
+    fleet = ssh_land_fleet(
+        tmp_path, repo, alpha, str(plain), [{"id": "a", "agent": "far", "prompt": "true"}]
+    )
+    run = await land(harness, fleet, tmp_path)
+    assert run.state("a") == "failed"
+    (finished,) = run.of(EventKind.ATTEMPT_FINISHED, "a")
+    assert finished.data["error"] == (f"alpha: [hosts.alpha] repo: {plain} is not a git repository")
+    assert not list(plain.iterdir())  # nothing made there
+    assert git(repo, "branch", "--list", "fleetdeck/*") == "+ fleetdeck/a"  # here, kept
+
+
+def test_a_host_repo_without_a_fleet_repo_is_a_config_error(tmp_path: Path) -> None:
+    data = {
+        "hosts": {"alpha": {"address": "127.0.0.1", "repo": "/srv/app"}},
+        "agents": {"far": {"command": ["true"], "host": "alpha"}},
+        "tasks": [{"id": "a", "agent": "far"}],
+    }
+    with pytest.raises(ConfigError) as caught:
+        build_fleet(data, source="f.toml", base_dir=tmp_path)
+    assert [str(p) for p in caught.value.problems] == [
+        "hosts.alpha.repo: needs a [repo] in the fleet (the repository its tasks' changes land on)"
+    ]
+    data["repo"] = {"path": "."}
+    data["hosts"]["alpha"]["repo"] = "srv/app"  # type: ignore[index]
+    with pytest.raises(ConfigError) as caught:
+        build_fleet(data, source="f.toml", base_dir=tmp_path)
+    assert [str(p) for p in caught.value.problems] == [
+        "hosts.alpha.repo: 'srv/app' must be absolute on the host (or start with ~/)"
+    ]
