@@ -90,6 +90,10 @@ class TaskReplay:
     reused_attempt: int | None = None
     # The agent attempt whose output file is the task's output, once succeeded.
     output: Attempt | None = None
+    # Why it waits in the merge train (a merge_queued event's reason: the user's
+    # checkout of the target has local changes), and since when.
+    waiting_for: str | None = None
+    waiting_since: float | None = None
 
 
 @dataclass(slots=True)
@@ -154,6 +158,13 @@ def replay(
         task.state = next_state(task.state, event)
         if kind in QUEUED_EVENTS:
             task.queued_at = event.ts
+        if kind is EventKind.MERGE_QUEUED and event.data.get("reason"):
+            task.waiting_for = str(event.data["reason"])
+            task.waiting_since = task.waiting_since or event.ts
+        elif (kind is EventKind.ATTEMPT_FINISHED and event.data.get("outcome") != Outcome.WAIT) or (
+            kind is EventKind.TASK_REQUEUED
+        ):
+            task.waiting_for = task.waiting_since = None  # what it waited for is over
         if kind is EventKind.ATTEMPT_FINISHED:
             if event.data.get("outcome") == Outcome.LOST:
                 task.lost += 1

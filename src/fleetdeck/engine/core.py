@@ -55,6 +55,8 @@ _TIMEOUT = Outcome.TIMEOUT
 _TASK_READY = EventKind.TASK_READY
 _ATTEMPT_STARTED = EventKind.ATTEMPT_STARTED
 _ATTEMPT_FINISHED = EventKind.ATTEMPT_FINISHED
+# A task that waits to land is in its merge queue, or trying to land again.
+_WAITING_TO_LAND = (TaskState.MERGE_QUEUED, TaskState.MERGING)
 
 # A task whose attempts keep getting lost (its host dies under it) is failed after
 # this many lost attempts: lost attempts do not spend the task's own retries.
@@ -243,7 +245,9 @@ class Core:
                 self.tasks[dep].state in (TaskState.FAILED, TaskState.CANCELLED)
                 for dep in self.dag.deps[node]
             )
-        return task.waiting_for is not None and task.state is TaskState.MERGE_QUEUED
+        # Waiting to land: flagged until it lands, its retried merge attempts too
+        # (the item does not come and go with each of them).
+        return task.waiting_for is not None and task.state in _WAITING_TO_LAND
 
     def needs_attention_as_blocked(self, node: int) -> bool:
         """True when a blocked task is blocked directly by a failure (a blocked

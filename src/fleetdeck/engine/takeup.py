@@ -107,6 +107,11 @@ def take_up(
             if queued_at is None:
                 queued_at = task.output_attempt.queued_at
             core.queued_since[node] = core.clock.now() if queued_at is None else queued_at
+            if state is TaskState.MERGE_QUEUED and replayed.waiting_for is not None:
+                # Still waiting for the user's checkout of the target: the
+                # attention queue says so from the start, as it did before.
+                task.waiting_for = replayed.waiting_for
+                task.attention_since = replayed.waiting_since or core.clock.now()
         elif state in (
             TaskState.RETRY_WAIT,
             TaskState.RUNNING,
