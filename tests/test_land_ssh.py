@@ -8,6 +8,7 @@ user, who owns the clone; real git on both sides.
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import subprocess
 import tempfile
@@ -18,9 +19,11 @@ from typing import Any
 import pytest
 
 from conftest import EngineHarness, Run, must_have
+from fleetdeck.cli import main
 from fleetdeck.config import ConfigError, Fleet, build_fleet
 from fleetdeck.executors import build_executors
 from fleetdeck.model import TRAIN_HOST, EventKind
+from fleetdeck.workspace.remote_clean import clean_hosts
 from fleetdeck.workspace.train import Train
 from fleetdeck.workspace.worktrees import GitWorkspace
 from git_support import git, make_repo
@@ -87,7 +90,10 @@ def ssh_land_fleet(
         "fleet": {"name": "land", "state_dir": "state", "grace_period": 0.5, "retry_backoff": 0.01},
         "repo": {"path": str(repo)},
         "hosts": {"alpha": host},
-        "agents": {"far": {"command": ["sh", "-c", "{prompt}"], "slots": 2, "host": "alpha"}},
+        "agents": {
+            "far": {"command": ["sh", "-c", "{prompt}"], "slots": 2, "host": "alpha"},
+            "near": {"command": ["sh", "-c", "{prompt}"]},
+        },
         "runners": runners,
         "tasks": tasks,
     }
@@ -201,6 +207,45 @@ async def test_a_conflict_from_the_host_goes_back_to_its_agent_there(
     assert_nothing_left_on_the_host(clone, start)
 
 
+async def test_ci_on_the_host_runs_there_on_the_commit_it_tests(
+    harness: EngineHarness, tmp_path: Path, alpha: SshServer, clone_dir: Path
+) -> None:
+    repo = make_repo(tmp_path / "repo")
+    clone = host_clone(repo, clone_dir)
+    start = as_user("git", "-C", str(clone), "rev-parse", "HEAD")
+    seen = clone_dir / "seen"
+    # Both agents work here; CI runs on the host, in its clone's worktree of the task.
+    check = f'test -f "$FLEETDECK_TASK.txt" && echo "$(pwd) $(git rev-parse HEAD)" >> {seen}'
+    fleet = ssh_land_fleet(
+        tmp_path,
+        repo,
+        alpha,
+        str(clone),
+        [
+            {"id": t, "agent": "near", "prompt": f"echo {t} > {t}.txt", "ci": "t"}
+            for t in ("a", "b")
+        ],
+        t={"command": ["sh", "-c", check], "host": "alpha", "slots": 2},
+    )
+    run = await land(harness, fleet, tmp_path)
+    assert run.state("a") == run.state("b") == "succeeded"
+    merges = {task: outcomes(run, task, "merge") for task in ("a", "b")}
+    # Both started from the same tip: the second to land was tested again on top
+    # of the first, there too (the rebased candidate went to the host).
+    assert sorted(merges.values()) == [["ok"], ["retest", "ok"]]
+    ran = [line.split() for line in seen.read_text().splitlines()]
+    assert len(ran) == 3
+    assert {where for where, _ in ran} == {
+        str(clone / ".git" / "fleetdeck-worktrees" / t) for t in ("a", "b")
+    }
+    # Every commit that landed on main was a commit CI ran on, there.
+    landed = [e.data["commit"] for e in run.of(EventKind.TASK_LANDED)]
+    assert set(landed) <= {commit for _, commit in ran}
+    assert git(repo, "rev-parse", "main") == landed[-1]
+    assert_nothing_left(repo)
+    assert_nothing_left_on_the_host(clone, start)
+
+
 async def test_a_failed_tasks_worktree_stays_on_the_host(
     harness: EngineHarness, tmp_path: Path, alpha: SshServer, clone_dir: Path
 ) -> None:
@@ -257,3 +302,60 @@ def test_a_host_repo_without_a_fleet_repo_is_a_config_error(tmp_path: Path) -> N
     assert [str(p) for p in caught.value.problems] == [
         "hosts.alpha.repo: 'srv/app' must be absolute on the host (or start with ~/)"
     ]
+
+
+def test_clean_removes_what_failed_tasks_left_on_the_host_and_keeps_work(
+    harness: EngineHarness,
+    tmp_path: Path,
+    alpha: SshServer,
+    clone_dir: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    repo = make_repo(tmp_path / "repo")
+    clone = host_clone(repo, clone_dir)
+    fleet = ssh_land_fleet(
+        tmp_path,
+        repo,
+        alpha,
+        str(clone),
+        [
+            # Fails having changed nothing there: removing it loses nothing.
+            {"id": "a", "agent": "far", "prompt": "exit 1"},
+            # Fails leaving a file it did not commit there.
+            {"id": "b", "agent": "far", "prompt": "echo wip > b.txt; exit 1"},
+            # Its work came back here, then its CI failed: nothing lost there.
+            {"id": "c", "agent": "far", "prompt": "echo c > c.txt", "ci": "no"},
+        ],
+        no={"command": ["sh", "-c", "exit 1"]},
+    )
+    run = asyncio.run(land(harness, fleet, tmp_path))
+    assert [run.state(task) for task in "abc"] == ["failed"] * 3
+    harness.close()
+    trees = clone / ".git" / "fleetdeck-worktrees"
+    state = tmp_path / "state"
+    assert main(["clean", str(state), "--dry-run"]) == 0
+    listed = [line for line in capsys.readouterr().out.splitlines() if "alpha" in line]
+    assert listed == [
+        f"would remove alpha:{trees / 'a'} (task a, failed)",
+        f"keeping alpha:{trees / 'b'} (task b, failed): uncommitted changes to b.txt",
+        f"would remove alpha:{trees / 'c'} (task c, failed)",
+    ]
+    assert sorted(path.name for path in trees.iterdir()) == ["a", "b", "c"]  # a dry run
+    assert main(["clean", str(state)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert [line for line in out if "alpha" in line] == [
+        line.replace("would remove", "removing") for line in listed
+    ]
+    assert sorted(path.name for path in trees.iterdir()) == ["b"]
+    assert (trees / "b" / "b.txt").read_text() == "wip\n"
+    assert as_user("git", "-C", str(clone), "branch", "--list", "fleetdeck/*") == "+ fleetdeck/b"
+    # Here, c's commit is on no other branch: kept, as ever.
+    assert any(line.startswith(f"keeping {state / 'worktrees' / 'c'}") for line in out)
+    # A --fresh run sets it aside there, where the new run's worktree of b cannot replace it.
+    lines = clean_hosts(fleet, repo, state / "worktrees", aside=True)
+    assert lines == [
+        f"keeping alpha:{trees / 'b'} (task b): uncommitted changes to b.txt; "
+        "set aside as fleetdeck/b@1"
+    ]
+    assert (trees / "b@1" / "b.txt").read_text() == "wip\n"
+    assert as_user("git", "-C", str(clone), "branch", "--list", "fleetdeck/*") == "+ fleetdeck/b@1"

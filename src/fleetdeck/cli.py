@@ -252,6 +252,17 @@ def clean_command(args: argparse.Namespace) -> int:
     except CleanError as exc:
         print(f"fleetdeck: {exc}", file=sys.stderr)
         return 1
+    if any(spec.repo for spec in replay.fleet.config.hosts.values()):
+        from fleetdeck.workspace.remote_clean import clean_hosts
+
+        lines += clean_hosts(
+            replay.fleet,
+            repo,
+            root,
+            states=states,
+            active={task.task for task in replay.unfinished},
+            dry_run=args.dry_run,
+        )
     for line in lines or [f"nothing to clean in {root}"]:
         print(line)
     return 0
@@ -273,6 +284,10 @@ def _clean_for_fresh(fleet: Fleet, state_dir: Path) -> bool:
     except CleanError as exc:
         print(f"fleetdeck: cannot clean {root}: {exc}", file=sys.stderr)
         return False
+    if any(spec.repo for spec in fleet.config.hosts.values()):
+        from fleetdeck.workspace.remote_clean import clean_hosts
+
+        lines += clean_hosts(fleet, repo, root, aside=True)
     for line in lines:
         print(f"fleetdeck: {line}", file=sys.stderr)
     return True

@@ -190,7 +190,7 @@ class RemoteRepo:
         # git on the host locks what worktrees share: one change there at a time.
         self.lock = asyncio.Lock()
 
-    async def _sh(
+    async def script(
         self,
         script: str,
         *args: str,
@@ -225,13 +225,13 @@ class RemoteRepo:
         async with self.lock:
             await self.send(commit, ref)
             owned = branch in self.owned()
-            self._own(branch, True)  # before it exists, as worktrees.py does
+            self.own(branch, True)  # before it exists, as worktrees.py does
             refused = (
                 f"branch '{branch}' exists in {self.path} and fleetdeck did not make it: "
                 "rename or delete it, fleetdeck will not reuse it"
             )
             try:
-                out = await self._sh(
+                out = await self.script(
                     _FRESH,
                     task,
                     branch,
@@ -243,7 +243,7 @@ class RemoteRepo:
                 )
             except RemoteError:
                 if not owned:
-                    self._own(branch, False)
+                    self.own(branch, False)
                 raise
         return out.decode(errors="surrogateescape").strip()
 
@@ -257,7 +257,7 @@ class RemoteRepo:
 
     async def commit(self, task: str, message: str, copied: Sequence[str]) -> str:
         """Commit what is uncommitted in the task's worktree there; its head."""
-        out = await self._sh(
+        out = await self.script(
             _COMMIT,
             task,
             *copied,
@@ -269,7 +269,7 @@ class RemoteRepo:
     async def bring_back(self, task: str, base: str) -> str:
         """The commits of the task's worktree there, from `base` to its head, into
         this machine's repository (no ref moves here either); the head."""
-        out = await self._sh(_SEND_BACK, task, base, doing=f"send back the work of '{task}'")
+        out = await self.script(_SEND_BACK, task, base, doing=f"send back the work of '{task}'")
         head, _, bundle = out.partition(b"\n")
         commit = head.decode().strip()
         if bundle:
@@ -280,7 +280,7 @@ class RemoteRepo:
 
     async def where(self, task: str) -> str | None:
         """The task's worktree there, when there is one."""
-        out = await self._sh(_WHERE, task, doing="look for a worktree")
+        out = await self.script(_WHERE, task, doing="look for a worktree")
         return out.decode(errors="surrogateescape").strip() or None
 
     async def remove(self, task: str, branch: str) -> None:
@@ -288,15 +288,15 @@ class RemoteRepo:
         if branch not in self.owned():
             return
         async with self.lock:
-            await self._sh(_REMOVE, task, branch, doing=f"remove the worktree of '{task}'")
-            self._own(branch, False)
+            await self.script(_REMOVE, task, branch, doing=f"remove the worktree of '{task}'")
+            self.own(branch, False)
 
     # --- commits both ways -------------------------------------------------------------
 
     async def send(self, commit: str, ref: str) -> None:
         """Make sure the clone there has `commit` (which this machine's `ref` points
         at): a bundle of what it lacks, streamed over the connection."""
-        out = await self._sh(_KNOWS, commit, doing="read its branches")
+        out = await self.script(_KNOWS, commit, doing="read its branches")
         text = out.decode(errors="replace")
         if text.strip() == "have":
             return
@@ -312,7 +312,7 @@ class RemoteRepo:
         finally:
             with contextlib.suppress(OSError):
                 bundle.unlink()
-        await self._sh(_RECEIVE, stdin=data, doing=f"receive {commit[:12]} into {self.path}")
+        await self.script(_RECEIVE, stdin=data, doing=f"receive {commit[:12]} into {self.path}")
 
     async def _known_here(self, tips: list[str]) -> list[str]:
         """Which of `tips` are commits of this machine's repository."""
@@ -338,7 +338,8 @@ class RemoteRepo:
         """The branches fleetdeck made in the clone there."""
         return owned_branches(self._record)
 
-    def _own(self, branch: str, owned: bool) -> None:
+    def own(self, branch: str, owned: bool) -> None:
+        """Record (or forget) a branch fleetdeck made there."""
         names = self.owned()
         if (branch in names) != owned:
             record_owned(self._record, names | {branch} if owned else names - {branch})
