@@ -552,6 +552,11 @@ class Engine:
                         core.attempt_ended(running, running.stop_reason, None)
                         return
                     shell.process = await executor.start(request)
+                except HostLostError as exc:  # its host went while its place was made there
+                    attempt.error = self.redactor.text(str(exc)) or "host lost"
+                    core.attempt_started(running)
+                    core.attempt_ended(running, Outcome.LOST, None)
+                    return
                 except Exception as exc:  # LaunchError, or an executor bug: never fatal
                     attempt.error = self.redactor.text(
                         str(exc) if isinstance(exc, LaunchError) else f"{type(exc).__name__}: {exc}"
@@ -598,7 +603,9 @@ class Engine:
             running.details = dict(await self._reviews.after_attempt(attempt.task, attempt))
         except Exception as exc:  # the workspace's own error, or a bug: the attempt fails
             attempt.error = self.redactor.text(str(exc) or type(exc).__name__)
-            self.core.attempt_ended(running, running.stop_reason or Outcome.FAILED, 0)
+            # Its host went before its work came back from there: lost, not failed.
+            failed = Outcome.LOST if isinstance(exc, HostLostError) else Outcome.FAILED
+            self.core.attempt_ended(running, running.stop_reason or failed, 0)
             return False
         if attempt.stage is Stage.AGENT:
             self._views.changes.record(running.node, running.details)
