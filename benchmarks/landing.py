@@ -10,9 +10,12 @@ a. Per task, the cost fleetdeck adds to an attempt, through the workspace and th
    train fleetdeck runs (`GitWorkspace`, `Train`), in this process: making the
    task's worktree at the target's tip (`prepare`), committing what its agent left
    (`after_attempt`: one file changed), landing it on the target (`Train.land`:
-   candidate rebased in a scratch worktree, compare-and-swap of the ref, the
-   user's checkout brought along), and removing the worktree and branch once it
-   landed (`release`); median of N tasks, one after the other. Side by side in
+   candidate rebased in the train's scratch worktree, kept from one landing to
+   the next, compare-and-swap of the ref, the user's checkout brought along),
+   and removing the worktree and branch once it landed (`release`); median of N
+   tasks, one after the other. Every other task lands by a train that makes a
+   fresh scratch worktree for each landing (what it did before it kept one):
+   the two landings side by side, with their ratio. Side by side in
    the same loop, alternating: a bare `git worktree add` + `git worktree remove`
    of the same repository, the floor git itself sets. Disk per worktree: `du` of
    one, against the checkout's own files (without .git).
@@ -71,8 +74,8 @@ class Size:
     train_runs: int
 
 
-FULL = Size(tasks=15, train_tasks=10, train_runs=2)
-QUICK = Size(tasks=7, train_tasks=10, train_runs=1)
+FULL = Size(tasks=16, train_tasks=10, train_runs=2)
+QUICK = Size(tasks=8, train_tasks=10, train_runs=1)
 
 
 def git(repo: Path, *args: str) -> str:
@@ -152,6 +155,9 @@ class PerTask:
     worktree: list[float]
     commit: list[float]
     land: list[float]
+    # Landings by a train that makes a fresh scratch worktree each time (as it
+    # did before it kept one), alternating with `land`'s.
+    land_fresh: list[float]
     release: list[float]
     bare_add: list[float]
     bare_remove: list[float]
@@ -164,11 +170,18 @@ async def per_task(repo: Path, state: Path, tasks: int) -> PerTask:
     ids = [f"t{i:03d}" for i in range(tasks)]
     specs = [{"id": task, "agent": "sh", "prompt": task} for task in ids]
     fleet = build_fleet(fleet_data(repo, specs, ci=False), source="bench.toml", base_dir=state)
-    workspace = GitWorkspace(fleet, state)
-    train = Train(fleet, workspace)
-    result = PerTask([], [], [], [], [], [], 0)
+    kept = GitWorkspace(fleet, state / "kept")
+    fresh = GitWorkspace(fleet, state / "fresh")  # its own scratch worktree
+    trains = {
+        id(kept): Train(fleet, kept),
+        id(fresh): Train(fleet, fresh, reuse_scratch=False),
+    }
+    result = PerTask([], [], [], [], [], [], [], 0)
     bare = state / "bare-worktree"
     for number, task in enumerate(ids, start=1):
+        # Every other task lands by the train that makes its scratch afresh.
+        workspace = kept if number % 2 else fresh
+        train = trains[id(workspace)]
         began = time.perf_counter()
         git(repo, "worktree", "add", "-q", "--detach", str(bare), "main")
         added = time.perf_counter()
@@ -196,7 +209,9 @@ async def per_task(repo: Path, state: Path, tasks: int) -> PerTask:
         log: list[str] = []
         began = time.perf_counter()
         code = await train.land(task, log)
-        result.land.append((time.perf_counter() - began) * 1000)
+        (result.land if train.reuse_scratch else result.land_fresh).append(
+            (time.perf_counter() - began) * 1000
+        )
         if code != 0:
             raise RuntimeError(f"{task} did not land: {log}")
         began = time.perf_counter()
@@ -283,6 +298,7 @@ def measure(settings: Settings) -> list[SummaryRow]:
         row("  bare `git worktree add`, side by side", costs.bare_add),
         row("commit of the agent's change (after_attempt)", costs.commit),
         row("landing (Train.land, rebase + ref CAS + checkout)", costs.land),
+        row("  landing with a fresh scratch worktree (before)", costs.land_fresh),
         row("removal once landed (release)", costs.release),
         row("  bare `git worktree remove`, side by side", costs.bare_remove),
     ]
@@ -300,6 +316,12 @@ def measure(settings: Settings) -> list[SummaryRow]:
         f"(the checkout's files: {checkout / 1024:.1f} MiB)"
     )
     land = statistics.median(costs.land) / 1000
+    land_fresh = statistics.median(costs.land_fresh) / 1000
+    print(
+        f"landing: {land * 1000:.0f} ms with the scratch worktree kept, "
+        f"{land_fresh * 1000:.0f} ms with a fresh one each time (before): "
+        f"{land / land_fresh:.2f}x"
+    )
     runs = [
         train_run(repo, settings.workdir / f"landing-train-{i}", size.train_tasks)
         for i in range(size.train_runs)
@@ -340,7 +362,12 @@ def measure(settings: Settings) -> list[SummaryRow]:
             f"{costs.disk_kib / 1024:.0f} MiB",
         ),
         SummaryRow("7a. commit of the agent's change", f"{statistics.median(costs.commit):.0f} ms"),
-        SummaryRow("7a. landing (rebase, ref CAS)", f"{land * 1000:.0f} ms"),
+        SummaryRow(
+            "7a. landing (rebase, ref CAS)",
+            f"{land * 1000:.0f} ms",
+            detail=f"{land / land_fresh:.2f}x a fresh scratch worktree per landing "
+            f"(before: {land_fresh * 1000:.0f} ms)",
+        ),
         SummaryRow(
             "7b. train throughput, 1 s CI on 1 slot",
             f"{median:.1f}/min",

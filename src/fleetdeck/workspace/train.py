@@ -1,9 +1,10 @@
 """The merge train: each task's branch lands on the target, one at a time.
 
 A merge attempt is run by `Train`, an executor in fleetdeck's own process (it
-serves `TRAIN_HOST`). It builds the candidate in a scratch worktree, detached:
-the task's branch rebased onto the target's tip (or merged into it, or squashed
-onto it, as `[repo] land` says), then:
+serves `TRAIN_HOST`). It builds the candidate in a scratch worktree, detached
+(kept from one landing to the next and brought to each tip, removed when the
+run ends): the task's branch rebased onto the target's tip (or merged into it,
+or squashed onto it, as `[repo] land` says), then:
 
 - a conflict ends the attempt with EXIT_CONFLICT, naming the files (the task's
   agent runs again at the new tip, with FLEETDECK_CONFLICT);
@@ -20,8 +21,10 @@ onto it, as `[repo] land` says), then:
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
+import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -83,8 +86,16 @@ class Train(Executor):
 
     host = TRAIN_HOST
 
-    def __init__(self, fleet: Fleet, workspace: GitWorkspace) -> None:
+    def __init__(
+        self, fleet: Fleet, workspace: GitWorkspace, *, reuse_scratch: bool = True
+    ) -> None:
+        """`reuse_scratch`: keep the scratch worktree from one landing to the next
+        (False: a fresh one each time, as before; for the benchmark's side by side)."""
         self.workspace = workspace
+        self.reuse_scratch = reuse_scratch
+        # The scratch worktree is there, made by this train and left clean by
+        # its last landing (a crash of this process, or an error, says no).
+        self._scratch_ready = False
         self._tested = {task.id: task.ci is not None for task in fleet.tasks}
         self._subjects = {
             task.id: (task.prompt.strip().splitlines() or ["changes"])[0] for task in fleet.tasks
@@ -165,9 +176,8 @@ class Train(Executor):
     async def _build(self, task: str, branch: TaskTree, tip: str, head: str) -> str | list[str]:
         """The candidate on `tip` (its commit), or the files that conflict."""
         workspace = self.workspace
-        scratch = workspace.root / SCRATCH
-        await _discard(workspace.repo, scratch)
-        await git(workspace.repo, "worktree", "add", "-q", "--detach", str(scratch), tip)
+        scratch = await self._scratch_at(tip)
+        kept = False
         try:
             identity = await workspace.identity(scratch)
             mode = workspace.spec.land
@@ -189,6 +199,7 @@ class Train(Executor):
                 await run(scratch, *abort)
                 if not files:
                     raise GitError(f"git {mode}: {done.err.strip() or done.out.strip()}")
+                kept = self.reuse_scratch
                 return files
             if mode == "squash":
                 message = f"{task}: {self._subjects[task]}\n\nFleetdeck-Task: {task}\n"
@@ -198,15 +209,48 @@ class Train(Executor):
                 )  # fmt: skip
             built = await rev(scratch, "HEAD")
             assert built is not None
+            kept = self.reuse_scratch
             return built
         finally:
-            await _discard(workspace.repo, scratch)
+            self._scratch_ready = kept
+            if not kept:
+                await _discard(workspace.repo, scratch)
+
+    async def _scratch_at(self, tip: str) -> Path:
+        """The scratch worktree, detached at `tip`, with nothing else in it.
+
+        Kept from one landing to the next: on a large repository a fresh
+        checkout of every file is most of a landing's cost, and moving the one
+        there from the last tip to this one changes only what landed since.
+        One this train did not leave clean (made before a restart, or left by
+        an error) is made afresh."""
+        workspace = self.workspace
+        scratch = workspace.root / SCRATCH
+        if self._scratch_ready and scratch.is_dir():
+            self._scratch_ready = False
+            moved = await run(scratch, "reset", "-q", "--hard", tip)
+            if moved.code == 0 and (await run(scratch, "clean", "-q", "-f", "-d", "-x")).code == 0:
+                return scratch
+        await _discard(workspace.repo, scratch)
+        await git(workspace.repo, "worktree", "add", "-q", "--detach", str(scratch), tip)
+        return scratch
+
+    async def aclose(self) -> None:
+        """The run is over: the scratch worktree goes (nothing in it is anyone's)."""
+        self._scratch_ready = False
+        with contextlib.suppress(GitError, OSError):
+            await _discard(self.workspace.repo, self.workspace.root / SCRATCH)
 
     async def _move_target(self, tip: str, candidate: str) -> None:
         """The target from `tip` to `candidate`, by compare-and-swap, with every
         worktree that has it checked out brought along, their changes kept."""
         repo, target = self.workspace.repo, self.workspace.target
         ref = f"refs/heads/{target}"
+        if (await run(repo, "merge-base", "--is-ancestor", tip, candidate)).code != 0:
+            # Never a commit of the target lost, however the candidate was built.
+            raise _Refused(
+                f"the candidate {candidate[:12]} does not hold {target}'s tip {tip[:12]}"
+            )
         landing = {
             name
             for name in (await git(repo, "diff", "--name-only", "-z", tip, candidate)).split("\0")
@@ -284,6 +328,8 @@ class Train(Executor):
 async def _discard(repo: Path, scratch: Path) -> None:
     """Remove the scratch worktree, if there is one."""
     if (await run(repo, "worktree", "remove", "--force", str(scratch))).code != 0:
+        # Not (or no longer) a worktree of git's: only fleetdeck's own files, if any.
+        await asyncio.to_thread(shutil.rmtree, scratch, True)
         await run(repo, "worktree", "prune")
 
 
