@@ -83,12 +83,13 @@ def ssh_land_fleet(
     alpha: SshServer,
     clone: str | None,
     tasks: list[dict[str, Any]],
+    repo_keys: dict[str, Any] | None = None,
     **runners: Any,
 ) -> Fleet:
     host = alpha.host() if clone is None else alpha.host(repo=clone)
     data = {
         "fleet": {"name": "land", "state_dir": "state", "grace_period": 0.5, "retry_backoff": 0.01},
-        "repo": {"path": str(repo)},
+        "repo": {"path": str(repo), **(repo_keys or {})},
         "hosts": {"alpha": host},
         "agents": {
             "far": {"command": ["sh", "-c", "{prompt}"], "slots": 2, "host": "alpha"},
@@ -244,6 +245,34 @@ async def test_ci_on_the_host_runs_there_on_the_commit_it_tests(
     assert git(repo, "rev-parse", "main") == landed[-1]
     assert_nothing_left(repo)
     assert_nothing_left_on_the_host(clone, start)
+
+
+async def test_copy_and_setup_happen_in_the_worktree_on_the_host(
+    harness: EngineHarness, tmp_path: Path, alpha: SshServer, clone_dir: Path
+) -> None:
+    repo = make_repo(tmp_path / "repo")
+    clone = host_clone(repo, clone_dir)
+    # Each side has its own untracked .env, and ignores what setup makes.
+    (repo / ".env").write_text("here\n")
+    (clone / ".env").write_text("there\n")
+    for where in (repo, clone):
+        with (where / ".git" / "info" / "exclude").open("a") as exclude:
+            exclude.write("setup.out\n")
+    subprocess.run(["chown", "-R", f"{TEST_USER}:", str(clone)], check=True)
+    fleet = ssh_land_fleet(
+        tmp_path,
+        repo,
+        alpha,
+        str(clone),
+        [{"id": "a", "agent": "far", "prompt": "cat .env setup.out > seen.txt"}],
+        repo_keys={"copy": [".env"], "setup": ["sh", "-c", "cat .env > setup.out"]},
+    )
+    run = await land(harness, fleet, tmp_path)
+    assert run.state("a") == "succeeded"
+    # The agent saw the host's .env, copied and read by setup there.
+    assert git(repo, "show", "main:seen.txt").splitlines() == ["there", "there"]
+    assert sorted(git(repo, "ls-tree", "--name-only", "main").split()) == ["README", "seen.txt"]
+    assert_nothing_left(repo)
 
 
 async def test_a_failed_tasks_worktree_stays_on_the_host(
