@@ -119,3 +119,30 @@ def test_killed_mid_landing_resumes_cleanly(tmp_path: Path, moment: str) -> None
     assert git(repo, "branch", "--list", "fleetdeck/*") == ""
     worktrees = tmp_path / "state" / "worktrees"
     assert sorted(p.name for p in worktrees.iterdir()) == [".branches", ".repo"]
+
+
+def test_killed_while_an_agent_works_its_work_is_committed_when_it_ends(tmp_path: Path) -> None:
+    """The agent's attempt outlives the supervisor; the next one takes it up,
+    and what it left is committed and lands (not an empty change)."""
+    repo = make_repo(tmp_path / "repo")
+    config = tmp_path / "kill.toml"
+    config.write_text(
+        CONFIG.format(repo=repo).split("[[tasks]]")[0]
+        + '[[tasks]]\nid = "a"\nagent = "sh"\nci = "t"\n'
+        + 'prompt = "touch \\"$MARK\\"; sleep 3; echo a > a.txt"\n'
+    )
+    mark = tmp_path / "mark"
+    first = fleetdeck_run(config, mark)
+    deadline = time.monotonic() + 60
+    while not mark.exists():
+        assert first.poll() is None, first.communicate()
+        assert time.monotonic() < deadline, "the agent never started"
+        time.sleep(0.02)
+    os.kill(first.pid, signal.SIGKILL)  # the supervisor only: its attempt goes on
+    first.communicate()
+    again = fleetdeck_run(config, mark)
+    out, err = again.communicate(timeout=120)
+    assert again.returncode == 0, err + out
+    assert git(repo, "show", "main:a.txt") == "a"
+    assert git(repo, "log", "-1", "--format=%s", "main").startswith("a: touch")
+    assert git(repo, "worktree", "list", "--porcelain").count("worktree ") == 1

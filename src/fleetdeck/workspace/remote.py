@@ -263,6 +263,7 @@ class RemoteRepo:
             *copied,
             stdin=message.encode(),
             doing=f"commit the agent's work in the worktree of '{task}'",
+            known={97: f"the worktree of '{task}' is gone from {self.path}"},
         )
         return out.decode().strip()
 

@@ -147,10 +147,15 @@ class GitWorkspace:
                 reason, tree.waiting = tree.waiting, None
                 return {"reason": reason}
             return {} if tree.landed is None else {"landed": tree.landed}
-        if attempt.stage is not Stage.AGENT or tree is None:
+        if attempt.stage is not Stage.AGENT:
             return {}
-        where = tree.path
         remote = self.remotes.get(attempt.host)
+        if tree is None:
+            # Started by a supervisor that is gone, taken up and ended under this one.
+            tree = await self._adopt(task)
+            if remote is not None:
+                tree.host, tree.remote_path = remote.host, await remote.where(task)
+        where = tree.path
         if remote is not None and tree.host == attempt.host:
             message = (
                 f"{task}: {commit_subject(self._specs[task].prompt)}\n\nFleetdeck-Task: {task}\n"
