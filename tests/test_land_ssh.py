@@ -29,6 +29,7 @@ from fleetdeck.workspace.worktrees import GitWorkspace
 from git_support import git, make_repo
 from sshd import TEST_USER, SshLab, SshServer, ensure_test_user, missing_tools
 from test_land import CONFLICTING, assert_nothing_left, outcomes
+from test_worktrees import FLAKY
 
 pytestmark = pytest.mark.slow
 
@@ -273,6 +274,26 @@ async def test_copy_and_setup_happen_in_the_worktree_on_the_host(
     assert git(repo, "show", "main:seen.txt").splitlines() == ["there", "there"]
     assert sorted(git(repo, "ls-tree", "--name-only", "main").split()) == ["README", "seen.txt"]
     assert_nothing_left(repo)
+
+
+async def test_a_retry_there_starts_afresh_unless_the_task_keeps_its_worktree(
+    harness: EngineHarness, tmp_path: Path, alpha: SshServer, clone_dir: Path
+) -> None:
+    repo = make_repo(tmp_path / "repo")
+    clone = host_clone(repo, clone_dir)
+    tasks = [
+        {"id": "fresh", "agent": "far", "prompt": FLAKY, "retries": 1},
+        {"id": "kept", "agent": "far", "prompt": FLAKY, "retries": 1, "keep_worktree": True},
+    ]
+    run = await land(harness, ssh_land_fleet(tmp_path, repo, alpha, str(clone), tasks), tmp_path)
+    outputs = {}
+    for task in ("fresh", "kept"):
+        assert run.state(task) == "succeeded"
+        attempt = run.engine.task(task).output_attempt
+        assert attempt is not None and attempt.number == 2
+        out = Path(attempt.output_path)
+        outputs[task] = out.read_text().strip() if out.exists() else ""
+    assert outputs == {"fresh": "", "kept": "found"}
 
 
 async def test_a_failed_tasks_worktree_stays_on_the_host(
