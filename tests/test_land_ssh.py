@@ -9,6 +9,7 @@ user, who owns the clone; real git on both sides.
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 import subprocess
 import tempfile
@@ -409,3 +410,51 @@ def test_clean_removes_what_failed_tasks_left_on_the_host_and_keeps_work(
     ]
     assert (trees / "b@1" / "b.txt").read_text() == "wip\n"
     assert as_user("git", "-C", str(clone), "branch", "--list", "fleetdeck/*") == "+ fleetdeck/b@1"
+
+
+def test_fleetdeck_run_lands_a_task_done_on_the_host(
+    tmp_path: Path, alpha: SshServer, clone_dir: Path
+) -> None:
+    """As a user runs it: a config file, `fleetdeck run`, then `fleetdeck validate`
+    of a host repo without a [repo]."""
+    from test_cli_run import fleetdeck
+
+    repo = make_repo(tmp_path / "repo")
+    clone = host_clone(repo, clone_dir)
+    host = alpha.host(repo=str(clone))
+    table = "\n".join(f"{key} = {json.dumps(value)}" for key, value in host.items())
+    config = tmp_path / "land.toml"
+    text = f"""
+[fleet]
+name = "land"
+state_dir = "state"
+
+[repo]
+path = "{repo}"
+
+[hosts.alpha]
+{table}
+
+[agents.far]
+command = ["sh", "-c", "{{prompt}}"]
+host = "alpha"
+
+[[tasks]]
+id = "a"
+agent = "far"
+prompt = "echo there > a.txt"
+"""
+    config.write_text(text)
+    done = fleetdeck("run", str(config), "--no-tui")
+    assert done.returncode == 0, done.stderr
+    assert git(repo, "show", "main:a.txt") == "there"
+    assert (repo / "a.txt").read_text() == "there\n"  # the user's checkout came along
+    assert_nothing_left(repo)
+    assert_nothing_left_on_the_host(clone, git(repo, "rev-parse", "main~1"))
+    config.write_text(text.replace(f'[repo]\npath = "{repo}"\n', ""))
+    done = fleetdeck("validate", str(config))
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        f"{config}: hosts.alpha.repo: needs a [repo] in the fleet "
+        "(the repository its tasks' changes land on)"
+    ]
