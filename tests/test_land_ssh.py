@@ -22,8 +22,9 @@ import pytest
 from conftest import EngineHarness, Run, must_have
 from fleetdeck.cli import main
 from fleetdeck.config import ConfigError, Fleet, build_fleet
+from fleetdeck.engine import Engine
 from fleetdeck.executors import build_executors
-from fleetdeck.model import TRAIN_HOST, EventKind
+from fleetdeck.model import TRAIN_HOST, Event, EventKind
 from fleetdeck.workspace.remote_clean import clean_hosts
 from fleetdeck.workspace.train import Train
 from fleetdeck.workspace.worktrees import GitWorkspace
@@ -458,3 +459,61 @@ prompt = "echo there > a.txt"
         f"{config}: hosts.alpha.repo: needs a [repo] in the fleet "
         "(the repository its tasks' changes land on)"
     ]
+
+
+async def test_a_host_lost_while_the_worktree_is_made_there_reruns_elsewhere(
+    harness: EngineHarness, tmp_path: Path, clone_dir: Path
+) -> None:
+    """The host's connection goes while fleetdeck makes the task's worktree there
+    (its [repo] setup is running): the attempt is lost, not failed, and runs on
+    the other host without spending a retry."""
+    lab = SshLab.create()
+    try:
+        gamma, delta = lab.start_server("gamma"), lab.start_server("delta")
+        repo = make_repo(tmp_path / "repo")
+        clones = {}
+        for name in ("gamma", "delta"):
+            (clone_dir / name).mkdir()
+            clones[name] = host_clone(repo, clone_dir / name)
+        mark = clone_dir / "gamma" / "mark"  # the test user's to write
+        setup = f'case "$PWD" in */gamma/*) touch {mark}; sleep 5;; esac'
+        data = {
+            "fleet": {"name": "land", "state_dir": "state", "grace_period": 0.5},
+            "repo": {"path": str(repo), "setup": ["sh", "-c", setup]},
+            "hosts": {
+                "gamma": gamma.host(repo=str(clones["gamma"])),
+                "delta": delta.host(repo=str(clones["delta"])),
+            },
+            "agents": {"far": {"command": ["sh", "-c", "{prompt}"], "hosts": ["gamma", "delta"]}},
+            "tasks": [{"id": "a", "agent": "far", "prompt": "echo a > a.txt", "retries": 0}],
+        }
+        fleet = build_fleet(data, source="land.toml", base_dir=tmp_path)
+        up: set[str] = set()
+
+        def during(engine: Engine, event: Event) -> None:
+            if event.kind is EventKind.RUN_STARTED:
+                engine.pause()  # until both hosts are up: gamma first (config order)
+            elif event.kind is EventKind.HOST_UP:
+                up.add(event.data["host"])
+                if len(up) == 2:
+                    engine.resume()
+
+        async def cut_gamma() -> None:
+            while not mark.exists():
+                await asyncio.sleep(0.02)
+            await asyncio.to_thread(gamma.stop)
+
+        cutter = asyncio.ensure_future(cut_gamma())
+        executors = build_executors(fleet)
+        workspace = GitWorkspace(fleet, tmp_path / "state", executors)
+        executors[TRAIN_HOST] = Train(fleet, workspace)
+        run = await harness.run(fleet, during=during, workspace=workspace, executors=executors)
+        await cutter
+        agents = run.of(EventKind.ATTEMPT_FINISHED, "a", stage="agent")
+        assert [e.data["outcome"] for e in agents] == ["lost", "ok"], agents
+        started = run.of(EventKind.ATTEMPT_STARTED, "a", stage="agent")
+        assert [e.data["host"] for e in started] == ["gamma", "delta"]
+        assert run.state("a") == "succeeded"
+        assert git(repo, "show", "main:a.txt") == "a"
+    finally:
+        lab.close()

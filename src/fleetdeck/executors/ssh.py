@@ -1035,6 +1035,9 @@ class SshExecutor(Executor):
             raise HostLostError(f"{self.host}: {exc}") from None
         out, err = result.stdout, result.stderr
         status = result.exit_status
+        if status is None and result.exit_signal is None:
+            # Neither a status nor a signal: the channel went with the connection.
+            raise HostLostError(f"{self.host}: the connection closed while fleetdeck worked there")
         return (
             -1 if status is None else status,
             out if isinstance(out, bytes) else b"",
