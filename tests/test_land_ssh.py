@@ -517,3 +517,23 @@ async def test_a_host_lost_while_the_worktree_is_made_there_reruns_elsewhere(
         assert git(repo, "show", "main:a.txt") == "a"
     finally:
         lab.close()
+
+
+async def test_a_clone_named_from_the_login_home(
+    harness: EngineHarness, tmp_path: Path, alpha: SshServer
+) -> None:
+    home = Path(as_user("sh", "-c", 'echo "$HOME"'))
+    where = Path(tempfile.mkdtemp(prefix="fleetdeck-clone-", dir=home))
+    try:
+        repo = make_repo(tmp_path / "repo")
+        clone = host_clone(repo, where)
+        named = f"~/{clone.relative_to(home)}"
+        fleet = ssh_land_fleet(
+            tmp_path, repo, alpha, named, [{"id": "a", "agent": "far", "prompt": "pwd > at.txt"}]
+        )
+        run = await land(harness, fleet, tmp_path)
+        assert run.state("a") == "succeeded"
+        assert git(repo, "show", "main:at.txt") == str(clone / ".git" / "fleetdeck-worktrees" / "a")
+        assert_nothing_left(repo)
+    finally:
+        shutil.rmtree(where, ignore_errors=True)
