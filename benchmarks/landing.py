@@ -26,6 +26,10 @@ b. The merge train's throughput: `fleetdeck run --no-tui` of 10 independent
    lower bound CI sets (60 a minute on 1 slot) and that bound with the measured
    landing added. A task whose CI ran before another landed has its CI run again
    on the rebased change (nothing lands untested): the CI attempts are counted.
+c. On an SSH host's clone of the repository (landing_ssh.py; needs root for the
+   test sshd, skipped with the reason otherwise): per task, what making its
+   worktree there, bringing its work back, landing and release cost, beside a
+   task done here in the same loop.
 """
 
 from __future__ import annotations
@@ -53,6 +57,7 @@ from harness import (
     run_checked,
     table,
 )
+from landing_ssh import measure_ssh
 
 from fleetdeck.config import build_fleet
 from fleetdeck.model import Attempt, Stage, TaskState
@@ -354,6 +359,16 @@ def measure(settings: Settings) -> list[SummaryRow]:
         f"(reruns on a moved target); load average {load_average():.2f}"
     )
     shutil.rmtree(state, ignore_errors=True)
+    ssh = measure_ssh(repo, settings.workdir, size.tasks)
+    if isinstance(ssh, str):
+        print(f"7c. an SSH host's clone: not measured: {ssh}")
+    else:
+        print(
+            table(
+                ["7c. per task, median", "on an SSH host's clone", "here", "the host adds"],
+                ssh,
+            )
+        )
     return [
         SummaryRow(
             "7a. worktree per task, 10,000 files",
