@@ -30,8 +30,9 @@ except ImportError:  # pragma: no cover - tomli is a dependency
 from pydantic import ConfigDict, Field, StrictBool, StrictInt, StrictStr, TypeAdapter
 from pydantic import ValidationError as PydanticValidationError
 
+from fleetdeck.apispec import AgentKind, Price, UsageLimit, api_problems
 from fleetdeck.graph import CycleError, Dag, build_dag
-from fleetdeck.model import LOCAL_HOST
+from fleetdeck.model import API_HOST, LOCAL_HOST
 from fleetdeck.policy import Policy
 
 # Keys in the file must be known: a typo must never pass silently.
@@ -74,6 +75,8 @@ class FleetSection:
     # Names of environment variables whose values are masked as *** in
     # everything fleetdeck records or shows (fleetdeck.redact).
     secrets: tuple[StrictStr, ...] = ()
+    # Dollars the run may spend on API agents (their `price`); then no new launches.
+    budget: NonNegativeSeconds | None = None
 
 
 @dataclass(slots=True, frozen=True)
@@ -105,7 +108,8 @@ class WorkerSpec:
 
     __pydantic_config__ = _SCHEMA
 
-    command: Annotated[tuple[StrictStr, ...], Field(min_length=1)]
+    # Required for a process (fleetdeck.apispec checks it; an API agent has none).
+    command: Annotated[tuple[StrictStr, ...], Field(min_length=1)] = ()
     slots: PositiveInt = 1
     host: StrictStr | None = None
     hosts: tuple[StrictStr, ...] | None = None
@@ -115,10 +119,26 @@ class WorkerSpec:
     timeout: Seconds | None = None
     estimate: Seconds | None = None
     fail_rate: Fraction | None = None
+    # An API agent (fleetdeck.apispec): HTTP requests instead of a process.
+    kind: AgentKind = "process"
+    model: StrictStr | None = None
+    base_url: StrictStr | None = None
+    api_key_env: StrictStr | None = None
+    system: StrictStr | None = None
+    max_tokens: PositiveInt = 1024
+    temperature: Annotated[float, Field(strict=True, ge=0, le=2, allow_inf_nan=False)] | None = None
+    requests_per_minute: Seconds | None = None
+    tokens_per_minute: PositiveInt | None = None
+    price: Price | None = None
+    budget: NonNegativeSeconds | None = None
+    # A CLI agent: output that says it hit its provider's usage limit.
+    usage_limit: UsageLimit | None = None
 
     @property
     def host_names(self) -> tuple[str, ...]:
         """The hosts this worker runs on (`local` when none is named)."""
+        if self.kind != "process":
+            return (API_HOST,)
         if self.hosts:
             return self.hosts
         return (self.host or LOCAL_HOST,)
@@ -304,8 +324,11 @@ class Fleet:
 
     @property
     def secrets(self) -> tuple[str, ...]:
-        """Names of the environment variables whose values are never shown or recorded."""
-        return self.config.fleet.secrets
+        """Names of the environment variables whose values are never shown or recorded:
+        `[fleet] secrets`, and each API agent's `api_key_env`."""
+        named = self.config.fleet.secrets
+        keys = [a.api_key_env for a in self.config.agents.values() if a.api_key_env]
+        return named + tuple(k for k in dict.fromkeys(keys) if k not in named)
 
 
 def load_fleet(path: str | Path) -> Fleet:
@@ -415,6 +438,7 @@ def prepare_fleet(config: FleetConfig, *, source: str, base_dir: Path) -> Fleet:
     """
     problems = list(_reference_problems(config))
     problems += _secret_problems(config.fleet.secrets)
+    problems += api_problems(config)
     problems += _policy_problems({str(name): params for name, params in config.policies.items()})
     ids = [task.id for task in config.tasks]
     if problems:

@@ -37,10 +37,11 @@ def pause(core: Core) -> None:
 
 def resume(core: Core) -> None:
     """Let launches start again."""
+    core.limits.release()  # agents held for a refused key try again
     if core.paused:
         core.paused = False
         core.emit(EventKind.RESUMED, None)
-        core.effects.schedule_soon()
+    core.effects.schedule_soon()
 
 
 def cancel(core: Core, task_id: str) -> None:

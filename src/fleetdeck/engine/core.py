@@ -28,6 +28,7 @@ from typing import Any, Protocol
 from fleetdeck.config import Fleet, TaskSpec
 from fleetdeck.engine import ends
 from fleetdeck.engine.clock import Clock, Timer
+from fleetdeck.engine.limits import AgentLimits
 from fleetdeck.engine.scheduler import ReadyQueue, decide, ready_order_key
 from fleetdeck.model import (
     BLOCKING_STATES,
@@ -175,6 +176,8 @@ class Core:
         # same figures (one task ended, one starts), and a frozen dataclass costs
         # more to build than the rest of a decision.
         self._context = LaunchContext(in_flight=0, max_in_flight=self._max_in_flight)
+        # Agents paused by their provider's limits, held, or over budget.
+        self.limits = AgentLimits(self)
         # Each worker's timeout, looked up once rather than at every launch.
         self._timeouts = {
             (stage, name): spec.timeout
@@ -320,6 +323,8 @@ class Core:
         """Launch what the policy and the free slots allow. Cheap; called often."""
         if self.stopping:
             return
+        if self.limits.spent_out:
+            self.limits.sweep()
         ready = self.ready
         if not ready and not self.retry_lane and not any(self.stage_queues.values()):
             # Nothing waits to start (most attempt ends in a deep DAG): there is no
@@ -471,6 +476,9 @@ class Core:
         del self.running[attempt.attempt_id]
         self.capacity.release(attempt.stage, attempt.worker, attempt.host)
         self.effects.record(attempt)
+        details = running.details
+        if details is not None and "usage" in details:
+            self.limits.spend(attempt.worker, details["usage"])
         if self.telling:
             details = self._finished_details(running, outcome, exit_code)
             self.tell(_ATTEMPT_FINISHED, task.id, node, details)
@@ -486,10 +494,18 @@ class Core:
             self._wait_to_land(node, attempt, (running.details or {}).get("reason"))
         elif outcome is Outcome.CANCELLED:
             ends.give_up(self, node, TaskState.CANCELLED, reason="cancelled by the operator")
+        elif outcome is Outcome.THROTTLED:
+            self.limits.throttled(node, attempt.worker, details)
         elif outcome is Outcome.LOST and task.lost < MAX_LOST_ATTEMPTS:
             task.lost += 1
             # Not the task's fault: run it again at once, on a healthy host.
             self.to_retry_lane(node, "attempt lost")
+        elif details is not None and details.get("permanent"):
+            # The server refused the request itself (bad model, bad key): the
+            # same request would be refused again, so no retry is spent on it.
+            if details.get("auth"):
+                self.limits.hold(attempt.worker, attempt.error or "the key was refused")
+            ends.give_up(self, node, TaskState.FAILED, reason=attempt.error or "refused")
         else:
             self._attempt_failed(node, outcome)
         self.effects.schedule_soon()

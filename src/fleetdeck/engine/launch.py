@@ -90,6 +90,7 @@ class RequestBuilder:
             inputs=inputs,
             status_path=attempt.status_path,
             redact=self._redact_names,
+            worker=attempt.worker,
         )
 
     def _templates(self, worker: WorkerSpec) -> tuple[tuple[str, bool], ...] | None:

@@ -584,7 +584,15 @@ class Engine:
                 and not await self._review(running)
             ):
                 return
-            core.attempt_ended(running, None, exit_code)
+            outcome = None
+            if process.outcome is not None or process.details or process.error:
+                # An executor that knows more than an exit status (an API request).
+                outcome = running.stop_reason or process.outcome
+                if process.error and not attempt.error:
+                    attempt.error = self.redactor.text(process.error)
+                if process.details:
+                    running.details = {**(running.details or {}), **process.details}
+            core.attempt_ended(running, outcome, exit_code)
         finally:
             self._processes.pop(attempt.attempt_id, None)
             self._check_settled()

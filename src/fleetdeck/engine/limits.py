@@ -1,0 +1,136 @@
+"""Agents held back by their provider: rate and usage limits, refused keys, budgets.
+
+Pure, part of the core (engine/core.py owns one `AgentLimits`). An attempt that
+ends `throttled` pauses its agent until the limit resets (`retry_after` seconds,
+from the server or the agent's `usage_limit`), and its task goes back to run
+again then, no retry spent. A refused key (401, 403) holds the agent until the
+operator resumes the fleet or retries the task. Costs reported in `usage` add
+up per agent and for the run; an agent over its `budget`, or every API agent
+once the run is over `[fleet] budget`, takes no new launches: work in flight
+finishes, and what was waiting for it fails with the reason (the operator
+sees it in the attention queue, and a retry after raising the budget runs it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from fleetdeck.engine import ends
+from fleetdeck.engine.clock import Timer
+from fleetdeck.model import EventKind, Stage, TaskState, iso_timestamp
+
+if TYPE_CHECKING:
+    from fleetdeck.engine.core import Core
+
+
+class AgentLimits:
+    """Which agents are paused, until when and why; what each has spent."""
+
+    def __init__(self, core: Core) -> None:
+        self.core = core
+        self.paused_until: dict[str, float] = {}
+        self._timers: dict[str, Timer] = {}
+        # Agents held until the operator acts: refused key, or budget spent (why).
+        self.held: dict[str, str] = {}
+        self.spent_out: dict[str, str] = {}
+        self.cost: dict[str, float] = {}
+        self.total_cost = 0.0
+        self.tokens_in: dict[str, int] = {}
+        self.tokens_out: dict[str, int] = {}
+
+    # --- throttling -----------------------------------------------------------------
+
+    def throttled(self, node: int, agent: str, details: Mapping[str, Any] | None) -> None:
+        """An attempt of `agent` hit a rate or usage limit: pause the agent, and
+        put the task back to run once it resumes."""
+        core = self.core
+        delay = float(
+            (details or {}).get("retry_after") or core.fleet.config.fleet.retry_backoff_max
+        )
+        until = core.clock.now() + delay
+        if until > self.paused_until.get(agent, 0.0):
+            self.paused_until[agent] = until
+            old = self._timers.pop(agent, None)
+            if old is not None:
+                old.cancel()
+            self._timers[agent] = core.clock.call_later(delay, self._resume, agent)
+            self._apply(agent)
+        reason = f"throttled: agent {agent} resumes at {iso_timestamp(self.paused_until[agent])}"
+        core.to_retry_lane(node, reason)
+
+    def _resume(self, agent: str) -> None:
+        self._timers.pop(agent, None)
+        self.paused_until.pop(agent, None)
+        self._apply(agent)
+        self.core.effects.schedule_soon()
+
+    def hold(self, agent: str, reason: str) -> None:
+        """Launch nothing on `agent` until the operator resumes or retries."""
+        self.held[agent] = reason
+        self._apply(agent)
+
+    def release(self) -> None:
+        """The operator resumed: agents held for a refused key may try again."""
+        for agent in list(self.held):
+            del self.held[agent]
+            self._apply(agent)
+
+    def _apply(self, agent: str) -> None:
+        held = agent in self.paused_until or agent in self.held or agent in self.spent_out
+        self.core.capacity.hold(Stage.AGENT, agent, held)
+
+    def why(self, agent: str) -> str | None:
+        """Why `agent` takes no launches now (None: it does)."""
+        if agent in self.spent_out:
+            return self.spent_out[agent]
+        if agent in self.held:
+            return self.held[agent]
+        until = self.paused_until.get(agent)
+        return None if until is None else f"throttled until {iso_timestamp(until)}"
+
+    # --- usage and budgets -------------------------------------------------------------
+
+    def spend(self, agent: str, usage: Mapping[str, Any]) -> None:
+        """Add an attempt's `usage`; stop launches on what is over budget."""
+        self.tokens_in[agent] = self.tokens_in.get(agent, 0) + int(usage.get("input_tokens", 0))
+        self.tokens_out[agent] = self.tokens_out.get(agent, 0) + int(usage.get("output_tokens", 0))
+        cost = float(usage.get("cost", 0.0))
+        if not cost:
+            return
+        self.cost[agent] = self.cost.get(agent, 0.0) + cost
+        self.total_cost += cost
+        config = self.core.fleet.config
+        budget = config.agents[agent].budget if agent in config.agents else None
+        if budget is not None and self.cost[agent] >= budget and agent not in self.spent_out:
+            self._spent(
+                agent, f"budget of agent {agent} spent (${self.cost[agent]:.4f} of ${budget:g})"
+            )
+        fleet_budget = config.fleet.budget
+        if fleet_budget is not None and self.total_cost >= fleet_budget:
+            reason = f"the fleet's budget is spent (${self.total_cost:.4f} of ${fleet_budget:g})"
+            for name, spec in config.agents.items():
+                if spec.price is not None and name not in self.spent_out:
+                    self._spent(name, reason)
+
+    def _spent(self, agent: str, reason: str) -> None:
+        self.spent_out[agent] = reason
+        self._apply(agent)
+        self.core.emit(EventKind.PAUSED, None, agent=agent, reason=reason)
+
+    def sweep(self) -> None:
+        """Fail the tasks waiting to launch on an agent whose budget is spent
+        (they would wait forever): each says why, in the attention queue."""
+        core = self.core
+        if not core.retry_lane and not any(core.ready.waiting(a) for a in self.spent_out):
+            return
+        for node, task in enumerate(core.tasks):
+            if task.state is not TaskState.READY:
+                continue
+            reason = self.spent_out.get(core.agent_of[node])
+            if reason is None:
+                continue
+            core.ready.remove(node)
+            if node in core.retry_lane:
+                core.retry_lane.remove(node)
+            ends.give_up(core, node, TaskState.FAILED, reason=reason)
