@@ -109,6 +109,9 @@ class ApiServer(ThreadingHTTPServer):
 
     daemon_threads = True
     allow_reuse_address = True
+    # Many connections open at once (a fleet of 50 slots): the default backlog
+    # of 5 would reset some of them.
+    request_queue_size = 1024
 
     def __init__(self, port: int, args: argparse.Namespace) -> None:
         super().__init__(("127.0.0.1", port), Handler)

@@ -197,11 +197,24 @@ class HttpAttempt(AttemptProcess):
                 await resp.aread()
                 self._refund(reserved)
                 return self._refused(resp, log)
+            held = ""  # masking: the end of the text after its last blank (see below)
             async for line in resp.aiter_lines():
                 text = self._take(line, usage)
-                if text:
-                    parts.append(text)
-                    log.write(self._redactor.text(text).encode())
+                if not text:
+                    continue
+                parts.append(text)
+                if not self._redactor:
+                    log.write(text.encode())
+                    continue
+                # A secret may come split over two pieces: what follows the last
+                # blank waits for the next one, so each word is masked whole.
+                held += text
+                cut = max(held.rfind(" "), held.rfind("\n")) + 1
+                if cut:
+                    log.write(self._redactor.text(held[:cut]).encode())
+                    held = held[cut:]
+            if held:
+                log.write(self._redactor.text(held).encode())
         output = "".join(parts)
         if not output.endswith("\n"):
             log.write(b"\n")
