@@ -82,6 +82,12 @@ async def test_an_api_task_streams_its_answer_and_feeds_a_process_task(
     assert usage["input_tokens"] > 0 and usage["output_tokens"] == 12
     assert usage["cost"] == pytest.approx((usage["input_tokens"] + 2 * 12) / 1e6)
     assert stats["completed"] == 2 and stats["by_status"] == {"200": 2}
+    # The report adds it up per agent and for the run, as the server counted it.
+    report = run.result.report
+    total = report.usage_total
+    assert total is not None and total.requests == 2
+    assert (total.input_tokens, total.output_tokens) == (stats["input_tokens"], 24)
+    assert report.usage["writer"].cost == pytest.approx((stats["input_tokens"] + 48) / 1e6)
     # What the server received as the second prompt contains the first answer.
     assert stats["input_tokens"] > 2 * usage["input_tokens"]
 

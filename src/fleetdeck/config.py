@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime
 import difflib
+import json
 import os
 import re
 import string
@@ -858,4 +859,11 @@ def _task_problems(config: _ShapeLike) -> Iterable[Problem]:
 
 def config_json(config: FleetConfig) -> str:
     """The validated config as JSON (the journal keeps it to rebuild reports)."""
-    return _ADAPTER.dump_json(config).decode()
+    if all(agent.command for agent in config.agents.values()):
+        return _ADAPTER.dump_json(config).decode()
+    # An API agent has no command: its `[]` would not validate when read back.
+    data = _ADAPTER.dump_python(config, mode="json")
+    for agent in data["agents"].values():
+        if not agent["command"]:
+            del agent["command"]
+    return json.dumps(data)
