@@ -109,8 +109,10 @@ class AgentLimits:
         fleet_budget = config.fleet.budget
         if fleet_budget is not None and self.total_cost >= fleet_budget:
             reason = f"the fleet's budget is spent (${self.total_cost:.4f} of ${fleet_budget:g})"
+            # Every agent that costs money: those with a price, and any that reported a cost.
             for name, spec in config.agents.items():
-                if spec.price is not None and name not in self.spent_out:
+                costs = spec.price is not None or name in self.cost
+                if costs and name not in self.spent_out:
                     self._spent(name, reason)
 
     def _spent(self, agent: str, reason: str) -> None:
