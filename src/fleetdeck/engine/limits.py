@@ -86,8 +86,7 @@ class AgentLimits:
             return self.spent_out[agent]
         if agent in self.held:
             return self.held[agent]
-        until = self.paused_until.get(agent)
-        return None if until is None else f"throttled until {iso_timestamp(until)}"
+        return "throttled" if agent in self.paused_until else None
 
     # --- usage and budgets -------------------------------------------------------------
 
@@ -136,3 +135,17 @@ class AgentLimits:
             if node in core.retry_lane:
                 core.retry_lane.remove(node)
             ends.give_up(core, node, TaskState.FAILED, reason=reason)
+
+
+def agent_limits(limits: AgentLimits, agent: str) -> dict[str, Any]:
+    """What the views show of `agent`'s limits and usage (PoolView's fields):
+    nothing for an agent that is not held and never reported usage."""
+    shown: dict[str, Any] = {}
+    why = limits.why(agent)
+    if why is not None:
+        shown["held"] = why
+        shown["held_until"] = limits.paused_until.get(agent)
+    if agent in limits.tokens_in:
+        shown["tokens"] = (limits.tokens_in[agent], limits.tokens_out[agent])
+        shown["cost"] = limits.cost.get(agent, 0.0)
+    return shown

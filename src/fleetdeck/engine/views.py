@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from fleetdeck.engine.changes import Overlap, TaskChanges
 from fleetdeck.engine.core import Core
+from fleetdeck.engine.limits import agent_limits
 from fleetdeck.metrics import ContentionHistory, cognitive_load, mean, percentile
 from fleetdeck.model import LOCAL_HOST, Attempt, HostState, Stage, TaskState
 from fleetdeck.redact import Redactor
@@ -136,6 +137,7 @@ class ViewBuilder:
                 # Ready tasks the policy holds back do not wait for a slot.
                 waiting=0 if held and usage.busy < usage.total else core.ready.waiting(name),
                 history=self._history.of((Stage.AGENT, name)),
+                **agent_limits(core.limits, name),
             )
             for name in config.agents
         ]
