@@ -278,3 +278,41 @@ async def test_the_key_never_shows(
     finally:
         db.close()
     assert rows and all(KEY not in row for row in rows)
+
+
+async def test_the_tokens_limit_is_never_exceeded_as_the_server_counts(
+    harness: EngineHarness, tmp_path: Path
+) -> None:
+    # 100 tokens a second, a burst of one second's worth; each request is charged
+    # its prompt and its max_tokens (40) on arrival.
+    args = ("--latency", "0.01", "--chunk-delay", "0", "--tpm", "6000", "--tpm-burst", "100")
+    with api_server(*args) as server:
+        fleet = make_fleet(
+            tmp_path,
+            simple_tasks(8),
+            agents={
+                "writer": api_agent(server.base_url, slots=8, max_tokens=40, tokens_per_minute=6000)
+            },
+        )
+        run = await harness.run(fleet)
+        stats = server.stats()
+    assert run.result.exit_code == 0
+    assert stats["requests"] == 8 and stats["over_limit"] == 0, stats
+
+
+async def test_a_request_over_the_tokens_limit_fails_at_once(
+    harness: EngineHarness, tmp_path: Path
+) -> None:
+    with api_server("--latency", "0") as server:
+        fleet = make_fleet(
+            tmp_path,
+            [{"id": "big", "agent": "writer", "prompt": "x" * 3000, "retries": 2}],
+            agents={"writer": api_agent(server.base_url, max_tokens=100, tokens_per_minute=1000)},
+        )
+        run = await harness.run(fleet)
+        stats = server.stats()
+    assert stats["requests"] == 0 and run.state("big") == "failed"
+    (finished,) = run.of(EventKind.ATTEMPT_FINISHED, "big")
+    assert finished.data["error"] == (
+        "the request needs about 1104 tokens, over the agent's tokens_per_minute (1000)"
+    )

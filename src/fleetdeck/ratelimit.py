@@ -5,6 +5,10 @@ A bucket refills at `rate` a second up to `capacity`. `reserve(n, now)` takes
 before it may go: reservations queue in the order they were made, and what is
 sent never outruns the bucket. `refund` gives back what a request did not use
 (its estimate of tokens was high, or it was never sent).
+
+Tokens are charged as providers count them when a request arrives: the prompt
+(estimated here, cautiously, then corrected by the `input_tokens` the answer
+reports) plus `max_tokens`, the most it may write.
 """
 
 from __future__ import annotations
@@ -53,8 +57,11 @@ def requests_bucket(per_minute: float, now: float) -> TokenBucket:
 
 
 def tokens_bucket(per_minute: float, now: float) -> TokenBucket:
-    """Tokens per minute: a minute's worth at most, refilled evenly."""
-    return TokenBucket(per_minute / 60.0, float(per_minute), now)
+    """Tokens per minute, paced per second like requests: a request bigger than
+    the bucket goes once the bucket has refilled what it takes (a debt), so
+    what is sent never runs ahead of the rate, whatever the requests' sizes."""
+    rate = per_minute / 60.0
+    return TokenBucket(rate, max(1.0, math.floor(BURST_SHARE * rate)), now)
 
 
 def estimate_tokens(text: str) -> int:

@@ -1,7 +1,8 @@
 """A local OpenAI- and Anthropic-compatible server for the example fleets and tests.
 
     python -m fleetdeck.demo.api [--port 0] [--latency 0.2] [--chunk-delay 0.02]
-                                 [--rpm 600] [--burst N] [--words 40]
+                                 [--rpm 600] [--burst N] [--tpm T] [--tpm-burst N]
+                                 [--words 40]
 
 It answers `POST /v1/chat/completions` (OpenAI's format, also vLLM's, Ollama's
 and llama.cpp's) and `POST /v1/messages` (Anthropic's), streamed (SSE) or not,
@@ -9,7 +10,9 @@ with canned text drawn from the prompt, after `--latency` seconds and
 `--chunk-delay` between streamed pieces, as a slow model would. It enforces a
 requests-per-minute limit the way providers do (a token bucket refilled at
 `rpm / 60` a second, holding at most `--burst`, one second's worth by default):
-a request over it gets `429` with `Retry-After`. `GET /stats` reports what it
+a request over it gets `429` with `Retry-After`. `--tpm` limits tokens per
+minute the same way, charging each request on arrival its prompt (a token per
+four characters) plus its `max_tokens`, as OpenAI counts them. `GET /stats` reports what it
 saw (requests, answers by status, over-limit requests, the most in flight at
 once, streams the client closed early), so a test or a benchmark judges a
 client by the server's own count. `POST /stats/reset` clears it.
@@ -49,7 +52,7 @@ def count_tokens(text: str) -> int:
 
 
 class Limiter:
-    """A token bucket of requests: `rate` a second, at most `burst` at once."""
+    """A token bucket (of requests, or of tokens): `rate` a second, `burst` at most."""
 
     def __init__(self, rpm: float, burst: float | None) -> None:
         self.rate = rpm / 60.0
@@ -57,15 +60,15 @@ class Limiter:
         self.tokens = self.burst
         self.at = time.monotonic()
 
-    def take(self) -> float:
-        """0 when a request may go now (and counts it), else seconds to wait."""
+    def take(self, amount: float = 1.0) -> float:
+        """0 when a request of `amount` may go now (and counts it), else seconds to wait."""
         now = time.monotonic()
         self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
         self.at = now
-        if self.tokens >= 1.0:
-            self.tokens -= 1.0
+        if self.tokens >= amount:
+            self.tokens -= amount
             return 0.0
-        return (1.0 - self.tokens) / self.rate
+        return (amount - self.tokens) / self.rate
 
 
 class Stats:
@@ -119,6 +122,10 @@ class ApiServer(ThreadingHTTPServer):
         self.chunk_delay: float = args.chunk_delay
         self.words: int = args.words
         self.limiter = Limiter(args.rpm, args.burst) if args.rpm else None
+        # Tokens per minute, charged on arrival: the prompt plus max_tokens.
+        self.tokens = (
+            Limiter(args.tpm, args.tpm_burst if args.tpm_burst else args.tpm) if args.tpm else None
+        )
         self.stats = Stats()
 
 
@@ -152,20 +159,30 @@ class Handler(BaseHTTPRequestHandler):
             self._json(404, {"error": {"message": f"no such path: {self.path}"}})
             return
         stats = self.server.stats
+        try:
+            body = json.loads(raw or b"{}")
+        except ValueError:
+            body = None
+        prompt_seen = isinstance(body, dict) and _prompt_text(body, anthropic)
+        charge = 0
+        if isinstance(body, dict):
+            charge = count_tokens(prompt_seen or "") + int(body.get("max_tokens") or 0)
         with stats.lock:
             stats.requests += 1
             wait = self.server.limiter.take() if self.server.limiter else 0.0
+            what = "requests"
+            if not wait and self.server.tokens is not None:
+                wait = self.server.tokens.take(charge)
+                what = "tokens"
             if wait:
                 stats.over_limit += 1
             key = self.headers.get("Authorization") or self.headers.get("x-api-key") or ""
             stats.authorization.append(key)
-        try:
-            body = json.loads(raw or b"{}")
-        except ValueError:
-            self._answer_error(400, "the body is not JSON")
+        if not isinstance(body, dict):
+            self._answer_error(400, "the body is not a JSON object")
             return
         if wait:
-            self._answer_error(429, "rate limit reached for requests", retry_after=wait)
+            self._answer_error(429, f"rate limit reached for {what}", retry_after=wait)
             return
         model = str(body.get("model", ""))
         forced = _ERROR_MODEL.fullmatch(model)
@@ -348,6 +365,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--words", type=int, default=40, help="pieces of each answer")
     parser.add_argument("--rpm", type=float, default=0, help="requests per minute (0: none)")
     parser.add_argument("--burst", type=float, default=None, help="bucket size (default rpm/60)")
+    parser.add_argument("--tpm", type=float, default=0, help="tokens per minute (0: none)")
+    parser.add_argument("--tpm-burst", type=float, default=None, help="default: a minute's worth")
     args = parser.parse_args(argv)
     server = ApiServer(args.port, args)
     print(f"listening on http://127.0.0.1:{server.server_address[1]}", flush=True)

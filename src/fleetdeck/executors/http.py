@@ -145,22 +145,24 @@ class HttpAttempt(AttemptProcess):
         agent, request = self._agent, self._request
         prompt = prompt_with_inputs(request.env.get("FLEETDECK_PROMPT", ""), request.inputs)
         body = agent.body(prompt)
-        reserved = estimate_tokens(prompt + (agent.spec.system or "")) + agent.spec.max_tokens
+        estimate = estimate_tokens(prompt + (agent.spec.system or ""))
+        reserved = estimate + agent.spec.max_tokens
         # A local file, written a piece at a time as it streams in (as the shim
         # writes a process's output): small writes that do not block the loop.
         with open(request.log_path, "ab", buffering=0) as log:  # noqa: ASYNC230
             log.write(f"{agent.kind} {agent.url} model={agent.spec.model}\n".encode())
-            if agent.tokens is not None and reserved > agent.tokens.capacity:
+            limit = agent.spec.tokens_per_minute
+            if limit is not None and reserved > limit:
                 self.outcome = Outcome.FAILED
                 self.details = {"permanent": True}
                 self.error = (
                     f"the request needs about {reserved} tokens, over the agent's "
-                    f"tokens_per_minute ({agent.spec.tokens_per_minute})"
+                    f"tokens_per_minute ({limit})"
                 )
                 return 1
             await self._pace(reserved)
             try:
-                return await self._send(body, log, reserved)
+                return await self._send(body, log, reserved, estimate)
             except httpx.HTTPError as exc:
                 self._refund(reserved)
                 self.outcome = Outcome.FAILED
@@ -186,7 +188,7 @@ class HttpAttempt(AttemptProcess):
         if self._agent.tokens is not None and amount > 0:
             self._agent.tokens.refund(amount, time.monotonic())
 
-    async def _send(self, body: dict[str, Any], log: BinaryIO, reserved: int) -> int:
+    async def _send(self, body: dict[str, Any], log: BinaryIO, reserved: int, estimate: int) -> int:
         agent, request = self._agent, self._request
         parts: list[str] = []
         usage = {"input_tokens": 0, "output_tokens": 0}
@@ -220,9 +222,10 @@ class HttpAttempt(AttemptProcess):
             log.write(b"\n")
         with open(request.output_path, "w", encoding="utf-8") as out:  # noqa: ASYNC230
             out.write(output)
-        used = usage["input_tokens"] + usage["output_tokens"]
-        if used:
-            self._refund(reserved - used)  # the estimate was cautious: give back the rest
+        if usage["input_tokens"]:
+            # The prompt's estimate was cautious: give back what it overcounted
+            # (max_tokens stays charged, as the provider counts it).
+            self._refund(estimate - usage["input_tokens"])
         details: dict[str, Any] = {"usage": dict(usage)}
         if agent.spec.price is not None:
             cost = agent.spec.price.cost(usage["input_tokens"], usage["output_tokens"])
