@@ -76,7 +76,21 @@ def api_problems(config: FleetConfig) -> list[Problem]:
 
 
 def _problems(config: FleetConfig) -> Iterator[Problem]:
-    from fleetdeck.config import Problem
+    from fleetdeck.config import Problem, suggest
+
+    agents = list(config.agents)
+    for name, agent in config.agents.items():
+        if agent.fallback is not None and agent.fallback not in config.agents:
+            hint = suggest(agent.fallback, agents)
+            yield Problem(f"agents.{name}.fallback", f"unknown agent '{agent.fallback}'{hint}")
+        elif agent.fallback == name:
+            yield Problem(f"agents.{name}.fallback", "an agent cannot fall back to itself")
+        if agent.fallback_after is not None and agent.fallback is None:
+            yield Problem(f"agents.{name}.fallback_after", "needs a fallback agent")
+    for i, task in enumerate(config.tasks):
+        if task.fallback is not None and task.fallback not in config.agents:
+            hint = suggest(task.fallback, agents)
+            yield Problem(f"tasks[{i}].fallback", f"unknown agent '{task.fallback}'{hint}")
 
     for section, table in (("agents", config.agents), ("runners", config.runners)):
         for name, worker in table.items():

@@ -134,6 +134,10 @@ class WorkerSpec:
     budget: NonNegativeSeconds | None = None
     # A CLI agent: output that says it hit its provider's usage limit.
     usage_limit: UsageLimit | None = None
+    # Where its tasks go when their attempts here are spent, it is over budget,
+    # or throttled for longer than `fallback_after` seconds (fleetdeck.engine.reroute).
+    fallback: StrictStr | None = None
+    fallback_after: Seconds | None = None
 
     @property
     def host_names(self) -> tuple[str, ...]:
@@ -166,6 +170,10 @@ class TaskSpec:
     # verify only), and whether its retries go on in the same worktree.
     land: StrictBool = True
     keep_worktree: StrictBool = False
+    # The agent this task goes to when its own gives up (before the agent's fallback).
+    fallback: StrictStr | None = None
+    # When it fails, its dependents still run (its input marked as missing).
+    optional: StrictBool = False
 
 
 @dataclass(slots=True, frozen=True)

@@ -260,6 +260,8 @@ class ReportBuilder:
         self._reused = bytearray(n)
         # API agents' usage, per task node and per agent (only those that have some).
         self._task_usage: dict[int, TokenUsage] = {}
+        # Tasks whose agent attempts ran on another agent than their own (a fallback).
+        self._rerouted: dict[int, str] = {}
         self._agent_usage: dict[str, TokenUsage] = {}
         self._queued_at: dict[int, float] = {}
         self._ci_waits: list[float] = []
@@ -284,6 +286,7 @@ class ReportBuilder:
             EventKind.TASK_READY: self._task_ready,
             EventKind.TASK_REQUEUED: self._task_requeued,
             EventKind.TASK_LANDED: self._task_landed,
+            EventKind.TASK_REROUTED: self._task_rerouted,
         }
 
     def feed(self, event: Event, node: int | None = None) -> None:
@@ -358,7 +361,7 @@ class ReportBuilder:
             self._failed_at[node] = event.ts
 
     def _count_usage(self, node: int, usage: Mapping[str, Any] | None) -> None:
-        agent = self._fleet.tasks[node].agent
+        agent = self._rerouted.get(node) or self._fleet.tasks[node].agent
         for counted in (
             self._task_usage.setdefault(node, TokenUsage()),
             self._agent_usage.setdefault(agent, TokenUsage()),
@@ -367,6 +370,9 @@ class ReportBuilder:
                 counted.throttled += 1
             else:
                 counted.add(usage)
+
+    def _task_rerouted(self, node: int, event: Event) -> None:
+        self._rerouted[node] = str(event.data.get("to"))
 
     def _retry_scheduled(self, node: int, _event: Event) -> None:
         self._retries += 1

@@ -114,6 +114,9 @@ class EventKind(enum.StrEnum):
     # `fleetdeck run` took up an unfinished run again from the journal.
     RUN_RESUMED = "run_resumed"
     RUN_FINISHED = "run_finished"
+    # The task goes to another agent (`from`, `to`, `reason`): its own gave up,
+    # is over budget, or is throttled too long.
+    TASK_REROUTED = "task_rerouted"
 
 
 class Cause(enum.StrEnum):

@@ -29,6 +29,7 @@ from fleetdeck.config import Fleet, TaskSpec
 from fleetdeck.engine import ends
 from fleetdeck.engine.clock import Clock, Timer
 from fleetdeck.engine.limits import AgentLimits
+from fleetdeck.engine.reroute import reroute
 from fleetdeck.engine.scheduler import ReadyQueue, decide, ready_order_key
 from fleetdeck.model import (
     BLOCKING_STATES,
@@ -178,6 +179,10 @@ class Core:
         self._context = LaunchContext(in_flight=0, max_in_flight=self._max_in_flight)
         # Agents paused by their provider's limits, held, or over budget.
         self.limits = AgentLimits(self)
+        # Fallbacks (engine/reroute.py): the agents each rerouted task has left,
+        # and why each failed optional task's output is missing.
+        self.tried_agents: dict[int, set[str]] = {}
+        self.missing: dict[int, str] = {}
         # Each worker's timeout, looked up once rather than at every launch.
         self._timeouts = {
             (stage, name): spec.timeout
@@ -229,7 +234,7 @@ class Core:
             upstream = self.tasks[dep]
             if upstream.state is TaskState.BLOCKED:
                 return upstream.blocked_by
-            if upstream.state in BLOCKING_STATES:
+            if upstream.state in BLOCKING_STATES and dep not in self.missing:
                 return upstream.id
         return None
 
@@ -305,7 +310,8 @@ class Core:
         task = self.tasks[node]
         task.state = _READY
         spec = self.specs[node]
-        self.ready.push(node, spec.agent, ready_order_key(spec.priority, self.critical[node], node))
+        key = ready_order_key(spec.priority, self.critical[node], node)
+        self.ready.push(node, self.agent_of[node], key)
         if self.telling:  # else nobody hears it (see `tell`): no details to build
             data: dict[str, Any] = {"wave": self.dag.levels[node]}
             if reason is not None:
@@ -358,7 +364,8 @@ class Core:
         """Start an attempt of `stage` on `host`, whose slot the scheduler took."""
         task = self.tasks[node]
         spec = self.specs[node]
-        worker_name: str | None = spec.agent  # worker_of(), without the call for agents
+        # The task's agent now (a fallback may have taken over from its own).
+        worker_name: str | None = self.agent_of[node]
         if stage is _AGENT:
             task.agent_attempts += 1
         else:
@@ -505,7 +512,11 @@ class Core:
             # same request would be refused again, so no retry is spent on it.
             if details.get("auth"):
                 self.limits.hold(attempt.worker, attempt.error or "the key was refused")
-            ends.give_up(self, node, TaskState.FAILED, reason=attempt.error or "refused")
+            reason = attempt.error or "refused"
+            if reroute(self, node, f"{attempt.worker}: {reason}"):
+                self.to_retry_lane(node, f"rerouted to {self.agent_of[node]}")
+            else:
+                ends.give_up(self, node, TaskState.FAILED, reason=reason)
         else:
             self._attempt_failed(node, outcome)
         self.effects.schedule_soon()
@@ -600,6 +611,9 @@ class Core:
             if outcome is Outcome.LOST:
                 reason = "host lost too often"
             attempts = plural(task.agent_attempts, "attempt")
+            if reroute(self, node, f"{reason} after {attempts} on {self.agent_of[node]}"):
+                self.to_retry_lane(node, f"rerouted to {self.agent_of[node]}")
+                return
             ends.give_up(self, node, TaskState.FAILED, reason=f"{reason} after {attempts}")
 
     def retry_due(self, node: int) -> None:

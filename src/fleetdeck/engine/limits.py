@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from fleetdeck.engine import ends
 from fleetdeck.engine.clock import Timer
+from fleetdeck.engine.reroute import reroute, reroute_waiting
 from fleetdeck.model import EventKind, Stage, TaskState, iso_timestamp
 
 if TYPE_CHECKING:
@@ -56,8 +57,17 @@ class AgentLimits:
                 old.cancel()
             self._timers[agent] = core.clock.call_later(delay, self._resume, agent)
             self._apply(agent)
-        reason = f"throttled: agent {agent} resumes at {iso_timestamp(self.paused_until[agent])}"
-        core.to_retry_lane(node, reason)
+        resumes = iso_timestamp(self.paused_until[agent])
+        spec = core.fleet.config.agents.get(agent)
+        after = None if spec is None else spec.fallback_after
+        if after is not None and delay > after:
+            # Too long a wait: this task and those waiting for the agent go elsewhere.
+            why = f"{agent} throttled until {resumes}"
+            if reroute(core, node, why):
+                core.to_retry_lane(node, f"rerouted to {core.agent_of[node]}")
+                reroute_waiting(core, agent, why)
+                return
+        core.to_retry_lane(node, f"throttled: agent {agent} resumes at {resumes}")
 
     def _resume(self, agent: str) -> None:
         self._timers.pop(agent, None)
@@ -130,6 +140,11 @@ class AgentLimits:
                 continue
             reason = self.spent_out.get(core.agent_of[node])
             if reason is None:
+                continue
+            if reroute(core, node, reason):
+                if node in core.ready:
+                    core.ready.remove(node)
+                    core.make_ready(node, f"rerouted to {core.agent_of[node]}")
                 continue
             core.ready.remove(node)
             if node in core.retry_lane:

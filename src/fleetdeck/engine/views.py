@@ -236,7 +236,7 @@ class ViewBuilder:
             id=task.id,
             state=task.state,
             wave=core.dag.levels[node],
-            agent=spec.agent,
+            agent=core.agent_of[node],
             runner=spec.ci,
             attempts=task.agent_attempts,
             waiting_for=tuple(
