@@ -109,6 +109,7 @@ def retry(core: Core, task_id: str, stage: str | None = None) -> None:
     failed (see `retry_stages`); None or "agent" runs the agent and what follows."""
     node = core.node(task_id)
     task = core.tasks[node]
+    core.limits.release()  # an agent held for a refused key: the operator says try again
     try:
         wanted = FIRST_STAGE if stage is None else Stage(stage)
     except ValueError:
