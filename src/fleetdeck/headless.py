@@ -48,7 +48,7 @@ _DETAIL_ORDER = (
     "reason",
     "error",
 )
-_SECONDS_KEYS = frozenset({"duration", "delay"})
+_SECONDS_KEYS = frozenset({"duration", "delay", "retry_after"})
 _HIDDEN_KEYS = frozenset({"report"})
 # Where a key goes among an event's details: the usual ones in _DETAIL_ORDER's
 # order, then any other in alphabetical order (see format_details).
@@ -239,6 +239,11 @@ def format_details(data: dict[str, Any]) -> str:
             continue
         if key in _SECONDS_KEYS and isinstance(value, int | float):
             shown = format_seconds(float(value))
+        elif key == "usage" and isinstance(value, dict):
+            # An API attempt's tokens and cost: `usage=37in/40out/$0.000079`.
+            shown = f"{value.get('input_tokens', 0)}in/{value.get('output_tokens', 0)}out"
+            if "cost" in value:
+                shown += f"/${value['cost']:g}"
         elif isinstance(value, str) and _NEEDS_QUOTES(value):
             shown = json.dumps(value)
         else:
