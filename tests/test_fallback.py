@@ -150,3 +150,27 @@ async def test_a_refused_model_reroutes_to_another_provider_and_inputs_mark_what
     assert run.result.exit_code == 1  # the optional task failed: the run says so
     usage = run.result.report.usage
     assert set(usage) == {"backup"} and usage["backup"].requests == 1
+
+
+def test_api_agent_keys_are_checked() -> None:
+    text = (
+        '[repo]\npath = "."\n'
+        '[agents.w]\nkind = "openai"\ncommand = ["x"]\nhost = "local"\n'
+        '[agents.p]\ncommand = ["true"]\nmodel = "m"\nusage_limit = { pattern = "(" }\n'
+        '[runners.r]\nkind = "anthropic"\nmodel = "m"\n'
+        '[[tasks]]\nid = "a"\nagent = "w"\n'
+    )
+    with pytest.raises(ConfigError) as caught:
+        parse_fleet(text)
+    lines = caught.value.render().splitlines()
+    for expected in (
+        "agents.w.kind: API agents do not work in a fleet with [repo] yet: "
+        "run them in a fleet of their own",
+        "agents.w.command: an agent of kind 'openai' runs no command",
+        "agents.w.host: an agent of kind 'openai' takes no host",
+        "agents.w: missing required key 'model' (an agent of kind 'openai')",
+        "agents.p.model: only an API agent takes it (kind = 'openai' or 'anthropic')",
+        "runners.r.kind: a runner runs a command; only agents may be API agents",
+    ):
+        assert any(line.endswith(expected) for line in lines), (expected, lines)
+    assert any("agents.p.usage_limit.pattern: bad regular expression" in line for line in lines)

@@ -116,6 +116,14 @@ def _problems(config: FleetConfig) -> Iterator[Problem]:
                     f"{where}.kind", "a runner runs a command; only agents may be API agents"
                 )
                 continue
+            if config.repo is not None:
+                # Its tasks would get a worktree, change nothing in it and have no
+                # branch to land: not supported yet.
+                yield Problem(
+                    f"{where}.kind",
+                    "API agents do not work in a fleet with [repo] yet: "
+                    "run them in a fleet of their own",
+                )
             if worker.command:
                 yield Problem(
                     f"{where}.command", f"an agent of kind '{worker.kind}' runs no command"
