@@ -316,3 +316,38 @@ async def test_a_request_over_the_tokens_limit_fails_at_once(
     assert finished.data["error"] == (
         "the request needs about 1104 tokens, over the agent's tokens_per_minute (1000)"
     )
+
+
+async def test_a_server_error_is_a_failure_with_backoff(
+    harness: EngineHarness, tmp_path: Path
+) -> None:
+    with api_server("--latency", "0") as server:
+        fleet = make_fleet(
+            tmp_path,
+            [{"id": "flaky", "agent": "writer", "prompt": "x", "retries": 1}],
+            agents={"writer": api_agent(server.base_url, model="error-502")},
+        )
+        run = await harness.run(fleet)
+        stats = server.stats()
+    # The task's own retries, with a backoff, then it fails: not a throttle.
+    assert stats["by_status"] == {"502": 2}
+    assert len(run.of(EventKind.RETRY_SCHEDULED, "flaky")) == 1
+    outcomes = [e.data["outcome"] for e in run.of(EventKind.ATTEMPT_FINISHED, "flaky")]
+    assert outcomes == [Outcome.FAILED, Outcome.FAILED] and run.state("flaky") == "failed"
+
+
+async def test_a_connection_refused_is_a_failure_with_backoff(
+    harness: EngineHarness, tmp_path: Path
+) -> None:
+    with api_server() as server:
+        url = server.base_url
+    # The server is gone: nothing listens on its port any more.
+    fleet = make_fleet(
+        tmp_path,
+        [{"id": "t", "agent": "writer", "prompt": "x", "retries": 1}],
+        agents={"writer": api_agent(url)},
+    )
+    run = await harness.run(fleet)
+    finished = run.of(EventKind.ATTEMPT_FINISHED, "t")
+    assert len(finished) == 2 and all(e.data["error"].startswith("ConnectError") for e in finished)
+    assert len(run.of(EventKind.RETRY_SCHEDULED, "t")) == 1

@@ -79,3 +79,23 @@ def test_a_spent_budget_stops_launches_and_fails_what_waited_for_it() -> None:
     assert any(e.kind is EventKind.PAUSED and e.data.get("agent") == "coder" for e in events)
     sim.end("t2", 0)
     assert sim.state("t2") == "succeeded" and sim.core.settled
+
+
+def test_a_spent_budget_reroutes_what_waits_to_a_fallback() -> None:
+    text = fleet_toml([{"id": f"t{i}"} for i in range(3)], agents={"coder": 1, "spare": 1})
+    text = text.replace(
+        '[agents.coder]\ncommand = ["true"]\nslots = 1',
+        '[agents.coder]\ncommand = ["true"]\nslots = 1\nbudget = 0.5\nfallback = "spare"',
+    )
+    sim = CoreSim(text)
+    sim.start()
+    sim.running("t0").details = {"usage": {"input_tokens": 1, "output_tokens": 1, "cost": 0.6}}
+    sim.end("t0", 0)
+    # coder is over budget: t1 and t2 go to spare (one slot), nothing fails.
+    assert [(r.attempt.task, r.attempt.worker) for r in sim.fx.started[1:]] == [("t1", "spare")]
+    rerouted = [e for e in sim.take_events() if e.kind is EventKind.TASK_REROUTED]
+    assert [e.task for e in rerouted] == ["t1", "t2"]
+    assert "budget of agent coder spent" in rerouted[0].data["reason"]
+    sim.end("t1", 0)
+    sim.end("t2", 0)
+    assert sim.core.settled and sim.states() == dict.fromkeys(("t0", "t1", "t2"), "succeeded")
