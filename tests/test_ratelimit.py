@@ -34,10 +34,10 @@ def test_refunds_give_back_up_to_the_capacity() -> None:
     assert bucket.level == 10
 
 
-def test_the_bursts_stay_under_a_second_of_the_providers_limit() -> None:
-    assert requests_bucket(6000, 0.0).capacity == 90  # of 100 a second
+def test_the_bursts_stay_at_half_a_second_of_the_providers_limit() -> None:
+    assert requests_bucket(6000, 0.0).capacity == 50  # of 100 a second
     assert requests_bucket(30, 0.0).capacity == 1  # at least one request
-    assert tokens_bucket(60_000, 0.0).capacity == 900
+    assert tokens_bucket(60_000, 0.0).capacity == 500
 
 
 def test_the_estimate_is_cautious() -> None:
