@@ -7,6 +7,7 @@ from pathlib import Path
 
 from textual.geometry import Region
 from textual.widget import Widget
+from textual.widgets import Static
 
 from api_server import api_server
 from fleetdeck.config import build_fleet
@@ -14,6 +15,7 @@ from fleetdeck.engine import Engine
 from fleetdeck.executors import build_executors
 from fleetdeck.journal import Journal
 from fleetdeck.tui.contention import ContentionPane
+from fleetdeck.tui.detail import TaskDetailScreen
 from tui_support import app_over, until
 
 
@@ -58,4 +60,9 @@ async def test_the_contention_pane_shows_a_throttled_agent_and_its_cost(tmp_path
             assert "throttled" not in rendered(pane)
             # Three answers of 40 tokens out, at $100 per million.
             assert " in · 120 out · $0.01" in rendered(pane)
+            # The task's detail says what it used.
+            await app.push_screen(TaskDetailScreen(app.client, "t0"))
+            await pilot.pause(0.3)
+            summary = str(app.screen.query_one("#summary", Static).render())
+            assert "agent writer  tokens 1 in · 40 out · $0.0041" in summary, summary
         journal.close()

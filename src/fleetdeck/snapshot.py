@@ -193,6 +193,8 @@ class TaskDetail:
     inputs: dict[str, str]
     output: str | None
     change: TaskChange | None = None
+    # API agents: tokens in and out over the task's attempts, and their cost.
+    usage: tuple[int, int, float] | None = None
 
 
 @dataclass(slots=True, frozen=True)

@@ -485,7 +485,7 @@ class Core:
         self.effects.record(attempt)
         details = running.details
         if details is not None and "usage" in details:
-            self.limits.spend(attempt.worker, details["usage"])
+            self.limits.spend(attempt.worker, details["usage"], node)
         if self.telling:
             details = self._finished_details(running, outcome, exit_code)
             self.tell(_ATTEMPT_FINISHED, task.id, node, details)

@@ -39,6 +39,8 @@ class AgentLimits:
         self.total_cost = 0.0
         self.tokens_in: dict[str, int] = {}
         self.tokens_out: dict[str, int] = {}
+        # Per task (only those that used any): tokens in, out, and cost.
+        self.task_usage: dict[int, tuple[int, int, float]] = {}
 
     # --- throttling -----------------------------------------------------------------
 
@@ -100,11 +102,20 @@ class AgentLimits:
 
     # --- usage and budgets -------------------------------------------------------------
 
-    def spend(self, agent: str, usage: Mapping[str, Any]) -> None:
-        """Add an attempt's `usage`; stop launches on what is over budget."""
-        self.tokens_in[agent] = self.tokens_in.get(agent, 0) + int(usage.get("input_tokens", 0))
-        self.tokens_out[agent] = self.tokens_out.get(agent, 0) + int(usage.get("output_tokens", 0))
+    def spend(self, agent: str, usage: Mapping[str, Any], node: int | None = None) -> None:
+        """Add an attempt's `usage` (of task `node`); stop launches on what is over budget."""
+        tokens_in = int(usage.get("input_tokens", 0))
+        tokens_out = int(usage.get("output_tokens", 0))
         cost = float(usage.get("cost", 0.0))
+        self.tokens_in[agent] = self.tokens_in.get(agent, 0) + tokens_in
+        self.tokens_out[agent] = self.tokens_out.get(agent, 0) + tokens_out
+        if node is not None:
+            before = self.task_usage.get(node, (0, 0, 0.0))
+            self.task_usage[node] = (
+                before[0] + tokens_in,
+                before[1] + tokens_out,
+                before[2] + cost,
+            )
         if not cost:
             return
         self.cost[agent] = self.cost.get(agent, 0.0) + cost

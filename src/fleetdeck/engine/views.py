@@ -281,6 +281,7 @@ class ViewBuilder:
             if task.output_path
             else None,
             change=self.changes.by_node.get(node),
+            usage=core.limits.task_usage.get(node),
         )
 
     def timeline(self, *, now: float, started_at: float | None) -> Timeline:
