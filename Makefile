@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 # Versions the suite was last run against (snapshots depend on Textual's exact look).
 CONSTRAINTS := constraints.txt
 
-.PHONY: demo demo-land test lint unit bench screenshots clean ssh-server
+.PHONY: demo demo-land demo-api test lint unit bench screenshots clean ssh-server
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
@@ -37,6 +37,14 @@ demo-land: $(VENV)/.runtime
 	@command -v git >/dev/null || $(MAKE) -s ssh-server
 	@sh config/land-demo.sh .fleetdeck/land-demo/repo
 	@$(BIN)/fleetdeck run config/land.toml --fresh
+
+# API agents against the local fake OpenAI/Anthropic server (no key, no network):
+# the server runs on 127.0.0.1:8765 for the length of the run.
+demo-api: $(VENV)/.runtime
+	@$(BIN)/python -m fleetdeck.demo.api --port 8765 --rpm 200 >/dev/null & server=$$!; \
+		$(BIN)/python -c 'import time, urllib.request as u; exec("for _ in range(50):\n try: u.urlopen(\"http://127.0.0.1:8765/stats\"); break\n except OSError: time.sleep(0.1)")'; \
+		$(BIN)/fleetdeck run config/email-triage.toml --fresh; rc=$$?; kill $$server; \
+		[ $$rc -le 1 ] || [ $$rc -eq 130 ] || exit $$rc
 
 test: lint unit
 

@@ -20,6 +20,10 @@ alone, e.g. `python benchmarks/overhead.py --quick`):
   landing    7. a git worktree per task and the merge train on a 10,000-file
                 repository: worktree, commit, landing (ms), disk per worktree, and
                 the train's throughput with a 1 s CI against CI's bound (landing.py)
+  api        8. N chat completions against the local API server (6,000 requests a
+                minute, 20 ms, 50 slots): makespan against max(N / rate, N x latency /
+                slots), requests over the limit (server's count), CPU per request, side
+                by side with a plain httpx loop and a semaphore (api.py, api_loop.py)
   ui         4. benchmarks/ui.py, run as its own process when it exists: key press to
                 repaint in tmux and fleetdeck's CPU; its summary joins ours
 
@@ -45,6 +49,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import api
 import journal_cost
 import landing
 import makespan
@@ -76,8 +81,9 @@ SECTIONS: dict[str, Section] = {
     "journal": journal_cost.measure,
     "simulate": simulate.measure,
     "landing": landing.measure,
+    "api": api.measure,
 }
-ORDER = ("overhead", "makespan", "scale", "journal", "simulate", "landing", "ui")
+ORDER = ("overhead", "makespan", "scale", "journal", "simulate", "landing", "api", "ui")
 # The numbering; the summary follows it (the UI runs last: it is the longest).
 NUMBERS = {
     "overhead": 1,

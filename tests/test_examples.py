@@ -30,6 +30,7 @@ def test_the_examples_are_there() -> None:
         "content.toml",
         "agents.example.toml",
         "land.toml",
+        "email-triage.toml",
     }
     assert expected <= names
 
@@ -195,3 +196,31 @@ def test_the_landing_demo_lands_every_task(
     assert "It says: hello, world" in git("show", "main:README.md")
     assert len(git("worktree", "list").splitlines()) == 1
     assert git("branch", "--list", "fleetdeck/*") == ""
+
+
+@pytest.mark.slow
+def test_the_email_triage_fleet_runs_against_the_local_api_server(tmp_path: Path) -> None:
+    from api_server import api_server
+
+    with api_server("--rpm", "200", "--latency", "0.05", "--chunk-delay", "0.005") as server:
+        # The example names the server's usual port; this one runs on a free one.
+        text = (CONFIG_DIR / "email-triage.toml").read_text()
+        config = tmp_path / "email-triage.toml"
+        config.write_text(text.replace("http://127.0.0.1:8765/v1", server.base_url))
+        command = [sys.executable, "-m", "fleetdeck", "run", str(config), "--no-tui", "--json"]
+        command += ["--state-dir", str(tmp_path / "state")]
+        done = subprocess.run(command, capture_output=True, text=True, timeout=90, check=False)
+        stats = server.stats()
+    assert done.returncode == 0, done.stdout + done.stderr
+    events = _events(done.stdout)
+    # Within the provider's limit: the server refused nothing.
+    assert stats["over_limit"] == 0 and stats["completed"] == 15, stats
+    classified = [e for e in events if e["event"] == "task_succeeded" and "classify" in e["task"]]
+    assert len(classified) == 10
+    # The digest was checked by its CI runner, and its cost is in its attempt_finished.
+    _one(events, "attempt_finished", "digest", stage="ci", outcome="ok")
+    digest = _one(events, "attempt_finished", "digest", stage="agent", outcome="ok")
+    assert digest["usage"]["cost"] > 0
+    # Its prompt held every note and draft: the server counted far more input than
+    # any single email.
+    assert digest["usage"]["input_tokens"] > 10 * 30

@@ -109,3 +109,23 @@ def test_many_tasks_without_a_prompt_are_counted_not_listed(
     warnings = shown.splitlines()[:-1]
     assert len(warnings) == 6
     assert warnings[-1] == "tasks: warning: ... and 3 more tasks without a prompt"
+
+
+def test_an_api_agent_whose_key_is_not_set_is_a_warning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fleetdeck.checks import config_warnings
+    from fleetdeck.config import parse_fleet
+
+    monkeypatch.delenv("FLEETDECK_TEST_KEY", raising=False)
+    fleet = parse_fleet(
+        '[agents.w]\nkind = "openai"\nmodel = "m"\napi_key_env = "FLEETDECK_TEST_KEY"\n'
+        '[[tasks]]\nid = "a"\nagent = "w"\nprompt = "x"\n',
+        base_dir=tmp_path,
+    )
+    assert [str(w) for w in config_warnings(fleet)] == [
+        "agents.w.api_key_env: warning: $FLEETDECK_TEST_KEY is not set here "
+        "(every request of this agent would fail)"
+    ]
+    monkeypatch.setenv("FLEETDECK_TEST_KEY", "sk-set")
+    assert config_warnings(fleet) == []

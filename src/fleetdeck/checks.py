@@ -29,7 +29,16 @@ def config_warnings(fleet: Fleet) -> list[Problem]:
     config = fleet.config
     for section, workers in (("agents", config.agents), ("runners", config.runners)):
         for name, worker in workers.items():
-            if worker.host_names == (LOCAL_HOST,):
+            if worker.kind != "process":
+                if worker.api_key_env and not os.environ.get(worker.api_key_env):
+                    warnings.append(
+                        Problem(
+                            f"{section}.{name}.api_key_env",
+                            f"warning: ${worker.api_key_env} is not set here "
+                            "(every request of this agent would fail)",
+                        )
+                    )
+            elif worker.host_names == (LOCAL_HOST,):
                 warnings += _local_worker_warnings(fleet, f"{section}.{name}", worker)
     warnings += _prompt_warnings(fleet)
     return warnings

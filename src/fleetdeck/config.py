@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime
 import difflib
+import json
 import os
 import re
 import string
@@ -30,8 +31,9 @@ except ImportError:  # pragma: no cover - tomli is a dependency
 from pydantic import ConfigDict, Field, StrictBool, StrictInt, StrictStr, TypeAdapter
 from pydantic import ValidationError as PydanticValidationError
 
+from fleetdeck.apispec import AgentKind, Price, UsageLimit, api_problems
 from fleetdeck.graph import CycleError, Dag, build_dag
-from fleetdeck.model import LOCAL_HOST
+from fleetdeck.model import API_HOST, LOCAL_HOST
 from fleetdeck.policy import Policy
 
 # Keys in the file must be known: a typo must never pass silently.
@@ -74,6 +76,8 @@ class FleetSection:
     # Names of environment variables whose values are masked as *** in
     # everything fleetdeck records or shows (fleetdeck.redact).
     secrets: tuple[StrictStr, ...] = ()
+    # Dollars the run may spend on API agents (their `price`); then no new launches.
+    budget: NonNegativeSeconds | None = None
 
 
 @dataclass(slots=True, frozen=True)
@@ -108,7 +112,8 @@ class WorkerSpec:
 
     __pydantic_config__ = _SCHEMA
 
-    command: Annotated[tuple[StrictStr, ...], Field(min_length=1)]
+    # Required for a process (fleetdeck.apispec checks it; an API agent has none).
+    command: Annotated[tuple[StrictStr, ...], Field(min_length=1)] = ()
     slots: PositiveInt = 1
     host: StrictStr | None = None
     hosts: tuple[StrictStr, ...] | None = None
@@ -118,10 +123,30 @@ class WorkerSpec:
     timeout: Seconds | None = None
     estimate: Seconds | None = None
     fail_rate: Fraction | None = None
+    # An API agent (fleetdeck.apispec): HTTP requests instead of a process.
+    kind: AgentKind = "process"
+    model: StrictStr | None = None
+    base_url: StrictStr | None = None
+    api_key_env: StrictStr | None = None
+    system: StrictStr | None = None
+    max_tokens: PositiveInt = 1024
+    temperature: Annotated[float, Field(strict=True, ge=0, le=2, allow_inf_nan=False)] | None = None
+    requests_per_minute: Seconds | None = None
+    tokens_per_minute: PositiveInt | None = None
+    price: Price | None = None
+    budget: NonNegativeSeconds | None = None
+    # A CLI agent: output that says it hit its provider's usage limit.
+    usage_limit: UsageLimit | None = None
+    # Where its tasks go when their attempts here are spent, it is over budget,
+    # or throttled for longer than `fallback_after` seconds (fleetdeck.engine.reroute).
+    fallback: StrictStr | None = None
+    fallback_after: Seconds | None = None
 
     @property
     def host_names(self) -> tuple[str, ...]:
         """The hosts this worker runs on (`local` when none is named)."""
+        if self.kind != "process":
+            return (API_HOST,)
         if self.hosts:
             return self.hosts
         return (self.host or LOCAL_HOST,)
@@ -148,6 +173,10 @@ class TaskSpec:
     # verify only), and whether its retries go on in the same worktree.
     land: StrictBool = True
     keep_worktree: StrictBool = False
+    # The agent this task goes to when its own gives up (before the agent's fallback).
+    fallback: StrictStr | None = None
+    # When it fails, its dependents still run (its input marked as missing).
+    optional: StrictBool = False
 
 
 @dataclass(slots=True, frozen=True)
@@ -307,8 +336,11 @@ class Fleet:
 
     @property
     def secrets(self) -> tuple[str, ...]:
-        """Names of the environment variables whose values are never shown or recorded."""
-        return self.config.fleet.secrets
+        """Names of the environment variables whose values are never shown or recorded:
+        `[fleet] secrets`, and each API agent's `api_key_env`."""
+        named = self.config.fleet.secrets
+        keys = [a.api_key_env for a in self.config.agents.values() if a.api_key_env]
+        return named + tuple(k for k in dict.fromkeys(keys) if k not in named)
 
 
 def load_fleet(path: str | Path) -> Fleet:
@@ -418,6 +450,7 @@ def prepare_fleet(config: FleetConfig, *, source: str, base_dir: Path) -> Fleet:
     """
     problems = list(_reference_problems(config))
     problems += _secret_problems(config.fleet.secrets)
+    problems += api_problems(config)
     problems += _policy_problems({str(name): params for name, params in config.policies.items()})
     ids = [task.id for task in config.tasks]
     if problems:
@@ -857,4 +890,11 @@ def _task_problems(config: _ShapeLike) -> Iterable[Problem]:
 
 def config_json(config: FleetConfig) -> str:
     """The validated config as JSON (the journal keeps it to rebuild reports)."""
-    return _ADAPTER.dump_json(config).decode()
+    if all(agent.command for agent in config.agents.values()):
+        return _ADAPTER.dump_json(config).decode()
+    # An API agent has no command: its `[]` would not validate when read back.
+    data = _ADAPTER.dump_python(config, mode="json")
+    for agent in data["agents"].values():
+        if not agent["command"]:
+            del agent["command"]
+    return json.dumps(data)

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from fleetdeck.attempts import TAIL_LINES, log_path
-from fleetdeck.metrics import Report, TaskSummary
+from fleetdeck.metrics import Report, TaskSummary, TokenUsage
 from fleetdeck.model import Event, EventKind, Outcome
 from fleetdeck.text import format_seconds, plural
 
@@ -48,7 +48,7 @@ _DETAIL_ORDER = (
     "reason",
     "error",
 )
-_SECONDS_KEYS = frozenset({"duration", "delay"})
+_SECONDS_KEYS = frozenset({"duration", "delay", "retry_after"})
 _HIDDEN_KEYS = frozenset({"report"})
 # Where a key goes among an event's details: the usual ones in _DETAIL_ORDER's
 # order, then any other in alphabetical order (see format_details).
@@ -239,6 +239,11 @@ def format_details(data: dict[str, Any]) -> str:
             continue
         if key in _SECONDS_KEYS and isinstance(value, int | float):
             shown = format_seconds(float(value))
+        elif key == "usage" and isinstance(value, dict):
+            # An API attempt's tokens and cost: `usage=37in/40out/$0.000079`.
+            shown = f"{value.get('input_tokens', 0)}in/{value.get('output_tokens', 0)}out"
+            if "cost" in value:
+                shown += f"/${value['cost']:g}"
         elif isinstance(value, str) and _NEEDS_QUOTES(value):
             shown = json.dumps(value)
         else:
@@ -254,8 +259,8 @@ def _detail_rank(key: str) -> tuple[int, str]:
 def format_task_table(tasks: Sequence[TaskSummary]) -> str:
     """Per task: final state, attempts, duration (`reused` for a task carried over
     from an earlier run), CI wait."""
-    header = ("task", "state", "attempts", "duration", "ci wait")
-    rows = [
+    header: tuple[str, ...] = ("task", "state", "attempts", "duration", "ci wait")
+    rows: list[tuple[str, ...]] = [
         (
             t.task,
             t.state,
@@ -265,6 +270,10 @@ def format_task_table(tasks: Sequence[TaskSummary]) -> str:
         )
         for t in tasks
     ]
+    if any(t.usage is not None for t in tasks):
+        # API agents ran: their tokens and cost, per task.
+        header += ("tokens in/out", "cost")
+        rows = [(*row, *_usage_cells(t.usage)) for row, t in zip(rows, tasks, strict=True)]
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
     lines = []
     for row in [header, *rows]:
@@ -274,6 +283,21 @@ def format_task_table(tasks: Sequence[TaskSummary]) -> str:
         ]
         lines.append("  ".join(cells).rstrip())
     return "\n".join(lines)
+
+
+def _usage_cells(usage: TokenUsage | None) -> tuple[str, str]:
+    if usage is None:
+        return ("-", "-")
+    return (f"{usage.input_tokens}/{usage.output_tokens}", f"${usage.cost:.4f}")
+
+
+def format_usage(usage: TokenUsage) -> str:
+    """`1,204 in, 3,990 out, $0.0068 over 12 requests (2 throttled)`."""
+    throttled = f" ({usage.throttled} throttled)" if usage.throttled else ""
+    return (
+        f"{usage.input_tokens:,} in, {usage.output_tokens:,} out, ${usage.cost:.4f} "
+        f"over {plural(usage.requests, 'request')}{throttled}"
+    )
 
 
 def format_report(report: Report) -> str:
@@ -305,6 +329,9 @@ def format_report(report: Report) -> str:
             ("CI reruns", f"{report.ci_reruns} (the target moved)"),
             ("time to land", _mean(report.mean_time_to_land, " from first agent start")),
         ]
+    if report.usage_total is not None:
+        lines.append(("API usage", format_usage(report.usage_total)))
+        lines += [(f"  {agent}", format_usage(usage)) for agent, usage in report.usage.items()]
     width = max(len(name) for name, _ in lines)
     return "\n".join(f"{name:<{width}}  {value}" for name, value in lines)
 

@@ -10,8 +10,8 @@ import math
 import operator
 from array import array
 from collections import deque
-from collections.abc import Callable, Collection, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from fleetdeck.config import Fleet
@@ -131,6 +131,8 @@ class TaskSummary:
     ci_wait: float
     # Carried over as done from an earlier run (task_reused): it did not run.
     reused: bool = False
+    # API agents: tokens in and out over the task's attempts, and their cost.
+    usage: TokenUsage | None = None
 
     @property
     def duration(self) -> float | None:
@@ -138,6 +140,35 @@ class TaskSummary:
         if self.started_at is None or self.finished_at is None:
             return None
         return self.finished_at - self.started_at
+
+
+@dataclass(slots=True)
+class TokenUsage:
+    """Tokens in and out, and their cost in dollars (API agents' `usage`)."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost: float = 0.0
+    # Attempts that reported it, and attempts ended by a rate or usage limit.
+    requests: int = 0
+    throttled: int = 0
+
+    def add(self, usage: Mapping[str, Any]) -> None:
+        """Count one attempt's `usage`."""
+        self.input_tokens += int(usage.get("input_tokens", 0))
+        self.output_tokens += int(usage.get("output_tokens", 0))
+        self.cost += float(usage.get("cost", 0.0))
+        self.requests += 1
+
+    def to_json_dict(self) -> dict[str, Any]:
+        """Plain JSON types, the cost rounded to a millionth of a dollar."""
+        return {
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+            "cost": round(self.cost, 6),
+            "requests": self.requests,
+            "throttled": self.throttled,
+        }
 
 
 @dataclass(slots=True, frozen=True)
@@ -180,10 +211,17 @@ class Report:
     conflicts: int = 0
     ci_reruns: int = 0
     mean_time_to_land: float | None = None
+    # API agents: usage per agent (empty: none ran), and for the whole run.
+    usage: Mapping[str, TokenUsage] = field(default_factory=dict)
+    usage_total: TokenUsage | None = None
 
     def to_json_dict(self) -> dict[str, Any]:
         """The report as plain JSON types."""
-        return {name: getattr(self, name) for name in self.__slots__}
+        out = {name: getattr(self, name) for name in self.__slots__}
+        out["usage"] = {name: usage.to_json_dict() for name, usage in self.usage.items()}
+        total = self.usage_total
+        out["usage_total"] = None if total is None else total.to_json_dict()
+        return out
 
 
 _NAN = float("nan")
@@ -220,6 +258,11 @@ class ReportBuilder:
         self._agent_time = array("d", [0.0]) * n
         self._ci_time = array("d", [0.0]) * n
         self._reused = bytearray(n)
+        # API agents' usage, per task node and per agent (only those that have some).
+        self._task_usage: dict[int, TokenUsage] = {}
+        # Tasks whose agent attempts ran on another agent than their own (a fallback).
+        self._rerouted: dict[int, str] = {}
+        self._agent_usage: dict[str, TokenUsage] = {}
         self._queued_at: dict[int, float] = {}
         self._ci_waits: list[float] = []
         self._recoveries: list[float] = []
@@ -243,6 +286,7 @@ class ReportBuilder:
             EventKind.TASK_READY: self._task_ready,
             EventKind.TASK_REQUEUED: self._task_requeued,
             EventKind.TASK_LANDED: self._task_landed,
+            EventKind.TASK_REROUTED: self._task_rerouted,
         }
 
     def feed(self, event: Event, node: int | None = None) -> None:
@@ -309,9 +353,26 @@ class ReportBuilder:
             self._ci_reruns += outcome == Outcome.RETEST
         else:
             self._agent_time[node] += duration
+        usage = data.get("usage")
+        if usage is not None or data.get("outcome") == Outcome.THROTTLED:
+            self._count_usage(node, usage)
         failed = data.get("outcome") in (Outcome.FAILED, Outcome.TIMEOUT)
         if failed and math.isnan(self._failed_at[node]):
             self._failed_at[node] = event.ts
+
+    def _count_usage(self, node: int, usage: Mapping[str, Any] | None) -> None:
+        agent = self._rerouted.get(node) or self._fleet.tasks[node].agent
+        for counted in (
+            self._task_usage.setdefault(node, TokenUsage()),
+            self._agent_usage.setdefault(agent, TokenUsage()),
+        ):
+            if usage is None:
+                counted.throttled += 1
+            else:
+                counted.add(usage)
+
+    def _task_rerouted(self, node: int, event: Event) -> None:
+        self._rerouted[node] = str(event.data.get("to"))
 
     def _retry_scheduled(self, node: int, _event: Event) -> None:
         self._retries += 1
@@ -350,6 +411,7 @@ class ReportBuilder:
                 finished_at=_time(self._finished[node]),
                 ci_wait=self._ci_wait[node],
                 reused=bool(self._reused[node]),
+                usage=self._task_usage.get(node),
             )
             for node, task in enumerate(self._fleet.tasks)
         ]
@@ -415,7 +477,21 @@ class ReportBuilder:
             conflicts=self._conflicts,
             ci_reruns=self._ci_reruns,
             mean_time_to_land=to_land.value,
+            usage=dict(self._agent_usage),
+            usage_total=self._usage_total(),
         )
+
+    def _usage_total(self) -> TokenUsage | None:
+        if not self._agent_usage:
+            return None
+        total = TokenUsage()
+        for usage in self._agent_usage.values():
+            total.input_tokens += usage.input_tokens
+            total.output_tokens += usage.output_tokens
+            total.cost += usage.cost
+            total.requests += usage.requests
+            total.throttled += usage.throttled
+        return total
 
     def _policy_spans(self, start: float, end: float) -> tuple[tuple[str, float, float], ...]:
         """Each policy of the run with the time it was in force, from the run's start."""

@@ -16,6 +16,9 @@ LOCAL_HOST = "local"
 # Where the merge train runs its landings: in fleetdeck's own process (its
 # executor is fleetdeck.workspace.train), never on a configured host.
 TRAIN_HOST = "merge-train"
+# Where API agents' attempts run: HTTP requests made by fleetdeck's own process
+# (fleetdeck.executors.http), never a process on a host.
+API_HOST = "api"
 # The run's status file (in its run directory): one line per local attempt ended.
 STATUS_FILE = "status"
 
@@ -76,6 +79,9 @@ class Outcome(enum.StrEnum):
     # A merge attempt: landing would overwrite the user's uncommitted changes in
     # a checkout of the target; the task waits in the merge queue (no retry spent).
     WAIT = "wait"
+    # A rate or usage limit of the agent's provider: no retry spent; the agent's
+    # launches pause until the limit resets, then the task runs again.
+    THROTTLED = "throttled"
 
 
 class EventKind(enum.StrEnum):
@@ -108,6 +114,9 @@ class EventKind(enum.StrEnum):
     # `fleetdeck run` took up an unfinished run again from the journal.
     RUN_RESUMED = "run_resumed"
     RUN_FINISHED = "run_finished"
+    # The task goes to another agent (`from`, `to`, `reason`): its own gave up,
+    # is over budget, or is throttled too long.
+    TASK_REROUTED = "task_rerouted"
 
 
 class Cause(enum.StrEnum):

@@ -400,6 +400,7 @@ def replay_json(replay: RunReplay) -> dict[str, Any]:
                 "attempts": task.attempts,
                 "duration": task.duration,
                 "ci_wait": task.ci_wait,
+                **({} if task.usage is None else {"usage": task.usage.to_json_dict()}),
             }
             for task in replay.tasks
         ],

@@ -19,6 +19,8 @@ class _Pool:
     hosts: tuple[str, ...]
     slots_per_host: int
     busy: dict[str, int]
+    # Held back (a paused API agent: rate limit, budget): no free slot anywhere.
+    held: bool = False
 
 
 @dataclass(slots=True, frozen=True)
@@ -103,8 +105,12 @@ class Capacity:
         """Attempts running on `host` now."""
         return self._sessions.get(host, 0)
 
+    def hold(self, stage: Stage, worker: str, held: bool) -> None:
+        """Hold `worker` back (no free slot while `held`), or let it go again."""
+        self._pools[stage][worker].held = held
+
     def _free_on(self, pool: _Pool, host: str) -> int:
-        if host in self._down:
+        if host in self._down or pool.held:
             return 0
         free = pool.slots_per_host - pool.busy[host]
         cap = self._session_cap.get(host)

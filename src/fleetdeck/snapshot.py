@@ -71,6 +71,12 @@ class PoolView:
     wait_p95: float | None = None
     history: tuple[PoolSample, ...] = ()  # one sample a second, oldest first
     oldest_wait: float | None = None  # runners: how long the head of the queue has waited
+    # Agents: why it takes no launches now (rate or usage limit, refused key,
+    # budget spent), and what its API requests used so far (tokens in and out, dollars).
+    held: str | None = None
+    held_until: float | None = None  # a throttled agent: when it resumes
+    tokens: tuple[int, int] | None = None
+    cost: float | None = None
 
 
 @dataclass(slots=True, frozen=True)
@@ -187,6 +193,8 @@ class TaskDetail:
     inputs: dict[str, str]
     output: str | None
     change: TaskChange | None = None
+    # API agents: tokens in and out over the task's attempts, and their cost.
+    usage: tuple[int, int, float] | None = None
 
 
 @dataclass(slots=True, frozen=True)

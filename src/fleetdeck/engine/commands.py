@@ -37,10 +37,11 @@ def pause(core: Core) -> None:
 
 def resume(core: Core) -> None:
     """Let launches start again."""
+    core.limits.release()  # agents held for a refused key try again
     if core.paused:
         core.paused = False
         core.emit(EventKind.RESUMED, None)
-        core.effects.schedule_soon()
+    core.effects.schedule_soon()
 
 
 def cancel(core: Core, task_id: str) -> None:
@@ -108,6 +109,7 @@ def retry(core: Core, task_id: str, stage: str | None = None) -> None:
     failed (see `retry_stages`); None or "agent" runs the agent and what follows."""
     node = core.node(task_id)
     task = core.tasks[node]
+    core.limits.release()  # an agent held for a refused key: the operator says try again
     try:
         wanted = FIRST_STAGE if stage is None else Stage(stage)
     except ValueError:

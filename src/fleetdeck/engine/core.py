@@ -28,6 +28,8 @@ from typing import Any, Protocol
 from fleetdeck.config import Fleet, TaskSpec
 from fleetdeck.engine import ends
 from fleetdeck.engine.clock import Clock, Timer
+from fleetdeck.engine.limits import AgentLimits
+from fleetdeck.engine.reroute import reroute
 from fleetdeck.engine.scheduler import ReadyQueue, decide, ready_order_key
 from fleetdeck.model import (
     BLOCKING_STATES,
@@ -177,6 +179,12 @@ class Core:
         # same figures (one task ended, one starts), and a frozen dataclass costs
         # more to build than the rest of a decision.
         self._context = LaunchContext(in_flight=0, max_in_flight=self._max_in_flight)
+        # Agents paused by their provider's limits, held, or over budget.
+        self.limits = AgentLimits(self)
+        # Fallbacks (engine/reroute.py): the agents each rerouted task has left,
+        # and why each failed optional task's output is missing.
+        self.tried_agents: dict[int, set[str]] = {}
+        self.missing: dict[int, str] = {}
         # Each worker's timeout, looked up once rather than at every launch.
         self._timeouts = {
             (stage, name): spec.timeout
@@ -228,7 +236,7 @@ class Core:
             upstream = self.tasks[dep]
             if upstream.state is TaskState.BLOCKED:
                 return upstream.blocked_by
-            if upstream.state in BLOCKING_STATES:
+            if upstream.state in BLOCKING_STATES and dep not in self.missing:
                 return upstream.id
         return None
 
@@ -306,7 +314,8 @@ class Core:
         task = self.tasks[node]
         task.state = _READY
         spec = self.specs[node]
-        self.ready.push(node, spec.agent, ready_order_key(spec.priority, self.critical[node], node))
+        key = ready_order_key(spec.priority, self.critical[node], node)
+        self.ready.push(node, self.agent_of[node], key)
         if self.telling:  # else nobody hears it (see `tell`): no details to build
             data: dict[str, Any] = {"wave": self.dag.levels[node]}
             if reason is not None:
@@ -324,6 +333,8 @@ class Core:
         """Launch what the policy and the free slots allow. Cheap; called often."""
         if self.stopping:
             return
+        if self.limits.spent_out:
+            self.limits.sweep()
         ready = self.ready
         if not ready and not self.retry_lane and not any(self.stage_queues.values()):
             # Nothing waits to start (most attempt ends in a deep DAG): there is no
@@ -357,7 +368,8 @@ class Core:
         """Start an attempt of `stage` on `host`, whose slot the scheduler took."""
         task = self.tasks[node]
         spec = self.specs[node]
-        worker_name: str | None = spec.agent  # worker_of(), without the call for agents
+        # The task's agent now (a fallback may have taken over from its own).
+        worker_name: str | None = self.agent_of[node]
         if stage is _AGENT:
             task.agent_attempts += 1
         else:
@@ -475,6 +487,9 @@ class Core:
         del self.running[attempt.attempt_id]
         self.capacity.release(attempt.stage, attempt.worker, attempt.host)
         self.effects.record(attempt)
+        details = running.details
+        if details is not None and "usage" in details:
+            self.limits.spend(attempt.worker, details["usage"], node)
         if self.telling:
             details = self._finished_details(running, outcome, exit_code)
             self.tell(_ATTEMPT_FINISHED, task.id, node, details)
@@ -490,10 +505,22 @@ class Core:
             self._wait_to_land(node, attempt, (running.details or {}).get("reason"))
         elif outcome is Outcome.CANCELLED:
             ends.give_up(self, node, TaskState.CANCELLED, reason="cancelled by the operator")
+        elif outcome is Outcome.THROTTLED:
+            self.limits.throttled(node, attempt.worker, details)
         elif outcome is Outcome.LOST and task.lost < MAX_LOST_ATTEMPTS:
             task.lost += 1
             # Not the task's fault: run it again at once, on a healthy host.
             self.to_retry_lane(node, "attempt lost")
+        elif details is not None and details.get("permanent"):
+            # The server refused the request itself (bad model, bad key): the
+            # same request would be refused again, so no retry is spent on it.
+            if details.get("auth"):
+                self.limits.hold(attempt.worker, attempt.error or "the key was refused")
+            reason = attempt.error or "refused"
+            if reroute(self, node, f"{attempt.worker}: {reason}"):
+                self.to_retry_lane(node, f"rerouted to {self.agent_of[node]}")
+            else:
+                ends.give_up(self, node, TaskState.FAILED, reason=reason)
         else:
             self._attempt_failed(node, outcome)
         self.effects.schedule_soon()
@@ -588,6 +615,9 @@ class Core:
             if outcome is Outcome.LOST:
                 reason = "host lost too often"
             attempts = plural(task.agent_attempts, "attempt")
+            if reroute(self, node, f"{reason} after {attempts} on {self.agent_of[node]}"):
+                self.to_retry_lane(node, f"rerouted to {self.agent_of[node]}")
+                return
             ends.give_up(self, node, TaskState.FAILED, reason=f"{reason} after {attempts}")
 
     def retry_due(self, node: int) -> None:

@@ -80,6 +80,15 @@ def give_up(core: Core, node: int, state: TaskState, *, reason: str) -> None:
     core.unfinished -= 1
     kind = EventKind.TASK_FAILED if state is TaskState.FAILED else EventKind.TASK_CANCELLED
     core.tell(kind, task.id, node, {"attempts": task.agent_attempts, "reason": reason})
+    if state is TaskState.FAILED and core.specs[node].optional:
+        # Optional: its dependents run without it, told what is missing and why.
+        core.missing[node] = f"(missing: optional task '{task.id}' failed: {reason})"
+        for child in core.dag.dependents[node]:
+            core.waiting_on[child] -= 1
+            if core.waiting_on[child] == 0 and core.tasks[child].state is _PENDING:
+                core.make_ready(child)
+        core.effects.schedule_soon()
+        return
     for child in core.dag.descendants(node):
         blocked = core.tasks[child]
         if blocked.state in (TaskState.PENDING, TaskState.READY):
@@ -103,6 +112,7 @@ def requeue(core: Core, node: int, stage: Stage | None = None) -> None:
     task.failures = 0
     task.lost = 0
     task.finished_at = None
+    core.missing.pop(node, None)
     task.attention_since = None
     if stage is not None and stage is not FIRST_STAGE:
         _requeue_into(core, node, stage)

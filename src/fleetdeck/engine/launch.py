@@ -72,8 +72,13 @@ class RequestBuilder:
         if attempt.stage is not Stage.AGENT and task.output_path is not None:
             env["FLEETDECK_AGENT_OUTPUT"] = task.output_path
         tasks = core.tasks
+        deps = core.dag.deps[running.node]
         inputs = DependencyOutputs(
-            {tasks[dep].id: tasks[dep].output_attempt for dep in core.dag.deps[running.node]}
+            {tasks[dep].id: tasks[dep].output_attempt for dep in deps},
+            # Failed optional dependencies: what is missing, and why.
+            {tasks[dep].id: core.missing[dep] for dep in deps if dep in core.missing}
+            if core.missing
+            else None,
         )
         stem = attempt.stem
         return LaunchRequest(
@@ -90,6 +95,7 @@ class RequestBuilder:
             inputs=inputs,
             status_path=attempt.status_path,
             redact=self._redact_names,
+            worker=attempt.worker,
         )
 
     def _templates(self, worker: WorkerSpec) -> tuple[tuple[str, bool], ...] | None:
@@ -119,14 +125,19 @@ class DependencyOutputs(Mapping[str, str]):
     not (an in-process executor) costs no file access at all.
     """
 
-    __slots__ = ("_attempts",)
+    __slots__ = ("_attempts", "_missing")
 
-    def __init__(self, attempts: dict[str, Attempt | None]) -> None:
+    def __init__(
+        self, attempts: dict[str, Attempt | None], missing: dict[str, str] | None = None
+    ) -> None:
         # The successful attempt of each dependency (its output file's name is
-        # built only if someone reads it).
+        # built only if someone reads it), and what stands for a missing one.
         self._attempts = attempts
+        self._missing = missing
 
     def __getitem__(self, task: str) -> str:
+        if self._missing and task in self._missing:
+            return self._missing[task]
         attempt = self._attempts[task]
         return "" if attempt is None else read_output(attempt.output_path)
 

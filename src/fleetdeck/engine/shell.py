@@ -40,6 +40,7 @@ from fleetdeck.engine.hosts import HostWatch
 from fleetdeck.engine.launch import RequestBuilder
 from fleetdeck.engine.opening import find_attempts, open_run
 from fleetdeck.engine.takeup import carry_over, take_up
+from fleetdeck.engine.usagewatch import usage_limit_hit, watches_usage
 from fleetdeck.engine.views import ViewBuilder
 from fleetdeck.engine.workspace import ReviewsAttempts, ShowsDiffs, Workspace
 from fleetdeck.executors.base import (
@@ -216,6 +217,8 @@ class Engine:
             usage=self._usage,
         )
         self._resume_from = resume
+        # Agents with a `usage_limit`: their attempts' logs are read when they end.
+        self._watch_usage = watches_usage(fleet)
         # What a resume did with the attempts it found unfinished.
         self.reattached = 0
         self.recovered = 0
@@ -578,6 +581,14 @@ class Engine:
                 attempt.error = self.redactor.text(str(exc)) or "host lost"
                 core.attempt_ended(running, Outcome.LOST, None)
                 return
+            if self._watch_usage and running.stop_reason in (None, Outcome.TIMEOUT):
+                limited = await usage_limit_hit(self.fleet, attempt)
+                if limited is not None:  # the CLI agent hit its usage limit
+                    with contextlib.suppress(Exception):
+                        await process.stop(self._grace_for_stop())
+                    running.details = {**(running.details or {}), **limited}
+                    core.attempt_ended(running, Outcome.THROTTLED, exit_code)
+                    return
             if running.stop_reason is not None:
                 # Stopped: the attempt ends when its whole tree is gone, not when the
                 # main process is (children may ignore SIGTERM until the SIGKILL).
@@ -589,7 +600,15 @@ class Engine:
                 and not await self._review(running)
             ):
                 return
-            core.attempt_ended(running, None, exit_code)
+            outcome = None
+            if process.outcome is not None or process.details or process.error:
+                # An executor that knows more than an exit status (an API request).
+                outcome = running.stop_reason or process.outcome
+                if process.error and not attempt.error:
+                    attempt.error = self.redactor.text(process.error)
+                if process.details:
+                    running.details = {**(running.details or {}), **process.details}
+            core.attempt_ended(running, outcome, exit_code)
         finally:
             self._processes.pop(attempt.attempt_id, None)
             self._check_settled()

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from fleetdeck.engine.changes import Overlap, TaskChanges
 from fleetdeck.engine.core import Core
+from fleetdeck.engine.limits import agent_limits
 from fleetdeck.metrics import ContentionHistory, cognitive_load, mean, percentile
 from fleetdeck.model import LOCAL_HOST, Attempt, HostState, Stage, TaskState
 from fleetdeck.redact import Redactor
@@ -136,6 +137,7 @@ class ViewBuilder:
                 # Ready tasks the policy holds back do not wait for a slot.
                 waiting=0 if held and usage.busy < usage.total else core.ready.waiting(name),
                 history=self._history.of((Stage.AGENT, name)),
+                **agent_limits(core.limits, name),
             )
             for name in config.agents
         ]
@@ -234,7 +236,7 @@ class ViewBuilder:
             id=task.id,
             state=task.state,
             wave=core.dag.levels[node],
-            agent=spec.agent,
+            agent=core.agent_of[node],
             runner=spec.ci,
             attempts=task.agent_attempts,
             waiting_for=tuple(
@@ -279,6 +281,7 @@ class ViewBuilder:
             if task.output_path
             else None,
             change=self.changes.by_node.get(node),
+            usage=core.limits.task_usage.get(node),
         )
 
     def timeline(self, *, now: float, started_at: float | None) -> Timeline:

@@ -1,4 +1,4 @@
-"""Executors run attempts: `local` (subprocesses) and SSH hosts."""
+"""Executors run attempts: `local` (subprocesses), SSH hosts, and API agents (`api`)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from fleetdeck.executors.base import (
     LaunchRequest,
     Usage,
 )
-from fleetdeck.model import LOCAL_HOST
+from fleetdeck.model import API_HOST, LOCAL_HOST
 
 __all__ = [
     "AttemptProcess",
@@ -46,4 +46,9 @@ def build_executors(fleet: Fleet, *, adopt_orphans: bool = False) -> dict[str, E
 
         for name, spec in fleet.config.hosts.items():
             executors[name] = SshExecutor(name, spec, grace=grace, base_dir=fleet.base_dir)
+    if any(agent.kind != "process" for agent in fleet.config.agents.values()):
+        # httpx is imported only by fleets that have API agents.
+        from fleetdeck.executors.http import HttpExecutor
+
+        executors[API_HOST] = HttpExecutor(fleet)
     return executors

@@ -10,8 +10,9 @@ from __future__ import annotations
 import abc
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
-from fleetdeck.model import Attempt, Stage
+from fleetdeck.model import Attempt, Outcome, Stage
 
 # A word of the product that views show: model.py holds it, for views that must
 # not import the executors; re-exported here, where executors report it.
@@ -60,6 +61,8 @@ class LaunchRequest:
     status_path: str = ""
     # Names of environment variables whose values are replaced by `***` in the log.
     redact: tuple[str, ...] = ()
+    # The agent or runner that runs it (an API executor serves several agents).
+    worker: str = ""
 
 
 @dataclass(slots=True, frozen=True)
@@ -91,6 +94,12 @@ class AttemptProcess(abc.ABC):
     pid: int | None = None
     # When `pid` started (seconds since the epoch), to find it again after a restart.
     pid_started: float | None = None
+    # Set by an executor that knows more than an exit status, once `wait` returned:
+    # how the attempt ended (a provider's rate limit: `throttled`), what its
+    # attempt_finished adds (tokens used, when the limit resets), and why it failed.
+    outcome: Outcome | None = None
+    details: Mapping[str, Any] | None = None
+    error: str | None = None
 
     @abc.abstractmethod
     async def wait(self) -> int:

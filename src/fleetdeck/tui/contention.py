@@ -8,6 +8,7 @@ headers, and the history takes the rest of the width.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 from rich.text import Text
@@ -85,6 +86,11 @@ _POOL_GLYPHS = {
 }
 
 
+def clock_time(ts: float) -> str:
+    """`14:03:12`, local time."""
+    return time.strftime("%H:%M:%S", time.localtime(ts))
+
+
 def _label(pool: PoolView) -> str:
     """A pool's name as the pane shows it: the merge train by what it is."""
     return "merge train" if pool.stage is Stage.MERGE else pool.name
@@ -152,13 +158,17 @@ class _Layout:
             for figure, (_, width) in zip(figures, _WIDE_COLUMNS[2:], strict=True):
                 line.append(figure.rjust(width - 1) + " ")
             line.append(self._history(values, ceiling, len(line)), style=spark_style)
-            return [line]
+            return [line, *self.limits(pool)]
         # Every figure says what it is; the history ends the pool's last line.
         line = self._name(pool).append("busy ", style="dim").append(busy, style=busy_style)
         line.append(" queue ", style="dim").append(str(pool.waiting), style=waiting_style)
         if pool.stage is Stage.AGENT:
             last = Text("  " + use.text(), style="dim")
-            return [line, self._with_history(last, values, ceiling, spark_style)]
+            return [
+                line,
+                self._with_history(last, values, ceiling, spark_style),
+                *self.limits(pool),
+            ]
         # A mean, a 95th percentile, the wait so far of the task at the head.
         wait = Text("  wait ")
         if pool.wait_mean is None:
@@ -168,6 +178,22 @@ class _Layout:
         last = Text("  oldest in queue ")
         last.append(short_seconds(pool.oldest_wait), style="bold yellow" if pool.waiting else "dim")
         return [line, wait, self._with_history(last, values, ceiling, spark_style)]
+
+    def limits(self, pool: PoolView) -> list[Text]:
+        """An API or CLI agent's limits: held back (until when, why), tokens and cost."""
+        lines = []
+        if pool.held is not None:
+            line = Text("  ⏸ ", style="bold yellow")
+            if pool.held_until is not None:
+                line.append(f"throttled until {clock_time(pool.held_until)}", style="bold yellow")
+            else:
+                line.append(pool.held, style="bold yellow")
+            lines.append(cut(line, self.inner))
+        if pool.tokens is not None:
+            tokens_in, tokens_out = pool.tokens
+            text = f"  {tokens_in:,} in · {tokens_out:,} out · ${pool.cost or 0.0:.4f}"
+            lines.append(cut(Text(text, style="dim"), self.inner))
+        return lines
 
     def _with_history(self, line: Text, values: list[int], ceiling: int | None, style: str) -> Text:
         """`line`, then the history in the cells left (right-aligned), if enough."""

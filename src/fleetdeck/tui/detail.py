@@ -115,6 +115,9 @@ class TaskDetailScreen(Screen[None]):
         line.append(f"  wave {task.wave}  agent {task.agent}")
         if task.runner:
             line.append(f"  ci {task.runner}")
+        if detail.usage is not None:
+            tokens_in, tokens_out, cost = detail.usage
+            line.append(f"  tokens {tokens_in:,} in · {tokens_out:,} out · ${cost:.4f}")
         if task.blocked_by:
             line.append(f"  blocked by {task.blocked_by}", style="red")
         line.append(f"\nprompt: {detail.prompt}")
