@@ -71,8 +71,10 @@ async def test_s_switches_the_policy_used_for_the_next_launch(tmp_path: Path) ->
         # while the first is still running (switching kills nothing).
         await until(lambda: "second" in executor.current)
         assert engine_of(app).task("first").state is TaskState.RUNNING
-        await pilot.press("s")
-        assert engine_of(app).policy == "sequential"
+        # Through every policy in the registry's order, back to the first.
+        for policy in ("pipelined", "adaptive", "sequential"):
+            await pilot.press("s")
+            assert engine_of(app).policy == policy
     journal.close()
 
 

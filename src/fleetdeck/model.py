@@ -76,6 +76,10 @@ class Outcome(enum.StrEnum):
     # A merge attempt: landing would overwrite the user's uncommitted changes in
     # a checkout of the target; the task waits in the merge queue (no retry spent).
     WAIT = "wait"
+    # Stopped because an upstream it started on speculatively (the pipelined
+    # policy) failed its CI or gave up: not a failure, no retry spent; the task
+    # waits for its upstream again.
+    PREEMPTED = "preempted"
 
 
 class EventKind(enum.StrEnum):
@@ -108,6 +112,8 @@ class EventKind(enum.StrEnum):
     # `fleetdeck run` took up an unfinished run again from the journal.
     RUN_RESUMED = "run_resumed"
     RUN_FINISHED = "run_finished"
+    # The adaptive policy's in-flight window changed (`window`, `previous`, `reason`).
+    WINDOW_CHANGED = "window_changed"
 
 
 class Cause(enum.StrEnum):
@@ -120,6 +126,9 @@ class Cause(enum.StrEnum):
     DEFINITION = "definition"
     # Something upstream of it runs again, so its inputs may change.
     UPSTREAM = "upstream"
+    # It had started on an upstream's agent output (pipelined), and that
+    # upstream failed after: its work is thrown away, no retry spent.
+    PREEMPTED = "preempted"
 
 
 def iso_timestamp(ts: float) -> str:
