@@ -137,10 +137,12 @@ class Pipelined(Wave):
 
     name: Policy = "pipelined"
     speculates = True
+    # Set by the core for a fleet with a `[repo]`: its tasks wait to land.
+    lands = False
 
     def describe(self) -> str:
-        """Its name."""
-        return self.name
+        """Its name, and that it waits for landing on a `[repo]`."""
+        return f"{self.name} (waits to land)" if self.lands else self.name
 
 
 # Attempt outcomes that halve the adaptive window (a preemption is not one).

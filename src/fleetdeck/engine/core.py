@@ -208,6 +208,9 @@ class Core:
         )
         # Dependents may start on a task's agent output (pipelined).
         self.speculates = bool(getattr(policy, "speculates", False))
+        if self.speculates and self.fleet.config.repo is not None:
+            # Tasks that land release nothing early (engine/speculation.py): say so.
+            policy.lands = True  # type: ignore[attr-defined]
         # False when nobody hears events: the hot paths then skip building
         # their details too (a simulation of the makespan alone).
         self.telling = self._events or observes
