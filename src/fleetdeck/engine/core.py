@@ -560,7 +560,7 @@ class Core:
         elif outcome is Outcome.CANCELLED:
             ends.give_up(self, node, TaskState.CANCELLED, reason="cancelled by the operator")
         elif outcome is Outcome.PREEMPTED:
-            speculation.ended(self, node)
+            speculation.ended(self, node, (running.details or {}).get("reason"))
         elif outcome is Outcome.LOST and task.lost < MAX_LOST_ATTEMPTS:
             task.lost += 1
             # Not the task's fault: run it again at once, on a healthy host.

@@ -96,16 +96,13 @@ def preempt(core: Core, node: int, why: str) -> None:
         core.dirty.update(affected)
 
 
-def ended(core: Core, node: int) -> None:
+def ended(core: Core, node: int, reason: str | None) -> None:
     """A preempted attempt's process has ended: its task waits for its upstream
-    again (blocked, if that upstream has given up meanwhile)."""
+    again (blocked, if that upstream has given up meanwhile). `reason`: why it
+    was preempted."""
     task = core.tasks[node]
     core.leave_flight(task)
-    reason = "preempted"
-    attempt = task.current_attempt
-    if attempt is not None:
-        reason = f"{reason} in {attempt.stage}"
-    _put_back(core, node, reason)
+    _put_back(core, node, reason or "preempted")
     core.waiting_on[node] = waiting_for(core, node)
     blocker = core.blocker_of(node)
     if blocker is not None:
