@@ -24,7 +24,10 @@ from test_resume import run_once
 
 # The upstream's CI: waits until `ready` exists (its dependent is surely
 # running), then fails the first time (leaving `failed`) and passes after.
-_CI = "until [ -e {ready} ]; do sleep 0.02; done; [ -e {failed} ] || {{{{ touch {failed}; exit 1; }}}}"
+_CI = (
+    "until [ -e {ready} ]; do sleep 0.02; done; "
+    "[ -e {failed} ] || {{{{ touch {failed}; exit 1; }}}}"
+)
 
 
 async def test_an_upstream_ci_failure_stops_the_dependents_tree_and_it_runs_again_on_the_fix(
