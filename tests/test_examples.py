@@ -30,6 +30,10 @@ def test_the_examples_are_there() -> None:
         "content.toml",
         "agents.example.toml",
         "land.toml",
+        "seed-operum.toml",
+        "seed-gem-team.toml",
+        "seed-orchastra.toml",
+        "seed-orchastra-100.toml",
     }
     assert expected <= names
 
