@@ -56,6 +56,20 @@ _TASK_READY = EventKind.TASK_READY
 _ATTEMPT_STARTED = EventKind.ATTEMPT_STARTED
 _ATTEMPT_FINISHED = EventKind.ATTEMPT_FINISHED
 
+# The events after which the tasks needing attention may have changed (a success
+# never changes them): a policy that admits by the load has them counted again.
+_ATTENTION_EVENTS = frozenset(
+    {
+        EventKind.TASK_FAILED,
+        EventKind.TASK_BLOCKED,
+        EventKind.TASK_CANCELLED,
+        EventKind.TASK_REQUEUED,
+        EventKind.TASK_ACKNOWLEDGED,
+        # A merge attempt's end clears what its task waited for (a landing that must wait).
+        EventKind.MERGE_QUEUED,
+    }
+)
+
 # A task whose attempts keep getting lost (its host dies under it) is failed after
 # this many lost attempts: lost attempts do not spend the task's own retries.
 MAX_LOST_ATTEMPTS = 3
@@ -202,6 +216,8 @@ class Core:
         # A policy that decides on the load and the CI queue is told them (they
         # cost a look at every task in flight, so only such a one is).
         self._admits = bool(getattr(policy, "admits", False))
+        # Tasks needing attention, counted for such a policy (None: to count again).
+        self._attention: int | None = None
         # A policy may have events of its own to tell (the adaptive window).
         self._policy_events: list[tuple[EventKind, dict[str, Any]]] | None = getattr(
             policy, "events", None
@@ -298,6 +314,11 @@ class Core:
         if not self.telling:
             return  # nobody hears it: building the event would be all it costs
         event = Event(self.clock.now(), kind, task, data)
+        if self._admits and (
+            kind in _ATTENTION_EVENTS
+            or (kind is _ATTEMPT_FINISHED and data.get("stage") is Stage.MERGE)
+        ):
+            self._attention = None
         if self._events:
             self.effects.emit(event, node)
         if self._observe is not None:
@@ -396,11 +417,15 @@ class Core:
             states.add(TaskState.RETRY_WAIT)
         if self.retry_lane:
             states.add(TaskState.READY)
-        attention = sum(
-            1
-            for node, task in enumerate(self.tasks)
-            if task.attention_since is not None and self.needs_attention(node)
-        )
+        attention = self._attention
+        if attention is None:
+            # A look at every task, but only after a failure, a block, a
+            # requeue...: successes, most events of a run, keep the count.
+            attention = self._attention = sum(
+                1
+                for node, task in enumerate(self.tasks)
+                if task.attention_since is not None and self.needs_attention(node)
+            )
         runners = self.fleet.config.runners
         estimates = [spec.estimate for spec in runners.values() if spec.estimate is not None]
         return LaunchContext(
