@@ -125,3 +125,24 @@ def test_a_task_queued_for_ci_when_preempted_leaves_the_queue() -> None:
     assert sim.state("b") is TaskState.PENDING
     assert not any(sim.core.stage_queues.values())
     assert sim.core.in_flight == 1
+
+
+def test_with_a_repo_pipelined_waits_for_the_upstream_to_land_and_says_so() -> None:
+    """Stacked worktrees are not built: a task that lands releases nothing early."""
+    text = fleet_toml(chain("a", "b", ci="ci"), slots=4, runner_slots=4)
+    sim = CoreSim(text + '\n[repo]\npath = "."\n', policy="pipelined")
+    assert sim.core.policy.describe() == "pipelined (waits to land)"
+    sim.start()
+    sim.end("a")  # a's agent: its CI starts, b does not
+    assert sim.launched() == [("a", "agent"), ("a", "ci")]
+    sim.end("a")  # CI: into the merge train
+    assert sim.launched() == [("a", "merge")]
+    assert sim.state("b") is TaskState.PENDING
+    sim.end("a")  # landed: now b
+    assert sim.launched() == [("b", "agent")]
+    assert not sim.core.released
+
+
+def test_without_a_repo_pipelined_says_its_name_alone() -> None:
+    sim = _chain_sim()
+    assert sim.core.policy.describe() == "pipelined"
