@@ -417,6 +417,14 @@ def test_any_dag_with_any_outcomes_ends_settled(
         assert folded_states(sim.fx.events, core) == announced_states(sim.fx.events, core)
         if core.settled:
             break
+        if policy == "adaptive":
+            # The attention the core keeps for the load admission is a fresh count's.
+            fresh = sum(
+                1
+                for node, task in enumerate(core.tasks)
+                if task.attention_since is not None and core.needs_attention(node)
+            )
+            assert core.admission_context().needs_attention == fresh
         if policy == "sequential":
             assert core.in_flight <= 1
             assert sum(task.in_flight for task in core.tasks) <= 1

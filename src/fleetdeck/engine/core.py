@@ -216,8 +216,12 @@ class Core:
         # A policy that decides on the load and the CI queue is told them (they
         # cost a look at every task in flight, so only such a one is).
         self._admits = bool(getattr(policy, "admits", False))
-        # Tasks needing attention, counted for such a policy (None: to count again).
-        self._attention: int | None = None
+        # The tasks needing attention, kept for such a policy (None: to find by a
+        # look at every task), and the tasks to look at again (an event named them
+        # or a dependency of theirs: whether a blocked task needs attention depends
+        # on its dependencies).
+        self._attending: set[int] | None = None
+        self._attention_stale: set[int] = set()
         # A policy may have events of its own to tell (the adaptive window).
         self._policy_events: list[tuple[EventKind, dict[str, Any]]] | None = getattr(
             policy, "events", None
@@ -318,7 +322,10 @@ class Core:
             kind in _ATTENTION_EVENTS
             or (kind is _ATTEMPT_FINISHED and data.get("stage") is Stage.MERGE)
         ):
-            self._attention = None
+            if self._attending is not None and task is not None:
+                named = self.dag.index[task] if node is None else node
+                self._attention_stale.add(named)
+                self._attention_stale.update(self.dag.dependents[named])
         if self._events:
             self.effects.emit(event, node)
         if self._observe is not None:
@@ -417,15 +424,20 @@ class Core:
             states.add(TaskState.RETRY_WAIT)
         if self.retry_lane:
             states.add(TaskState.READY)
-        attention = self._attention
-        if attention is None:
-            # A look at every task, but only after a failure, a block, a
-            # requeue...: successes, most events of a run, keep the count.
-            attention = self._attention = sum(
-                1
-                for node, task in enumerate(self.tasks)
-                if task.attention_since is not None and self.needs_attention(node)
-            )
+        attending = self._attending
+        stale = self._attention_stale
+        if attending is None:
+            stale = set(range(len(self.tasks)))
+            attending = self._attending = set()
+        for node in stale:
+            # Only tasks a failure, block, requeue... named (successes, most
+            # events of a run, change nothing here).
+            if self.tasks[node].attention_since is not None and self.needs_attention(node):
+                attending.add(node)
+            else:
+                attending.discard(node)
+        self._attention_stale = set()
+        attention = len(attending)
         runners = self.fleet.config.runners
         estimates = [spec.estimate for spec in runners.values() if spec.estimate is not None]
         return LaunchContext(
