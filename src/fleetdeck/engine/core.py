@@ -318,14 +318,8 @@ class Core:
         if not self.telling:
             return  # nobody hears it: building the event would be all it costs
         event = Event(self.clock.now(), kind, task, data)
-        if self._admits and (
-            kind in _ATTENTION_EVENTS
-            or (kind is _ATTEMPT_FINISHED and data.get("stage") is Stage.MERGE)
-        ):
-            if self._attending is not None and task is not None:
-                named = self.dag.index[task] if node is None else node
-                self._attention_stale.add(named)
-                self._attention_stale.update(self.dag.dependents[named])
+        if self._admits and self._attending is not None and task is not None:
+            self._note_attention(kind, task, node, data)
         if self._events:
             self.effects.emit(event, node)
         if self._observe is not None:
@@ -337,6 +331,18 @@ class Core:
                 told.clear()
                 for policy_kind, policy_data in pending:
                     self.tell(policy_kind, None, None, policy_data)
+
+    def _note_attention(
+        self, kind: EventKind, task: str, node: int | None, data: dict[str, Any]
+    ) -> None:
+        """After an event that may change whether its task (or, through it, a
+        dependent) needs attention, look at them again at the next admission."""
+        if kind in _ATTENTION_EVENTS or (
+            kind is _ATTEMPT_FINISHED and data.get("stage") is Stage.MERGE
+        ):
+            named = self.dag.index[task] if node is None else node
+            self._attention_stale.add(named)
+            self._attention_stale.update(self.dag.dependents[named])
 
     def touch(self, node: int, *, dependents: bool = False) -> None:
         """Task `node`'s view changed (and, with `dependents`, what they wait for)."""
