@@ -243,7 +243,11 @@ CASES: dict[str, Case] = {
     "policy 'wav'": Case(
         '[fleet]\npolicy = "wav"\n' + AGENT + ONE_TASK,
         "fleet.policy",
-        ("must be one of 'sequential', 'wave'", "got 'wav'", "(did you mean 'wave'?)"),
+        (
+            "must be one of 'sequential', 'wave', 'pipelined', 'adaptive'",
+            "got 'wav'",
+            "(did you mean 'wave'?)",
+        ),
     ),
     "policy 'sequentail'": Case(
         '[fleet]\npolicy = "sequentail"\n' + AGENT + ONE_TASK,
