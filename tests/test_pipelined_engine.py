@@ -192,3 +192,36 @@ async def test_the_simulator_and_a_real_run_count_the_same_compound_failures(
     assert simulated.rework == pytest.approx(1.9)
     assert simulated.rework_agent > 0 and simulated.rework_ci > 0
     assert real.rework_agent > 0 and real.rework_ci > 0
+
+
+async def test_an_adaptive_run_taken_up_goes_on_with_its_window(tmp_path: Path) -> None:
+    """Three successes grow the window from 2 to 5; the run stops; taken up, the
+    window is 5 again, not the configured 2."""
+    state = tmp_path / "state"
+    go = tmp_path / "go"
+    wait = f"until [ -e {go} ]; do sleep 0.02; done"
+    tasks = [{"id": f"quick{i}", "agent": "sh", "prompt": "true"} for i in range(3)]
+    tasks += [{"id": f"slow{i}", "agent": "sh", "prompt": wait} for i in range(3)]
+    fleet = make_fleet(tmp_path, tasks, policy="adaptive", grace_period=0.2)
+    journal = Journal(state)
+    engine = Engine(fleet, journal=journal, executors=_executors(fleet))
+    windows: list[int] = []
+
+    def stop_at_five(event: Event) -> None:
+        if event.kind is EventKind.WINDOW_CHANGED:
+            windows.append(event.data["window"])
+            if event.data["window"] == 5:
+                asyncio.get_running_loop().call_later(0.2, engine.request_stop)
+
+    engine.subscribe(stop_at_five)
+    first = await engine.run()
+    journal.close()
+    assert first.exit_code == 130
+    assert windows == [3, 4, 5]
+    go.write_text("")
+    second, events, engine = await run_once(fleet, state, resume=True)
+    assert second.exit_code == 0
+    assert engine.snapshot().policy_detail.startswith("adaptive ")
+    grown = [e.data for e in events if e.kind is EventKind.WINDOW_CHANGED]
+    # Taken up at 5: the three slow tasks' successes take it to 6, 7, 8.
+    assert [data["previous"] for data in grown][:1] == [5]

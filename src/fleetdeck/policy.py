@@ -267,6 +267,10 @@ class Adaptive:
                 )
             )
 
+    def resume_window(self, window: int) -> None:
+        """Go on with the window a run taken up had (within this policy's bounds)."""
+        self.window = max(self.window_min, window)
+
     def describe(self) -> str:
         """The policy and its window (`adaptive 3`)."""
         return f"{self.name} {self.window}"

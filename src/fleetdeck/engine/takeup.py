@@ -121,6 +121,7 @@ def take_up(
             core.to_retry_lane(node, "resumed")
         # pending, ready and blocked tasks are worked out below, in DAG order.
     _take_up_speculation(core, plan)
+    _take_up_window(core, plan)
     for task_id in plan.changed:
         core.emit(
             EventKind.TASK_REQUEUED,
@@ -190,6 +191,24 @@ def _take_up_speculation(core: Core, plan: ResumePlan) -> None:
 
 
 _CI_STATES = frozenset({TaskState.CI_QUEUED, TaskState.CI_RUNNING})
+
+
+def _take_up_window(core: Core, plan: ResumePlan) -> None:
+    """An adaptive run taken up under adaptive goes on with the window it had
+    (its last `window_changed`), not the configured start."""
+    resume_window = getattr(core.policy, "resume_window", None)
+    if resume_window is None:
+        return
+    policy: object = None
+    window: object = None
+    for event in plan.events:
+        if event.kind in (EventKind.RUN_STARTED, EventKind.RUN_RESUMED, EventKind.POLICY_CHANGED):
+            if event.data.get("policy") != policy:
+                policy, window = event.data.get("policy"), None  # a new policy: its own window
+        elif event.kind is EventKind.WINDOW_CHANGED:
+            window = event.data.get("window")
+    if policy == core.policy.name and isinstance(window, int):
+        resume_window(window)
 
 
 def carry_over(core: Core, plan: ResumePlan) -> None:
