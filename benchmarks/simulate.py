@@ -137,6 +137,62 @@ def measure_speed(tasks: int, workdir: Path, repetitions: int) -> list[SummaryRo
     ]
 
 
+def measure_policies(tasks: int, workdir: Path) -> list[SummaryRow]:
+    """Simulated tasks per second under each policy, side by side with wave's: a
+    policy's own cost (the adaptive window's context, the speculation's releases),
+    on a random DAG whose tasks run an agent stage then CI, 5% of CI runs failing."""
+    from fleetdeck.policy import POLICIES
+
+    print(
+        f"\n-- 6d. Each policy's cost: a random DAG of {tasks:,} tasks with CI, makespan alone --"
+    )
+    dag = random_sleep_dag(2, tasks)
+    fleet = _with_ci(list(dag.deps), workdir)
+    models = [
+        {Stage.AGENT: StageModel.fixed(seconds), Stage.CI: StageModel.fixed(0.3, 0.05)}
+        for seconds in dag.durations
+    ]
+    estimates = list(dag.durations)
+    seconds: dict[str, float] = {}
+    for policy in POLICIES:
+        began = time.perf_counter()
+        simulate_makespan(fleet, policy, models, estimates=estimates, rng=random.Random(1))
+        seconds[policy] = time.perf_counter() - began
+    rows = [
+        [policy, f"{took:.3f} s", f"{tasks / took:,.0f}", f"{took / seconds['wave']:.2f}x"]
+        for policy, took in seconds.items()
+    ]
+    print(table(["policy", "time", "tasks/s", "/ wave"], rows))
+    slowest = max(seconds, key=lambda policy: seconds[policy])
+    return [
+        SummaryRow(
+            "6d. slowest policy / wave (simulated)",
+            f"{seconds[slowest] / seconds['wave']:.2f}x",
+            "-",
+            "-",
+            f"{slowest}, {tasks:,} tasks",
+        )
+    ]
+
+
+def _with_ci(deps: list[tuple[int, ...]], base_dir: Path) -> Any:
+    """The DAG as a fleet whose tasks each run CI on one runner of 16 slots."""
+    from fleetdeck.config import FleetConfig, FleetSection, TaskSpec, WorkerSpec, prepare_fleet
+
+    ids = [f"t{i}" for i in range(len(deps))]
+    specs = tuple(
+        TaskSpec(id=ids[i], agent="a", ci="ci", depends_on=tuple(ids[d] for d in parents))
+        for i, parents in enumerate(deps)
+    )
+    config = FleetConfig(
+        fleet=FleetSection(name="policies", state_dir="state"),
+        agents={"a": WorkerSpec(command=("true",), slots=SLOTS)},
+        runners={"ci": WorkerSpec(command=("true",), slots=16)},
+        tasks=specs,
+    )
+    return prepare_fleet(config, source="policies", base_dir=base_dir)
+
+
 # --- 6b. the live what-if -------------------------------------------------------------
 
 
@@ -267,6 +323,7 @@ def measure(settings: Settings) -> list[SummaryRow]:
     """Section 6: simulation speed, the what-if's cost, the simulation error."""
     tasks = 20_000 if settings.quick else 100_000
     rows = measure_speed(tasks, settings.workdir, repetitions=1 if settings.quick else 3)
+    rows += measure_policies(tasks // 5, settings.workdir)
     rows += measure_predict(settings.workdir, calls=30)
     rows += measure_error(QUICK_EXAMPLES if settings.quick else EXAMPLES, settings.workdir)
     return rows

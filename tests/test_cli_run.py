@@ -134,7 +134,10 @@ def test_a_failed_task_exits_1_and_a_bad_config_exits_2(tmp_path: Path) -> None:
     broken.write_text('[fleet]\nname = "x"\npolicy = "wav"\n')
     done = fleetdeck("run", str(broken))
     assert done.returncode == 2
-    assert "fleet.policy: must be one of 'sequential', 'wave', got 'wav'" in done.stderr
+    assert (
+        "fleet.policy: must be one of 'sequential', 'wave', 'pipelined', 'adaptive', got 'wav'"
+        in done.stderr
+    )
     assert "Traceback" not in done.stderr
 
 

@@ -243,7 +243,11 @@ CASES: dict[str, Case] = {
     "policy 'wav'": Case(
         '[fleet]\npolicy = "wav"\n' + AGENT + ONE_TASK,
         "fleet.policy",
-        ("must be one of 'sequential', 'wave'", "got 'wav'", "(did you mean 'wave'?)"),
+        (
+            "must be one of 'sequential', 'wave', 'pipelined', 'adaptive'",
+            "got 'wav'",
+            "(did you mean 'wave'?)",
+        ),
     ),
     "policy 'sequentail'": Case(
         '[fleet]\npolicy = "sequentail"\n' + AGENT + ONE_TASK,
@@ -759,6 +763,8 @@ def test_schema_prints_json_schema_that_forbids_unknown_keys(
     assert schema["$defs"]["FleetSection"]["properties"]["policy"]["enum"] == [
         "sequential",
         "wave",
+        "pipelined",
+        "adaptive",
     ]
 
 
@@ -832,6 +838,19 @@ def test_policies_tables_name_known_policies_and_each_checks_its_parameters(
     find_line(lines, path, "policies.wav", "got 'wav' (did you mean 'wave'?)")
     find_line(lines, path, "policies.sequential", "takes no parameters (got window)")
     assert len(lines) == 2
+
+
+def test_the_adaptive_policys_parameters_are_checked_where_they_are(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    text = AGENT + "[policies.adaptive]\nwindow = 0\nci_wait_max = 60\n" + task("lint")
+    path = write(tmp_path, text)
+    lines = reject(path, capsys)
+    find_line(lines, path, "policies.adaptive", "window must be a whole number of 1 or more")
+    assert len(lines) == 1
+    good = AGENT + "[policies.adaptive]\nwindow = 3\nci_wait_max = 60\n" + task("lint")
+    fleet = parse_fleet(good, source="f.toml")
+    assert fleet.config.policy_params("adaptive") == {"window": 3, "ci_wait_max": 60}
 
 
 def test_an_empty_policies_table_is_valid_and_kept_per_policy() -> None:

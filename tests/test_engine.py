@@ -502,7 +502,7 @@ async def test_commands_refuse_what_makes_no_sense(harness: EngineHarness, tmp_p
         "cannot retry 'lint': it is running; only failed, cancelled or blocked tasks can be "
         "retried",
         "unknown task 'lnt' (did you mean 'lint'?)",
-        "unknown policy 'wav'; choose one of sequential, wave",
+        "unknown policy 'wav'; choose one of sequential, wave, pipelined, adaptive",
     ]
 
 

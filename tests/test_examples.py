@@ -31,6 +31,10 @@ def test_the_examples_are_there() -> None:
         "agents.example.toml",
         "land.toml",
         "email-triage.toml",
+        "seed-operum.toml",
+        "seed-gem-team.toml",
+        "seed-orchastra.toml",
+        "seed-orchastra-100.toml",
     }
     assert expected <= names
 

@@ -54,8 +54,8 @@ def test_paused_starts_nothing(policy: Policy, cap: int | None, in_flight: int) 
 
 
 def test_unknown_policy_raises() -> None:
-    with pytest.raises(ValueError, match="pipelined"):
-        launch_budget("pipelined", LaunchContext(in_flight=0))
+    with pytest.raises(ValueError, match="adaptive"):
+        launch_budget("zuul", LaunchContext(in_flight=0))
 
 
 @settings(max_examples=200, deadline=None, database=None)
@@ -69,6 +69,8 @@ def test_budget_never_exceeds_the_window(policy: Policy, in_flight: int, cap: in
     budget = launch_budget(policy, LaunchContext(in_flight, max_in_flight=cap))
     assert budget >= 0
     window = 1 if policy == "sequential" else cap
+    if policy == "adaptive":  # its window starts at 2 (the default `window`)
+        window = 2 if cap is None else min(2, cap)
     if window is not None:
         assert in_flight + budget <= max(window, in_flight)
         assert budget == max(0, window - in_flight)
@@ -80,24 +82,27 @@ def test_budget_never_exceeds_the_window(policy: Policy, in_flight: int, cap: in
 
 
 def test_policy_names() -> None:
-    assert POLICY_NAMES == ("sequential", "wave")
+    assert POLICY_NAMES == ("sequential", "wave", "pipelined", "adaptive")
 
 
-@pytest.mark.parametrize("name", ["sequential", "wave"])
+@pytest.mark.parametrize("name", ["sequential", "wave", "pipelined", "adaptive"])
 def test_parse_policy_accepts_each_name(name: str) -> None:
     assert parse_policy(name) == name
 
 
-@pytest.mark.parametrize("name", ["wav", "", "Wave", "pipelined", " wave"])
+@pytest.mark.parametrize("name", ["wav", "", "Wave", "zuul", " wave"])
 def test_parse_policy_rejects_others_and_lists_the_valid_ones(name: str) -> None:
-    with pytest.raises(ValueError, match="choose one of sequential, wave") as caught:
+    with pytest.raises(
+        ValueError, match="choose one of sequential, wave, pipelined, adaptive"
+    ) as caught:
         parse_policy(name)
     assert repr(name) in str(caught.value)
 
 
 def test_next_policy_cycles_through_the_registry() -> None:
     assert next_policy("sequential") == "wave"
-    assert next_policy("wave") == "sequential"
+    assert next_policy("wave") == "pipelined"
+    assert next_policy("adaptive") == "sequential"
     seen = {POLICY_NAMES[0]}
     policy = POLICY_NAMES[0]
     for _ in POLICIES:

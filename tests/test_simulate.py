@@ -317,7 +317,7 @@ def test_json_lines_parse_one_per_policy_and_a_seed_repeats_them(
     assert main(argv) == 0
     first = capsys.readouterr().out
     lines = [json.loads(line) for line in first.splitlines()]
-    assert [line["policy"] for line in lines] == ["sequential", "wave"]
+    assert [line["policy"] for line in lines] == ["sequential", "wave", "pipelined", "adaptive"]
     assert all(line["runs"] == 4 and line["seed"] == 11 for line in lines)
     assert lines[0]["no_history"]["estimated"] == [f"t{i}" for i in range(5)]
     assert main(argv) == 0

@@ -71,8 +71,10 @@ async def test_s_switches_the_policy_used_for_the_next_launch(tmp_path: Path) ->
         # while the first is still running (switching kills nothing).
         await until(lambda: "second" in executor.current)
         assert engine_of(app).task("first").state is TaskState.RUNNING
-        await pilot.press("s")
-        assert engine_of(app).policy == "sequential"
+        # Through every policy in the registry's order, back to the first.
+        for policy in ("pipelined", "adaptive", "sequential"):
+            await pilot.press("s")
+            assert engine_of(app).policy == policy
     journal.close()
 
 
@@ -378,4 +380,22 @@ async def test_wave_headers_count_the_tasks_still_in_the_queue(tmp_path: Path) -
         app.refresh_view()
         assert str(table.get_cell("wave:0", "task")) == "wave 0 · 1"
         assert "a" not in table.row_keys()
+    journal.close()
+
+
+async def test_the_header_shows_the_adaptive_window_as_it_changes(tmp_path: Path) -> None:
+    executor = ManualExecutor()
+    tasks = [{"id": f"t{i}", "agent": "coder"} for i in range(4)]
+    app, journal = make_app(fleet(tmp_path, tasks, policy="adaptive"), tmp_path, executor=executor)
+    async with app.run_test() as pilot:
+        await until(lambda: len(executor.current) == 2)  # the window starts at 2
+        header = app.query_one(FleetHeader)
+        app.refresh_view()
+        await pilot.pause()
+        assert "policy adaptive 2" in str(header.content)
+        executor.finish("t0")  # a success: the window grows to 3, two more start
+        await until(lambda: "t3" in executor.current)
+        app.refresh_view()
+        await pilot.pause()
+        assert "policy adaptive 3" in str(header.content)
     journal.close()

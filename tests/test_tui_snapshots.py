@@ -101,7 +101,8 @@ def test_sequential_with_a_ci_queue(snap_compare: SnapCompare, tmp_path: Path) -
             executor.finish(f"pr-{i}", output=f"PR #{i} ready")
             await until(lambda i=i: engine_of(app).task(f"pr-{i}").state is not TaskState.RUNNING)
         executor.say("pr-1", "running 41 tests")
-        app.action_switch_policy()
+        # (`s` would go to pipelined, the next in the registry: this picks sequential.)
+        app._command("policy", lambda: app.client.set_policy("sequential"))
 
     assert snap_compare(app, terminal_size=(120, 36), run_before=staged(executor, clock, steps))
     journal.close()

@@ -136,7 +136,12 @@ def test_the_predictor_simulates_every_policy_from_the_progress(tmp_path: Path) 
     running = TaskProgress(TaskState.RUNNING, attempts=1, elapsed=30.0)
     progress = {"t0": running, "t1": running}
     # No journal: the tasks' estimates. Two running for 30 s of their 60, then two more.
-    assert predictor.predict(progress) == {"sequential": 150.0, "wave": 90.0}
+    assert predictor.predict(progress) == {
+        "sequential": 150.0,
+        "wave": 90.0,
+        "pipelined": 90.0,
+        "adaptive": 90.0,
+    }
 
 
 def test_with_no_history_and_no_estimate_there_is_no_figure_but_learning(
@@ -258,7 +263,12 @@ def test_the_prediction_process_answers_says_why_not_and_goes_when_closed(
     try:
         running = TaskProgress(TaskState.RUNNING, attempts=1, elapsed=30.0)
         process.send({"t0": running, "t1": running})
-        assert process.receive() == {"sequential": 150.0, "wave": 90.0}
+        assert process.receive() == {
+            "sequential": 150.0,
+            "wave": 90.0,
+            "pipelined": 90.0,
+            "adaptive": 90.0,
+        }
         child = process._process
         assert child is not None and child.poll() is None
     finally:
@@ -290,8 +300,13 @@ async def test_the_what_if_line_shows_each_policy_and_goes_when_the_run_ends(
         await until(lambda: line.remaining is not None and line.remaining["wave"] == 120.0)
         app.refresh_view()
         await pilot.pause()
-        assert line.remaining == {"sequential": 240.0, "wave": 120.0}
-        assert "what-if: ▸wave 2m00 · seq 4m00" in on_screen(app)
+        assert line.remaining == {
+            "sequential": 240.0,
+            "wave": 120.0,
+            "pipelined": 120.0,
+            "adaptive": 120.0,
+        }
+        assert "▸w 2m00 s 4m00 p 2m00 a 2m00" in on_screen(app)
         for task in ("t0", "t1"):
             executor.finish(task)
         await until(lambda: {"t2", "t3"} <= set(executor.current))
@@ -342,7 +357,7 @@ async def test_what_if_dots_until_the_first_prediction_then_figures(
             await until(lambda: line.remaining is not None)
             app.refresh_view()
             await pilot.pause()
-            assert "what-if: ▸wave 2m00 · seq 4m00" in on_screen(app)
+            assert "▸w 2m00 s 4m00 p 2m00 a 2m00" in on_screen(app)
     finally:
         release.set()
     journal.close()
@@ -373,3 +388,17 @@ async def test_nothing_is_predicted_when_the_terminal_has_no_room_for_the_line(
         await pilot.pause(0.2)  # what the worker would have taken to ask
         assert calls == [] and not app.query_one(WhatIfLine).display
     journal.close()
+
+
+def test_every_policy_fits_a_narrow_pane_by_its_initial() -> None:
+    remaining = {"sequential": 240.0, "wave": 120.0, "pipelined": 100.0, "adaptive": 130.0}
+    wide = format_whatif(remaining, "wave", 80)
+    assert (
+        wide.plain == "what-if: ▸wave 2m00s · sequential 4m00s · pipelined 1m40s · adaptive 2m10s"
+    )
+    assert format_whatif(remaining, "wave", 46).plain == (
+        "▸wave 2m00 · seq 4m00 · pipe 1m40 · adapt 2m10"
+    )
+    narrow = format_whatif(remaining, "wave", 32)
+    assert narrow.plain == "▸w 2m00 s 4m00 p 1m40 a 2m10"
+    assert "green" in styles_of(narrow, "p 1m40")

@@ -332,8 +332,30 @@ def format_report(report: Report) -> str:
     if report.usage_total is not None:
         lines.append(("API usage", format_usage(report.usage_total)))
         lines += [(f"  {agent}", format_usage(usage)) for agent, usage in report.usage.items()]
+    if report.compound_failures or report.preempted_attempts:
+        lines += [
+            (
+                "compound failures",
+                f"{report.compound_failures} ({report.compound_failure_rate:.0%} of tasks; "
+                f"{plural(report.preempted_attempts, 'attempt')} preempted)",
+            ),
+            (
+                "rework",
+                f"{format_seconds(report.rework)} thrown away (agent "
+                f"{format_seconds(report.rework_agent)}, CI {format_seconds(report.rework_ci)})",
+            ),
+        ]
+    if report.windows:
+        lines.append(("window", format_windows(report.windows)))
     width = max(len(name) for name, _ in lines)
     return "\n".join(f"{name:<{width}}  {value}" for name, value in lines)
+
+
+def format_windows(windows: tuple[tuple[float, int], ...], shown: int = 8) -> str:
+    """The adaptive window over time: `3 at 0:04, 1 at 0:09...` (the last `shown`)."""
+    changes = [f"{window} at {_since(at)}" for at, window in windows[-shown:]]
+    earlier = len(windows) - shown
+    return ("... " if earlier > 0 else "") + ", ".join(changes)
 
 
 def _unmeasured(report: Report) -> str:

@@ -20,7 +20,7 @@ import json
 import random
 import statistics
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -66,6 +66,17 @@ class PolicyFigures:
     load_mean: float
     # Runs that ended with tasks nothing could run (0 unless the fleet is stuck).
     unsettled: int
+    # Medians over runs of each run's mean time from a task's first agent start
+    # to its first CI start and to its success, and of its throughput.
+    time_to_first_ci: float | None = None
+    time_to_complete: float | None = None
+    throughput_per_hour: float | None = None
+    # Speculation: the share of runs with a compound failure (a task preempted
+    # because an upstream it started on failed), compound failures per run, and
+    # the agent and CI seconds thrown away per run (means over runs).
+    compound_run_rate: float = 0.0
+    compound_failures: float = 0.0
+    rework: float = 0.0
 
     def to_json_dict(self) -> dict[str, Any]:
         """The figures as plain JSON types."""
@@ -119,7 +130,21 @@ def aggregate(policy: str, results: Sequence[SimulatedRun]) -> PolicyFigures:
         load_peak=statistics.median(result.load_peak for result in results),
         load_mean=statistics.median(result.load_mean for result in results),
         unsettled=sum(1 for result in results if not result.settled),
+        time_to_first_ci=_median(result.report.mean_time_to_first_ci for result in results),
+        time_to_complete=_median(result.report.mean_time_to_complete for result in results),
+        throughput_per_hour=_median(result.report.throughput_per_hour for result in results),
+        compound_run_rate=statistics.fmean(
+            1.0 if result.report.compound_failures else 0.0 for result in results
+        ),
+        compound_failures=statistics.fmean(result.report.compound_failures for result in results),
+        rework=statistics.fmean(result.report.rework for result in results),
     )
+
+
+def _median(values: Iterable[float | None]) -> float | None:
+    """The median of the values there are (None: none)."""
+    present = [value for value in values if value is not None]
+    return statistics.median(present) if present else None
 
 
 # --- what is left of a run under way ---------------------------------------------------
@@ -274,6 +299,23 @@ def format_lab(
             f"{figure.attempts:.1f}",
             f"{figure.load_peak:g}",
             f"{figure.load_mean:.1f}",
+        ]
+        for figure in figures
+    ]
+    lines += ["", *_table(header, rows)]
+    header = [
+        "policy", "first CI", "complete", "throughput", "compound failures", "per run",
+        "rework",
+    ]  # fmt: skip
+    rows = [
+        [
+            figure.policy,
+            format_seconds(figure.time_to_first_ci),
+            format_seconds(figure.time_to_complete),
+            "-" if figure.throughput_per_hour is None else f"{figure.throughput_per_hour:.1f}/h",
+            f"{figure.compound_run_rate:.0%} of runs",
+            f"{figure.compound_failures:.2f}",
+            format_seconds(figure.rework),
         ]
         for figure in figures
     ]

@@ -16,7 +16,7 @@ from typing import Any
 
 from fleetdeck.config import Fleet
 from fleetdeck.fold import folds_state, next_state
-from fleetdeck.model import Event, EventKind, Outcome, Stage, TaskState
+from fleetdeck.model import Cause, Event, EventKind, Outcome, Stage, TaskState
 
 # --- cognitive load ----------------------------------------------------------------
 
@@ -214,6 +214,23 @@ class Report:
     # API agents: usage per agent (empty: none ran), and for the whole run.
     usage: Mapping[str, TokenUsage] = field(default_factory=dict)
     usage_total: TokenUsage | None = None
+    # Speculation (the pipelined policy): tasks put back because an upstream
+    # they started on failed after (each a compound failure; the rate is per
+    # task of the fleet), attempts stopped for it, and the agent and CI seconds
+    # thrown away (the work of every task put back, since it last started).
+    compound_failures: int = 0
+    compound_failure_rate: float = 0.0
+    preempted_attempts: int = 0
+    rework_agent: float = 0.0
+    rework_ci: float = 0.0
+    # The adaptive policy's window over time: (seconds since the start, window),
+    # one entry per change.
+    windows: tuple[tuple[float, int], ...] = ()
+
+    @property
+    def rework(self) -> float:
+        """Agent and CI seconds thrown away by preemptions."""
+        return self.rework_agent + self.rework_ci
 
     def to_json_dict(self) -> dict[str, Any]:
         """The report as plain JSON types."""
@@ -273,6 +290,15 @@ class ReportBuilder:
         self._last_ts: float | None = None
         # (when, policy): the policy at the start, and every switch after.
         self._policy_changes: list[tuple[float, str]] = []
+        # Speculation: agent and CI seconds each task spent since it last
+        # started afresh (thrown away if it is preempted), and the totals.
+        self._spent_agent = array("d", [0.0]) * n
+        self._spent_ci = array("d", [0.0]) * n
+        self._compound = 0
+        self._preempted_attempts = 0
+        self._rework_agent = 0.0
+        self._rework_ci = 0.0
+        self._windows: list[tuple[float, int]] = []
         self._handlers: dict[EventKind, Callable[[int, Event], None]] = {
             EventKind.ATTEMPT_STARTED: self._attempt_started,
             EventKind.CI_QUEUED: self._ci_queued,
@@ -304,6 +330,10 @@ class ReportBuilder:
                 self._policy_changed(event)
             elif kind is EventKind.RUN_FINISHED:
                 self.finished_at = event.ts
+            elif kind is EventKind.WINDOW_CHANGED:
+                window = event.data.get("window")
+                if isinstance(window, int):
+                    self._windows.append((event.ts, window))
             return
         if node is None and event.task is not None:
             node = self._node.get(event.task)
@@ -344,8 +374,11 @@ class ReportBuilder:
         data = event.data
         duration = float(data.get("duration") or 0.0)
         stage = data.get("stage")
+        if data.get("outcome") == Outcome.PREEMPTED:
+            self._preempted_attempts += 1
         if stage == Stage.CI:
             self._ci_time[node] += duration
+            self._spent_ci[node] += duration
         elif stage == Stage.MERGE:
             # A landing is not agent work (nor a runner's): counted on its own.
             outcome = data.get("outcome")
@@ -353,6 +386,7 @@ class ReportBuilder:
             self._ci_reruns += outcome == Outcome.RETEST
         else:
             self._agent_time[node] += duration
+            self._spent_agent[node] += duration
         usage = data.get("usage")
         if usage is not None or data.get("outcome") == Outcome.THROTTLED:
             self._count_usage(node, usage)
@@ -399,6 +433,11 @@ class ReportBuilder:
     def _task_requeued(self, node: int, event: Event) -> None:
         self._finished[node] = _NAN
         self._reused[node] = 0
+        if event.data.get("cause") == Cause.PREEMPTED:
+            self._compound += 1
+            self._rework_agent += self._spent_agent[node]
+            self._rework_ci += self._spent_ci[node]
+        self._spent_agent[node] = self._spent_ci[node] = 0.0
 
     def summaries(self) -> list[TaskSummary]:
         """The per-task table so far, in config order."""
@@ -479,6 +518,12 @@ class ReportBuilder:
             mean_time_to_land=to_land.value,
             usage=dict(self._agent_usage),
             usage_total=self._usage_total(),
+            compound_failures=self._compound,
+            compound_failure_rate=self._compound / n if n else 0.0,
+            preempted_attempts=self._preempted_attempts,
+            rework_agent=self._rework_agent,
+            rework_ci=self._rework_ci,
+            windows=tuple((max(0.0, at - start), window) for at, window in self._windows),
         )
 
     def _usage_total(self) -> TokenUsage | None:

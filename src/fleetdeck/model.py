@@ -82,6 +82,10 @@ class Outcome(enum.StrEnum):
     # A rate or usage limit of the agent's provider: no retry spent; the agent's
     # launches pause until the limit resets, then the task runs again.
     THROTTLED = "throttled"
+    # Stopped because an upstream it started on speculatively (the pipelined
+    # policy) failed its CI or gave up: not a failure, no retry spent; the task
+    # waits for its upstream again.
+    PREEMPTED = "preempted"
 
 
 class EventKind(enum.StrEnum):
@@ -117,6 +121,8 @@ class EventKind(enum.StrEnum):
     # The task goes to another agent (`from`, `to`, `reason`): its own gave up,
     # is over budget, or is throttled too long.
     TASK_REROUTED = "task_rerouted"
+    # The adaptive policy's in-flight window changed (`window`, `previous`, `reason`).
+    WINDOW_CHANGED = "window_changed"
 
 
 class Cause(enum.StrEnum):
@@ -129,6 +135,9 @@ class Cause(enum.StrEnum):
     DEFINITION = "definition"
     # Something upstream of it runs again, so its inputs may change.
     UPSTREAM = "upstream"
+    # It had started on an upstream's agent output (pipelined), and that
+    # upstream failed after: its work is thrown away, no retry spent.
+    PREEMPTED = "preempted"
 
 
 def iso_timestamp(ts: float) -> str:

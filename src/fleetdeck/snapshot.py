@@ -129,6 +129,8 @@ class FleetSnapshot:
     # Once the run has ended (the engine's run() returned): when, and its exit code.
     finished_at: float | None = None
     exit_code: int | None = None
+    # The policy in a few words when its name is not all (`adaptive 3`: its window).
+    policy_detail: str = ""
 
     @property
     def in_flight(self) -> int:

@@ -155,3 +155,5 @@ def acknowledge(core: Core, task_id: str) -> None:
         raise CommandError(f"'{task_id}' does not need attention (it is {task.state})")
     task.attention_since = None
     core.emit(EventKind.TASK_ACKNOWLEDGED, task.id)
+    # Less load: a policy that admits by the load may launch now.
+    core.effects.schedule_soon()

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from fleetdeck.config import Fleet, TaskSpec
-from fleetdeck.engine import ends
+from fleetdeck.engine import ends, speculation
 from fleetdeck.engine.clock import Clock, Timer
 from fleetdeck.engine.limits import AgentLimits
 from fleetdeck.engine.reroute import reroute
@@ -59,6 +59,20 @@ _ATTEMPT_STARTED = EventKind.ATTEMPT_STARTED
 _ATTEMPT_FINISHED = EventKind.ATTEMPT_FINISHED
 # A task that waits to land is in its merge queue, or trying to land again.
 _WAITING_TO_LAND = (TaskState.MERGE_QUEUED, TaskState.MERGING)
+
+# The events after which the tasks needing attention may have changed (a success
+# never changes them): a policy that admits by the load has them counted again.
+_ATTENTION_EVENTS = frozenset(
+    {
+        EventKind.TASK_FAILED,
+        EventKind.TASK_BLOCKED,
+        EventKind.TASK_CANCELLED,
+        EventKind.TASK_REQUEUED,
+        EventKind.TASK_ACKNOWLEDGED,
+        # A merge attempt's end clears what its task waited for (a landing that must wait).
+        EventKind.MERGE_QUEUED,
+    }
+)
 
 # A task whose attempts keep getting lost (its host dies under it) is failed after
 # this many lost attempts: lost attempts do not spend the task's own retries.
@@ -152,6 +166,10 @@ class Core:
         )
         self.running: dict[int, Running] = {}
         self.retry_timers: dict[int, Timer] = {}
+        # Tasks whose dependents no longer wait for them: their agent stage
+        # succeeded under a speculating policy, their later stages have not yet
+        # (fleetdeck.engine.speculation).
+        self.released: set[int] = set()
         self.in_flight = 0
         self.unfinished = len(self.tasks)
         self.paused = False
@@ -205,6 +223,24 @@ class Core:
         # say is taken to observe: slower, never wrong.
         observes = getattr(policy, "observes", True)
         self._observe = policy.observe if observes else None
+        # A policy that decides on the load and the CI queue is told them (they
+        # cost a look at every task in flight, so only such a one is).
+        self._admits = bool(getattr(policy, "admits", False))
+        # The tasks needing attention, kept for such a policy (None: to find by a
+        # look at every task), and the tasks to look at again (an event named them
+        # or a dependency of theirs: whether a blocked task needs attention depends
+        # on its dependencies).
+        self._attending: set[int] | None = None
+        self._attention_stale: set[int] = set()
+        # A policy may have events of its own to tell (the adaptive window).
+        self._policy_events: list[tuple[EventKind, dict[str, Any]]] | None = getattr(
+            policy, "events", None
+        )
+        # Dependents may start on a task's agent output (pipelined).
+        self.speculates = bool(getattr(policy, "speculates", False))
+        if self.speculates and self.fleet.config.repo is not None:
+            # Tasks that land release nothing early (engine/speculation.py): say so.
+            policy.lands = True  # type: ignore[attr-defined]
         # False when nobody hears events: the hot paths then skip building
         # their details too (a simulation of the makespan alone).
         self.telling = self._events or observes
@@ -294,10 +330,31 @@ class Core:
         if not self.telling:
             return  # nobody hears it: building the event would be all it costs
         event = Event(self.clock.now(), kind, task, data)
+        if self._admits and self._attending is not None and task is not None:
+            self._note_attention(kind, task, node, data)
         if self._events:
             self.effects.emit(event, node)
         if self._observe is not None:
             self._observe(event)
+            told = self._policy_events
+            if told:
+                # The policy's own events (a window change), told after what caused them.
+                pending = told[:]
+                told.clear()
+                for policy_kind, policy_data in pending:
+                    self.tell(policy_kind, None, None, policy_data)
+
+    def _note_attention(
+        self, kind: EventKind, task: str, node: int | None, data: dict[str, Any]
+    ) -> None:
+        """After an event that may change whether its task (or, through it, a
+        dependent) needs attention, look at them again at the next admission."""
+        if kind in _ATTENTION_EVENTS or (
+            kind is _ATTEMPT_FINISHED and data.get("stage") is Stage.MERGE
+        ):
+            named = self.dag.index[task] if node is None else node
+            self._attention_stale.add(named)
+            self._attention_stale.update(self.dag.dependents[named])
 
     def touch(self, node: int, *, dependents: bool = False) -> None:
         """Task `node`'s view changed (and, with `dependents`, what they wait for)."""
@@ -346,11 +403,19 @@ class Core:
             # Asked only when a task is ready: the budget is a question, and with
             # nothing ready its answer would change nothing.
             context = self._context
-            if context.in_flight != self.in_flight:
+            if self._admits:
+                context = self.admission_context()
+            elif context.in_flight != self.in_flight:
                 context = self._context = LaunchContext(
                     in_flight=self.in_flight, max_in_flight=self._max_in_flight
                 )
             budget = self._policy.budget(context)
+            told = self._policy_events
+            if told:  # a window clamped to a changed max_in_flight, told now
+                pending = told[:]
+                told.clear()
+                for policy_kind, policy_data in pending:
+                    self.tell(policy_kind, None, None, policy_data)
         decision = decide(
             self.stage_queues,
             self.retry_lane,
@@ -363,6 +428,50 @@ class Core:
         self.held_by_policy = decision.held
         for node, stage, host in decision.launches:
             self.launch(node, stage, host)
+
+    def admission_context(self) -> LaunchContext:
+        """The launch context with the load's terms and the CI queue (what a
+        policy that `admits` decides on): a look at each task in flight."""
+        states: set[TaskState] = set()
+        for running in self.running.values():
+            states.add(self.tasks[running.node].state)
+        ci_queued = 0
+        for (stage, _name), queue in self.stage_queues.items():
+            if queue:
+                states.add(STAGES[stage].queued)
+                if stage is Stage.CI:
+                    ci_queued += len(queue)
+        if self.retry_timers:
+            states.add(TaskState.RETRY_WAIT)
+        if self.retry_lane:
+            states.add(TaskState.READY)
+        attending = self._attending
+        stale = self._attention_stale
+        if attending is None:
+            stale = set(range(len(self.tasks)))
+            attending = self._attending = set()
+        for node in stale:
+            # Only tasks a failure, block, requeue... named (successes, most
+            # events of a run, change nothing here).
+            if self.tasks[node].attention_since is not None and self.needs_attention(node):
+                attending.add(node)
+            else:
+                attending.discard(node)
+        self._attention_stale = set()
+        attention = len(attending)
+        runners = self.fleet.config.runners
+        estimates = [spec.estimate for spec in runners.values() if spec.estimate is not None]
+        return LaunchContext(
+            in_flight=self.in_flight,
+            max_in_flight=self._max_in_flight,
+            needs_attention=attention,
+            distinct_states=len(states),
+            agent_running=TaskState.RUNNING in states,
+            load_capacity=self.fleet.config.fleet.load_capacity,
+            ci_queued=ci_queued,
+            ci_slots=sum(spec.slots * len(spec.host_names) for spec in runners.values()),
+            ci_estimate=sum(estimates) / len(estimates) if estimates else None,
+        )
 
     def launch(self, node: int, stage: Stage, host: str) -> Running:
         """Start an attempt of `stage` on `host`, whose slot the scheduler took."""
@@ -476,6 +585,10 @@ class Core:
         it was, else by its exit code."""
         if outcome is None:
             outcome = running.stop_reason or outcome_of(running.attempt.stage, exit_code)
+        elif running.stop_reason is Outcome.PREEMPTED:
+            # Stopped for its upstream: however it ended (lost with its host...),
+            # its work is void and it waits for that upstream again.
+            outcome = Outcome.PREEMPTED
         attempt = running.attempt
         node = running.node
         task = self.tasks[node]
@@ -497,6 +610,9 @@ class Core:
             return  # interrupted: the task keeps its state, to be resumed
         if task.waiting_for is not None and outcome is not Outcome.WAIT:
             task.waiting_for = task.attention_since = None  # what it waited for is over
+        if outcome is not _OK and self.released and node in self.released:
+            # Its dependents started on the agent output this stage was checking.
+            speculation.preempt(self, node, f"{outcome} in {attempt.stage}")
         if outcome is _OK:
             self._stage_done(node, attempt, at)
         elif outcome is Outcome.RETEST:
@@ -507,6 +623,8 @@ class Core:
             ends.give_up(self, node, TaskState.CANCELLED, reason="cancelled by the operator")
         elif outcome is Outcome.THROTTLED:
             self.limits.throttled(node, attempt.worker, details)
+        elif outcome is Outcome.PREEMPTED:
+            speculation.ended(self, node, (running.details or {}).get("reason"))
         elif outcome is Outcome.LOST and task.lost < MAX_LOST_ATTEMPTS:
             task.lost += 1
             # Not the task's fault: run it again at once, on a healthy host.
@@ -569,6 +687,8 @@ class Core:
         self.queued_since[node] = at
         data = {definition.worker_kind: worker_name, "position": len(queue)}
         self.tell(definition.queued_event, task.id, node, data)
+        if self.speculates and attempt.stage is _AGENT:
+            speculation.release(self, node)
 
     def _wait_to_land(self, node: int, attempt: Attempt, reason: str | None) -> None:
         """The task cannot land until the operator does something (their checkout

@@ -43,6 +43,11 @@ def succeed(core: Core, node: int, at: float) -> None:
     if core.dirty is not None:  # (None while no view looks: no call at all)
         core.touch(node, dependents=True)  # what the dependents wait for changed too
     core.unfinished -= 1
+    if core.released and node in core.released:
+        # Its dependents stopped waiting for it when its agent stage succeeded.
+        core.released.discard(node)
+        core.effects.schedule_soon()
+        return
     waiting_on = core.waiting_on
     for child in core.dag.dependents[node]:
         waiting_on[child] -= 1
@@ -70,6 +75,10 @@ def unqueue(core: Core, node: int) -> None:
 def give_up(core: Core, node: int, state: TaskState, *, reason: str) -> None:
     """End a task as failed or cancelled, and block everything downstream."""
     task = core.tasks[node]
+    if core.released and node in core.released:
+        from fleetdeck.engine import speculation  # (it builds on this module)
+
+        speculation.preempt(core, node, "gave up" if state is TaskState.FAILED else str(state))
     at = core.clock.now()
     task.state = state
     task.finished_at = at

@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Literal
 
+from fleetdeck.engine import speculation
 from fleetdeck.engine.core import Core, Running
 from fleetdeck.model import Attempt, Cause, EventKind, Outcome, Stage, TaskState
 from fleetdeck.resume import ResumePlan, listed
@@ -124,6 +125,8 @@ def take_up(
             core.enter_flight(task)
             core.to_retry_lane(node, "resumed")
         # pending, ready and blocked tasks are worked out below, in DAG order.
+    _take_up_speculation(core, plan)
+    _take_up_window(core, plan)
     for task_id in plan.changed:
         core.emit(
             EventKind.TASK_REQUEUED,
@@ -170,6 +173,47 @@ def take_up(
         # Many tasks changed here without an event of their own: every view is stale.
         core.dirty.update(range(len(core.tasks)))
     return reattach
+
+
+def _take_up_speculation(core: Core, plan: ResumePlan) -> None:
+    """Tasks whose dependents started on their agent output (pipelined) before
+    the run stopped are released again, so a dependent in flight is preempted if
+    its upstream's CI fails after all: a task waiting for or running CI whose
+    dependents have moved on, or any such task while the policy speculates."""
+    for node, task in enumerate(core.tasks):
+        replayed = plan.tasks.get(task.id)
+        if replayed is None or replayed.state not in _CI_STATES:
+            continue
+        if not speculation.can_release(core, node):
+            continue
+        started = any(
+            (child_plan := plan.tasks.get(core.tasks[child].id)) is not None
+            and child_plan.state not in (TaskState.PENDING, TaskState.BLOCKED)
+            for child in core.dag.dependents[node]
+        )
+        if started or core.speculates:
+            speculation.mark_released(core, node)
+
+
+_CI_STATES = frozenset({TaskState.CI_QUEUED, TaskState.CI_RUNNING})
+
+
+def _take_up_window(core: Core, plan: ResumePlan) -> None:
+    """An adaptive run taken up under adaptive goes on with the window it had
+    (its last `window_changed`), not the configured start."""
+    resume_window = getattr(core.policy, "resume_window", None)
+    if resume_window is None:
+        return
+    policy: object = None
+    window: object = None
+    for event in plan.events:
+        if event.kind in (EventKind.RUN_STARTED, EventKind.RUN_RESUMED, EventKind.POLICY_CHANGED):
+            if event.data.get("policy") != policy:
+                policy, window = event.data.get("policy"), None  # a new policy: its own window
+        elif event.kind is EventKind.WINDOW_CHANGED:
+            window = event.data.get("window")
+    if policy == core.policy.name and isinstance(window, int):
+        resume_window(window)
 
 
 def carry_over(core: Core, plan: ResumePlan) -> None:

@@ -186,6 +186,7 @@ class ViewBuilder:
             held_by_policy=held,
             finished_at=finished_at,
             exit_code=exit_code,
+            policy_detail=core.policy.describe(),
         )
 
     def _update_overlaps(self, at: float) -> None:

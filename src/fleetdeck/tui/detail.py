@@ -29,6 +29,7 @@ _OUTCOME_STYLES = {
     Outcome.TIMEOUT: "bold red",
     Outcome.CANCELLED: "red",
     Outcome.LOST: "yellow",
+    Outcome.PREEMPTED: "magenta",
 }
 
 

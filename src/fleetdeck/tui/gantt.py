@@ -33,6 +33,7 @@ STYLES = {
     Outcome.TIMEOUT: "white on red",
     Outcome.CANCELLED: "white on bright_black",
     Outcome.LOST: "black on yellow",
+    Outcome.PREEMPTED: "white on magenta",
 }
 _CI_STYLES = {**STYLES, Outcome.OK: "black on cyan"}
 LEGEND = (

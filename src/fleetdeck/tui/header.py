@@ -29,7 +29,8 @@ class FleetHeader(Static):
         line.append("fleetdeck " if brand else "", style="bold")
         line.append(snapshot.fleet, style="bold cyan")
         line.append("  policy ", style="dim")
-        line.append(snapshot.policy, style="bold yellow" if snapshot.policy == "wave" else "bold")
+        policy = snapshot.policy_detail or snapshot.policy
+        line.append(policy, style="bold yellow" if snapshot.policy == "wave" else "bold")
         line.append("  ")
         if snapshot.finished_at is not None:
             # The run has ended; the screen stays for browsing, the clock stopped.

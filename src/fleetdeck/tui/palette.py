@@ -13,7 +13,11 @@ from textual.command import DiscoveryHit, Hit, Hits, Provider
 # The operator's commands: (title, what it does, the app's action); the key is said
 # in the description, so that the palette teaches the keys.
 PALETTE: tuple[tuple[str, str, str], ...] = (
-    ("Switch policy", "the next policy in turn: sequential, wave (s)", "switch_policy"),
+    (
+        "Switch policy",
+        "the next policy in turn: sequential, wave, pipelined, adaptive (s)",
+        "switch_policy",
+    ),
     ("Cancel task", "cancel the selected task (c)", "cancel"),
     ("Retry task", "retry the selected task (r)", "retry"),
     ("Seen", "acknowledge the selected failure: it needs you no more (x)", "acknowledge"),

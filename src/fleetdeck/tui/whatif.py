@@ -30,7 +30,8 @@ WHATIF_SECONDS = 3.0
 # Predictions keep their process busy a 1/PACE share of the time at most.
 PACE = 4.0
 # Names that do not fit a narrow pane.
-SHORT_NAMES = {"sequential": "seq"}
+SHORT_NAMES = {"sequential": "seq", "pipelined": "pipe", "adaptive": "adapt"}
+# Last resort for a narrow pane with every policy on it: initials.
 LABEL = "what-if: "
 PENDING = LABEL + "…"
 # A prediction that raised (a bug): said rather than left at `…` for ever.
@@ -81,17 +82,21 @@ def format_whatif(
         return cut(UNAVAILABLE if failed else PENDING, width, style="dim")
     order = sorted(remaining, key=lambda policy: policy != current)  # stable: registry order
     better = better_of(remaining)
-    for label, short in ((LABEL, False), (LABEL, True), ("", True)):
+    for label, short in ((LABEL, False), (LABEL, True), ("", True), ("", None)):
         line = Text(label, style="dim")
         for number, policy in enumerate(order):
             if number:
-                line.append(" · ", style="dim")
-            name = SHORT_NAMES.get(policy, policy) if short else policy
+                line.append(" · " if short is not None else " ", style="dim")
+            if short is None:
+                name = policy[0]
+            else:
+                name = SHORT_NAMES.get(policy, policy) if short else policy
             style = "bold green" if policy == better else ""
             if policy == current:
                 line.append(CURRENT, style="bold")
                 style += " underline"
-            line.append(f"{name} {duration(remaining[policy], short=short)}", style=style.strip())
+            seconds = duration(remaining[policy], short=short is not False)
+            line.append(f"{name} {seconds}", style=style.strip())
         if len(line) <= width:
             break
     return cut(line, width)
