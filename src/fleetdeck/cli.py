@@ -83,6 +83,11 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--runs", type=_run_number, default=20, metavar="N", help="per policy")
     simulate.add_argument("--seed", type=int, metavar="S", help="repeat a comparison exactly")
     simulate.add_argument("--json", action="store_true", help="one JSON object per policy")
+    # The fleet in the background, and the commands that steer it (fleetdeck.remote).
+    run.add_argument("--supervise", action="store_true", help=argparse.SUPPRESS)
+    from fleetdeck.remote.commands import add_parsers
+
+    add_parsers(commands)
     return parser
 
 
@@ -146,6 +151,12 @@ def _main(argv: Sequence[str] | None) -> int:
         return report_command(args)
     if args.command == "clean":
         return clean_command(args)
+    from fleetdeck.remote.commands import COMMANDS as REMOTE_COMMANDS
+
+    if args.command in REMOTE_COMMANDS:
+        from fleetdeck.remote.commands import main as remote_main
+
+        return remote_main(args)
     with starting_up():
         # The config, and pydantic with it, is imported here, not with this module:
         # in starting_up(), and not at all for `--help` or a mistyped command.
@@ -373,6 +384,13 @@ def run_command(fleet: Fleet, args: argparse.Namespace) -> int:
         lifecycle = RunLifecycle(engine, interrupt=run_tui is None)
     failure: str | None = None
     try:
+        if args.supervise:
+            # `fleetdeck start`'s background supervisor: headless, with the control socket.
+            from fleetdeck.remote.supervise import run_supervisor
+
+            return run_supervisor(
+                client, lifecycle, fleet=fleet, state_dir=state_dir, args=args, journal=journal
+            )
         if run_tui is not None:
             code = run_tui(client, lifecycle)
             # The TUI's screen is gone with it: what the run did stays on the terminal.

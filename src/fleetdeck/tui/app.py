@@ -84,6 +84,10 @@ class FleetApp(App[int]):
         Binding("escape", "go_back", "Back", show=False),
         Binding("j", "cursor_down", "Down", show=False),
         Binding("k", "cursor_up", "Up", show=False),
+        # Attached to a fleet in the background (fleetdeck attach): d leaves it
+        # running, as q does there; Q stops the fleet itself, once confirmed.
+        Binding("d", "detach", "Detach", show=False),
+        Binding("Q", "stop_fleet", "Stop fleet", show=False),
     ]
 
     def get_driver_class(self) -> type[Driver]:
@@ -98,9 +102,13 @@ class FleetApp(App[int]):
         lifecycle: RunHandle,
         *,
         refresh_seconds: float = REFRESH_SECONDS,
+        attached: bool = False,
     ) -> None:
-        """A view of the run `lifecycle` holds, through `client`."""
+        """A view of the run `lifecycle` holds, through `client`. `attached`: the
+        run is a supervisor's in the background (fleetdeck attach): q and ctrl+c
+        detach, and the fleet goes on."""
         super().__init__()
+        self.attached = attached
         self.client = client
         self.lifecycle = lifecycle
         self.feed = SnapshotFeed(client)
@@ -384,7 +392,11 @@ class FleetApp(App[int]):
             self.focused.action_cursor_up()
 
     async def action_quit(self) -> None:
-        """q (or ctrl+c): stop cleanly and leave; asks first while work is in flight."""
+        """q (or ctrl+c): stop cleanly and leave; asks first while work is in flight.
+        Attached: leave at once, the fleet goes on (Q stops it)."""
+        if self.attached:
+            self.action_detach()
+            return
         in_flight = self.client.snapshot().in_flight
         if in_flight == 0 or self.finished:
             await self._stop_and_exit()
@@ -402,6 +414,40 @@ class FleetApp(App[int]):
             ConfirmScreen(
                 f"Quit? [b]{in_flight}[/b] task(s) in flight will be stopped "
                 "(their whole process trees); the journal keeps everything."
+            ),
+            answered,
+        )
+
+    def action_detach(self) -> None:
+        """d: leave the screen, the fleet goes on (attached only)."""
+        if not self.attached:
+            self.notify(
+                "This run lives in this terminal: `fleetdeck start` runs a fleet you "
+                "can detach from.",
+                severity="warning",
+                timeout=4,
+            )
+            return
+        self.exit(0)
+
+    def action_stop_fleet(self) -> None:
+        """Q: stop the fleet itself (attached), once confirmed; the screen stays to its end."""
+        if not self.attached:
+            self.run_worker(self.action_quit())
+            return
+        if self._finished_tell("nothing is left to stop"):
+            return
+        in_flight = self.client.snapshot().in_flight
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self._command("stop", lambda: self.client.request_stop())
+                self.notify("stopping the fleet (for every screen attached)", timeout=3)
+
+        self.push_screen(
+            ConfirmScreen(
+                f"Stop the fleet? [b]{in_flight}[/b] task(s) in flight will be stopped "
+                "for everyone attached; `fleetdeck start` resumes it."
             ),
             answered,
         )
@@ -429,6 +475,9 @@ class FleetApp(App[int]):
     def _stop_requested_from_outside(self) -> None:
         # The lifecycle has asked the run to stop; no one may be there to answer a
         # question: leave once it has ended, or now if it already has.
+        if self.attached:
+            self.exit(0)  # this terminal went away: the fleet goes on
+            return
         self._quitting = True
         if self.result is not None:
             self.exit(self.result.exit_code)
@@ -456,10 +505,10 @@ class FleetApp(App[int]):
         await self.lifecycle.close()
 
 
-def run_tui(client: EngineClient, lifecycle: RunHandle) -> int:
+def run_tui(client: EngineClient, lifecycle: RunHandle, *, attached: bool = False) -> int:
     """Run the TUI over `client` and the run `lifecycle` holds until the operator
-    quits; returns the exit code."""
-    app = FleetApp(client, lifecycle)
+    quits (or, `attached`, detaches); returns the exit code."""
+    app = FleetApp(client, lifecycle, attached=attached)
     code = app.run()
     if app.result is not None:
         return app.result.exit_code
