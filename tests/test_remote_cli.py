@@ -1,0 +1,214 @@
+"""The fleet outlives the terminal: `fleetdeck start`, the script commands through
+the control socket, and a detached fleet surviving its terminal (real supervisor
+processes, real agents)."""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import signal
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from remote_support import Supervisors, alive, cli, supervisors, wait_until, write_fleet
+
+__all__ = ["supervisors"]
+
+
+def _status(state: Path) -> dict[str, object]:
+    result = cli("status", str(state), "--json")
+    assert result.returncode == 0, result.stderr
+    data: dict[str, object] = json.loads(result.stdout)
+    return data
+
+
+def _report(state: Path) -> dict[str, object]:
+    result = cli("report", str(state), "--json")
+    assert result.returncode == 0, result.stderr
+    data: dict[str, object] = json.loads(result.stdout)
+    return data
+
+
+def test_start_steer_stop_and_start_again(tmp_path: Path, supervisors: Supervisors) -> None:
+    gate = tmp_path / "gate"
+    config = write_fleet(
+        tmp_path,
+        [
+            {"id": "one", "script": f"while [ ! -e {gate} ]; do sleep 0.05; done; echo one done"},
+            {"id": "two", "script": "echo two failed; exit 3"},
+            {"id": "three", "script": "echo three", "depends_on": ["one"]},
+        ],
+    )
+    state = tmp_path / "state"
+    pid = supervisors.start(config)
+    assert alive(pid)
+    # The socket is the owner's alone: 0600 in the 0700 state directory.
+    assert stat.S_IMODE((state / "control.sock").stat().st_mode) == 0o600
+    assert stat.S_IMODE(state.stat().st_mode) == 0o700
+
+    # ps lists it, with its progress.
+    listed = cli("ps")
+    assert str(state) in listed.stdout and str(pid) in listed.stdout, listed.stdout
+
+    wait_until(lambda: "two" in str(_status(state)["attention"]), what="two failed")
+    status = _status(state)
+    assert status["pid"] == pid and status["total"] == 3 and status["exit_code"] is None
+
+    # Commands as the keys send them.
+    assert cli("pause", str(state)).returncode == 0
+    assert _status(state)["paused"] is True
+    assert cli("resume", str(state)).returncode == 0
+    assert _status(state)["paused"] is False
+    assert cli("policy", str(state), "sequential").returncode == 0
+    assert _status(state)["policy"] == "sequential"
+    assert cli("policy", str(state), "wave").returncode == 0  # two's retry may start
+    logs = cli("logs", str(state), "two")
+    assert logs.returncode == 0 and "two failed" in logs.stdout
+
+    # A refused command: one line, exit 2, nothing else changes.
+    refused = cli("retry", str(state), "nope")
+    assert refused.returncode == 2
+    assert refused.stderr.strip() == "fleetdeck: retry: unknown task 'nope'"
+    assert cli("retry", str(state), "two").returncode == 0
+    wait_until(lambda: _report_attempts(state, "two") == 2, what="two retried")
+
+    # Starting it twice is refused, naming the running one.
+    again = cli("start", str(config))
+    assert again.returncode == 2 and "already running" in again.stderr
+
+    # stop: as Ctrl-C, the run interrupted and journaled; the supervisor exits.
+    stopped = cli("stop", str(state))
+    assert stopped.returncode == 0, stopped.stderr
+    wait_until(lambda: not alive(pid), what="the supervisor exits")
+    assert not (state / "control.sock").exists()
+    assert _report(state)["status"] == "interrupted"
+    assert cli("ps").stdout.strip() == "no fleet is running"
+    assert cli("status", str(state)).returncode == 2
+
+    # start again resumes the same run to its end.
+    gate.touch()
+    pid = supervisors.start(config)
+    wait_until(lambda: not alive(pid), what="the resumed run ends")
+    report = _report(state)
+    assert report["run_id"] == 1 and report["status"] == "finished"
+    states = {task["task"]: task["state"] for task in report["tasks"]}  # type: ignore[attr-defined]
+    assert states == {"one": "succeeded", "two": "failed", "three": "succeeded"}
+    assert "run_finished" in (state / "supervisor.log").read_text()
+
+
+def _report_attempts(state: Path, task: str) -> int:
+    for row in _report(state)["tasks"]:  # type: ignore[attr-defined]
+        if row["task"] == task:
+            return int(row["attempts"])
+    return 0
+
+
+def test_start_refuses_a_bad_config_with_the_config_message(tmp_path: Path) -> None:
+    config = tmp_path / "fleet.toml"
+    config.write_text('[fleet]\nname = "x"\n[[tasks]]\nid = "a"\nagent = "ghost"\n')
+    result = cli("start", str(config))
+    validate = cli("validate", str(config))
+    assert result.returncode == 2 and validate.returncode == 2
+    assert result.stderr == validate.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_start_says_why_when_the_run_cannot_start(tmp_path: Path, supervisors: Supervisors) -> None:
+    config = write_fleet(tmp_path, [{"id": "a"}])
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    (state / "journal.sqlite3").write_text("not a database" * 100)
+    result = cli("start", str(config))
+    assert result.returncode == 2
+    assert "did not start" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_commands_without_a_fleet_say_so(tmp_path: Path, supervisors: Supervisors) -> None:
+    result = cli("status", str(tmp_path))
+    assert result.returncode == 2
+    assert (
+        result.stderr.strip()
+        == f"fleetdeck: status: {tmp_path}: no fleet is running there (no supervisor)"
+    )
+
+
+def test_a_detached_fleet_survives_its_terminal(tmp_path: Path, supervisors: Supervisors) -> None:
+    """start from a shell on a terminal, then the terminal goes away (the shell
+    and everything in its session get SIGHUP and die): the fleet finishes."""
+    config = write_fleet(
+        tmp_path,
+        [
+            {"id": "a", "script": "sleep 1.5; echo a"},
+            {"id": "b", "script": "sleep 1.5; echo b"},
+            {"id": "c", "script": "echo c", "depends_on": ["a", "b"]},
+        ],
+    )
+    state = tmp_path / "state"
+    command = f"{sys.executable} -m fleetdeck start {config}; echo STARTED; sleep 60"
+    shell_pid, master = pty.fork()
+    if shell_pid == 0:  # the child: a shell on the new terminal
+        os.execvp("sh", ["sh", "-c", command])
+    out = b""
+    deadline = time.monotonic() + 30
+    while b"STARTED" not in out and time.monotonic() < deadline:
+        try:
+            out += os.read(master, 4096)
+        except OSError:
+            break
+    assert b"started in the background" in out, out
+    pid = int(out.split(b"supervisor pid ")[1].split(b")")[0])
+    supervisors.note(pid)
+    # The terminal goes away: hang up its session, kill the shell, close the master.
+    os.killpg(shell_pid, signal.SIGHUP)
+    os.kill(shell_pid, signal.SIGKILL)
+    os.close(master)
+    os.waitpid(shell_pid, 0)
+    assert alive(pid), "the supervisor went with its terminal"
+    wait_until(lambda: not alive(pid), timeout=30, what="the fleet ends")
+    report = _report(state)
+    assert report["status"] == "finished"
+    assert {task["state"] for task in report["tasks"]} == {"succeeded"}  # type: ignore[attr-defined]
+
+
+def test_kill_9_of_an_attached_client_leaves_the_supervisor_running(
+    tmp_path: Path, supervisors: Supervisors
+) -> None:
+    gate = tmp_path / "gate"
+    config = write_fleet(
+        tmp_path, [{"id": "a", "script": f"while [ ! -e {gate} ]; do sleep 0.05; done"}]
+    )
+    state = tmp_path / "state"
+    pid = supervisors.start(config)
+    attached = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time\n"
+            "from fleetdeck.remote.socket_client import SocketClient\n"
+            f"client = SocketClient.connect({str(state)!r}, stream=True)\n"
+            "print(client.snapshot().total, flush=True)\n"
+            "time.sleep(60)\n",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert attached.stdout is not None
+        assert attached.stdout.readline().strip() == "1"
+        attached.kill()
+        attached.wait()
+        # The supervisor goes on, answers, and ends the run normally.
+        assert _status(state)["in_flight"] == 1
+        gate.touch()
+        wait_until(lambda: not alive(pid), what="the run ends")
+        assert _report(state)["status"] == "finished"
+    finally:
+        if attached.poll() is None:
+            attached.kill()
+            attached.wait()
+        if attached.stdout is not None:
+            attached.stdout.close()
