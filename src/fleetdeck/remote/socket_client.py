@@ -107,21 +107,26 @@ class SocketClient:
         try:
             hello = self._readline()
         except (OSError, ProtocolError) as exc:
-            self._sock.close()
+            self._drop()
             raise AttachError(f"the supervisor did not say hello: {exc}") from None
         if hello is None:
-            self._sock.close()
+            self._drop()
             raise AttachError("the supervisor closed the connection at once")
         if hello.get("type") == "error":
-            self._sock.close()
+            self._drop()
             raise AttachError(str(hello.get("message")))
         problem = version_problem(hello.get("protocol"), peer="supervisor")
         if hello.get("type") != "hello" or problem is not None:
-            self._sock.close()
+            self._drop()
             raise AttachError(problem or "the supervisor did not say hello")
         self._write({"type": "hello", "protocol": PROTOCOL, "stream": stream})
         self._sock.settimeout(None)
         return hello
+
+    def _drop(self) -> None:
+        with contextlib.suppress(OSError):
+            self._file.close()
+        self._sock.close()
 
     def _write(self, message: dict[str, Any]) -> None:
         line = encode(message)
@@ -327,6 +332,8 @@ class SocketClient:
             self._sock.close()
         if self._thread.is_alive() and threading.current_thread() is not self._thread:
             self._thread.join(5)
+        with contextlib.suppress(OSError):
+            self._file.close()
 
 
 class _Refused(CommandError):
