@@ -8,8 +8,6 @@ from pathlib import Path
 
 from textual.widgets import Log
 
-from remote_support import Supervisors, alive, cli, supervisors, wait_until, write_fleet
-
 from fleetdeck.model import TaskState
 from fleetdeck.remote.socket_client import RemoteRun, SocketClient
 from fleetdeck.tui.app import FleetApp
@@ -18,6 +16,7 @@ from fleetdeck.tui.detail import TaskDetailScreen
 from fleetdeck.tui.header import FleetHeader
 from fleetdeck.tui.queue import QueueTable
 from fleetdeck.tui.timeline import TimelineScreen
+from remote_support import Supervisors, alive, cli, supervisors, wait_until, write_fleet
 from tui_support import until
 
 __all__ = ["supervisors"]
