@@ -212,3 +212,66 @@ def test_kill_9_of_an_attached_client_leaves_the_supervisor_running(
             attached.wait()
         if attached.stdout is not None:
             attached.stdout.close()
+
+
+def _read_until(fd: int, text: bytes, seconds: float = 20.0) -> bytes:
+    import select
+
+    seen = b""
+    deadline = time.monotonic() + seconds
+    while text not in seen and (left := deadline - time.monotonic()) > 0:
+        ready, _, _ = select.select([fd], [], [], left)
+        if ready:
+            try:
+                seen += os.read(fd, 65536)
+            except OSError:
+                break
+    return seen
+
+
+def _run_on_a_terminal(config: Path) -> tuple[int, int]:
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: `fleetdeck run` on a terminal, as in a shell
+        os.environ["TERM"] = "xterm-256color"
+        os.execv(sys.executable, [sys.executable, "-m", "fleetdeck", "run", str(config)])
+    return pid, fd
+
+
+def test_run_with_on_hangup_detach_offers_d_and_survives_the_terminal(
+    tmp_path: Path, supervisors: Supervisors
+) -> None:
+    gate = tmp_path / "gate"
+    config = write_fleet(
+        tmp_path,
+        [{"id": "a", "script": f"while [ ! -e {gate} ]; do sleep 0.05; done"}, {"id": "b"}],
+    )
+    config.write_text(config.read_text().replace("[fleet]\n", '[fleet]\non_hangup = "detach"\n'))
+    state = tmp_path / "state"
+    # d detaches: the TUI leaves, saying how to come back; the fleet goes on.
+    tui, fd = _run_on_a_terminal(config)
+    try:
+        assert b"fleetdeck" in _read_until(fd, b"fleetdeck")  # the header is drawn
+        wait_until(lambda: (state / "control.sock").exists(), what="the fleet starts")
+        listed = json.loads(cli("ps", "--json").stdout)
+        supervisors.note(int(listed["pid"]))
+        time.sleep(1.0)  # the screen is up
+        os.write(fd, b"d")
+        out = _read_until(fd, b"detached; the fleet goes on")
+        assert b"detached; the fleet goes on" in out, out[-500:]
+        _, status = os.waitpid(tui, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+    finally:
+        os.close(fd)
+    assert alive(int(listed["pid"]))
+    # run again on another terminal: it attaches to the fleet running; then that
+    # terminal goes away under it.
+    tui, fd = _run_on_a_terminal(config)
+    time.sleep(1.5)
+    os.kill(tui, signal.SIGHUP)
+    os.close(fd)
+    os.waitpid(tui, 0)
+    assert alive(int(listed["pid"])), "losing the terminal stopped the fleet"
+    assert _status(state)["in_flight"] == 1
+    gate.touch()
+    wait_until(lambda: not alive(int(listed["pid"])), what="the fleet ends")
+    assert _report(state)["status"] == "finished"

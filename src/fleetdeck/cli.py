@@ -291,6 +291,13 @@ def _clean_for_fresh(fleet: Fleet, state_dir: Path) -> bool:
 
 def run_command(fleet: Fleet, args: argparse.Namespace) -> int:
     """`fleetdeck run`: open the journal, pick the view, run to the end."""
+    if _detached_run(fleet, args):
+        # The fleet in the background from the start, the TUI attached to it:
+        # losing the terminal (or `d`) leaves it running (fleetdeck.remote).
+        from fleetdeck.remote.commands import run_detached
+
+        state_dir = Path(args.state_dir) if args.state_dir else fleet.state_dir
+        return run_detached(args, fleet, state_dir)
     with starting_up():
         # Only a run needs these (and asyncio and sqlite3 with them): imported here,
         # `validate` and `schema` start without them.
@@ -484,6 +491,14 @@ def _rerun_command(args: argparse.Namespace) -> str:
     if args.policy:
         words += ["--policy", args.policy]
     return shlex.join(words)
+
+
+def _detached_run(fleet: Fleet, args: argparse.Namespace) -> bool:
+    """Whether `run` starts the fleet in the background and attaches to it:
+    `[fleet] on_hangup = "detach"`, on a terminal (not the supervisor itself)."""
+    if args.supervise or args.no_tui or args.json:
+        return False
+    return fleet.config.fleet.on_hangup == "detach" and _on_terminal()
 
 
 def _on_terminal() -> bool:

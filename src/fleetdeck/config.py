@@ -74,6 +74,11 @@ class FleetSection:
     # Names of environment variables whose values are masked as *** in
     # everything fleetdeck records or shows (fleetdeck.redact).
     secrets: tuple[StrictStr, ...] = ()
+    # `fleetdeck run` on a terminal: "stop" runs the fleet in this process (losing
+    # the terminal stops it cleanly, resumable); "detach" starts it in the
+    # background and attaches the TUI (`d` or q detach; losing the terminal
+    # leaves it running: fleetdeck.remote).
+    on_hangup: Literal["stop", "detach"] = "stop"
 
 
 @dataclass(slots=True, frozen=True)

@@ -15,9 +15,12 @@ import shlex
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fleetdeck.policy import POLICY_NAMES
+
+if TYPE_CHECKING:
+    from fleetdeck.config import Fleet
 
 EXIT_USAGE = 2
 
@@ -157,9 +160,37 @@ def start(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_detached(args: argparse.Namespace, fleet: Fleet, state_dir: Path) -> int:
+    """`fleetdeck run` on a terminal with `[fleet] on_hangup = "detach"`: the
+    fleet is started in the background as `start` does, and the TUI attached to
+    it; `d` or q detach, Q stops the fleet, and losing the terminal leaves it
+    running."""
+    from fleetdeck.remote.socket_client import AttachError, SocketClient
+    from fleetdeck.remote.supervise import StartError, spawn
+
+    run_args = [args.config]
+    if args.state_dir:
+        run_args += ["--state-dir", args.state_dir]
+    if args.policy:
+        run_args += ["--policy", args.policy]
+    if args.fresh:
+        run_args.append("--fresh")
+    try:
+        running = SocketClient.connect(state_dir, stream=False)
+    except AttachError:
+        try:
+            spawn(run_args, state_dir)
+        except StartError as exc:
+            print(f"fleetdeck: run: the fleet did not start:\n{exc}", file=sys.stderr)
+            return EXIT_USAGE
+    else:
+        running.close()  # already in the background: attach to it
+    return _attach_to(state_dir)
+
+
 def attach(args: argparse.Namespace) -> int:
     """`fleetdeck attach`: the TUI over the socket; q detaches."""
-    from fleetdeck.remote.socket_client import RemoteRun, SocketClient, state_dir_of
+    from fleetdeck.remote.socket_client import state_dir_of
 
     target = args.target
     if target is None:
@@ -169,7 +200,12 @@ def attach(args: argparse.Namespace) -> int:
     if not (sys.stdout.isatty() and sys.stdin.isatty()):
         print("fleetdeck: attach: needs a terminal (try `fleetdeck status`)", file=sys.stderr)
         return EXIT_USAGE
-    state_dir = state_dir_of(target)
+    return _attach_to(state_dir_of(target))
+
+
+def _attach_to(state_dir: Path) -> int:
+    from fleetdeck.remote.socket_client import RemoteRun, SocketClient
+
     client = SocketClient.connect(state_dir, stream=True)
     from fleetdeck.tui import run_tui
 

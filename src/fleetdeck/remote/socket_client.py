@@ -66,6 +66,7 @@ class SocketClient:
         self._first = threading.Event()
         self._watchers: list[Callable[[], None]] = []
         self.gone: str | None = None  # why the connection ended, once it has
+        self.closed = False  # this side let go (close): the run went on
         self.resyncs = 0  # fresh snapshots after falling behind
         self.hello = self._handshake(stream)
         self._thread = threading.Thread(target=self._read, name="fleetdeck-socket", daemon=True)
@@ -151,14 +152,17 @@ class SocketClient:
         except (OSError, ValueError, ProtocolError) as exc:
             why = f"the connection to the supervisor failed: {exc}"
         finally:
+            if self.closed:
+                why = "detached"
             self.gone = why
             self._first.set()
             with self._pending_lock:
                 pending, self._pending = self._pending, {}
             for waiter in pending.values():
                 waiter.fail(why)
-            for watcher in list(self._watchers):
-                watcher()
+            if not self.closed:  # a view that let go is told nothing more
+                for watcher in list(self._watchers):
+                    watcher()
 
     def _apply(self, message: dict[str, Any]) -> None:
         count = int(message["count"])
@@ -326,6 +330,7 @@ class SocketClient:
 
     def close(self) -> None:
         """Leave: the fleet goes on."""
+        self.closed = True
         with contextlib.suppress(OSError):
             self._sock.shutdown(socket.SHUT_RDWR)
         with contextlib.suppress(OSError):
@@ -447,7 +452,8 @@ class RemoteRun:
     @property
     def finished(self) -> bool:
         """Whether the run has ended, or its supervisor has gone."""
-        return self.client.gone is not None or self._exit_code() is not None
+        lost = self.client.gone is not None and not self.client.closed
+        return lost or self._exit_code() is not None
 
     def _exit_code(self) -> int | None:
         snapshot = self.client._snapshot  # no round trip
@@ -462,8 +468,9 @@ class RemoteRun:
     @property
     def failure(self) -> BaseException | None:
         """The supervisor's going away before its run ended."""
-        if self.client.gone is not None and self._exit_code() is None:
-            return ConnectionLost(self.client.gone)
+        lost = self.client.gone is not None and not self.client.closed
+        if lost and self._exit_code() is None:
+            return ConnectionLost(self.client.gone or "")
         return None
 
     def start(

@@ -486,6 +486,8 @@ class FleetApp(App[int]):
         failure = self.lifecycle.failure
         if self.result is None:
             message = None if failure is None else f"fleetdeck: the engine stopped: {failure!r}"
+            if failure is not None and self.attached:
+                message = f"fleetdeck: {failure}"  # the supervisor went away
             self.exit(1, message=message)
             return
         if self._quitting:
