@@ -20,6 +20,9 @@ alone, e.g. `python benchmarks/overhead.py --quick`):
   landing    7. a git worktree per task and the merge train on a 10,000-file
                 repository: worktree, commit, landing (ms), disk per worktree, and
                 the train's throughput with a 1 s CI against CI's bound (landing.py)
+  attached   8. a 1,000-task background run alone and with a stalled client, side
+                by side; attaching to a 10,000-task fleet, and a command's round
+                trip through the socket (attached.py)
   ui         4. benchmarks/ui.py, run as its own process when it exists: key press to
                 repaint in tmux and fleetdeck's CPU; its summary joins ours
 
@@ -45,6 +48,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import attached
 import journal_cost
 import landing
 import makespan
@@ -76,8 +80,9 @@ SECTIONS: dict[str, Section] = {
     "journal": journal_cost.measure,
     "simulate": simulate.measure,
     "landing": landing.measure,
+    "attached": attached.measure,
 }
-ORDER = ("overhead", "makespan", "scale", "journal", "simulate", "landing", "ui")
+ORDER = ("overhead", "makespan", "scale", "journal", "simulate", "landing", "attached", "ui")
 # The numbering; the summary follows it (the UI runs last: it is the longest).
 NUMBERS = {
     "overhead": 1,
@@ -87,6 +92,7 @@ NUMBERS = {
     "journal": 5,
     "simulate": 6,
     "landing": 7,
+    "attached": 8,
 }
 
 

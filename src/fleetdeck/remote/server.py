@@ -20,11 +20,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import fcntl
 import itertools
 import os
 import socket
 import struct
 import sys
+import termios
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -87,10 +89,22 @@ class _Peer:
         self.missed = 0
         self.feeds: dict[int, LogFollower] = {}
         self.closed = False
+        # Since when what was sent to it lies unread (None: it has read it all).
+        self.unread_since: float | None = None
 
     def buffered(self) -> int:
         transport = self.writer.transport
         return 0 if transport.is_closing() else transport.get_write_buffer_size()
+
+    def unread(self) -> int:
+        """Bytes sent that the client has not read: ours, and the kernel's queue."""
+        queued = 0
+        sock = self.writer.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError, ValueError):
+                raw = fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0")
+                queued = struct.unpack("i", raw)[0]
+        return self.buffered() + queued
 
 
 class ControlServer:
@@ -352,10 +366,11 @@ class ControlServer:
 
     def _tick(self) -> None:
         try:
+            # Before the push: what is unread now was sent a tick ago or more.
+            self._catch_up()
             idle = time.monotonic() - self._last_push >= IDLE_PUSH_SECONDS
             if self._dirty or idle:
                 self.push()
-            self._catch_up()
         finally:
             self._schedule_tick()
 
@@ -408,6 +423,8 @@ class ControlServer:
         too long is dropped."""
         now = time.monotonic()
         for peer in list(self._peers):
+            if peer.streaming and self._stalled(peer, now):
+                continue
             if peer.behind_since is None:
                 continue
             if peer.buffered() <= self.high_water // 4:
@@ -415,16 +432,30 @@ class ControlServer:
                 self._send_full(peer)
                 self._send(peer, {"type": "resync", "missed_events": missed}, force=True)
             elif now - peer.behind_since >= self.drop_after:
-                self.dropped += 1
-                message = (
-                    f"dropped: this client read nothing for {self.drop_after:g}s "
-                    f"while the fleet went on ({peer.missed} events missed); attach again"
-                )
-                self.say(f"client {peer.number} {message}")
-                self._send(peer, {"type": "bye", "message": message}, force=True)
-                self._close_peer(peer)
-                with contextlib.suppress(Exception):
-                    peer.writer.transport.abort()
+                self._drop(peer, f"this client fell behind for {self.drop_after:g}s")
+
+    def _stalled(self, peer: _Peer, now: float) -> bool:
+        """Drop a client that has read nothing of what it was sent for `drop_after`
+        seconds (a stuck TUI must not keep a finished supervisor alive either)."""
+        if peer.unread() == 0:
+            peer.unread_since = None
+            return False
+        if peer.unread_since is None:
+            peer.unread_since = now
+            return False
+        if now - peer.unread_since < self.drop_after:
+            return False
+        self._drop(peer, f"this client read nothing for {self.drop_after:g}s")
+        return True
+
+    def _drop(self, peer: _Peer, why: str) -> None:
+        self.dropped += 1
+        message = f"dropped: {why} ({peer.missed} events missed); attach again"
+        self.say(f"client {peer.number} {message}")
+        self._send(peer, {"type": "bye", "message": message}, force=True)
+        self._close_peer(peer)
+        with contextlib.suppress(Exception):
+            peer.writer.transport.abort()
 
     def _send(self, peer: _Peer, message: dict[str, Any] | bytes, *, force: bool = False) -> None:
         """Queue `message` for `peer`, never waiting. Over its bound, only what
