@@ -5,6 +5,7 @@
 A. A 1,000-task run of no-op agents (2 slots) started in the background
    (`fleetdeck start`), alternating within each repetition:
    - alone: nobody attached;
+   - reading client: an attached view's client (SocketClient), reading all;
    - stalled client: a client that takes the stream (snapshots and events) and
      never reads a byte, connected as soon as the socket listens.
    Measured: the run's makespan from its journal (run started to run finished).
@@ -69,7 +70,7 @@ def _makespan(state: Path, env: dict[str, str]) -> float:
     return (ended - began).total_seconds()
 
 
-def one_run(workdir: Path, tasks: int, *, stalled: bool, env: dict[str, str]) -> float:
+def one_run(workdir: Path, tasks: int, *, mode: str, env: dict[str, str]) -> float:
     """The makespan of one background run of `tasks` no-op tasks."""
     run = Path(tempfile.mkdtemp(prefix="attached-", dir=workdir))
     config = run / "fleet.toml"
@@ -77,7 +78,8 @@ def one_run(workdir: Path, tasks: int, *, stalled: bool, env: dict[str, str]) ->
     state = run / ".fleetdeck"
     pid = _pid_of(_cli("start", str(config), env=env))
     client = None
-    if stalled:
+    reader = SocketClient.connect(state) if mode == "reading" else None
+    if mode == "stalled":
         client = socket.socket(socket.AF_UNIX)
         client.connect(str(state / "control.sock"))
         client.sendall(encode({"type": "hello", "protocol": 1, "stream": True}))
@@ -88,16 +90,22 @@ def one_run(workdir: Path, tasks: int, *, stalled: bool, env: dict[str, str]) ->
         while "run_finished" not in log.read_text():
             time.sleep(0.2)
         client.close()
+    if reader is not None:
+        reader.close()
     _wait_exit(pid)
     return _makespan(state, env)
 
 
-def attach_figures(workdir: Path, tasks: int, presses: int, env: dict[str, str]) -> dict[str, float]:
+def attach_figures(
+    workdir: Path, tasks: int, presses: int, env: dict[str, str]
+) -> dict[str, float]:
     """Connect-to-first-snapshot and command round trips on a fleet of `tasks` running."""
     run = Path(tempfile.mkdtemp(prefix="attach10k-", dir=workdir))
     config = run / "fleet.toml"
     write_noop_fleet(config, tasks, slots=2)
-    config.write_text(config.read_text().replace('command = ["true"]', 'command = ["sleep", "600"]'))
+    config.write_text(
+        config.read_text().replace('command = ["true"]', 'command = ["sleep", "600"]')
+    )
     state = run / ".fleetdeck"
     pid = _pid_of(_cli("start", str(config), env=env))
     try:
@@ -133,23 +141,27 @@ def measure(settings: Settings) -> list[SummaryRow]:
     workdir.mkdir(parents=True, exist_ok=True)
     runtime = Path(tempfile.mkdtemp(prefix="runtime-", dir=workdir))
     env = dict(os.environ, XDG_RUNTIME_DIR=str(runtime))
-    tasks, repetitions = (1000, 3) if not settings.quick else (300, 2)
-    alone: list[float] = []
-    stalled: list[float] = []
+    tasks, repetitions = (1000, 5) if not settings.quick else (300, 2)
+    times: dict[str, list[float]] = {"alone": [], "reading": [], "stalled": []}
     for _ in range(repetitions):
-        alone.append(one_run(workdir, tasks, stalled=False, env=env))
-        stalled.append(one_run(workdir, tasks, stalled=True, env=env))
-    a, s = statistics.median(alone), statistics.median(stalled)
+        for mode, kept in times.items():
+            kept.append(one_run(workdir, tasks, mode=mode, env=env))
+    a, r, s = (statistics.median(times[mode]) for mode in ("alone", "reading", "stalled"))
     cost = (s - a) / a
     print(
         table(
             ["run", f"{tasks} tasks: makespan median", "each"],
             [
-                ["alone", f"{a:.2f} s", " ".join(f"{x:.2f}" for x in alone)],
-                ["stalled client", f"{s:.2f} s", " ".join(f"{x:.2f}" for x in stalled)],
+                [
+                    f"{mode} client" if mode != "alone" else mode,
+                    f"{m:.2f} s",
+                    " ".join(f"{x:.2f}" for x in times[mode]),
+                ]
+                for mode, m in (("alone", a), ("reading", r), ("stalled", s))
             ],
         )
     )
+    print(f"reading client cost: {(r - a) / a:+.1%}")
     print(f"stalled client cost: {cost:+.1%} (load average {load_average():.2f})")
     big = 10_000 if not settings.quick else 2_000
     figures = attach_figures(workdir, big, 40 if settings.quick else 100, env)

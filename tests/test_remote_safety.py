@@ -4,6 +4,7 @@ credentials whatever the file modes; a stalled client never stalls the run."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import socket
@@ -144,6 +145,52 @@ async def test_a_stalled_client_does_not_stall_the_run_and_is_dropped(tmp_path: 
     assert server.dropped == 1
     reader.close()
     stalled.close()
+    await server.close()
+    await lifecycle.close()
+    journal.close()
+
+
+async def test_a_client_that_falls_behind_gets_a_fresh_snapshot_when_it_reads_again(
+    tmp_path: Path,
+) -> None:
+    fleet = _fleet(tmp_path, 2000)
+    journal = Journal(tmp_path / "state")
+    engine = Engine(fleet, journal=journal, executors={"local": InstantExecutor()})  # type: ignore[arg-type]
+    client = InProcessClient(engine, what_if=False)
+    lifecycle = RunLifecycle(engine)
+    server = ControlServer(
+        client, tmp_path / "state", high_water=16 * 1024, drop_after=60.0, push_seconds=0.05
+    )
+    loop = asyncio.get_running_loop()
+    await server.start()
+    slow = socket.socket(socket.AF_UNIX)
+    slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    slow.setblocking(False)
+    await loop.sock_connect(slow, str(server.path))
+    await loop.sock_sendall(slow, encode({"type": "hello", "protocol": 1, "stream": True}))
+    await asyncio.sleep(0.2)  # its first snapshot is sent; it reads nothing yet
+    lifecycle.start()
+    result = await asyncio.wait_for(lifecycle.wait(), 60)
+    assert result.exit_code == 0
+    server.push()
+    # Now it reads everything: a resync comes, after a whole snapshot of the end.
+    data = b""
+    messages: list[dict[str, object]] = []
+    for _ in range(400):
+        with contextlib.suppress(TimeoutError):
+            data += await asyncio.wait_for(loop.sock_recv(slow, 1 << 20), 0.1)
+        *lines, data = data.split(b"\n")
+        messages += [decode(line) for line in lines]
+        if any(m["type"] == "resync" for m in messages):
+            break
+    resync = [m for m in messages if m["type"] == "resync"]
+    assert resync and int(resync[0]["missed_events"]) > 0  # type: ignore[call-overload]
+    index = messages.index(resync[0])
+    whole = messages[index - 1]
+    assert whole["type"] == "snapshot" and whole["full"] is True
+    assert whole["rest"]["done"] == 2000  # type: ignore[index]
+    assert server.dropped == 0
+    slow.close()
     await server.close()
     await lifecycle.close()
     journal.close()
