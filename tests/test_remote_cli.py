@@ -41,7 +41,9 @@ def test_start_steer_stop_and_start_again(tmp_path: Path, supervisors: Superviso
             {"id": "one", "script": f"while [ ! -e {gate} ]; do sleep 0.05; done; echo one done"},
             {"id": "two", "script": "echo two failed; exit 3"},
             {"id": "three", "script": "echo three", "depends_on": ["one"]},
+            {"id": "talk", "script": "for i in 1 2 3; do echo line $i; sleep 0.3; done"},
         ],
+        slots=3,
     )
     state = tmp_path / "state"
     pid = supervisors.start(config)
@@ -56,7 +58,19 @@ def test_start_steer_stop_and_start_again(tmp_path: Path, supervisors: Superviso
 
     wait_until(lambda: "two" in str(_status(state)["attention"]), what="two failed")
     status = _status(state)
-    assert status["pid"] == pid and status["total"] == 3 and status["exit_code"] is None
+    assert status["pid"] == pid and status["total"] == 4 and status["exit_code"] is None
+    # logs -f follows the log to its attempt's end.
+    followed = cli("logs", str(state), "talk", "-f")
+    assert followed.returncode == 0, followed.stderr
+    assert [line for line in followed.stdout.splitlines() if line] == [
+        "line 1",
+        "line 2",
+        "line 3",
+    ]
+    # attach needs a terminal, and says so.
+    blind = cli("attach", str(state))
+    assert blind.returncode == 2
+    assert blind.stderr == "fleetdeck: attach: needs a terminal (try `fleetdeck status`)\n"
 
     # Commands as the keys send them.
     assert cli("pause", str(state)).returncode == 0
@@ -96,7 +110,12 @@ def test_start_steer_stop_and_start_again(tmp_path: Path, supervisors: Superviso
     report = _report(state)
     assert report["run_id"] == 1 and report["status"] == "finished"
     states = {task["task"]: task["state"] for task in report["tasks"]}  # type: ignore[attr-defined]
-    assert states == {"one": "succeeded", "two": "failed", "three": "succeeded"}
+    assert states == {
+        "one": "succeeded",
+        "two": "failed",
+        "three": "succeeded",
+        "talk": "succeeded",
+    }
     assert "run_finished" in (state / "supervisor.log").read_text()
 
 
