@@ -134,6 +134,8 @@ async def test_attached_tui_shows_the_fleet_and_every_key_works_through_the_sock
         await until(lambda: app2.lifecycle.finished, timeout=20)
         assert app2.lifecycle.result is not None
         assert app2.lifecycle.result.exit_code == 130
+        # The end rang the attached screen (bell and OSC 9).
+        await until(lambda: app2.rings == 1)
         await pilot.press("q")
     wait_until(lambda: not alive(pid), what="the supervisor goes with the last screen")
 

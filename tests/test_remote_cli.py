@@ -294,3 +294,55 @@ def test_run_with_on_hangup_detach_offers_d_and_survives_the_terminal(
     gate.touch()
     wait_until(lambda: not alive(int(listed["pid"])), what="the fleet ends")
     assert _report(state)["status"] == "finished"
+
+
+def test_a_background_fleet_notifies_a_command_and_a_url_once_per_burst(
+    tmp_path: Path, supervisors: Supervisors
+) -> None:
+    import http.server
+    import threading
+
+    posts: list[dict[str, object]] = []
+
+    class Hook(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            posts.append(json.loads(body))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Hook)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        told = tmp_path / "told"
+        config = write_fleet(
+            tmp_path,
+            [{"id": f"bad{i}", "script": "exit 1"} for i in range(4)] + [{"id": "ok"}],
+            slots=5,
+        )
+        config.write_text(
+            config.read_text().replace(
+                "[fleet]\n",
+                "[fleet]\n"
+                f'notify = ["sh", "-c", "echo \\"$0\\" >> {told}", "{{message}}"]\n'
+                f'notify_url = "http://127.0.0.1:{server.server_port}/hook"\n'
+                "notify_interval = 2.0\n",
+            )
+        )
+        pid = supervisors.start(config)
+        wait_until(lambda: not alive(pid), what="the run ends")
+        lines = told.read_text().splitlines()
+        # A burst of four failures and the end: the first failure at once, the
+        # rest gathered with the end into one message.
+        assert len(lines) == 2, lines
+        assert lines[0].startswith("fleetdeck bg: 1 task failed: bad"), lines
+        assert lines[1].startswith("fleetdeck bg: 3 tasks failed: bad"), lines
+        assert lines[1].endswith("; run finished (exit 1)"), lines
+        assert [post["text"] for post in posts] == lines
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -79,6 +79,13 @@ class FleetSection:
     # background and attaches the TUI (`d` or q detach; losing the terminal
     # leaves it running: fleetdeck.remote).
     on_hangup: Literal["stop", "detach"] = "stop"
+    # When something needs the operator (a task failed, the run ended): a command
+    # of theirs ("{message}" in its words is replaced), and a URL that gets a
+    # Slack-compatible JSON post; each at most once a `notify_interval`, a burst
+    # of failures being one message (fleetdeck.notify).
+    notify: tuple[StrictStr, ...] = ()
+    notify_url: StrictStr | None = None
+    notify_interval: NonNegativeSeconds = 10.0
 
 
 @dataclass(slots=True, frozen=True)

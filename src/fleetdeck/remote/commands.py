@@ -404,7 +404,9 @@ def policy(args: argparse.Namespace) -> int:
 
 def stop(args: argparse.Namespace) -> int:
     """`fleetdeck stop STATE_DIR`: as Ctrl-C; waits for the run's end unless --no-wait."""
-    client = _connect(args.state_dir)
+    # With the stream: the end is seen in the snapshots pushed, without asking for
+    # a whole one (megabytes for a big fleet) again and again.
+    client = _connect(args.state_dir, stream=True)
     try:
         pid = client.hello.get("pid")
         running = len(client.snapshot().running)

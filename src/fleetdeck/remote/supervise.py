@@ -125,11 +125,15 @@ async def _supervise(
     view: Callable[[Any], None],
     finish: Callable[[RunOutcome], None],
 ) -> int:
+    from fleetdeck.notify import Notifier
     from fleetdeck.remote.server import ControlServer
 
     engine = client.engine
     server = ControlServer(client, state_dir, add=add, log=sys.stdout)
     client.subscribe(view)
+    notifier = Notifier.of(engine.fleet)  # [fleet] notify, notify_url
+    if notifier is not None:
+        client.subscribe(notifier)
     lifecycle.start()
     # The run is journaled as started once the engine has its id (run() sets it
     # before its first await that waits on anything).
@@ -153,6 +157,8 @@ async def _supervise(
             raise
         server.push()  # every screen sees the end
         finish(result)
+        if notifier is not None:
+            await notifier.close()
         # The screens attached stay for browsing; the supervisor goes with the last.
         while server.clients and not lifecycle.stopped_from_outside:  # noqa: ASYNC110
             await asyncio.sleep(0.2)

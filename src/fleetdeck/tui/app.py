@@ -13,6 +13,7 @@ it exits.
 from __future__ import annotations
 
 import gc
+import time
 from collections.abc import Iterable
 
 from textual import events, on
@@ -55,6 +56,8 @@ IDLE_REFRESH_SECONDS = 1.0
 WIDE = 140
 # Narrower than this, no room beside the queue (the `-narrow` class).
 NARROW = 80
+# Attached, the screen rings (bell, OSC 9) at most this often.
+RING_SECONDS = 5.0
 # How often to ask whether a full garbage collection is due (see collector.py).
 COLLECT_CHECK_SECONDS = 1.0
 
@@ -109,6 +112,8 @@ class FleetApp(App[int]):
         detach, and the fleet goes on."""
         super().__init__()
         self.attached = attached
+        self._rang = -RING_SECONDS
+        self.rings = 0  # how often it rang (tests)
         self.client = client
         self.lifecycle = lifecycle
         self.feed = SnapshotFeed(client)
@@ -172,8 +177,26 @@ class FleetApp(App[int]):
     def _on_event(self, event: Event) -> None:
         # Only note that something changed: the timer repaints, whatever the rate.
         self._dirty = True
+        if self.attached and event.kind in (EventKind.TASK_FAILED, EventKind.RUN_FINISHED):
+            what = f"{event.task} failed" if event.task else "the run has ended"
+            self.ring(f"fleetdeck: {what}")
         if event.kind is EventKind.POLICY_CHANGED:
             self.notify(f"policy: {event.data['policy']} (from the next launch)", timeout=3)
+
+    def ring(self, message: str) -> None:
+        """Tell the operator away from this screen: the bell, and a desktop
+        notification (OSC 9, which terminals forward over SSH); once in
+        `RING_SECONDS`, so a burst of failures rings once."""
+        now = time.monotonic()
+        if now - self._rang < RING_SECONDS:
+            return
+        self._rang = now
+        self.rings += 1
+        self.bell()
+        driver = self._driver
+        if driver is not None and not self.is_headless:
+            clean = "".join(c for c in message if c.isprintable())
+            driver.write(f"\x1b]9;{clean}\x07")
 
     def _tick(self) -> None:
         self._since_refresh += self.refresh_seconds
