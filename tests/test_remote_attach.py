@@ -166,3 +166,24 @@ async def test_an_old_or_new_client_is_told_in_one_line(
     reader.close()
     sock.close()
     assert cli("status", str(state)).returncode == 0  # the supervisor is unharmed
+
+
+async def test_the_what_if_is_answered_through_the_socket(
+    tmp_path: Path, supervisors: Supervisors
+) -> None:
+    from fleetdeck.policy import POLICY_NAMES
+
+    config = write_fleet(tmp_path, [{"id": "a", "script": "sleep 30"}, {"id": "b"}])
+    # An estimate: a prediction needs no attempt to have ended.
+    config.write_text(
+        config.read_text().replace('prompt = "sleep 30"', 'prompt = "sleep 30"\nestimate = 30')
+    )
+    supervisors.start(config)
+    client = SocketClient.connect(tmp_path / "state", stream=False)
+    try:
+        assert client.what_if_available
+        predicted = await client.what_if()
+        assert set(predicted) == set(POLICY_NAMES)
+        assert all(seconds > 0 for seconds in predicted.values())
+    finally:
+        client.close()
