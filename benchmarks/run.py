@@ -24,6 +24,9 @@ alone, e.g. `python benchmarks/overhead.py --quick`):
                 minute, 20 ms, 50 slots): makespan against max(N / rate, N x latency /
                 slots), requests over the limit (server's count), CPU per request, side
                 by side with a plain httpx loop and a semaphore (api.py, api_loop.py)
+  attached   9. a 1,000-task background run alone and with a stalled client, side
+                by side; attaching to a 10,000-task fleet, and a command's round
+                trip through the socket (attached.py)
   ui         4. benchmarks/ui.py, run as its own process when it exists: key press to
                 repaint in tmux and fleetdeck's CPU; its summary joins ours
 
@@ -50,6 +53,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import api
+import attached
 import journal_cost
 import landing
 import makespan
@@ -82,8 +86,9 @@ SECTIONS: dict[str, Section] = {
     "simulate": simulate.measure,
     "landing": landing.measure,
     "api": api.measure,
+    "attached": attached.measure,
 }
-ORDER = ("overhead", "makespan", "scale", "journal", "simulate", "landing", "api", "ui")
+ORDER = ("overhead", "makespan", "scale", "journal", "simulate", "landing", "api", "attached", "ui")
 # The numbering; the summary follows it (the UI runs last: it is the longest).
 NUMBERS = {
     "overhead": 1,
@@ -93,6 +98,8 @@ NUMBERS = {
     "journal": 5,
     "simulate": 6,
     "landing": 7,
+    "api": 8,
+    "attached": 9,
 }
 
 

@@ -83,6 +83,11 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--runs", type=_run_number, default=20, metavar="N", help="per policy")
     simulate.add_argument("--seed", type=int, metavar="S", help="repeat a comparison exactly")
     simulate.add_argument("--json", action="store_true", help="one JSON object per policy")
+    # The fleet in the background, and the commands that steer it (fleetdeck.remote).
+    run.add_argument("--supervise", action="store_true", help=argparse.SUPPRESS)
+    from fleetdeck.remote.commands import add_parsers
+
+    add_parsers(commands)
     return parser
 
 
@@ -146,6 +151,12 @@ def _main(argv: Sequence[str] | None) -> int:
         return report_command(args)
     if args.command == "clean":
         return clean_command(args)
+    from fleetdeck.remote.commands import COMMANDS as REMOTE_COMMANDS
+
+    if args.command in REMOTE_COMMANDS:
+        from fleetdeck.remote.commands import main as remote_main
+
+        return remote_main(args)
     with starting_up():
         # The config, and pydantic with it, is imported here, not with this module:
         # in starting_up(), and not at all for `--help` or a mistyped command.
@@ -295,6 +306,13 @@ def _clean_for_fresh(fleet: Fleet, state_dir: Path) -> bool:
 
 def run_command(fleet: Fleet, args: argparse.Namespace) -> int:
     """`fleetdeck run`: open the journal, pick the view, run to the end."""
+    if _detached_run(fleet, args):
+        # The fleet in the background from the start, the TUI attached to it:
+        # losing the terminal (or `d`) leaves it running (fleetdeck.remote).
+        from fleetdeck.remote.commands import run_detached
+
+        state_dir = Path(args.state_dir) if args.state_dir else fleet.state_dir
+        return run_detached(args, fleet, state_dir)
     with starting_up():
         # Only a run needs these (and asyncio and sqlite3 with them): imported here,
         # `validate` and `schema` start without them.
@@ -388,6 +406,13 @@ def run_command(fleet: Fleet, args: argparse.Namespace) -> int:
         lifecycle = RunLifecycle(engine, interrupt=run_tui is None)
     failure: str | None = None
     try:
+        if args.supervise:
+            # `fleetdeck start`'s background supervisor: headless, with the control socket.
+            from fleetdeck.remote.supervise import run_supervisor
+
+            return run_supervisor(
+                client, lifecycle, fleet=fleet, state_dir=state_dir, args=args, journal=journal
+            )
         if run_tui is not None:
             code = run_tui(client, lifecycle)
             # The TUI's screen is gone with it: what the run did stays on the terminal.
@@ -481,6 +506,14 @@ def _rerun_command(args: argparse.Namespace) -> str:
     if args.policy:
         words += ["--policy", args.policy]
     return shlex.join(words)
+
+
+def _detached_run(fleet: Fleet, args: argparse.Namespace) -> bool:
+    """Whether `run` starts the fleet in the background and attaches to it:
+    `[fleet] on_hangup = "detach"`, on a terminal (not the supervisor itself)."""
+    if args.supervise or args.no_tui or args.json:
+        return False
+    return fleet.config.fleet.on_hangup == "detach" and _on_terminal()
 
 
 def _on_terminal() -> bool:

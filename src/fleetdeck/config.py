@@ -78,6 +78,18 @@ class FleetSection:
     secrets: tuple[StrictStr, ...] = ()
     # Dollars the run may spend on API agents (their `price`); then no new launches.
     budget: NonNegativeSeconds | None = None
+    # `fleetdeck run` on a terminal: "stop" runs the fleet in this process (losing
+    # the terminal stops it cleanly, resumable); "detach" starts it in the
+    # background and attaches the TUI (`d` or q detach; losing the terminal
+    # leaves it running: fleetdeck.remote).
+    on_hangup: Literal["stop", "detach"] = "stop"
+    # When something needs the operator (a task failed, the run ended): a command
+    # of theirs ("{message}" in its words is replaced), and a URL that gets a
+    # Slack-compatible JSON post; each at most once a `notify_interval`, a burst
+    # of failures being one message (fleetdeck.notify).
+    notify: tuple[StrictStr, ...] = ()
+    notify_url: StrictStr | None = None
+    notify_interval: NonNegativeSeconds = 10.0
 
 
 @dataclass(slots=True, frozen=True)

@@ -13,6 +13,7 @@ it exits.
 from __future__ import annotations
 
 import gc
+import time
 from collections.abc import Iterable
 
 from textual import events, on
@@ -55,6 +56,8 @@ IDLE_REFRESH_SECONDS = 1.0
 WIDE = 140
 # Narrower than this, no room beside the queue (the `-narrow` class).
 NARROW = 80
+# Attached, the screen rings (bell, OSC 9) at most this often.
+RING_SECONDS = 5.0
 # How often to ask whether a full garbage collection is due (see collector.py).
 COLLECT_CHECK_SECONDS = 1.0
 
@@ -84,6 +87,10 @@ class FleetApp(App[int]):
         Binding("escape", "go_back", "Back", show=False),
         Binding("j", "cursor_down", "Down", show=False),
         Binding("k", "cursor_up", "Up", show=False),
+        # Attached to a fleet in the background (fleetdeck attach): d leaves it
+        # running, as q does there; Q stops the fleet itself, once confirmed.
+        Binding("d", "detach", "Detach", show=False),
+        Binding("Q", "stop_fleet", "Stop fleet", show=False),
     ]
 
     def get_driver_class(self) -> type[Driver]:
@@ -98,9 +105,15 @@ class FleetApp(App[int]):
         lifecycle: RunHandle,
         *,
         refresh_seconds: float = REFRESH_SECONDS,
+        attached: bool = False,
     ) -> None:
-        """A view of the run `lifecycle` holds, through `client`."""
+        """A view of the run `lifecycle` holds, through `client`. `attached`: the
+        run is a supervisor's in the background (fleetdeck attach): q and ctrl+c
+        detach, and the fleet goes on."""
         super().__init__()
+        self.attached = attached
+        self._rang = -RING_SECONDS
+        self.rings = 0  # how often it rang (tests)
         self.client = client
         self.lifecycle = lifecycle
         self.feed = SnapshotFeed(client)
@@ -164,8 +177,26 @@ class FleetApp(App[int]):
     def _on_event(self, event: Event) -> None:
         # Only note that something changed: the timer repaints, whatever the rate.
         self._dirty = True
+        if self.attached and event.kind in (EventKind.TASK_FAILED, EventKind.RUN_FINISHED):
+            what = f"{event.task} failed" if event.task else "the run has ended"
+            self.ring(f"fleetdeck: {what}")
         if event.kind is EventKind.POLICY_CHANGED:
             self.notify(f"policy: {event.data['policy']} (from the next launch)", timeout=3)
+
+    def ring(self, message: str) -> None:
+        """Tell the operator away from this screen: the bell, and a desktop
+        notification (OSC 9, which terminals forward over SSH); once in
+        `RING_SECONDS`, so a burst of failures rings once."""
+        now = time.monotonic()
+        if now - self._rang < RING_SECONDS:
+            return
+        self._rang = now
+        self.rings += 1
+        self.bell()
+        driver = self._driver
+        if driver is not None and not self.is_headless:
+            clean = "".join(c for c in message if c.isprintable())
+            driver.write(f"\x1b]9;{clean}\x07")
 
     def _tick(self) -> None:
         self._since_refresh += self.refresh_seconds
@@ -384,7 +415,11 @@ class FleetApp(App[int]):
             self.focused.action_cursor_up()
 
     async def action_quit(self) -> None:
-        """q (or ctrl+c): stop cleanly and leave; asks first while work is in flight."""
+        """q (or ctrl+c): stop cleanly and leave; asks first while work is in flight.
+        Attached: leave at once, the fleet goes on (Q stops it)."""
+        if self.attached:
+            self.action_detach()
+            return
         in_flight = self.client.snapshot().in_flight
         if in_flight == 0 or self.finished:
             await self._stop_and_exit()
@@ -402,6 +437,40 @@ class FleetApp(App[int]):
             ConfirmScreen(
                 f"Quit? [b]{in_flight}[/b] task(s) in flight will be stopped "
                 "(their whole process trees); the journal keeps everything."
+            ),
+            answered,
+        )
+
+    def action_detach(self) -> None:
+        """d: leave the screen, the fleet goes on (attached only)."""
+        if not self.attached:
+            self.notify(
+                "This run lives in this terminal: `fleetdeck start` runs a fleet you "
+                "can detach from.",
+                severity="warning",
+                timeout=4,
+            )
+            return
+        self.exit(0)
+
+    def action_stop_fleet(self) -> None:
+        """Q: stop the fleet itself (attached), once confirmed; the screen stays to its end."""
+        if not self.attached:
+            self.run_worker(self.action_quit())
+            return
+        if self._finished_tell("nothing is left to stop"):
+            return
+        in_flight = self.client.snapshot().in_flight
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self._command("stop", lambda: self.client.request_stop())
+                self.notify("stopping the fleet (for every screen attached)", timeout=3)
+
+        self.push_screen(
+            ConfirmScreen(
+                f"Stop the fleet? [b]{in_flight}[/b] task(s) in flight will be stopped "
+                "for everyone attached; `fleetdeck start` resumes it."
             ),
             answered,
         )
@@ -429,6 +498,9 @@ class FleetApp(App[int]):
     def _stop_requested_from_outside(self) -> None:
         # The lifecycle has asked the run to stop; no one may be there to answer a
         # question: leave once it has ended, or now if it already has.
+        if self.attached:
+            self.exit(0)  # this terminal went away: the fleet goes on
+            return
         self._quitting = True
         if self.result is not None:
             self.exit(self.result.exit_code)
@@ -437,6 +509,8 @@ class FleetApp(App[int]):
         failure = self.lifecycle.failure
         if self.result is None:
             message = None if failure is None else f"fleetdeck: the engine stopped: {failure!r}"
+            if failure is not None and self.attached:
+                message = f"fleetdeck: {failure}"  # the supervisor went away
             self.exit(1, message=message)
             return
         if self._quitting:
@@ -456,10 +530,10 @@ class FleetApp(App[int]):
         await self.lifecycle.close()
 
 
-def run_tui(client: EngineClient, lifecycle: RunHandle) -> int:
+def run_tui(client: EngineClient, lifecycle: RunHandle, *, attached: bool = False) -> int:
     """Run the TUI over `client` and the run `lifecycle` holds until the operator
-    quits; returns the exit code."""
-    app = FleetApp(client, lifecycle)
+    quits (or, `attached`, detaches); returns the exit code."""
+    app = FleetApp(client, lifecycle, attached=attached)
     code = app.run()
     if app.result is not None:
         return app.result.exit_code

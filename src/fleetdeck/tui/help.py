@@ -27,6 +27,8 @@ KEYS: tuple[tuple[str, str], ...] = (
     ("?", "this help"),
     ("q", "quit (asks y/n while work is in flight; stops it cleanly); at once after the end"),
     ("ctrl+c", "as q"),
+    ("d", "detach: leave the screen, the fleet in the background goes on"),
+    ("Q", "stop a fleet in the background, for every screen attached (asks y/n)"),
     ("esc", "back, or clear the filter"),
     ("↑ ↓  j k", "move the selection; tab switches between queue and in flight"),
     ("ctrl+p", "command palette: every action, by name or by what it does"),
