@@ -51,14 +51,18 @@ class AgentLimits:
         delay = float(
             (details or {}).get("retry_after") or core.fleet.config.fleet.retry_backoff_max
         )
-        until = core.clock.now() + delay
-        if until > self.paused_until.get(agent, 0.0):
-            self.paused_until[agent] = until
-            old = self._timers.pop(agent, None)
-            if old is not None:
-                old.cancel()
-            self._timers[agent] = core.clock.call_later(delay, self._resume, agent)
-            self._apply(agent)
+        now = core.clock.now()
+        if self.pause_until(agent, now + delay):
+            # Journaled, so that a supervisor restarted before the reset keeps
+            # the agent paused (resume.throttles reads it back).
+            core.emit(
+                EventKind.PAUSED,
+                None,
+                agent=agent,
+                until=iso_timestamp(now + delay),
+                delay=round(delay, 3),
+                reason=(details or {}).get("reason") or "the provider's rate limit",
+            )
         resumes = iso_timestamp(self.paused_until[agent])
         spec = core.fleet.config.agents.get(agent)
         after = None if spec is None else spec.fallback_after
@@ -70,6 +74,20 @@ class AgentLimits:
                 reroute_waiting(core, agent, why)
                 return
         core.to_retry_lane(node, f"throttled: agent {agent} resumes at {resumes}")
+
+    def pause_until(self, agent: str, until: float) -> bool:
+        """Hold `agent`'s launches until `until` (a later time than it is held to);
+        False when it already was held that long."""
+        if until <= self.paused_until.get(agent, 0.0):
+            return False
+        self.paused_until[agent] = until
+        old = self._timers.pop(agent, None)
+        if old is not None:
+            old.cancel()
+        delay = max(0.0, until - self.core.clock.now())
+        self._timers[agent] = self.core.clock.call_later(delay, self._resume, agent)
+        self._apply(agent)
+        return True
 
     def _resume(self, agent: str) -> None:
         self._timers.pop(agent, None)
