@@ -35,6 +35,8 @@ class AgentLimits:
         # Agents held until the operator acts: refused key, or budget spent (why).
         self.held: dict[str, str] = {}
         self.spent_out: dict[str, str] = {}
+        # What the attention queue says of each agent whose budget is spent, and since when.
+        self.attention: dict[str, tuple[float, str]] = {}
         self.cost: dict[str, float] = {}
         self.total_cost = 0.0
         self.tokens_in: dict[str, int] = {}
@@ -141,22 +143,26 @@ class AgentLimits:
         config = self.core.fleet.config
         budget = config.agents[agent].budget if agent in config.agents else None
         if budget is not None and self.cost[agent] >= budget and agent not in self.spent_out:
-            self._spent(
-                agent, f"budget of agent {agent} spent (${self.cost[agent]:.4f} of ${budget:g})"
-            )
+            spent = f"${self.cost[agent]:.4f} of ${budget:g}"
+            self._spent(agent, f"budget of agent {agent} spent ({spent})", spent)
         fleet_budget = config.fleet.budget
         if fleet_budget is not None and self.total_cost >= fleet_budget:
-            reason = f"the fleet's budget is spent (${self.total_cost:.4f} of ${fleet_budget:g})"
+            spent = f"${self.total_cost:.4f} of ${fleet_budget:g}"
+            reason = f"the fleet's budget is spent ({spent})"
             # Every agent that costs money: those with a price, and any that reported a cost.
             for name, spec in config.agents.items():
                 costs = spec.price is not None or name in self.cost
                 if costs and name not in self.spent_out:
-                    self._spent(name, reason)
+                    self._spent(name, reason, f"the fleet's {spent}")
 
-    def _spent(self, agent: str, reason: str) -> None:
+    def _spent(self, agent: str, reason: str, spent: str) -> None:
+        """No new launches on `agent`; the operator is told in the attention queue
+        (the event's `attention`, the views' item) that `spent` of its budget is."""
         self.spent_out[agent] = reason
         self._apply(agent)
-        self.core.emit(EventKind.PAUSED, None, agent=agent, reason=reason)
+        attention = f"budget spent on {agent}: {spent}"
+        self.attention[agent] = (self.core.clock.now(), attention)
+        self.core.emit(EventKind.PAUSED, None, agent=agent, reason=reason, attention=attention)
 
     def sweep(self) -> None:
         """Fail the tasks waiting to launch on an agent whose budget is spent
