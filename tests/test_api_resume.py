@@ -223,3 +223,40 @@ def test_throttles_are_read_from_paused_events_only_with_a_delay() -> None:
         Event(103.0, EventKind.ATTEMPT_FINISHED, "t", {"outcome": Outcome.THROTTLED}),
     ]
     assert throttles(events) == {"x": 132.0}
+
+
+async def test_what_was_spent_before_a_restart_counts_against_the_budget(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    # A cent a request (10 tokens out at $1000 per million); the budget holds two.
+    with api_server("--latency", "0.3", "--chunk-delay", "0", "--words", "10") as server:
+        agent = {
+            "kind": "openai",
+            "model": "m",
+            "base_url": server.base_url,
+            "slots": 1,
+            "price": {"input": 0, "output": 1000.0},
+            "budget": 0.015,
+        }
+        fleet = make_fleet(
+            tmp_path,
+            [{"id": f"t{i}", "agent": "writer", "prompt": f"item {i}"} for i in range(4)],
+            agents={"writer": agent},
+            grace_period=0.2,
+        )
+
+        def on_first(event: Event) -> bool:
+            return event.kind is EventKind.TASK_SUCCEEDED
+
+        first, _, _ = await supervise(fleet, state, on_first)
+        assert first.exit_code == 130
+        assert server.stats()["completed"] == 1
+        second, events, engine = await supervise(fleet, state)
+        stats = server.stats()
+    # One more request after the restart spends the budget: the cent before it counted.
+    assert stats["completed"] == 2
+    (paused,) = [e for e in events if e.kind is EventKind.PAUSED]
+    assert paused.data["attention"] == "budget spent on writer: $0.0200 of $0.015"
+    assert sorted(e.task for e in events if e.kind is EventKind.TASK_FAILED) == ["t2", "t3"]
+    (pool,) = [p for p in engine.snapshot().pools if p.name == "writer"]
+    assert pool.tokens is not None and pool.tokens[1] == 20 and pool.cost == 0.02
+    assert second.exit_code == 1

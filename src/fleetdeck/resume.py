@@ -121,6 +121,9 @@ class ResumePlan:
     # Agents paused by their provider's limit (a `paused` event with `agent` and
     # `delay`): until when, seconds since the epoch (see `throttles`).
     throttled: dict[str, float] = field(default_factory=dict)
+    # What API attempts used, in order: (task, agent, the attempt's `usage`), so
+    # that budgets spent before the restart stay spent (see `usage_of`).
+    usage: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
 
 
 def attempts_of(rows: Iterable[AttemptRecordRow], run_dir: str) -> Iterable[Attempt]:
@@ -257,6 +260,31 @@ def throttles(events: Iterable[Event]) -> dict[str, float]:
     return until
 
 
+def usage_of(
+    events: Iterable[Event], tasks: Mapping[str, TaskReplay]
+) -> list[tuple[str, str, dict[str, Any]]]:
+    """Each agent attempt's `usage` (from its attempt_finished), with its task
+    and the agent it ran on (the attempt's row says which: a fallback's, maybe)."""
+    used: list[tuple[str, str, dict[str, Any]]] = []
+    for event in events:
+        usage = event.data.get("usage")
+        if event.kind is not EventKind.ATTEMPT_FINISHED or not isinstance(usage, dict):
+            continue
+        replayed = tasks.get(event.task or "")
+        number = event.data.get("attempt")
+        agent = next(
+            (
+                a.worker
+                for a in (replayed.attempts if replayed is not None else ())
+                if a.stage is Stage.AGENT and a.number == number
+            ),
+            None,
+        )
+        if event.task is not None and agent is not None:
+            used.append((event.task, agent, usage))
+    return used
+
+
 def requeued_by_operator(event: Event) -> bool:
     """True for a task_requeued event of an operator retry (a fresh retry budget).
 
@@ -329,6 +357,7 @@ def plan_resume(
         invalidated=invalidated,
         events=list(events),
         throttled=throttles(events),
+        usage=usage_of(events, tasks),
     )
 
 
@@ -367,6 +396,7 @@ def plan_carry_over(
     plan.events = []
     # A new run: a provider's limit that still holds shows again at the first request.
     plan.throttled = {}
+    plan.usage = []  # budgets are per run
     plan.carried_over = True
     return plan
 

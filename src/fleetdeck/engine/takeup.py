@@ -145,6 +145,10 @@ def take_up(
             reason="an upstream task runs again",
             cause=Cause.UPSTREAM,
         )
+    for task_id, agent, usage in plan.usage:
+        # What the run spent before the restart: budgets spent stay spent.
+        if agent in core.fleet.config.agents:
+            core.limits.spend(agent, usage, core.dag.index.get(task_id))
     now = core.clock.now()
     for agent, until in plan.throttled.items():
         # Paused by its provider's limit before the restart: held until the reset.
