@@ -19,7 +19,7 @@ from fleetdeck.config import load_fleet
 from fleetdeck.fold import next_state
 from fleetdeck.journal import Journal
 from fleetdeck.model import TaskState
-from fleetdeck.resume import replay
+from fleetdeck.resume import replay, throttles
 
 OLD = Path(__file__).parent / "data" / "journal-0.1.0"
 
@@ -66,6 +66,10 @@ def test_the_fold_reads_its_events_and_its_operator_retry(old_state: Path) -> No
     # The operator's retry (known by its words in this journal) gave a fresh
     # budget: one failure since, not three.
     assert tasks["flaky"].failures == 1
+    # Written before fallbacks and throttles were journaled: no task was
+    # rerouted, no agent is paused.
+    assert all(t.agent is None and not t.left_agents for t in tasks.values())
+    assert throttles(events) == {}
     assert len(tasks["flaky"].attempts) == 4
     # Every event the old release wrote is one the fold knows how to read.
     state = TaskState.PENDING

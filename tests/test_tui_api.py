@@ -65,4 +65,46 @@ async def test_the_contention_pane_shows_a_throttled_agent_and_its_cost(tmp_path
             await pilot.pause(0.3)
             summary = str(app.screen.query_one("#summary", Static).render())
             assert "agent writer  tokens 1 in · 40 out · $0.0041" in summary, summary
+            # Every task's detail opens, the throttled one's too (a throttled
+            # attempt is shown, not a crash).
+            for task in ("t1", "t2"):
+                app.pop_screen()
+                await app.push_screen(TaskDetailScreen(app.client, task))
+                await pilot.pause(0.3)
+        journal.close()
+
+
+async def test_the_load_pane_shows_an_agent_whose_budget_is_spent(tmp_path: Path) -> None:
+    from fleetdeck.tui.load import LoadPane
+
+    with api_server("--latency", "0", "--chunk-delay", "0", "--words", "10") as server:
+        fleet = build_fleet(
+            {
+                "fleet": {"name": "api", "state_dir": "state"},
+                "agents": {
+                    "writer": {
+                        "kind": "openai",
+                        "model": "local",
+                        "base_url": server.base_url,
+                        "slots": 1,
+                        # A cent a request: spent after the first.
+                        "price": {"input": 0, "output": 1000.0},
+                        "budget": 0.005,
+                    }
+                },
+                "tasks": [{"id": f"t{i}", "agent": "writer", "prompt": "x"} for i in range(2)],
+            },
+            source="api.toml",
+            base_dir=tmp_path,
+        )
+        journal = Journal(tmp_path / "state")
+        engine = Engine(fleet, journal=journal, executors=build_executors(fleet))
+        app = app_over(engine)
+        async with app.run_test(size=(160, 50)) as pilot:
+            pane = app.query_one(LoadPane)
+            await until(lambda: app.result is not None, timeout=30)
+            await pilot.pause(0.5)
+            text = rendered(pane)
+            assert "⏸ budget spent on writer: $0.0100 of $0.005" in text, text
+            assert "attention 2" in text  # the agent, and t1 that failed for it
         journal.close()

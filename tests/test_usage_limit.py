@@ -81,3 +81,44 @@ async def test_a_cli_agent_at_its_usage_limit_pauses_and_resumes(
     assert starts and min(e.ts for e in starts) >= throttled[0].ts + 1.95
     assert len(run.of(EventKind.ATTEMPT_STARTED, limited)) == 2
     assert run.of(EventKind.TASK_SUCCEEDED, limited)
+
+
+# The agent prints its limit's message, the reset on the next line, and then
+# waits (as some CLIs do) with a child of its own; the second time it works.
+HANGS = """
+if [ ! -e "$MARK" ]; then touch "$MARK"; sleep 60 & echo $! > "$CHILD"
+  echo "Usage limit reached."; sleep 0.2; echo "Try again in 2 seconds."; wait; fi
+echo "did $FLEETDECK_TASK"
+"""
+
+
+async def test_a_cli_agent_that_hangs_at_its_usage_limit_is_stopped_as_throttled(
+    harness: EngineHarness, tmp_path: Path
+) -> None:
+    from conftest import alive
+
+    fleet = make_fleet(
+        tmp_path,
+        [{"id": "a", "agent": "coder", "retries": 0}],
+        agents={
+            "coder": {
+                "command": ["sh", "-c", HANGS],
+                "env": {"MARK": str(tmp_path / "limited"), "CHILD": str(tmp_path / "child")},
+                "usage_limit": {"pattern": "usage limit", "resume_after": 60},
+                # Far off: the message, not the timeout, ends the attempt.
+                "timeout": 30,
+            }
+        },
+        grace_period=0.5,
+    )
+    run = await harness.run(fleet)
+    assert run.result.exit_code == 0
+    (throttled,) = run.of(EventKind.ATTEMPT_FINISHED, outcome=Outcome.THROTTLED)
+    # The reset time from the line after the message, read while it ran.
+    assert throttled.data["retry_after"] == 2
+    assert throttled.data["reason"] == "usage limit: Usage limit reached."
+    assert throttled.data["duration"] < 10  # stopped when it said so, not at its timeout
+    # Its whole tree was stopped, the child it left waiting too.
+    assert not alive(int((tmp_path / "child").read_text()))
+    assert len(run.of(EventKind.ATTEMPT_STARTED, "a")) == 2
+    assert run.of(EventKind.TASK_SUCCEEDED, "a")

@@ -49,7 +49,7 @@ _DETAIL_ORDER = (
     "error",
 )
 _SECONDS_KEYS = frozenset({"duration", "delay", "retry_after"})
-_HIDDEN_KEYS = frozenset({"report"})
+_HIDDEN_KEYS = frozenset({"report", "attention"})
 # Where a key goes among an event's details: the usual ones in _DETAIL_ORDER's
 # order, then any other in alphabetical order (see format_details).
 _DETAIL_RANK = {key: rank for rank, key in enumerate(_DETAIL_ORDER)}
@@ -125,6 +125,8 @@ class HeadlessView:
         self._broken = False
         # Lines of this turn of the loop, written together by _flush().
         self._pending: list[str] = []
+        # The attention items already printed (each is printed once).
+        self._attention_told: set[str] = set()
 
     def __call__(self, event: Event) -> None:
         """Print one event (an engine listener)."""
@@ -143,6 +145,11 @@ class HeadlessView:
             self._write(json.dumps(out, separators=(", ", ": "), default=str))
             return
         self._write(format_event(event, self._task_width))
+        attention = event.data.get("attention") if kind is EventKind.PAUSED else None
+        if attention and attention not in self._attention_told:
+            # What the TUI's attention queue would hold (an agent's spent budget).
+            self._attention_told.add(attention)
+            self._write(f"{_UNDER}needs you: {attention}")
         if failed_log is not None:
             tail = self._tail(failed_log)
             more = ", last lines:" if tail else " (empty)"

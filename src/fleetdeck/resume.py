@@ -94,6 +94,11 @@ class TaskReplay:
     # checkout of the target has local changes), and since when.
     waiting_for: str | None = None
     waiting_since: float | None = None
+    # Rerouted (task_rerouted): the agent it runs on now, and those it left.
+    agent: str | None = None
+    left_agents: list[str] = field(default_factory=list)
+    # Why it failed (task_failed's reason): what an optional task's dependents read.
+    failed_reason: str | None = None
 
 
 @dataclass(slots=True)
@@ -113,6 +118,12 @@ class ResumePlan:
     # A new run that carries over the successes of the finished run `run_id`
     # (plan_carry_over), rather than run `run_id` taken up again.
     carried_over: bool = False
+    # Agents paused by their provider's limit (a `paused` event with `agent` and
+    # `delay`): until when, seconds since the epoch (see `throttles`).
+    throttled: dict[str, float] = field(default_factory=dict)
+    # What API attempts used, in order: (task, agent, the attempt's `usage`), so
+    # that budgets spent before the restart stay spent (see `usage_of`).
+    usage: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
 
 
 def attempts_of(rows: Iterable[AttemptRecordRow], run_dir: str) -> Iterable[Attempt]:
@@ -180,6 +191,13 @@ def replay(
         elif kind in (EventKind.TASK_FAILED, EventKind.TASK_CANCELLED):
             task.finished_at = task.attention_since = event.ts
             task.acknowledged = False
+            if kind is EventKind.TASK_FAILED:
+                task.failed_reason = event.data.get("reason")
+        elif kind is EventKind.TASK_REROUTED:
+            # A fresh retry budget on the new agent, as the core gave it.
+            task.agent = event.data.get("to")
+            task.left_agents.append(str(event.data.get("from")))
+            task.failures = task.lost = 0
         elif kind is EventKind.TASK_ACKNOWLEDGED:
             task.acknowledged = True
         elif kind is EventKind.TASK_REQUEUED:
@@ -223,6 +241,48 @@ def reused_runs(events: Iterable[Event]) -> set[int]:
         for event in events
         if event.kind is EventKind.TASK_REUSED and event.data.get("reused_from") is not None
     }
+
+
+def throttles(events: Iterable[Event]) -> dict[str, float]:
+    """Until when each agent was paused by its provider's limit, by the run's
+    `paused` events that say so (`agent`, `delay`: seconds from the event).
+
+    A `paused` event with an agent and no `delay` is a budget spent, not a
+    throttle; journals written before throttles
+    were journaled have none of these, and nothing is paused."""
+    until: dict[str, float] = {}
+    for event in events:
+        if event.kind is not EventKind.PAUSED:
+            continue
+        agent, delay = event.data.get("agent"), event.data.get("delay")
+        if isinstance(agent, str) and isinstance(delay, int | float):
+            until[agent] = max(until.get(agent, 0.0), event.ts + float(delay))
+    return until
+
+
+def usage_of(
+    events: Iterable[Event], tasks: Mapping[str, TaskReplay]
+) -> list[tuple[str, str, dict[str, Any]]]:
+    """Each agent attempt's `usage` (from its attempt_finished), with its task
+    and the agent it ran on (the attempt's row says which: a fallback's, maybe)."""
+    used: list[tuple[str, str, dict[str, Any]]] = []
+    for event in events:
+        usage = event.data.get("usage")
+        if event.kind is not EventKind.ATTEMPT_FINISHED or not isinstance(usage, dict):
+            continue
+        replayed = tasks.get(event.task or "")
+        number = event.data.get("attempt")
+        agent = next(
+            (
+                a.worker
+                for a in (replayed.attempts if replayed is not None else ())
+                if a.stage is Stage.AGENT and a.number == number
+            ),
+            None,
+        )
+        if event.task is not None and agent is not None:
+            used.append((event.task, agent, usage))
+    return used
 
 
 def requeued_by_operator(event: Event) -> bool:
@@ -296,6 +356,8 @@ def plan_resume(
         removed=removed,
         invalidated=invalidated,
         events=list(events),
+        throttled=throttles(events),
+        usage=usage_of(events, tasks),
     )
 
 
@@ -332,6 +394,9 @@ def plan_carry_over(
     }
     plan.unfinished = []
     plan.events = []
+    # A new run: a provider's limit that still holds shows again at the first request.
+    plan.throttled = {}
+    plan.usage = []  # budgets are per run
     plan.carried_over = True
     return plan
 

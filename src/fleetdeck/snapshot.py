@@ -95,7 +95,9 @@ class HostView:
 class AttentionItem:
     """A task that needs the operator: failed, a blocked root, waiting to land
     (with `reason`), or (with `files`) one whose change overlaps the changes of
-    `overlaps`, tasks in flight too."""
+    `overlaps`, tasks in flight too; or (with `agent`) an agent that takes no
+    launches until the operator acts (its budget is spent; `reason` says so,
+    `task` is empty and `state` is blocked)."""
 
     task: str
     state: TaskState
@@ -104,6 +106,7 @@ class AttentionItem:
     reason: str | None = None
     overlaps: tuple[str, ...] = ()
     files: tuple[str, ...] = ()
+    agent: str | None = None
 
 
 @dataclass(slots=True, frozen=True)

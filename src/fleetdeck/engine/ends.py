@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from fleetdeck.engine.reroute import missing_text
 from fleetdeck.model import Attempt, Cause, EventKind, Outcome, Stage, TaskRun, TaskState
 from fleetdeck.stages import FIRST_STAGE, STAGES, worker_of
 
@@ -91,7 +92,7 @@ def give_up(core: Core, node: int, state: TaskState, *, reason: str) -> None:
     core.tell(kind, task.id, node, {"attempts": task.agent_attempts, "reason": reason})
     if state is TaskState.FAILED and core.specs[node].optional:
         # Optional: its dependents run without it, told what is missing and why.
-        core.missing[node] = f"(missing: optional task '{task.id}' failed: {reason})"
+        core.missing[node] = missing_text(task.id, reason)
         for child in core.dag.dependents[node]:
             core.waiting_on[child] -= 1
             if core.waiting_on[child] == 0 and core.tasks[child].state is _PENDING:

@@ -35,6 +35,8 @@ class AgentLimits:
         # Agents held until the operator acts: refused key, or budget spent (why).
         self.held: dict[str, str] = {}
         self.spent_out: dict[str, str] = {}
+        # What the attention queue says of each agent whose budget is spent, and since when.
+        self.attention: dict[str, tuple[float, str]] = {}
         self.cost: dict[str, float] = {}
         self.total_cost = 0.0
         self.tokens_in: dict[str, int] = {}
@@ -51,14 +53,18 @@ class AgentLimits:
         delay = float(
             (details or {}).get("retry_after") or core.fleet.config.fleet.retry_backoff_max
         )
-        until = core.clock.now() + delay
-        if until > self.paused_until.get(agent, 0.0):
-            self.paused_until[agent] = until
-            old = self._timers.pop(agent, None)
-            if old is not None:
-                old.cancel()
-            self._timers[agent] = core.clock.call_later(delay, self._resume, agent)
-            self._apply(agent)
+        now = core.clock.now()
+        if self.pause_until(agent, now + delay):
+            # Journaled, so that a supervisor restarted before the reset keeps
+            # the agent paused (resume.throttles reads it back).
+            core.emit(
+                EventKind.PAUSED,
+                None,
+                agent=agent,
+                until=iso_timestamp(now + delay),
+                delay=round(delay, 3),
+                reason=(details or {}).get("reason") or "the provider's rate limit",
+            )
         resumes = iso_timestamp(self.paused_until[agent])
         spec = core.fleet.config.agents.get(agent)
         after = None if spec is None else spec.fallback_after
@@ -70,6 +76,20 @@ class AgentLimits:
                 reroute_waiting(core, agent, why)
                 return
         core.to_retry_lane(node, f"throttled: agent {agent} resumes at {resumes}")
+
+    def pause_until(self, agent: str, until: float) -> bool:
+        """Hold `agent`'s launches until `until` (a later time than it is held to);
+        False when it already was held that long."""
+        if until <= self.paused_until.get(agent, 0.0):
+            return False
+        self.paused_until[agent] = until
+        old = self._timers.pop(agent, None)
+        if old is not None:
+            old.cancel()
+        delay = max(0.0, until - self.core.clock.now())
+        self._timers[agent] = self.core.clock.call_later(delay, self._resume, agent)
+        self._apply(agent)
+        return True
 
     def _resume(self, agent: str) -> None:
         self._timers.pop(agent, None)
@@ -123,22 +143,26 @@ class AgentLimits:
         config = self.core.fleet.config
         budget = config.agents[agent].budget if agent in config.agents else None
         if budget is not None and self.cost[agent] >= budget and agent not in self.spent_out:
-            self._spent(
-                agent, f"budget of agent {agent} spent (${self.cost[agent]:.4f} of ${budget:g})"
-            )
+            spent = f"${self.cost[agent]:.4f} of ${budget:g}"
+            self._spent(agent, f"budget of agent {agent} spent ({spent})", spent)
         fleet_budget = config.fleet.budget
         if fleet_budget is not None and self.total_cost >= fleet_budget:
-            reason = f"the fleet's budget is spent (${self.total_cost:.4f} of ${fleet_budget:g})"
+            spent = f"${self.total_cost:.4f} of ${fleet_budget:g}"
+            reason = f"the fleet's budget is spent ({spent})"
             # Every agent that costs money: those with a price, and any that reported a cost.
             for name, spec in config.agents.items():
                 costs = spec.price is not None or name in self.cost
                 if costs and name not in self.spent_out:
-                    self._spent(name, reason)
+                    self._spent(name, reason, f"the fleet's {spent}")
 
-    def _spent(self, agent: str, reason: str) -> None:
+    def _spent(self, agent: str, reason: str, spent: str) -> None:
+        """No new launches on `agent`; the operator is told in the attention queue
+        (the event's `attention`, the views' item) that `spent` of its budget is."""
         self.spent_out[agent] = reason
         self._apply(agent)
-        self.core.emit(EventKind.PAUSED, None, agent=agent, reason=reason)
+        attention = f"budget spent on {agent}: {spent}"
+        self.attention[agent] = (self.core.clock.now(), attention)
+        self.core.emit(EventKind.PAUSED, None, agent=agent, reason=reason, attention=attention)
 
     def sweep(self) -> None:
         """Fail the tasks waiting to launch on an agent whose budget is spent

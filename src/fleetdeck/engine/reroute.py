@@ -13,6 +13,7 @@ input to them says it is missing and why (`missing_input`).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from fleetdeck.model import EventKind, TaskState
@@ -66,6 +67,28 @@ def reroute_waiting(core: Core, agent: str, reason: str) -> None:
         core.ready.remove(node)
         core.make_ready(node, f"rerouted to {core.agent_of[node]}")
     core.effects.schedule_soon()
+
+
+def missing_text(task_id: str, reason: str) -> str:
+    """What the dependents of the failed optional task `task_id` read for it."""
+    return f"(missing: optional task '{task_id}' failed: {reason})"
+
+
+def take_up(core: Core, node: int, agent: str | None, left: Sequence[str]) -> None:
+    """A resumed run: task `node` runs on `agent`, where the journal says it was
+    rerouted (None: its own), and has left the agents `left` behind."""
+    if agent is not None and agent in core.fleet.config.agents:
+        core.agent_of[node] = agent
+    if left:
+        core.tried_agents[node] = set(left)
+
+
+def take_up_missing(core: Core, node: int, reason: str | None) -> None:
+    """A resumed run: task `node`, optional, failed (for `reason`): its
+    dependents wait for it no more, and read what is missing, as in the live run."""
+    core.missing[node] = missing_text(core.tasks[node].id, reason or "failed")
+    for child in core.dag.dependents[node]:
+        core.waiting_on[child] -= 1
 
 
 def missing_input(core: Core, node: int) -> str | None:

@@ -40,7 +40,12 @@ from fleetdeck.engine.hosts import HostWatch
 from fleetdeck.engine.launch import RequestBuilder
 from fleetdeck.engine.opening import find_attempts, open_run
 from fleetdeck.engine.takeup import carry_over, take_up
-from fleetdeck.engine.usagewatch import usage_limit_hit, watches_usage
+from fleetdeck.engine.usagewatch import (
+    follow_usage,
+    usage_limit_hit,
+    usage_limit_of,
+    watches_usage,
+)
 from fleetdeck.engine.views import ViewBuilder
 from fleetdeck.engine.workspace import ReviewsAttempts, ShowsDiffs, Workspace
 from fleetdeck.executors.base import (
@@ -217,7 +222,7 @@ class Engine:
             usage=self._usage,
         )
         self._resume_from = resume
-        # Agents with a `usage_limit`: their attempts' logs are read when they end.
+        # Agents with a `usage_limit`: their attempts' logs are read as they run, and at the end.
         self._watch_usage = watches_usage(fleet)
         # What a resume did with the attempts it found unfinished.
         self.reattached = 0
@@ -532,6 +537,7 @@ class Engine:
         attempt = running.attempt
         shell = self._processes[attempt.attempt_id]
         core = self.core
+        watch: asyncio.Task[None] | None = None
         try:
             if reattached:
                 assert shell.process is not None
@@ -572,6 +578,7 @@ class Engine:
                     running, pid=shell.process.pid, pid_started=shell.process.pid_started
                 )
             process = shell.process
+            watch = self._follow_usage(running)
             if running.stop_reason is not None:
                 # Cancelled or interrupted while the process was starting.
                 core.stop_attempt(running, running.stop_reason, force=True)
@@ -610,8 +617,24 @@ class Engine:
                     running.details = {**(running.details or {}), **process.details}
             core.attempt_ended(running, outcome, exit_code)
         finally:
+            if watch is not None:
+                watch.cancel()
             self._processes.pop(attempt.attempt_id, None)
             self._check_settled()
+
+    def _follow_usage(self, running: Running) -> asyncio.Task[None] | None:
+        """A CLI agent with a `usage_limit`: its log is read as it is written, and
+        the limit's message stops the attempt as throttled (engine/usagewatch.py)."""
+        limit = usage_limit_of(self.fleet, running.attempt) if self._watch_usage else None
+        if limit is None:
+            return None
+
+        def hit(details: dict[str, Any]) -> None:
+            if running.stop_reason is None:  # not already cancelled, timed out, interrupted
+                running.details = {**(running.details or {}), **details}
+                self.core.stop_attempt(running, Outcome.THROTTLED)
+
+        return asyncio.ensure_future(follow_usage(limit, running.attempt, hit))
 
     async def _review(self, running: Running) -> bool:
         """Hand a successful attempt to the workspace (it commits an agent's work,

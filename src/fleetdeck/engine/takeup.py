@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Literal
 
-from fleetdeck.engine import speculation
+from fleetdeck.engine import reroute, speculation
 from fleetdeck.engine.core import Core, Running
 from fleetdeck.model import Attempt, Cause, EventKind, Outcome, Stage, TaskState
 from fleetdeck.resume import ResumePlan, listed
@@ -70,6 +70,8 @@ def take_up(
         )
         task.failures = replayed.failures
         task.lost = replayed.lost
+        # Rerouted before the restart: it stays on its fallback agent.
+        reroute.take_up(core, node, replayed.agent, replayed.left_agents)
         outputs = [
             a for a in replayed.attempts if a.stage is Stage.AGENT and a.outcome is Outcome.OK
         ]
@@ -91,6 +93,8 @@ def take_up(
                 else None
             )
             core.unfinished -= 1
+            if state is TaskState.FAILED and core.specs[node].optional:
+                reroute.take_up_missing(core, node, replayed.failed_reason)
         elif (stage := _queued_stage(state)) is not None and outputs:
             task.output_attempt = outputs[-1]
             if task.id in unfinished:
@@ -143,6 +147,15 @@ def take_up(
             reason="an upstream task runs again",
             cause=Cause.UPSTREAM,
         )
+    for task_id, agent, usage in plan.usage:
+        # What the run spent before the restart: budgets spent stay spent.
+        if agent in core.fleet.config.agents:
+            core.limits.spend(agent, usage, core.dag.index.get(task_id))
+    now = core.clock.now()
+    for agent, until in plan.throttled.items():
+        # Paused by its provider's limit before the restart: held until the reset.
+        if agent in core.fleet.config.agents and until > now:
+            core.limits.pause_until(agent, until)
     reattach = _take_up_attempts(core, found, renewed)
     for node in core.dag.topo:
         task = core.tasks[node]

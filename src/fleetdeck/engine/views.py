@@ -107,6 +107,13 @@ class ViewBuilder:
                     files=overlap.files,
                 )
             )
+        for agent, (since, reason) in core.limits.attention.items():
+            # An agent over its budget: the item is the agent's, not a task's.
+            attention.append(
+                AttentionItem(
+                    task="", state=TaskState.BLOCKED, since=since, reason=reason, agent=agent
+                )
+            )
         attention.sort(key=lambda item: item.since)
         resources = self._usage()
         running = tuple(

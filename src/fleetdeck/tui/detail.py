@@ -30,6 +30,8 @@ _OUTCOME_STYLES = {
     Outcome.CANCELLED: "red",
     Outcome.LOST: "yellow",
     Outcome.PREEMPTED: "magenta",
+    # Held back by the provider's limit: it runs again, nothing failed.
+    Outcome.THROTTLED: "yellow",
 }
 
 
@@ -39,7 +41,8 @@ def outcome_text(attempt: AttemptRecord, *, live: bool) -> Text:
     word = attempt_outcome(attempt.outcome, reason=None, live=live)
     if attempt.outcome is None:
         return Text(word, style="bold green" if live else "yellow")
-    return Text(word, style=_OUTCOME_STYLES[attempt.outcome])
+    # Outcomes of later stages (conflict, retest, wait) are not failures either.
+    return Text(word, style=_OUTCOME_STYLES.get(attempt.outcome, "yellow"))
 
 
 class TaskDetailScreen(Screen[None]):

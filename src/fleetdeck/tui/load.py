@@ -57,6 +57,13 @@ class LoadPane(LinesPane):
         shown = items if fits else items[: max(1, room - 1)] if room else ()
         for item in shown:
             line = Text()
+            if item.agent is not None:
+                # An agent's item (its budget is spent): what, and since when.
+                line.append("⏸ ", style="bold yellow")
+                line.append(item.reason or f"{item.agent} takes no launches")
+                line.append(f" {clock(snapshot.now - item.since)}", style="dim")
+                rows.append(cut(line, width))
+                continue
             if item.files:
                 line.append("⚠ ", style="bold yellow")
             else:
