@@ -79,6 +79,11 @@ class Run:
         """The task's final state in the engine."""
         return str(self.engine.task(task).state)
 
+    def story(self, task: str) -> str:
+        """The task's events, one a line: what an assertion about it shows when
+        it fails (a failure seen only on a loaded machine needs its story)."""
+        return "\n".join(f"{e.kind} {dict(e.data)}" for e in self.events if e.task == task)
+
 
 @dataclass
 class EngineHarness:

@@ -290,7 +290,7 @@ async def test_a_retry_there_starts_afresh_unless_the_task_keeps_its_worktree(
     run = await land(harness, ssh_land_fleet(tmp_path, repo, alpha, str(clone), tasks), tmp_path)
     outputs = {}
     for task in ("fresh", "kept"):
-        assert run.state(task) == "succeeded"
+        assert run.state(task) == "succeeded", run.story(task)
         attempt = run.engine.task(task).output_attempt
         assert attempt is not None and attempt.number == 2
         out = Path(attempt.output_path)
