@@ -1,0 +1,164 @@
+"""The pipelined policy on a real repository (the Zuul model): a dependent starts
+on its upstream's unlanded branch before the upstream's CI ended, lands after
+it with each change once (in every way of landing), and is preempted, its
+process stopped and its worktree made afresh, when the upstream's CI fails."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import EngineHarness, alive
+from fleetdeck.config import Fleet, build_fleet
+from fleetdeck.engine import Engine
+from fleetdeck.model import Event, EventKind, Outcome
+from git_support import commit_file, git, make_repo
+from test_land import assert_nothing_left, outcomes
+from test_worktrees import landing
+
+
+def pipelined_fleet(
+    tmp_path: Path, repo: Path, tasks: list[dict[str, Any]], runner: str, **repo_keys: Any
+) -> Fleet:
+    data = {
+        "fleet": {
+            "name": "stack",
+            "state_dir": "state",
+            "grace_period": 0.3,
+            "retry_backoff": 0.01,
+            "policy": "pipelined",
+        },
+        "repo": {"path": str(repo), **repo_keys},
+        "agents": {"sh": {"command": ["sh", "-c", "{prompt}"], "slots": 4}},
+        "runners": {"t": {"command": ["sh", "-c", runner], "slots": 2}},
+        "tasks": tasks,
+    }
+    return build_fleet(data, source="stack.toml", base_dir=tmp_path)
+
+
+@pytest.mark.parametrize("mode", ["rebase", "merge", "squash"])
+async def test_a_dependent_starts_on_its_upstreams_branch_and_lands_after_it_once(
+    harness: EngineHarness, tmp_path: Path, mode: str
+) -> None:
+    repo = make_repo(tmp_path / "repo")
+    seen = tmp_path / "b-saw"
+    # a's CI holds until b's agent has run on a's change; every CI checks both files.
+    runner = (
+        f'if [ "$FLEETDECK_TASK" = a ]; then until [ -e {seen} ]; do sleep 0.02; done; fi; '
+        'test "$(cat a.txt)" = a'
+    )
+    tasks = [
+        {"id": "a", "agent": "sh", "prompt": "add a\necho a > a.txt", "ci": "t"},
+        {
+            "id": "b",
+            "agent": "sh",
+            "prompt": f"add b\ncat a.txt > b.txt && cp a.txt {seen}",
+            "ci": "t",
+            "depends_on": ["a"],
+        },
+    ]
+    fleet = pipelined_fleet(tmp_path, repo, tasks, runner, land=mode)
+    mine: list[str] = []
+
+    def during(engine: Engine, event: Event) -> None:
+        started = event.kind is EventKind.ATTEMPT_STARTED
+        if started and event.task == "a" and event.data["stage"] == "ci" and not mine:
+            # The user commits meanwhile: a lands rebased (squashed, merged) on
+            # it, not as the commit b started on.
+            mine.append(commit_file(repo, "mine.txt", "mine\n", "mine"))
+
+    run = await harness.run(fleet, during=during, **landing(fleet, tmp_path))
+    assert run.result.exit_code == 0, run.events
+    assert run.state("a") == run.state("b") == "succeeded"
+    assert run.engine.snapshot().policy_detail == "pipelined"
+    # b started on a's agent output, before a's CI ended, and saw its change.
+    b_started = run.index(EventKind.ATTEMPT_STARTED, "b", stage="agent")
+    assert b_started < run.index(EventKind.ATTEMPT_FINISHED, "a", stage="ci")
+    assert seen.read_text() == "a\n"
+    # b joined the train only once a had landed.
+    assert run.index(EventKind.TASK_LANDED, "a") < run.index(
+        EventKind.ATTEMPT_STARTED, "b", stage="merge"
+    )
+    (held,) = [e for e in run.of(EventKind.MERGE_QUEUED, "b") if "after" in e.data]
+    assert held.data["after"] == "a"
+    # The target moved under b's CI (a landed as another commit): CI ran again on top.
+    assert outcomes(run, "b", "merge") == ["retest", "ok"]
+    assert outcomes(run, "b", "ci") == ["ok", "ok"]
+    # Each change once, in order, on top of the user's commit.
+    tip = git(repo, "rev-parse", "main")
+    assert git(repo, "merge-base", "--is-ancestor", mine[0], tip) == ""
+    assert sorted(git(repo, "ls-tree", "--name-only", "main").split()) == [
+        "README", "a.txt", "b.txt", "mine.txt"
+    ]  # fmt: skip
+    assert git(repo, "show", "main:b.txt") == "a"
+    subjects = git(repo, "log", "--format=%s", "main").splitlines()
+    assert subjects.count("a: add a") == 1 and subjects.count("b: add b") == 1
+    first_parents = git(repo, "log", "--first-parent", "--format=%s", "main").splitlines()
+    if mode == "merge":
+        assert first_parents == ["Merge fleetdeck/b", "Merge fleetdeck/a", "mine", "initial"]
+    else:
+        assert first_parents == ["b: add b", "a: add a", "mine", "initial"]
+        # b's landed commit is b's change alone.
+        assert git(repo, "diff", "--name-only", "main~1", "main") == "b.txt"
+    assert git(repo, "status", "--porcelain") == ""
+    assert_nothing_left(repo)
+
+
+async def test_an_upstream_ci_failure_preempts_the_stacked_dependent_which_lands_on_the_fix(
+    harness: EngineHarness, tmp_path: Path
+) -> None:
+    repo = make_repo(tmp_path / "repo")
+    pid = tmp_path / "b-pid"
+    failed = tmp_path / "a-ci-failed"
+    # a's agent writes its attempt number; b's first attempt leaves a stray file
+    # in its worktree and hangs (its pid kept), its second copies a's change.
+    b_agent = (
+        f"add b\nif [ -e {pid} ]; then cat a.txt > b.txt; ls > listing.txt; "
+        f"else echo stray > stray.txt; echo $$ > {pid}; exec sleep 60; fi"
+    )
+    runner = (
+        f'if [ "$FLEETDECK_TASK" = a ] && [ ! -e {failed} ]; then '
+        f"until [ -s {pid} ]; do sleep 0.02; done; touch {failed}; exit 1; fi; "
+        "test -f a.txt"
+    )
+    tasks = [
+        {
+            "id": "a",
+            "agent": "sh",
+            "prompt": 'add a\necho "a-$FLEETDECK_ATTEMPT" > a.txt',
+            "ci": "t",
+            "retries": 1,
+        },
+        {"id": "b", "agent": "sh", "prompt": b_agent, "ci": "t", "depends_on": ["a"]},
+    ]
+    fleet = pipelined_fleet(tmp_path, repo, tasks, runner)
+    bases: list[str] = []
+
+    def during(engine: Engine, event: Event) -> None:
+        started = event.kind is EventKind.ATTEMPT_STARTED
+        if started and event.task == "b" and event.data["stage"] == "agent":
+            worktree = tmp_path / "state" / "worktrees" / "b"
+            bases.append((worktree / "a.txt").read_text())
+            assert not (worktree / "stray.txt").exists()  # fresh, every time
+
+    run = await harness.run(fleet, during=during, **landing(fleet, tmp_path))
+    assert run.result.exit_code == 0, run.events
+    assert run.state("a") == run.state("b") == "succeeded"
+    # b's first attempt ran on a's first change and was preempted, its process gone.
+    b_agents = [e.data["outcome"] for e in run.of(EventKind.ATTEMPT_FINISHED, "b", stage="agent")]
+    assert b_agents == [Outcome.PREEMPTED, Outcome.OK]
+    assert not alive(int(pid.read_text()))
+    (requeued,) = run.of(EventKind.TASK_REQUEUED, "b", cause="preempted")
+    assert "'a' failed in ci" in requeued.data["reason"]
+    assert run.of(EventKind.RETRY_SCHEDULED, "b") == []
+    # It ran again on a's fixed change, in a fresh worktree, and landed after a.
+    assert bases == ["a-1\n", "a-2\n"]
+    assert git(repo, "show", "main:b.txt") == "a-2"
+    assert "stray.txt" not in git(repo, "show", "main:listing.txt").split()
+    assert git(repo, "log", "--format=%s", "main").splitlines() == [
+        "b: add b", "a: add a", "initial"
+    ]  # fmt: skip
+    assert run.index(EventKind.TASK_LANDED, "a") < run.index(EventKind.TASK_LANDED, "b")
+    assert_nothing_left(repo)
