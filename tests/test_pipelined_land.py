@@ -5,15 +5,21 @@ process stopped and its worktree made afresh, when the upstream's CI fails."""
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from conftest import EngineHarness, alive
+from conftest import EngineHarness, Run, alive
 from fleetdeck.config import Fleet, build_fleet
 from fleetdeck.engine import Engine
-from fleetdeck.model import Event, EventKind, Outcome
+from fleetdeck.engine.shell import estimated_durations
+from fleetdeck.engine.simulate import StageModel, simulate_run
+from fleetdeck.journal import Journal
+from fleetdeck.model import Event, EventKind, Outcome, Stage
+from fleetdeck.report import load_run
+from fleetdeck.resume import choose_run
 from git_support import commit_file, git, make_repo
 from test_land import assert_nothing_left, outcomes
 from test_worktrees import landing
@@ -161,4 +167,135 @@ async def test_an_upstream_ci_failure_preempts_the_stacked_dependent_which_lands
         "b: add b", "a: add a", "initial"
     ]  # fmt: skip
     assert run.index(EventKind.TASK_LANDED, "a") < run.index(EventKind.TASK_LANDED, "b")
+    assert_nothing_left(repo)
+
+
+async def test_a_stack_three_deep_lands_in_order_each_change_once(
+    harness: EngineHarness, tmp_path: Path
+) -> None:
+    """c stands on b's branch, which stands on a's: squashed one by one, each
+    lands its own change alone, after the one it stood on."""
+    repo = make_repo(tmp_path / "repo")
+    gate = tmp_path / "c-ran"
+    # a's and b's CI hold until c's agent has run on both their changes.
+    runner = (
+        f'if [ "$FLEETDECK_TASK" != c ]; then until [ -e {gate} ]; do sleep 0.02; done; fi; '
+        "test -f a.txt"
+    )
+    tasks = [
+        {"id": "a", "agent": "sh", "prompt": "add a\necho a > a.txt", "ci": "t"},
+        {
+            "id": "b",
+            "agent": "sh",
+            "prompt": "add b\ncat a.txt > b.txt",
+            "ci": "t",
+            "depends_on": ["a"],
+        },
+        {
+            "id": "c",
+            "agent": "sh",
+            "prompt": f"add c\ncat a.txt b.txt > c.txt && touch {gate}",
+            "ci": "t",
+            "depends_on": ["b"],
+        },
+    ]
+    fleet = pipelined_fleet(tmp_path, repo, tasks, runner, land="squash")
+    run = await harness.run(fleet, **landing(fleet, tmp_path))
+    assert run.result.exit_code == 0, run.events
+    assert git(repo, "show", "main:c.txt") == "a\na"
+    assert run.index(EventKind.ATTEMPT_STARTED, "c", stage="agent") < run.index(
+        EventKind.ATTEMPT_FINISHED, "a", stage="ci"
+    )
+    landed = [e.task for e in run.of(EventKind.TASK_LANDED)]
+    assert landed == ["a", "b", "c"]
+    assert git(repo, "log", "--format=%s", "main").splitlines() == [
+        "c: add c", "b: add b", "a: add a", "initial"
+    ]  # fmt: skip
+    for commit, name in (("main", "c.txt"), ("main~1", "b.txt"), ("main~2", "a.txt")):
+        assert git(repo, "diff", "--name-only", f"{commit}~1", commit) == name
+    assert_nothing_left(repo)
+
+
+async def test_the_simulator_and_a_real_run_on_a_repo_count_the_same_compound_failures(
+    harness: EngineHarness, tmp_path: Path
+) -> None:
+    """a's CI always fails (after 0.8 s); b (agent 0.1 s, CI 3 s) stands on a's
+    branch and c (agent 3 s) on b's: two compound failures, in both."""
+    repo = make_repo(tmp_path / "repo")
+    runner = 'if [ "$FLEETDECK_TASK" = a ]; then sleep 0.8; exit 1; fi; sleep 3'
+    tasks = [
+        {"id": "a", "agent": "sh", "prompt": "echo a > a.txt", "ci": "t", "retries": 0},
+        {"id": "b", "agent": "sh", "prompt": "sleep 0.1; echo b > b.txt", "ci": "t",
+         "depends_on": ["a"]},
+        {"id": "c", "agent": "sh", "prompt": "sleep 3; echo c > c.txt", "depends_on": ["b"]},
+    ]  # fmt: skip
+    fleet = pipelined_fleet(tmp_path, repo, tasks, runner)
+    run = await harness.run(fleet, **landing(fleet, tmp_path))
+    real = load_run(run.state_dir).report
+    assert {task: run.state(task) for task in "abc"} == {
+        "a": "failed",
+        "b": "blocked",
+        "c": "blocked",
+    }
+    merge = StageModel.fixed(0.0)
+    models = [
+        {Stage.AGENT: StageModel.fixed(0.0), Stage.CI: StageModel.fixed(0.8, 1.0),
+         Stage.MERGE: merge},
+        {Stage.AGENT: StageModel.fixed(0.1), Stage.CI: StageModel.fixed(3.0), Stage.MERGE: merge},
+        {Stage.AGENT: StageModel.fixed(3.0), Stage.MERGE: merge},
+    ]  # fmt: skip
+    simulated = simulate_run(
+        fleet, "pipelined", models, estimates=estimated_durations(fleet, {}), rng=random.Random(1)
+    ).report
+    assert real.compound_failures == simulated.compound_failures == 2
+    assert real.preempted_attempts == simulated.preempted_attempts == 2
+    assert git(repo, "log", "--format=%s", "main") == "initial"  # nothing landed
+
+
+async def test_a_run_stopped_while_a_dependent_waits_for_its_upstream_to_land_is_taken_up(
+    harness: EngineHarness, tmp_path: Path
+) -> None:
+    """b, done with its CI on a's unlanded branch, waits for a (whose CI holds)
+    when the supervisor stops. Taken up by a new one, b still lands after a,
+    with its own change alone (its fork found again beside its worktree)."""
+    repo = make_repo(tmp_path / "repo")
+    go = tmp_path / "go"
+    runner = (
+        f'if [ "$FLEETDECK_TASK" = a ]; then until [ -e {go} ]; do sleep 0.02; done; fi; '
+        "test -f a.txt"
+    )
+    tasks = [
+        {"id": "a", "agent": "sh", "prompt": "add a\necho a > a.txt", "ci": "t"},
+        {"id": "b", "agent": "sh", "prompt": "add b\ncat a.txt > b.txt", "ci": "t",
+         "depends_on": ["a"]},
+    ]  # fmt: skip
+    fleet = pipelined_fleet(tmp_path, repo, tasks, runner, land="squash")
+
+    def stop_when_b_waits(engine: Engine, event: Event) -> None:
+        if event.kind is EventKind.MERGE_QUEUED and event.data.get("after") == "a":
+            engine.request_stop()
+
+    first = await harness.run(fleet, during=stop_when_b_waits, **landing(fleet, tmp_path))
+    assert first.state("b") == "merge_queued" and first.state("a") == "ci_running"
+    for journal in harness.journals:  # the first supervisor is gone
+        journal.close()
+    harness.journals.clear()
+    go.write_text("")
+    journal = Journal(tmp_path / "state")
+    harness.journals.append(journal)
+    resume = choose_run(journal.latest_run(), fleet.name, str(tmp_path / "state"))
+    assert resume is not None
+    engine = Engine(fleet, journal=journal, resume=resume, **landing(fleet, tmp_path))
+    events: list[Event] = []
+    engine.subscribe(events.append)
+    result = await engine.run()
+    second = Run(result=result, events=events, state_dir=tmp_path / "state", engine=engine)
+    assert result.exit_code == 0, events
+    assert second.state("a") == second.state("b") == "succeeded"
+    assert [e.task for e in second.of(EventKind.TASK_LANDED)] == ["a", "b"]
+    assert second.of(EventKind.ATTEMPT_STARTED, "b", stage="agent") == []  # b's work kept
+    assert git(repo, "log", "--format=%s", "main").splitlines() == [
+        "b: add b", "a: add a", "initial"
+    ]  # fmt: skip
+    assert git(repo, "diff", "--name-only", "main~1", "main") == "b.txt"
     assert_nothing_left(repo)

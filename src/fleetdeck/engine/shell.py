@@ -549,7 +549,9 @@ class Engine:
                         raise LaunchError(f"no executor for host '{attempt.host}'")
                     place = None
                     if self._workspace is not None and STAGES[attempt.stage].needs_workspace:
-                        if isinstance(self._workspace, StacksWorkspaces):
+                        if attempt.stage is Stage.AGENT and isinstance(
+                            self._workspace, StacksWorkspaces
+                        ):
                             stack = speculation.stacked_on(core, running.node)
                             self._workspace.stack_on(attempt.task, stack)
                         place = await self._workspace.prepare(attempt.task, attempt)
