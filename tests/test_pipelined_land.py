@@ -6,6 +6,7 @@ process stopped and its worktree made afresh, when the upstream's CI fails."""
 from __future__ import annotations
 
 import random
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -299,3 +300,64 @@ async def test_a_run_stopped_while_a_dependent_waits_for_its_upstream_to_land_is
     ]  # fmt: skip
     assert git(repo, "diff", "--name-only", "main~1", "main") == "b.txt"
     assert_nothing_left(repo)
+
+
+async def test_a_dependent_preempted_after_its_commit_gets_its_branch_made_afresh(
+    harness: EngineHarness, tmp_path: Path
+) -> None:
+    """b has committed and passed CI on a's first change, and waits for a to
+    land, when a's CI fails: b's commit on fleetdeck/b is void (fleetdeck's own
+    branch, made afresh on a's fix), and only b's second change lands."""
+    repo = make_repo(tmp_path / "repo")
+    b_tested = tmp_path / "b-tested"
+    failed = tmp_path / "a-ci-failed"
+    runner = (
+        f'if [ "$FLEETDECK_TASK" = b ]; then touch {b_tested}; exit 0; fi; '
+        f"if [ ! -e {failed} ]; then until [ -e {b_tested} ]; do sleep 0.02; done; "
+        f"sleep 0.3; touch {failed}; exit 1; fi"
+    )
+    tasks = [
+        {
+            "id": "a",
+            "agent": "sh",
+            "prompt": 'add a\necho "a-$FLEETDECK_ATTEMPT" > a.txt',
+            "ci": "t",
+            "retries": 1,
+        },
+        {
+            "id": "b",
+            "agent": "sh",
+            "prompt": 'add b\n{ cat a.txt; echo "b-$FLEETDECK_ATTEMPT"; } > b.txt',
+            "ci": "t",
+            "depends_on": ["a"],
+            "keep_worktree": True,  # a stacked worktree is made afresh all the same
+        },
+    ]
+    fleet = pipelined_fleet(tmp_path, repo, tasks, runner)
+    commits: list[str] = []
+
+    def during(engine: Engine, event: Event) -> None:
+        finished = event.kind is EventKind.ATTEMPT_FINISHED and event.task == "b"
+        if finished and event.data["stage"] == "agent" and "commit" in event.data:
+            commits.append(event.data["commit"])
+
+    run = await harness.run(fleet, during=during, **landing(fleet, tmp_path))
+    assert run.result.exit_code == 0, run.events
+    (requeued,) = run.of(EventKind.TASK_REQUEUED, "b", cause="preempted")
+    assert "'a' failed in ci" in requeued.data["reason"]
+    held = [e for e in run.of(EventKind.MERGE_QUEUED, "b") if "after" in e.data]
+    assert run.events.index(held[0]) < run.events.index(requeued)  # it was waiting to land
+    assert len(commits) == 2
+    tip = git(repo, "rev-parse", "main")
+    void = subprocess_ok(repo, "merge-base", "--is-ancestor", commits[0], tip)
+    assert not void, "the preempted commit landed"
+    assert git(repo, "show", "main:b.txt").splitlines()[0] == "a-2"
+    assert git(repo, "log", "--format=%s", "main").splitlines() == [
+        "b: add b", "a: add a", "initial"
+    ]  # fmt: skip
+    assert_nothing_left(repo)
+
+
+def subprocess_ok(repo: Path, *args: str) -> bool:
+    """True when `git ARGS` in `repo` exits 0 (a question, not an error)."""
+    return subprocess.run(["git", "-C", str(repo), *args], check=False).returncode == 0
