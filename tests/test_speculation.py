@@ -4,8 +4,9 @@ an upstream's agent output, and preempted when that upstream fails after."""
 from __future__ import annotations
 
 from core_support import CoreSim, chain, fleet_toml
-from fleetdeck.engine import commands
+from fleetdeck.engine import commands, speculation
 from fleetdeck.model import EventKind, Outcome, TaskState
+from fleetdeck.stages import EXIT_CONFLICT, EXIT_RETEST
 
 
 def _chain_sim(retries: int = 1) -> CoreSim:
@@ -127,20 +128,68 @@ def test_a_task_queued_for_ci_when_preempted_leaves_the_queue() -> None:
     assert sim.core.in_flight == 1
 
 
-def test_with_a_repo_pipelined_waits_for_the_upstream_to_land_and_says_so() -> None:
-    """Stacked worktrees are not built: a task that lands releases nothing early."""
-    text = fleet_toml(chain("a", "b", ci="ci"), slots=4, runner_slots=4)
+def _repo_sim(tasks: list[dict[str, object]]) -> CoreSim:
+    text = fleet_toml(tasks, slots=4, runner_slots=4)
     sim = CoreSim(text + '\n[repo]\npath = "."\n', policy="pipelined")
-    assert sim.core.policy.describe() == "pipelined (waits to land)"
     sim.start()
-    sim.end("a")  # a's agent: its CI starts, b does not
-    assert sim.launched() == [("a", "agent"), ("a", "ci")]
-    sim.end("a")  # CI: into the merge train
+    return sim
+
+
+def test_with_a_repo_a_dependent_starts_on_the_agent_output_and_lands_after_it() -> None:
+    """The Zuul model: b starts on a's unlanded branch; done with its CI first, it
+    waits out of the train until a landed, then joins it."""
+    sim = _repo_sim(chain("a", "b", ci="ci"))
+    assert sim.core.policy.describe() == "pipelined"
+    assert sim.launched() == [("a", "agent")]
+    sim.end("a")  # a's agent: its CI and b's agent start together
+    assert sim.launched() == [("a", "ci"), ("b", "agent")]
+    assert speculation.stacked_on(sim.core, sim.core.node("b")) == "a"
+    sim.end("b")
+    sim.end("b")  # b's CI passed before a's: b waits for a to land
+    assert sim.launched() == [("b", "ci")]
+    assert sim.state("b") is TaskState.MERGE_QUEUED
+    assert not any(sim.core.stage_queues.values())
+    sim.end("a")  # a's CI: a joins the train, b still waits
     assert sim.launched() == [("a", "merge")]
+    sim.end("a", exit_code=EXIT_RETEST)  # the target moved: a's CI again, b stays
+    assert sim.state("b") is TaskState.MERGE_QUEUED and _preempted(sim) == []
+    sim.end("a")
+    sim.end("a")  # landed: now b joins the train
+    assert sim.launched() == [("a", "ci"), ("a", "merge"), ("b", "merge")]
+    assert speculation.stacked_on(sim.core, sim.core.node("b")) is None
+    sim.end("b")
+    assert sim.states() == {"a": "succeeded", "b": "succeeded"}
+    assert not sim.core.released and not sim.core.landing_after
+
+
+def test_with_a_repo_a_conflict_of_the_upstream_preempts_its_waiting_dependent() -> None:
+    sim = _repo_sim(chain("a", "b", ci="ci", retries=1))
+    sim.end("a")
+    sim.end("b")
+    sim.end("b")  # b waits for a to land
+    sim.end("a")
+    sim.take_events()
+    sim.end("a", exit_code=EXIT_CONFLICT)  # a goes back to its agent: b's work is void
+    assert _preempted(sim) == ["b"]
     assert sim.state("b") is TaskState.PENDING
-    sim.end("a")  # landed: now b
-    assert sim.launched() == [("b", "agent")]
-    assert not sim.core.released
+    assert not sim.core.landing_after
+
+
+def test_with_a_repo_a_task_of_several_dependencies_waits_for_them_to_land() -> None:
+    """One worktree is stacked on one unlanded branch, never on a merge of two."""
+    tasks: list[dict[str, object]] = [
+        {"id": "a", "ci": "ci"},
+        {"id": "b", "ci": "ci"},
+        {"id": "c", "ci": "ci", "depends_on": ["a", "b"]},
+    ]
+    sim = _repo_sim(tasks)
+    sim.end("a")
+    sim.end("b")  # both agents done: c does not start on them
+    assert sorted(sim.launched()) == [("a", "agent"), ("a", "ci"), ("b", "agent"), ("b", "ci")]
+    for task in ("a", "a", "b", "b"):
+        sim.end(task)  # CI, then landed
+    assert sim.launched()[-1] == ("c", "agent")
+    assert speculation.stacked_on(sim.core, sim.core.node("c")) is None
 
 
 def test_without_a_repo_pipelined_says_its_name_alone() -> None:

@@ -130,19 +130,13 @@ class Pipelined(Wave):
 
     The speculation itself is the core's (`speculates`: it releases a task's
     dependents when its agent stage succeeds, and preempts them when a later
-    stage of it fails), so the simulator shares it. A task that lands on a
-    `[repo]` releases nothing early: its dependents wait for it to land (a
-    worktree stacked on an unlanded branch is not built yet).
+    stage of it fails), so the simulator shares it. On a `[repo]` a dependent
+    with one dependency works on that upstream's unlanded branch, and lands
+    after it (engine/speculation.py).
     """
 
     name: Policy = "pipelined"
     speculates = True
-    # Set by the core for a fleet with a `[repo]`: its tasks wait to land.
-    lands = False
-
-    def describe(self) -> str:
-        """Its name, and that it waits for landing on a `[repo]`."""
-        return f"{self.name} (waits to land)" if self.lands else self.name
 
 
 # Attempt outcomes that halve the adaptive window (a preemption is not one).

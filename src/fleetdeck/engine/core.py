@@ -52,6 +52,10 @@ from fleetdeck.text import plural
 _AGENT = Stage.AGENT
 _READY = TaskState.READY
 _OK = Outcome.OK
+# Outcomes of a released task's later stage that leave its dependents standing:
+# CI again on its rebased candidate, or a wait for the user's checkout (its
+# change is the same; its dependents land after it all the same).
+_KEEPS_RELEASED = frozenset({Outcome.OK, Outcome.RETEST, Outcome.WAIT})
 _FAILED = Outcome.FAILED
 _TIMEOUT = Outcome.TIMEOUT
 _TASK_READY = EventKind.TASK_READY
@@ -170,6 +174,9 @@ class Core:
         # succeeded under a speculating policy, their later stages have not yet
         # (fleetdeck.engine.speculation).
         self.released: set[int] = set()
+        # Tasks done with CI that wait, before the merge train, for a speculative
+        # upstream of theirs to land first (fleetdeck.engine.speculation).
+        self.landing_after: set[int] = set()
         self.in_flight = 0
         self.unfinished = len(self.tasks)
         self.paused = False
@@ -238,9 +245,6 @@ class Core:
         )
         # Dependents may start on a task's agent output (pipelined).
         self.speculates = bool(getattr(policy, "speculates", False))
-        if self.speculates and self.fleet.config.repo is not None:
-            # Tasks that land release nothing early (engine/speculation.py): say so.
-            policy.lands = True  # type: ignore[attr-defined]
         # False when nobody hears events: the hot paths then skip building
         # their details too (a simulation of the makespan alone).
         self.telling = self._events or observes
@@ -610,7 +614,7 @@ class Core:
             return  # interrupted: the task keeps its state, to be resumed
         if task.waiting_for is not None and outcome is not Outcome.WAIT:
             task.waiting_for = task.attention_since = None  # what it waited for is over
-        if outcome is not _OK and self.released and node in self.released:
+        if outcome not in _KEEPS_RELEASED and self.released and node in self.released:
             # Its dependents started on the agent output this stage was checking.
             speculation.preempt(self, node, f"{outcome} in {attempt.stage}")
         if outcome is _OK:
@@ -681,6 +685,8 @@ class Core:
         definition = STAGES[stage]
         worker_name = worker_of(self.specs[node], stage)
         assert worker_name is not None and definition.queued_event is not None
+        if self.speculates and stage is Stage.MERGE and speculation.held(self, node, at):
+            return  # it joins the train once its upstream landed
         task.state = definition.queued
         queue = self.stage_queues[(stage, worker_name)]
         queue.append(node)

@@ -45,8 +45,11 @@ def succeed(core: Core, node: int, at: float) -> None:
         core.touch(node, dependents=True)  # what the dependents wait for changed too
     core.unfinished -= 1
     if core.released and node in core.released:
-        # Its dependents stopped waiting for it when its agent stage succeeded.
-        core.released.discard(node)
+        # Its dependents stopped waiting for it when its agent stage succeeded
+        # (those that speculate on it: engine/speculation.py).
+        from fleetdeck.engine import speculation  # (it builds on this module)
+
+        speculation.landed(core, node)
         core.effects.schedule_soon()
         return
     waiting_on = core.waiting_on
@@ -66,6 +69,7 @@ def unqueue(core: Core, node: int) -> None:
     if timer is not None:
         timer.cancel()
     core.queued_since.pop(node, None)
+    core.landing_after.discard(node)
     for stage in core.pipelines[node][1:]:
         worker_name = worker_of(core.specs[node], stage)
         queue = core.stage_queues.get((stage, worker_name or ""))

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fleetdeck.config import Fleet, config_json
-from fleetdeck.engine import commands
+from fleetdeck.engine import commands, speculation
 from fleetdeck.engine.commit import GroupCommit
 from fleetdeck.engine.core import CommandError, Core, Running
 from fleetdeck.engine.hosts import HostWatch
@@ -47,7 +47,7 @@ from fleetdeck.engine.usagewatch import (
     watches_usage,
 )
 from fleetdeck.engine.views import ViewBuilder
-from fleetdeck.engine.workspace import ReviewsAttempts, ShowsDiffs, Workspace
+from fleetdeck.engine.workspace import ReviewsAttempts, ShowsDiffs, StacksWorkspaces, Workspace
 from fleetdeck.executors.base import (
     AttemptProcess,
     Executor,
@@ -549,6 +549,11 @@ class Engine:
                         raise LaunchError(f"no executor for host '{attempt.host}'")
                     place = None
                     if self._workspace is not None and STAGES[attempt.stage].needs_workspace:
+                        if attempt.stage is Stage.AGENT and isinstance(
+                            self._workspace, StacksWorkspaces
+                        ):
+                            stack = speculation.stacked_on(core, running.node)
+                            self._workspace.stack_on(attempt.task, stack)
                         place = await self._workspace.prepare(attempt.task, attempt)
                     request = self._requests.request_for(running, place)
                     if self._journal.committed < shell.recorded:

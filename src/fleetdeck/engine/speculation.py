@@ -10,9 +10,13 @@ started is *preempted*: an attempt running is stopped (its outcome
 to pending, and each waits for its upstream again. Each task put back is a
 compound failure; the work it threw away is rework (fleetdeck.metrics).
 
-A task that lands on a `[repo]` releases nothing early: its dependents' worktrees
-would have to be stacked on its unlanded branch, which the landing code does
-not build; they wait for it to land as under any other policy.
+On a `[repo]` (the Zuul model): a task that lands is released when its agent
+stage succeeds too, but only to a dependent that has it as its one dependency
+(`speculates_on`): that dependent's worktree is made on the upstream's branch
+(`stacked_on`, for the workspace), and a dependent with several dependencies
+waits for them to land, as under any other policy. A dependent done with its
+CI joins the merge train only once every dependency of its landed (`held`,
+then `landed`): the train tests it on the target's tip, which holds them.
 
 Pure, like the rest of the core: the simulator speculates and preempts exactly
 as a real run does.
@@ -24,6 +28,7 @@ from typing import TYPE_CHECKING
 
 from fleetdeck.engine import ends
 from fleetdeck.model import Cause, EventKind, Outcome, Stage, TaskState
+from fleetdeck.stages import worker_of
 
 if TYPE_CHECKING:
     from fleetdeck.engine.core import Core
@@ -36,8 +41,15 @@ _NOT_STARTED = frozenset(
 
 def can_release(core: Core, node: int) -> bool:
     """True when task `node`'s dependents may start on its agent output now."""
-    stages = core.pipelines[node]
-    return len(stages) > 1 and Stage.MERGE not in stages and node not in core.released
+    return len(core.pipelines[node]) > 1 and node not in core.released
+
+
+def speculates_on(core: Core, dep: int, child: int) -> bool:
+    """True when task `child` may start on released task `dep`'s agent output:
+    always, unless `dep` lands on a `[repo]` and `child` has other
+    dependencies (one worktree is stacked on one unlanded branch, never a
+    merge of several)."""
+    return Stage.MERGE not in core.pipelines[dep] or len(core.dag.deps[child]) == 1
 
 
 def release(core: Core, node: int) -> None:
@@ -54,10 +66,92 @@ def release(core: Core, node: int) -> None:
 
 
 def mark_released(core: Core, node: int) -> None:
-    """Count task `node` as released (its dependents' wait for it is over)."""
+    """Count task `node` as released (its speculating dependents' wait for it is over)."""
     core.released.add(node)
     for child in core.dag.dependents[node]:
-        core.waiting_on[child] -= 1
+        if speculates_on(core, node, child):
+            core.waiting_on[child] -= 1
+
+
+def landed(core: Core, node: int) -> None:
+    """Released task `node` succeeded (landed): the dependents that did not
+    speculate on it stop waiting for it now, and those waiting to join the
+    merge train behind it join it once nothing else they need is unlanded."""
+    core.released.discard(node)
+    tasks = core.tasks
+    for child in core.dag.dependents[node]:
+        if not speculates_on(core, node, child):
+            core.waiting_on[child] -= 1
+            if core.waiting_on[child] == 0 and tasks[child].state is TaskState.PENDING:
+                core.make_ready(child)
+        elif child in core.landing_after and _upstream_unlanded(core, child) is None:
+            core.landing_after.discard(child)
+            _join_train(core, child)
+
+
+def held(core: Core, node: int, at: float) -> bool:
+    """Task `node` is done with the stages before its merge: True (and it waits,
+    told as `merge_queued` with `after`) when a dependency of its has not
+    landed yet; False when it may join the merge train now."""
+    upstream = _upstream_unlanded(core, node)
+    if upstream is None:
+        return False
+    task = core.tasks[node]
+    task.state = TaskState.MERGE_QUEUED
+    core.landing_after.add(node)
+    core.queued_since[node] = at
+    worker = worker_of(core.specs[node], Stage.MERGE)
+    core.tell(EventKind.MERGE_QUEUED, task.id, node, {"train": worker, "after": upstream})
+    return True
+
+
+def stacked_on(core: Core, node: int) -> str | None:
+    """The dependency whose unlanded branch task `node`'s worktree is made on
+    (a released task that lands), or None: its worktree starts at the target's tip."""
+    tasks = core.tasks
+    for dep in core.dag.deps[node]:
+        if (
+            dep in core.released
+            and tasks[dep].state is not TaskState.SUCCEEDED
+            and Stage.MERGE in core.pipelines[dep]
+        ):
+            return tasks[dep].id
+    return None
+
+
+def _upstream_unlanded(core: Core, node: int) -> str | None:
+    """A dependency of task `node` that has not succeeded (landed, or passed
+    its CI), if any: nothing lands before what it depends on."""
+    tasks = core.tasks
+    for dep in core.dag.deps[node]:
+        if tasks[dep].state is not TaskState.SUCCEEDED:
+            return tasks[dep].id
+    return None
+
+
+def _join_train(core: Core, node: int) -> None:
+    """A task held behind its upstream joins the merge train's queue now."""
+    task = core.tasks[node]
+    worker = worker_of(core.specs[node], Stage.MERGE)
+    assert worker is not None
+    queue = core.stage_queues[(Stage.MERGE, worker)]
+    queue.append(node)
+    core.queued_since[node] = core.clock.now()
+    core.tell(EventKind.MERGE_QUEUED, task.id, node, {"train": worker, "position": len(queue)})
+    if core.dirty is not None:
+        core.dirty.add(node)
+
+
+def hold_taken_up(core: Core) -> None:
+    """A run taken up: tasks it finds in the merge train whose upstream has not
+    landed leave the train's queue and wait for it again (`held`)."""
+    for (stage, _worker), queue in core.stage_queues.items():
+        if stage is not Stage.MERGE:
+            continue
+        for node in list(queue):
+            if _upstream_unlanded(core, node) is not None:
+                queue.remove(node)
+                core.landing_after.add(node)
 
 
 def preempt(core: Core, node: int, why: str) -> None:
@@ -118,7 +212,8 @@ def waiting_for(core: Core, node: int) -> int:
     return sum(
         1
         for dep in core.dag.deps[node]
-        if tasks[dep].state is not TaskState.SUCCEEDED and dep not in released
+        if tasks[dep].state is not TaskState.SUCCEEDED
+        and (dep not in released or not speculates_on(core, dep, node))
     )
 
 

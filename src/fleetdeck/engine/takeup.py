@@ -130,6 +130,7 @@ def take_up(
             core.to_retry_lane(node, "resumed")
         # pending, ready and blocked tasks are worked out below, in DAG order.
     _take_up_speculation(core, plan)
+    speculation.hold_taken_up(core)
     _take_up_window(core, plan)
     for task_id in plan.changed:
         core.emit(
@@ -208,7 +209,9 @@ def _take_up_speculation(core: Core, plan: ResumePlan) -> None:
             speculation.mark_released(core, node)
 
 
-_CI_STATES = frozenset({TaskState.CI_QUEUED, TaskState.CI_RUNNING})
+_CI_STATES = frozenset(
+    {TaskState.CI_QUEUED, TaskState.CI_RUNNING, TaskState.MERGE_QUEUED, TaskState.MERGING}
+)
 
 
 def _take_up_window(core: Core, plan: ResumePlan) -> None:

@@ -53,3 +53,13 @@ class ShowsDiffs(Protocol):
 
     async def diff(self, base: str, head: str) -> str:
         """The patch from commit `base` to commit `head`, uncoloured."""
+
+
+@runtime_checkable
+class StacksWorkspaces(Protocol):
+    """A workspace that can make a task's place on an upstream's unlanded work
+    (the pipelined policy on a `[repo]`: engine/speculation.py `stacked_on`)."""
+
+    def stack_on(self, task: str, upstream: str | None) -> None:
+        """The next agent attempt of `task` starts on `upstream`'s work (None:
+        on the target's tip). Told just before `prepare`."""

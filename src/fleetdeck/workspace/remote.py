@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from fleetdeck.executors.base import LaunchError
-from fleetdeck.workspace.clean import owned_branches, record_owned
+from fleetdeck.workspace.clean import BRANCH_PREFIX, owned_branches, record_owned
 from fleetdeck.workspace.git import git, run
 
 if TYPE_CHECKING:
@@ -369,7 +369,9 @@ async def place_remote(remote: RemoteRepo, task: str, tree: TaskTree, *, agent: 
     if agent:
         if tree.host == remote.host and tree.remote_path is not None:
             return tree.remote_path  # kept (keep_worktree): the local one was kept too
-        commit, ref = tree.base, f"refs/heads/{spec.target}"
+        # (Stacked on an upstream's unlanded branch: that branch holds the base.)
+        branch = spec.target if tree.upstream is None else BRANCH_PREFIX + tree.upstream
+        commit, ref = tree.base, f"refs/heads/{branch}"
     else:
         assert tree.tested is not None
         commit, ref = tree.tested, f"refs/heads/{tree.branch}"

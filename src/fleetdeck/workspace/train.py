@@ -38,6 +38,7 @@ from fleetdeck.executors.base import (
 from fleetdeck.model import TRAIN_HOST, Attempt
 from fleetdeck.stages import EXIT_CONFLICT, EXIT_RETEST, EXIT_WAIT
 from fleetdeck.workspace.clean import LANDING, SCRATCH
+from fleetdeck.workspace.fork import forget_fork
 from fleetdeck.workspace.git import (
     GitError,
     Worktree,
@@ -157,6 +158,10 @@ class Train(Executor):
                 if self._tested[task] and await tree(repo, candidate) != await tree(repo, tested):
                     await git(branch_tree.path, "reset", "-q", "--hard", candidate)
                     branch_tree.candidate, branch_tree.candidate_base = candidate, tip
+                    if branch_tree.fork is not None:
+                        # Rebuilt on the tip: it stands on its upstream no more.
+                        branch_tree.fork = None
+                        await forget_fork(branch_tree.path)
                     log.append(
                         f"{target} moved to {tip[:12]} since CI ran: "
                         f"CI runs again on {candidate[:12]}"
@@ -182,7 +187,18 @@ class Train(Executor):
             identity = await workspace.identity(scratch)
             mode = workspace.spec.land
             abort: tuple[str, ...]
-            if mode == "rebase":
+            if branch.fork is not None and mode != "merge":
+                # Stacked on its upstream's branch (pipelined), which has landed
+                # since (as a rebased or squashed copy, so not an ancestor of the
+                # tip): only its own commits, those after the fork, go onto the
+                # tip, so the upstream's change is there once. (A merge keeps
+                # the upstream's commits in the target's history: git finds them.)
+                await git(scratch, "checkout", "-q", "--detach", head)
+                done = await run(scratch, *identity, "rebase", "-q", "--onto", tip, branch.fork)
+                abort = ("rebase", "--abort")
+                if done.code == 0 and mode == "squash":
+                    await git(scratch, "reset", "-q", "--soft", tip)
+            elif mode == "rebase":
                 await git(scratch, "checkout", "-q", "--detach", head)
                 done = await run(scratch, *identity, "rebase", "-q", tip)
                 abort = ("rebase", "--abort")

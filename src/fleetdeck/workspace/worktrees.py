@@ -27,6 +27,7 @@ from fleetdeck.engine.workspace import Place
 from fleetdeck.executors.base import LaunchError
 from fleetdeck.model import Attempt, Stage, TaskState
 from fleetdeck.workspace.clean import BRANCH_PREFIX, owned_branches, record_owned, record_repo
+from fleetdeck.workspace.fork import read_fork, write_fork
 from fleetdeck.workspace.git import (
     GitError,
     command,
@@ -81,6 +82,11 @@ class TaskTree:
     # there (workspace.remote).
     host: str | None = None
     remote_path: str | None = None
+    # Made on an unlanded upstream's branch (pipelined): that upstream's task,
+    # and the commit of its branch it started from (its own change is what
+    # follows it; None once the train rebuilt it on the target's tip).
+    upstream: str | None = None
+    fork: str | None = None
 
 
 class GitWorkspace:
@@ -107,6 +113,8 @@ class GitWorkspace:
         self.lock = asyncio.Lock()
         self._identity: tuple[str, ...] | None = None
         self.remotes = remote_repos(fleet, hosts or {}, path, root)
+        # The upstream each task's next agent attempt starts on (stack_on).
+        self._stacks: dict[str, str | None] = {}
 
     # --- the Workspace hook ---------------------------------------------------------
 
@@ -117,9 +125,12 @@ class GitWorkspace:
         if attempt.stage is Stage.AGENT:
             keep = self._specs[task].keep_worktree
             host = attempt.host if attempt.host in self.remotes else None
-            if tree is None or not keep or not tree.path.is_dir() or tree.host != host:
+            upstream = self._stacks.pop(task, None)
+            # A stacked worktree is never kept: what it stood on is void or landed.
+            stacked = upstream is not None or (tree is not None and tree.fork is not None)
+            if tree is None or not keep or stacked or not tree.path.is_dir() or tree.host != host:
                 async with self.lock:
-                    tree = await self._fresh(task, tree)
+                    tree = await self._fresh(task, tree, upstream)
         else:
             if tree is None:
                 tree = await self._adopt(task)
@@ -233,8 +244,16 @@ class GitWorkspace:
         """The branch of `task`'s worktree."""
         return BRANCH_PREFIX + task
 
-    async def _fresh(self, task: str, previous: TaskTree | None) -> TaskTree:
-        """A new worktree for `task` at the target's tip, replacing its old one."""
+    def stack_on(self, task: str, upstream: str | None) -> None:
+        """The next agent attempt of `task` starts on `upstream`'s branch (its
+        agent's committed work, not landed yet), None: on the target's tip."""
+        self._stacks[task] = upstream
+
+    async def _fresh(
+        self, task: str, previous: TaskTree | None, upstream: str | None = None
+    ) -> TaskTree:
+        """A new worktree for `task` at the target's tip (or on `upstream`'s
+        branch), replacing its old one."""
         path = self.root / task
         branch = self.branch_of(task)
         try:
@@ -248,11 +267,21 @@ class GitWorkspace:
             tip = await rev(self.repo, f"refs/heads/{self.target}")
             if tip is None:
                 raise WorkspaceError(f"the target branch '{self.target}' is gone from {self.repo}")
+            fork = None
+            if upstream is not None:
+                # Its upstream's work as its agent left it (gone: it landed, so
+                # the tip holds it).
+                fork = await rev(self.repo, f"refs/heads/{self.branch_of(upstream)}")
             self.root.mkdir(parents=True, exist_ok=True)
             # Recorded before it exists: a supervisor killed right after still
             # knows the branch is its own.
             self._own(branch, True)
-            await git(self.repo, "worktree", "add", "-q", "-b", branch, str(path), tip)
+            start = fork or tip
+            await git(self.repo, "worktree", "add", "-q", "-b", branch, str(path), start)
+            if fork is not None:
+                # Beside the worktree's own git files (gone with it): a restarted
+                # supervisor finds where its own change starts.
+                await write_fork(path, fork)
         except GitError as exc:
             raise WorkspaceError(f"cannot make the worktree of '{task}': {exc}") from None
         except OSError as exc:
@@ -260,7 +289,9 @@ class GitWorkspace:
         self._copy_into(path)
         if self.spec.setup is not None:
             await self._setup(path)
-        tree = TaskTree(path=path, branch=branch, base=tip)
+        tree = TaskTree(path=path, branch=branch, base=start)
+        if fork is not None:
+            tree.upstream, tree.fork = upstream, fork
         if previous is not None:
             tree.conflict = previous.conflict
         self.tasks[task] = tree
@@ -279,11 +310,13 @@ class GitWorkspace:
         path = self.root / task
         if not path.is_dir():
             raise WorkspaceError(f"the worktree of '{task}' is gone ({path})")
-        base = await git(self.repo, "merge-base", self.target, self.branch_of(task))
+        fork = await read_fork(path)
+        base = fork or (await git(self.repo, "merge-base", self.target, self.branch_of(task)))
         # Taken up at its merge stage, its CI passed on what its worktree holds
         # (a later CI attempt sets it again in `prepare`).
         tested = await rev(path, "HEAD")
         tree = TaskTree(path=path, branch=self.branch_of(task), base=base.strip(), tested=tested)
+        tree.fork = fork
         self.tasks[task] = tree
         return tree
 
