@@ -109,7 +109,7 @@ def test_killed_mid_landing_resumes_cleanly(tmp_path: Path, moment: str) -> None
         "a.txt",
         "b.txt",
         "notes",
-    ]
+    ], err + out
     # The user's checkout came along, their own change kept as it was.
     assert git(repo, "status", "--porcelain") == "M notes"
     assert (repo / "notes").read_bytes() == b"still mine\n"
