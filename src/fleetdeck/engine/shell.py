@@ -38,7 +38,7 @@ from fleetdeck.engine.commit import GroupCommit
 from fleetdeck.engine.core import CommandError, Core, Running
 from fleetdeck.engine.hosts import HostWatch
 from fleetdeck.engine.launch import RequestBuilder
-from fleetdeck.engine.opening import find_attempts, open_run
+from fleetdeck.engine.opening import find_attempts, fleet_with_added, open_run
 from fleetdeck.engine.takeup import carry_over, take_up
 from fleetdeck.engine.usagewatch import (
     follow_usage,
@@ -161,6 +161,8 @@ class Engine:
 
         `workspace` gives each task a place of its own (see engine/workspace.py);
         without it, attempts run in their worker's workdir."""
+        # A run taken up goes on with the tasks added to it (engine/adding.py).
+        fleet, self.added_skipped = fleet_with_added(fleet, journal, resume)
         self.fleet = fleet
         self._workspace = workspace
         self._reviews = workspace if isinstance(workspace, ReviewsAttempts) else None
@@ -187,7 +189,7 @@ class Engine:
         self._history = ContentionHistory()
         self._sample_timer: asyncio.TimerHandle | None = None
         self._listeners: list[Listener] = []
-        self._report = ReportBuilder(fleet)
+        self._report = ReportBuilder(fleet, grown=lambda: self.core.fleet)
         # Group commit: events are told once the journal holds them.
         self._commits = GroupCommit(
             journal,
@@ -333,6 +335,24 @@ class Engine:
         commands.retry(self.core, task_id, stage)
         if self._settled is not None and not self.core.settled:
             self._settled.clear()
+
+    async def add(self, tables: object) -> list[str]:
+        """Add tasks (`[[tasks]]` tables) to the running fleet; returns their ids
+        once their `task_added` events are durable (CommandError with the
+        config's message for a bad one: then nothing changed)."""
+        if self._settled is None or self._settled.is_set() or self.finished_at is not None:
+            raise CommandError("cannot add tasks: the run is not going (start it again)")
+        ids = commands.add(self.core, tables, estimate=self._estimate)
+        self.fleet = self.core.fleet
+        self._requests.fleet = self.fleet
+        # Acknowledged only once the journal holds them: a supervisor killed
+        # after this reply resumes with them.
+        await self._commits.durable(self._journal.recorded)
+        return ids
+
+    def _estimate(self, task_id: str) -> float:
+        known = self.estimates
+        return sum(known) / len(known) if known else 1.0
 
     def retry_stages(self, task_id: str) -> tuple[Stage, ...]:
         """The stages a retry of `task_id` may start from (see commands.retry_stages)."""
