@@ -123,9 +123,10 @@ class EngineClient(Protocol):
         """Stop the run cleanly; `hurry`: with no grace period."""
         ...
 
-    async def add(self, tasks: list[dict[str, Any]]) -> list[str]:
+    async def add(self, tasks: list[dict[str, Any]], *, source: str = "add") -> list[str]:
         """Add tasks (`[[tasks]]` tables, as in the config) to the running fleet;
-        their ids, once journaled. Raises CommandError with the config's message."""
+        their ids, once journaled. Raises CommandError with the config's message
+        (`source`: where the tables came from, as the message names it)."""
         ...
 
     def last_lines(self, logs: Iterable[str], count: int = 1) -> dict[str, list[str]]:

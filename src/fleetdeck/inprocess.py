@@ -86,9 +86,9 @@ class InProcessClient:
         """Stop the run cleanly; `hurry`: with no grace period."""
         self.engine.request_stop(hurry=hurry)
 
-    async def add(self, tasks: list[dict[str, Any]]) -> list[str]:
+    async def add(self, tasks: list[dict[str, Any]], *, source: str = "add") -> list[str]:
         """Add tasks to the running fleet; their ids, once journaled."""
-        ids = await self.engine.add(tasks)
+        ids = await self.engine.add(tasks, source=source)
         if self._predictions is not None:
             # Its fleet (pickled to it) is the one before: the next what-if starts afresh.
             self._predictions.close()

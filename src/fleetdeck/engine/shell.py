@@ -336,13 +336,13 @@ class Engine:
         if self._settled is not None and not self.core.settled:
             self._settled.clear()
 
-    async def add(self, tables: object) -> list[str]:
+    async def add(self, tables: object, *, source: str = "add") -> list[str]:
         """Add tasks (`[[tasks]]` tables) to the running fleet; returns their ids
         once their `task_added` events are durable (CommandError with the
         config's message for a bad one: then nothing changed)."""
         if self._settled is None or self._settled.is_set() or self.finished_at is not None:
             raise CommandError("cannot add tasks: the run is not going (start it again)")
-        ids = commands.add(self.core, tables, estimate=self._estimate)
+        ids = commands.add(self.core, tables, estimate=self._estimate, source=source)
         self.fleet = self.core.fleet
         self._requests.fleet = self.fleet
         # Acknowledged only once the journal holds them: a supervisor killed

@@ -86,7 +86,8 @@ def main(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     client = SocketClient.connect(state_dir_of(args.state_dir), stream=False)
     try:
-        ids = client.request("add", tasks=tables)
+        source = "<stdin>" if args.stdin == "-" else "<command line>"
+        ids = client.request("add", tasks=tables, source=source)
     finally:
         client.close()
     for task_id in ids:

@@ -318,7 +318,7 @@ class ControlServer:
         if op == "add":
             if self._add is not None:
                 return self._add(args["tasks"])
-            return await client.add(args["tasks"])
+            return await client.add(args["tasks"], source=str(args.get("source", "add")))
         if op == "last_lines":
             logs = [self._log_path(str(log)) for log in args["logs"]]
             return client.last_lines(logs, int(args.get("count", 1)))
