@@ -20,7 +20,12 @@ from fleetdeck.redact import Redactor
 def _sim(policy: str | None = None) -> CoreSim:
     sim = CoreSim(
         fleet_toml(
-            [{"id": "done"}, {"id": "runs"}, {"id": "breaks"}, {"id": "after", "depends_on": ["breaks"]}],
+            [
+                {"id": "done"},
+                {"id": "runs"},
+                {"id": "breaks"},
+                {"id": "after", "depends_on": ["breaks"]},
+            ],
             slots=3,
         ),
         policy=policy,
@@ -53,7 +58,9 @@ def test_added_tasks_are_ready_waiting_or_blocked_as_their_dependencies_are() ->
     added = [e for e in events if e.kind is EventKind.TASK_ADDED]
     assert [e.task for e in added] == ids
     assert added[0].data == {"spec": {"id": "new", "agent": "coder", "prompt": "p"}}
-    assert [(str(e.kind), e.task, e.data) for e in events if e.kind is not EventKind.TASK_ADDED] == [
+    assert [
+        (str(e.kind), e.task, e.data) for e in events if e.kind is not EventKind.TASK_ADDED
+    ] == [
         ("task_ready", "new", {"wave": 0}),
         ("task_ready", "on-done", {"wave": 1}),
         ("task_blocked", "on-failed", {"blocked_by": "breaks"}),
@@ -95,13 +102,17 @@ def test_views_report_and_folding_grow_with_the_added_tasks() -> None:
     report = ReportBuilder(sim.fleet, grown=lambda: core.fleet)
     for event in sim.fx.events:
         report.feed(event)
-    before = views.snapshot(now=0.0, started_at=0.0, finished_at=None, exit_code=None, stopping=False)
+    before = views.snapshot(
+        now=0.0, started_at=0.0, finished_at=None, exit_code=None, stopping=False
+    )
     assert before.total == 4
     commands.add(core, [{"id": "more", "agent": "coder", "depends_on": ["done"]}])
     sim.settle()
     for event in sim.take_events():
         report.feed(event)
-    after = views.snapshot(now=1.0, started_at=0.0, finished_at=None, exit_code=None, stopping=False)
+    after = views.snapshot(
+        now=1.0, started_at=0.0, finished_at=None, exit_code=None, stopping=False
+    )
     assert after.total == 5 and after.tasks[-1].id == "more"
     assert after.tasks[-1].wave == 1 and after.tasks[-1].state is TaskState.RUNNING
     assert [s.task for s in report.summaries()][-1] == "more"

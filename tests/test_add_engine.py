@@ -36,7 +36,7 @@ async def test_an_add_is_acknowledged_only_once_the_journal_holds_it(
     engine = harness.engine(fleet)
     client = InProcessClient(engine, what_if=False)
     running = asyncio.ensure_future(engine.run())
-    while engine.run_id is None:  # noqa: ASYNC110
+    while engine.run_id is None:
         await asyncio.sleep(0.01)
     table = {"id": "more", "agent": "sh", "prompt": "true", "depends_on": ["hold"]}
     assert await client.add([table]) == ["more"]
@@ -44,7 +44,9 @@ async def test_an_add_is_acknowledged_only_once_the_journal_holds_it(
     # the acknowledged task is already durable.
     assert _journaled_adds(tmp_path / "state") == [("more", {"spec": table})]
     # Refused: the config's message, and nothing journaled.
-    with pytest.raises(CommandError, match=r"duplicate task id 'more' \(first used by tasks\[1\]\)"):
+    with pytest.raises(
+        CommandError, match=r"duplicate task id 'more' \(first used by tasks\[1\]\)"
+    ):
         await client.add([{"id": "more", "agent": "sh"}])
     assert len(_journaled_adds(tmp_path / "state")) == 1
     assert engine.task("more").state is TaskState.PENDING

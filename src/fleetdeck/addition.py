@@ -57,7 +57,9 @@ def extend_fleet(fleet: Fleet, tables: object, *, source: str) -> Fleet:
     try:
         return prepare_fleet(grown, source=fleet.source, base_dir=fleet.base_dir)
     except ConfigError as exc:
-        raise ConfigError(source, [_renumbered(problem, first) for problem in exc.problems]) from None
+        raise ConfigError(
+            source, [_renumbered(problem, first) for problem in exc.problems]
+        ) from None
 
 
 def _renumbered(problem: Problem, first: int) -> Problem:

@@ -369,7 +369,13 @@ class ReportBuilder:
         self._tries.extend(array("l", [0]) * grow)
         for nan in (self._started, self._finished, self._first_ci, self._landed, self._failed_at):
             nan.extend(array("d", [_NAN]) * grow)
-        for zero in (self._ci_wait, self._agent_time, self._ci_time, self._spent_agent, self._spent_ci):
+        for zero in (
+            self._ci_wait,
+            self._agent_time,
+            self._ci_time,
+            self._spent_agent,
+            self._spent_ci,
+        ):
             zero.extend(array("d", [0.0]) * grow)
 
     def _policy_changed(self, event: Event) -> None:

@@ -53,7 +53,9 @@ def place(core: Core, nodes: Sequence[int]) -> None:
     """Tell each added task and put it where the lifecycle would: ready, blocked
     or pending (in topological order: an added task may depend on another)."""
     for node in nodes:
-        core.tell(EventKind.TASK_ADDED, core.tasks[node].id, node, {"spec": task_table(core.specs[node])})
+        core.tell(
+            EventKind.TASK_ADDED, core.tasks[node].id, node, {"spec": task_table(core.specs[node])}
+        )
     wanted = set(nodes)
     for node in core.dag.topo:
         if node not in wanted:
