@@ -64,3 +64,41 @@ async def test_an_add_is_acknowledged_only_once_the_journal_holds_it(
     # Once the run has ended, nothing can be added to it.
     with pytest.raises(CommandError, match="the run is not going"):
         await client.add([{"id": "late", "agent": "sh"}])
+
+
+async def test_an_added_task_lands_on_a_real_repository(
+    harness: EngineHarness, tmp_path: Path
+) -> None:
+    from git_support import git, make_repo
+    from test_worktrees import land_fleet, landing
+
+    repo = make_repo(tmp_path / "repo")
+    gate = tmp_path / "gate"
+    fleet = land_fleet(
+        tmp_path,
+        repo,
+        [
+            {
+                "id": "a",
+                "agent": "sh",
+                "prompt": f"add a\nwhile [ ! -e {gate} ]; do sleep 0.02; done; echo a > a.txt",
+            }
+        ],
+        runners={"t": {"command": ["sh", "-c", 'test -f "$FLEETDECK_TASK.txt"'], "slots": 1}},
+    )
+    engine = harness.engine(fleet, **landing(fleet, tmp_path))
+    client = InProcessClient(engine, what_if=False)
+    running = asyncio.ensure_future(engine.run())
+    while engine.run_id is None:
+        await asyncio.sleep(0.01)
+    table = {"id": "b", "agent": "sh", "prompt": "add b\necho b > b.txt", "ci": "t"}
+    await client.add([{**table, "depends_on": ["a"]}])
+    gate.touch()
+    result = await running
+    assert result.exit_code == 0
+    assert sorted(git(repo, "ls-tree", "--name-only", "main").split()) == [
+        "README",
+        "a.txt",
+        "b.txt",
+    ]
+    assert git(repo, "log", "-1", "--format=%s", "main") == "b: add b"

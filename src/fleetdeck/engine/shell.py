@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fleetdeck.config import Fleet, config_json
+from fleetdeck.config import Fleet, TaskSpec, config_json
 from fleetdeck.engine import commands
 from fleetdeck.engine.commit import GroupCommit
 from fleetdeck.engine.core import CommandError, Core, Running
@@ -162,6 +162,7 @@ class Engine:
         `workspace` gives each task a place of its own (see engine/workspace.py);
         without it, attempts run in their worker's workdir."""
         # A run taken up goes on with the tasks added to it (engine/adding.py).
+        configured = len(fleet.tasks)
         fleet, self.added_skipped = fleet_with_added(fleet, journal, resume)
         self.fleet = fleet
         self._workspace = workspace
@@ -170,6 +171,7 @@ class Engine:
         self._releases: set[asyncio.Task[None]] = set()
         self._journal = journal
         self._executors = dict(executors)
+        self._tell_added(fleet.tasks[configured:])
         self._clock = clock
         self._loop_clock = LoopClock(clock)
         self.estimates = estimated_durations(fleet, journal.learned_durations())
@@ -342,13 +344,25 @@ class Engine:
         config's message for a bad one: then nothing changed)."""
         if self._settled is None or self._settled.is_set() or self.finished_at is not None:
             raise CommandError("cannot add tasks: the run is not going (start it again)")
+        first = len(self.core.tasks)
         ids = commands.add(self.core, tables, estimate=self._estimate, source=source)
         self.fleet = self.core.fleet
+        self._tell_added(self.fleet.tasks[first:])
         self._requests.fleet = self.fleet
         # Acknowledged only once the journal holds them: a supervisor killed
         # after this reply resumes with them.
         await self._commits.durable(self._journal.recorded)
         return ids
+
+    def _tell_added(self, specs: Sequence[TaskSpec]) -> None:
+        """What keeps something per task beside the core (the workspace's
+        worktrees, the merge train) learns of the tasks added."""
+        if not specs:
+            return
+        for part in (self._workspace, *self._executors.values()):
+            tasks_added = getattr(part, "tasks_added", None)
+            if tasks_added is not None:
+                tasks_added(specs)
 
     def _estimate(self, task_id: str) -> float:
         known = self.estimates
