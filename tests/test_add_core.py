@@ -197,3 +197,16 @@ def test_under_pipelined_a_released_dependency_is_not_waited_for() -> None:
     commands.add(sim.core, [{"id": "down", "agent": "coder", "depends_on": ["up"]}])
     sim.settle()
     assert ("down", "agent") in sim.launched()
+
+
+def test_a_resumed_fleet_keeps_the_configs_own_definition_of_an_added_id() -> None:
+    sim = _sim()
+    added = [
+        {"id": "runs", "agent": "coder", "prompt": "the added one"},  # the config has it now
+        {"id": "gone", "agent": "retired"},  # its agent left the config
+        {"id": "kept", "agent": "coder", "depends_on": ["done"]},
+    ]
+    fleet, skipped = appended(sim.fleet, added)
+    assert skipped == ["runs", "gone"]
+    assert [task.id for task in fleet.tasks] == ["done", "runs", "breaks", "after", "kept"]
+    assert fleet.tasks[1] == sim.fleet.tasks[1]
