@@ -102,3 +102,22 @@ async def test_an_added_task_lands_on_a_real_repository(
         "b.txt",
     ]
     assert git(repo, "log", "-1", "--format=%s", "main") == "b: add b"
+
+
+async def test_a_run_kept_going_after_its_end_takes_an_added_task(
+    harness: EngineHarness, tmp_path: Path
+) -> None:
+    fleet = make_fleet(tmp_path, [{"id": "quick", "agent": "sh", "prompt": "true"}])
+    engine = harness.engine(fleet)
+    client = InProcessClient(engine, what_if=False)
+    running = asyncio.ensure_future(engine.run(until_settled=False))
+    while engine.run_id is None or engine.task("quick").state is not TaskState.SUCCEEDED:
+        await asyncio.sleep(0.01)
+    out = tmp_path / "late.out"
+    await client.add([{"id": "late", "agent": "sh", "prompt": f"echo late > {out}"}])
+    while engine.task("late").state is not TaskState.SUCCEEDED:
+        await asyncio.sleep(0.01)
+    assert out.read_text() == "late\n"
+    engine.request_stop()
+    result = await running
+    assert result.exit_code == 0

@@ -205,6 +205,8 @@ class Engine:
         self._hurry = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._settled: asyncio.Event | None = None
+        # False when run() goes on after every task ended (until asked to stop).
+        self._ends_when_settled = True
         self._stop_requested: asyncio.Event | None = None
         self.run_id: int | None = None
         self.started_at: float | None = None
@@ -342,12 +344,17 @@ class Engine:
         """Add tasks (`[[tasks]]` tables) to the running fleet; returns their ids
         once their `task_added` events are durable (CommandError with the
         config's message for a bad one: then nothing changed)."""
-        if self._settled is None or self._settled.is_set() or self.finished_at is not None:
+        settled = self._settled
+        if settled is None or self.finished_at is not None:
             raise CommandError("cannot add tasks: the run is not going (start it again)")
+        if settled.is_set() and self._ends_when_settled:
+            raise CommandError("cannot add tasks: the run has ended (start it again)")
         first = len(self.core.tasks)
         ids = commands.add(self.core, tables, estimate=self._estimate, source=source)
         self.fleet = self.core.fleet
         self._tell_added(self.fleet.tasks[first:])
+        if not self.core.settled:
+            settled.clear()  # a run kept going once everything had ended: not any more
         self._requests.fleet = self.fleet
         # Acknowledged only once the journal holds them: a supervisor killed
         # after this reply resumes with them.
@@ -400,6 +407,7 @@ class Engine:
         self._loop = asyncio.get_running_loop()
         self._commits.open(self._loop)
         self._settled = asyncio.Event()
+        self._ends_when_settled = until_settled
         self._stop_requested = asyncio.Event()
         self.started_at = self._clock()
         plan = self._open_run()
