@@ -21,7 +21,7 @@ A view also holds a `RunHandle`: whether the run it shows has ended, and how
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 # The one name views take from the engine: the error its commands raise. The
 # core is pure (no event loop, journal or executors: see pyproject.toml), so a
@@ -121,6 +121,12 @@ class EngineClient(Protocol):
 
     def request_stop(self, *, hurry: bool = False) -> None:
         """Stop the run cleanly; `hurry`: with no grace period."""
+        ...
+
+    async def add(self, tasks: list[dict[str, Any]], *, source: str = "add") -> list[str]:
+        """Add tasks (`[[tasks]]` tables, as in the config) to the running fleet;
+        their ids, once journaled. Raises CommandError with the config's message
+        (`source`: where the tables came from, as the message names it)."""
         ...
 
     def last_lines(self, logs: Iterable[str], count: int = 1) -> dict[str, list[str]]:

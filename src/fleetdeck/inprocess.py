@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from fleetdeck.client import Listener, LogFeed, WhatIfUnavailable
 from fleetdeck.logtail import LogFollower, last_line, last_lines
@@ -85,6 +85,15 @@ class InProcessClient:
     def request_stop(self, *, hurry: bool = False) -> None:
         """Stop the run cleanly; `hurry`: with no grace period."""
         self.engine.request_stop(hurry=hurry)
+
+    async def add(self, tasks: list[dict[str, Any]], *, source: str = "add") -> list[str]:
+        """Add tasks to the running fleet; their ids, once journaled."""
+        ids = await self.engine.add(tasks, source=source)
+        if self._predictions is not None:
+            # Its fleet (pickled to it) is the one before: the next what-if starts afresh.
+            self._predictions.close()
+            self._predictions = None
+        return ids
 
     def last_lines(self, logs: Iterable[str], count: int = 1) -> dict[str, list[str]]:
         """The last `count` lines of each log, secrets masked (see EngineClient)."""

@@ -511,6 +511,16 @@ class Journal:
         """The committed events of run `run_id`, in order."""
         return list(read_events(self._db, run_id))
 
+    def added_tasks(self, run_id: int) -> list[dict[str, Any]]:
+        """The tables of the tasks added to run `run_id` while it ran (its
+        committed `task_added` events), in order."""
+        cursor = self._db.execute(
+            "SELECT data FROM events WHERE run_id = ? AND event = ? ORDER BY seq",
+            (run_id, str(EventKind.TASK_ADDED)),
+        )
+        specs = (json.loads(data).get("spec") for (data,) in cursor)
+        return [spec for spec in specs if isinstance(spec, dict)]
+
     def latest_run(self) -> RunRecord | None:
         """The most recent run in this journal, if any."""
         runs = read_runs(self._db, "WHERE run_id = (SELECT MAX(run_id) FROM runs)")

@@ -258,8 +258,11 @@ class ReportBuilder:
     instead of ~300.
     """
 
-    def __init__(self, fleet: Fleet) -> None:
+    def __init__(self, fleet: Fleet, *, grown: Callable[[], Fleet] | None = None) -> None:
+        """`grown`: the fleet with the tasks added since (a live run's core has
+        it); without it, an added task's fleet is rebuilt from its `task_added`."""
         self._fleet = fleet
+        self._grown = grown
         self._node = fleet.dag.index
         n = len(fleet.tasks)
         self._state = bytearray([_STATE_CODE[TaskState.PENDING]]) * n
@@ -330,6 +333,8 @@ class ReportBuilder:
                 self._policy_changed(event)
             elif kind is EventKind.RUN_FINISHED:
                 self.finished_at = event.ts
+            elif kind is EventKind.TASK_ADDED and event.task not in self._node:
+                self._task_added(event)
             elif kind is EventKind.WINDOW_CHANGED:
                 window = event.data.get("window")
                 if isinstance(window, int):
@@ -342,6 +347,36 @@ class ReportBuilder:
             if folds_state(kind):
                 # The task's state, read from its events as resume reads it.
                 self._state[node] = _STATE_CODE[next_state(_STATES[self._state[node]], event)]
+
+    def _task_added(self, event: Event) -> None:
+        """A task added to the running fleet: every per-task array grows."""
+        if self._grown is not None:
+            fleet = self._grown()
+        else:
+            from fleetdeck.addition import appended
+
+            spec = event.data.get("spec")
+            if not isinstance(spec, dict):
+                return
+            fleet, _skipped = appended(self._fleet, [spec])
+        grow = len(fleet.tasks) - len(self._state)
+        if grow <= 0:
+            return
+        self._fleet = fleet
+        self._node = fleet.dag.index
+        self._state.extend(bytearray([_STATE_CODE[TaskState.PENDING]]) * grow)
+        self._reused.extend(bytearray(grow))
+        self._tries.extend(array("l", [0]) * grow)
+        for nan in (self._started, self._finished, self._first_ci, self._landed, self._failed_at):
+            nan.extend(array("d", [_NAN]) * grow)
+        for zero in (
+            self._ci_wait,
+            self._agent_time,
+            self._ci_time,
+            self._spent_agent,
+            self._spent_ci,
+        ):
+            zero.extend(array("d", [0.0]) * grow)
 
     def _policy_changed(self, event: Event) -> None:
         policy = event.data.get("policy")

@@ -123,6 +123,9 @@ class EventKind(enum.StrEnum):
     TASK_REROUTED = "task_rerouted"
     # The adaptive policy's in-flight window changed (`window`, `previous`, `reason`).
     WINDOW_CHANGED = "window_changed"
+    # The operator added a task to the running fleet (`spec`: its [[tasks]] table,
+    # validated as the config's; a resumed run builds the fleet with it).
+    TASK_ADDED = "task_added"
 
 
 class Cause(enum.StrEnum):

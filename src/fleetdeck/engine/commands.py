@@ -7,7 +7,11 @@ raises CommandError with a sentence for the operator when it cannot be done.
 
 from __future__ import annotations
 
-from fleetdeck.engine import ends
+from collections.abc import Callable
+
+from fleetdeck.addition import extend_fleet
+from fleetdeck.config import ConfigError
+from fleetdeck.engine import adding, ends
 from fleetdeck.engine.core import CommandError, Core
 from fleetdeck.model import EventKind, Outcome, Stage, TaskState
 from fleetdeck.policy import make_policy, parse_policy
@@ -157,3 +161,33 @@ def acknowledge(core: Core, task_id: str) -> None:
     core.emit(EventKind.TASK_ACKNOWLEDGED, task.id)
     # Less load: a policy that admits by the load may launch now.
     core.effects.schedule_soon()
+
+
+def add(
+    core: Core,
+    tables: object,
+    *,
+    estimate: Callable[[str], float] | None = None,
+    source: str = "add",
+) -> list[str]:
+    """Add tasks (`[[tasks]]` tables, as in the config) to the running fleet.
+
+    They are validated like the config, against the fleet as it is now (with the
+    tasks added before): a bad one is refused with the config's message
+    (CommandError), and nothing changes. `estimate` weighs each task by id on the
+    critical path (None: as the core's other tasks were, 1 each when unknown).
+    Returns the ids added."""
+    if core.stopping:
+        raise CommandError("cannot add tasks: the run is stopping")
+    try:
+        fleet = extend_fleet(core.fleet, tables, source=source)
+    except ConfigError as exc:
+        raise CommandError(exc.render()) from None
+    weights = list(core.estimates)
+    default = sum(weights) / len(weights) if weights else 1.0
+    for spec in fleet.tasks[len(weights) :]:
+        weights.append(default if estimate is None else estimate(spec.id))
+    core.estimates = weights
+    nodes = adding.grow(core, fleet, weights)
+    adding.place(core, nodes)
+    return [core.tasks[node].id for node in nodes]

@@ -154,6 +154,8 @@ class Core:
         self.agent_of = [spec.agent for spec in self.specs]
         # One number per task in an array (not a key tuple): the key is built when pushed.
         self.critical = self.dag.critical_path(estimates)
+        # Kept for tasks added while the run goes (engine/adding.py: the path is redone).
+        self.estimates: Sequence[float] = estimates
         self.waiting_on = [len(deps) for deps in self.dag.deps]
         self.ready: ReadyQueue[int] = ReadyQueue()
         self.retry_lane: deque[int] = deque()

@@ -14,6 +14,7 @@ import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
+from fleetdeck.addition import appended
 from fleetdeck.config import Fleet
 from fleetdeck.engine.takeup import Found
 from fleetdeck.executors.base import AttemptProcess, Executor
@@ -136,3 +137,17 @@ async def find_attempts(
             recovery.lost += 1
             recovery.found.append((attempt, None))
     return recovery
+
+
+def fleet_with_added(
+    fleet: Fleet, journal: Journal, resume: RunRecord | None
+) -> tuple[Fleet, list[str]]:
+    """The fleet of a run taken up: the config's, plus the tasks added to the run
+    (its `task_added` events), and the ids of those left out (see
+    `addition.appended`). A finished run's successor is the config's alone."""
+    if resume is None or carries_over(resume):
+        return fleet, []
+    tables = journal.added_tasks(resume.run_id)
+    if not tables:
+        return fleet, []
+    return appended(fleet, tables)

@@ -32,13 +32,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fleetdeck.config import Fleet, config_json
+from fleetdeck.config import Fleet, TaskSpec, config_json
 from fleetdeck.engine import commands, speculation
 from fleetdeck.engine.commit import GroupCommit
 from fleetdeck.engine.core import CommandError, Core, Running
 from fleetdeck.engine.hosts import HostWatch
 from fleetdeck.engine.launch import RequestBuilder
-from fleetdeck.engine.opening import find_attempts, open_run
+from fleetdeck.engine.opening import find_attempts, fleet_with_added, open_run
 from fleetdeck.engine.takeup import carry_over, take_up
 from fleetdeck.engine.usagewatch import (
     follow_usage,
@@ -161,6 +161,9 @@ class Engine:
 
         `workspace` gives each task a place of its own (see engine/workspace.py);
         without it, attempts run in their worker's workdir."""
+        # A run taken up goes on with the tasks added to it (engine/adding.py).
+        configured = len(fleet.tasks)
+        fleet, self.added_skipped = fleet_with_added(fleet, journal, resume)
         self.fleet = fleet
         self._workspace = workspace
         self._reviews = workspace if isinstance(workspace, ReviewsAttempts) else None
@@ -168,6 +171,7 @@ class Engine:
         self._releases: set[asyncio.Task[None]] = set()
         self._journal = journal
         self._executors = dict(executors)
+        self._tell_added(fleet.tasks[configured:])
         self._clock = clock
         self._loop_clock = LoopClock(clock)
         self.estimates = estimated_durations(fleet, journal.learned_durations())
@@ -187,7 +191,7 @@ class Engine:
         self._history = ContentionHistory()
         self._sample_timer: asyncio.TimerHandle | None = None
         self._listeners: list[Listener] = []
-        self._report = ReportBuilder(fleet)
+        self._report = ReportBuilder(fleet, grown=lambda: self.core.fleet)
         # Group commit: events are told once the journal holds them.
         self._commits = GroupCommit(
             journal,
@@ -201,6 +205,8 @@ class Engine:
         self._hurry = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._settled: asyncio.Event | None = None
+        # False when run() goes on after every task ended (until asked to stop).
+        self._ends_when_settled = True
         self._stop_requested: asyncio.Event | None = None
         self.run_id: int | None = None
         self.started_at: float | None = None
@@ -334,6 +340,41 @@ class Engine:
         if self._settled is not None and not self.core.settled:
             self._settled.clear()
 
+    async def add(self, tables: object, *, source: str = "add") -> list[str]:
+        """Add tasks (`[[tasks]]` tables) to the running fleet; returns their ids
+        once their `task_added` events are durable (CommandError with the
+        config's message for a bad one: then nothing changed)."""
+        settled = self._settled
+        if settled is None or self.finished_at is not None:
+            raise CommandError("cannot add tasks: the run is not going (start it again)")
+        if settled.is_set() and self._ends_when_settled:
+            raise CommandError("cannot add tasks: the run has ended (start it again)")
+        first = len(self.core.tasks)
+        ids = commands.add(self.core, tables, estimate=self._estimate, source=source)
+        self.fleet = self.core.fleet
+        self._tell_added(self.fleet.tasks[first:])
+        if not self.core.settled:
+            settled.clear()  # a run kept going once everything had ended: not any more
+        self._requests.fleet = self.fleet
+        # Acknowledged only once the journal holds them: a supervisor killed
+        # after this reply resumes with them.
+        await self._commits.durable(self._journal.recorded)
+        return ids
+
+    def _tell_added(self, specs: Sequence[TaskSpec]) -> None:
+        """What keeps something per task beside the core (the workspace's
+        worktrees, the merge train) learns of the tasks added."""
+        if not specs:
+            return
+        for part in (self._workspace, *self._executors.values()):
+            tasks_added = getattr(part, "tasks_added", None)
+            if tasks_added is not None:
+                tasks_added(specs)
+
+    def _estimate(self, task_id: str) -> float:
+        known = self.estimates
+        return sum(known) / len(known) if known else 1.0
+
     def retry_stages(self, task_id: str) -> tuple[Stage, ...]:
         """The stages a retry of `task_id` may start from (see commands.retry_stages)."""
         return commands.retry_stages(self.core, self.core.node(task_id))
@@ -366,6 +407,7 @@ class Engine:
         self._loop = asyncio.get_running_loop()
         self._commits.open(self._loop)
         self._settled = asyncio.Event()
+        self._ends_when_settled = until_settled
         self._stop_requested = asyncio.Event()
         self.started_at = self._clock()
         plan = self._open_run()

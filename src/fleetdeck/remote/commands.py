@@ -1,4 +1,4 @@
-"""`fleetdeck start|attach|ps|stop|status|retry|cancel|pause|resume|policy|logs`:
+"""`fleetdeck start|attach|ps|stop|status|retry|cancel|pause|resume|policy|logs|add`:
 a fleet in the background, and the commands that look at it and steer it
 through its control socket (the same commands the TUI's keys send).
 
@@ -36,6 +36,7 @@ COMMANDS = (
     "resume",
     "policy",
     "logs",
+    "add",
 )
 
 
@@ -92,6 +93,10 @@ def add_parsers(commands: Any) -> None:
     logs.add_argument("task", metavar="TASK")
     logs.add_argument("-f", "--follow", action="store_true", help="go on printing as it grows")
     logs.add_argument("-n", "--lines", type=int, default=50, metavar="N", help="last N lines")
+
+    from fleetdeck.remote import add
+
+    add.add_parser(commands)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -427,6 +432,13 @@ def stop(args: argparse.Namespace) -> int:
         client.close()
 
 
+def _add(args: argparse.Namespace) -> int:
+    """`fleetdeck add` (fleetdeck.remote.add)."""
+    from fleetdeck.remote import add
+
+    return add.main(args)
+
+
 _COMMAND = {
     "start": start,
     "attach": attach,
@@ -439,4 +451,5 @@ _COMMAND = {
     "resume": resume,
     "policy": policy,
     "logs": logs,
+    "add": _add,
 }

@@ -316,9 +316,9 @@ class ControlServer:
             client.request_stop(hurry=bool(args.get("hurry", False)))
             return None
         if op == "add":
-            if self._add is None:
-                raise CommandError("this supervisor cannot add tasks")
-            return self._add(args["tasks"])
+            if self._add is not None:
+                return self._add(args["tasks"])
+            return await client.add(args["tasks"], source=str(args.get("source", "add")))
         if op == "last_lines":
             logs = [self._log_path(str(log)) for log in args["logs"]]
             return client.last_lines(logs, int(args.get("count", 1)))

@@ -293,9 +293,11 @@ class SocketClient:
         """Stop the fleet (not only this view)."""
         self.request("request_stop", hurry=hurry)
 
-    def add(self, tasks: list[dict[str, Any]]) -> list[str]:
-        """Add tasks (tables as in the config) to the running fleet; their ids."""
-        return [str(task) for task in self.request("add", tasks=tasks)]
+    async def add(self, tasks: list[dict[str, Any]], *, source: str = "add") -> list[str]:
+        """Add tasks (tables as in the config) to the running fleet; their ids,
+        once the supervisor's journal holds them."""
+        added = await self.request_async("add", tasks=tasks, source=source)
+        return [str(task) for task in added]
 
     def last_lines(self, logs: Iterable[str], count: int = 1) -> dict[str, list[str]]:
         """The last lines of each log, read and masked by the supervisor."""

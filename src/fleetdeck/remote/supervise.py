@@ -150,6 +150,12 @@ async def _supervise(
                 f"control socket {server.path}",
                 flush=True,
             )
+            for task in engine.added_skipped:
+                print(
+                    f"fleetdeck: task '{task}' added to the run is left out: the config "
+                    "defines it now, or no longer has its agent or a dependency",
+                    flush=True,
+                )
         try:
             result = await lifecycle.wait()
         except BaseException:

@@ -51,7 +51,9 @@ from fleetdeck.workspace.git import (
 )
 
 if TYPE_CHECKING:
-    from fleetdeck.config import Fleet
+    from collections.abc import Iterable
+
+    from fleetdeck.config import Fleet, TaskSpec
     from fleetdeck.workspace.worktrees import GitWorkspace, TaskTree
 
 
@@ -101,6 +103,12 @@ class Train(Executor):
         self._subjects = {
             task.id: (task.prompt.strip().splitlines() or ["changes"])[0] for task in fleet.tasks
         }
+
+    def tasks_added(self, specs: Iterable[TaskSpec]) -> None:
+        """Tasks added to the running fleet (`fleetdeck add`) land too."""
+        for spec in specs:
+            self._tested[spec.id] = spec.ci is not None
+            self._subjects[spec.id] = (spec.prompt.strip().splitlines() or ["changes"])[0]
 
     async def open(self, on_health: HealthListener) -> None:
         """Always up, and no host of the fleet's: nothing to report."""

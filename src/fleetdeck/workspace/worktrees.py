@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import shutil
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -115,6 +115,10 @@ class GitWorkspace:
         self.remotes = remote_repos(fleet, hosts or {}, path, root)
         # The upstream each task's next agent attempt starts on (stack_on).
         self._stacks: dict[str, str | None] = {}
+
+    def tasks_added(self, specs: Iterable[TaskSpec]) -> None:
+        """Tasks added to the running fleet (`fleetdeck add`) get worktrees too."""
+        self._specs.update((spec.id, spec) for spec in specs)
 
     # --- the Workspace hook ---------------------------------------------------------
 
