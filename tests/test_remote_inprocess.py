@@ -10,6 +10,7 @@ import http.server
 import json
 import os
 import signal
+import stat
 import subprocess
 import sys
 import threading
@@ -26,6 +27,7 @@ from fleetdeck.journal import Journal
 from fleetdeck.lifecycle import RunLifecycle
 from fleetdeck.model import TaskState
 from fleetdeck.remote.hosted import HostedRun
+from fleetdeck.remote.protocol import decode
 from fleetdeck.remote.socket_client import RemoteRun, SocketClient
 from fleetdeck.remote.supervise import registered
 from fleetdeck.tui.app import FleetApp
@@ -244,3 +246,42 @@ async def test_an_attached_screen_rings_once_for_what_still_needs_attention(
         assert app.rings == 1
         await pilot.press("q")
     assert alive(supervisors.pids[0])
+
+
+def test_a_terminals_run_refuses_a_client_of_another_uid(
+    tmp_path: Path, supervisors: Supervisors
+) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root to run a client as another user")
+    from test_remote_safety import _as_other_user  # the client run as another user
+
+    from sshd import TEST_USER, ensure_test_user
+
+    ensure_test_user()
+    config = write_fleet(tmp_path, [{"id": "a", "script": "sleep 30"}])
+    state = tmp_path / "state"
+    run = _run(config)
+    supervisors.note(run.pid)
+    try:
+        wait_until(lambda: (state / "control.sock").exists(), what="the socket")
+        sock = state / "control.sock"
+        assert stat.S_IMODE(sock.stat().st_mode) == 0o600
+        # Opened wide by mistake: the run still refuses by the peer's uid.
+        state.chmod(0o755)
+        sock.chmod(0o666)
+        message = decode(_as_other_user(state).encode())
+        uid = int(subprocess.run(["id", "-u", TEST_USER], capture_output=True, text=True).stdout)
+        assert message == {
+            "type": "error",
+            "message": f"refused: this fleet belongs to uid {os.getuid()}, "
+            f"not to uid {uid} (the connecting user)",
+        }
+        # Said in the run's control log, not over its screen; its owner is still served.
+        assert "refused" in (state / "control.log").read_text()
+        assert cli("pause", str(state)).returncode == 0
+        assert cli("stop", str(state), "--now").returncode == 0
+        run.communicate(timeout=30)
+    finally:
+        if run.poll() is None:
+            os.killpg(run.pid, signal.SIGTERM)
+            run.wait(timeout=30)

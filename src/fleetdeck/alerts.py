@@ -71,7 +71,7 @@ def summary(alerts: dict[str, list[str]]) -> str:
     agent throttled: claude until ..."); empty when nothing was."""
     parts = []
     for kind in ORDER:
-        names = alerts.get(kind) or []
+        names = list(dict.fromkeys(alerts.get(kind) or []))  # once each, in order
         if not names:
             continue
         listed = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
