@@ -117,11 +117,12 @@ def test_a_headless_run_is_listed_steered_attached_and_tells(
         listed = _json("ps", "--json")
         assert listed["state_dir"] == str(state.resolve())
         assert listed["pid"] == run.pid
+
         # status, logs: the failure and what it blocked need the operator.
-        wait_until(
-            lambda: any(a["task"] == "flaky" for a in _json("status", str(state), "--json")["attention"]),  # type: ignore[union-attr]
-            what="flaky fails",
-        )
+        def attention() -> list[object]:
+            return [a["task"] for a in _json("status", str(state), "--json")["attention"]]  # type: ignore[attr-defined]
+
+        wait_until(lambda: "flaky" in attention(), what="flaky fails")
         logs = cli("logs", str(state), "flaky")
         assert logs.returncode == 0 and logs.stdout.strip() == "trying", logs
         # A second view: the stream of a streaming client, as `attach` takes it.
@@ -138,14 +139,15 @@ def test_a_headless_run_is_listed_steered_attached_and_tells(
             fixed.touch()
             assert cli("retry", str(state), "flaky").returncode == 0
             wait_until(
-                lambda: {t.id: t.state for t in view.snapshot().tasks}["after"]
-                is TaskState.SUCCEEDED,
+                lambda: (
+                    {t.id: t.state for t in view.snapshot().tasks}["after"] is TaskState.SUCCEEDED
+                ),
                 what="flaky and after succeed on the retry",
             )
         finally:
             view.close()
         gate.touch()
-        out, err = run.communicate(timeout=60)
+        _, err = run.communicate(timeout=60)
     finally:
         if run.poll() is None:
             os.killpg(run.pid, signal.SIGTERM)
@@ -236,9 +238,7 @@ async def test_an_attached_screen_rings_once_for_what_still_needs_attention(
     )
     state = tmp_path / "state"
     supervisors.start(config)
-    wait_until(
-        lambda: bool(_json("status", str(state), "--json")["attention"]), what="bad fails"
-    )
+    wait_until(lambda: bool(_json("status", str(state), "--json")["attention"]), what="bad fails")
     client = SocketClient.connect(state, stream=True)
     app = FleetApp(client, RemoteRun(client), attached=True)
     async with app.run_test(size=(120, 40)) as pilot:
@@ -253,9 +253,8 @@ def test_a_terminals_run_refuses_a_client_of_another_uid(
 ) -> None:
     if os.geteuid() != 0:
         pytest.skip("needs root to run a client as another user")
-    from test_remote_safety import _as_other_user  # the client run as another user
-
     from sshd import TEST_USER, ensure_test_user
+    from test_remote_safety import _as_other_user  # the client run as another user
 
     ensure_test_user()
     config = write_fleet(tmp_path, [{"id": "a", "script": "sleep 30"}])
