@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import http.server
+import io
 import json
 import os
 import signal
@@ -22,6 +23,7 @@ import pytest
 from fleetdeck.config import load_fleet
 from fleetdeck.engine import Engine
 from fleetdeck.executors import build_executors
+from fleetdeck.headless import HeadlessView
 from fleetdeck.inprocess import InProcessClient
 from fleetdeck.journal import Journal
 from fleetdeck.lifecycle import RunLifecycle
@@ -280,6 +282,39 @@ def test_a_terminals_run_refuses_a_client_of_another_uid(
         assert cli("pause", str(state)).returncode == 0
         assert cli("stop", str(state), "--now").returncode == 0
         run.communicate(timeout=30)
+    finally:
+        if run.poll() is None:
+            os.killpg(run.pid, signal.SIGTERM)
+            run.wait(timeout=30)
+
+
+async def test_a_headless_view_attached_over_the_socket_shows_a_failed_attempts_log(
+    tmp_path: Path, supervisors: Supervisors
+) -> None:
+    """No run directory at hand (another process's run): the failed attempt's log
+    path and last lines come from the client, as in-process."""
+    gate = tmp_path / "gate"
+    script = f"while [ ! -f {gate} ]; do sleep 0.05; done; echo boom; exit 3"
+    wait = f"while [ ! -f {gate}.2 ]; do sleep 0.05; done"
+    config = write_fleet(tmp_path, [{"id": "bad", "script": script}, {"id": "on", "script": wait}])
+    state = tmp_path / "state"
+    run = _run(config)
+    supervisors.note(run.pid)
+    try:
+        await asyncio.to_thread(
+            wait_until, lambda: (state / "control.sock").exists(), what="the socket"
+        )
+        client = await asyncio.to_thread(SocketClient.connect, state, stream=True)
+        out = io.StringIO()
+        view = HeadlessView(out, logs=client)  # no run_dirs
+        client.subscribe(view)
+        gate.touch()
+        await until(lambda: "| boom" in out.getvalue(), timeout=30)
+        client.close()
+        Path(f"{gate}.2").touch()
+        log = str(state.resolve() / "runs" / "1" / "bad.1.agent.log")
+        assert f"log {log}, last lines:" in out.getvalue()
+        await asyncio.to_thread(run.communicate, timeout=30)
     finally:
         if run.poll() is None:
             os.killpg(run.pid, signal.SIGTERM)
