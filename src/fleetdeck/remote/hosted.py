@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
@@ -119,7 +120,12 @@ class HostedRun:
         if engine.run_id is None:
             return
         try:
-            self._log = open(self.state_dir / CONTROL_LOG, "a", encoding="utf-8")  # noqa: SIM115, ASYNC230
+            # Private as the rest of the state directory, whatever the umask.
+            fd = os.open(
+                self.state_dir / CONTROL_LOG, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600
+            )
+            os.fchmod(fd, 0o600)
+            self._log = os.fdopen(fd, "a", encoding="utf-8")
             server = ControlServer(self.client, self.state_dir, log=self._log)
             await server.start()
         except OSError as exc:
