@@ -343,7 +343,7 @@ def test_a_background_fleet_notifies_a_command_and_a_url_once_per_burst(
         # end into one message (or all in one, when they ended together).
         assert 1 <= len(lines) <= 2, lines
         assert all(line.startswith("fleetdeck bg: ") for line in lines), lines
-        assert lines[1].endswith("run finished (exit 1)"), lines
+        assert lines[-1].endswith("run finished (exit 1)"), lines
         named = [name for line in lines for name in line.split(": ")[-1].split(", ")]
         assert sorted(n.split(";")[0] for n in named if n.startswith("bad")) == [
             f"bad{i}" for i in range(4)
