@@ -16,10 +16,16 @@ B. A 10,000-task fleet running (agents that sleep): the time from connecting to
    first screen), and the round trip of a command through the socket (`pause`,
    answered after the snapshot that shows it: what a key costs on top of the
    in-process TUI, where the same command is a method call), p50 and p95.
+C. Every `fleetdeck run` serves the control socket: a 1,000-task in-process
+   run of no-op agents with its socket, registry entry and notifier served and
+   no client (`HostedRun`, as the CLI runs it) against the same run without
+   them (`RunLifecycle` alone), alternating. Measured: the time per task.
+   Target: the socket costs under 5% per task.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import socket
@@ -38,6 +44,7 @@ from fleetdeck.remote.protocol import encode
 from fleetdeck.remote.socket_client import SocketClient
 
 TARGET = 0.10
+SERVED_TARGET = 0.05
 
 
 def _cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -134,6 +141,54 @@ def attach_figures(
     }
 
 
+def served_run(workdir: Path, tasks: int, *, served: bool) -> float:
+    """Seconds of one in-process run of `tasks` no-op tasks, headless, with the
+    control socket served (no client) or without it."""
+    from fleetdeck.config import load_fleet
+    from fleetdeck.engine import Engine
+    from fleetdeck.executors import build_executors
+    from fleetdeck.inprocess import InProcessClient
+    from fleetdeck.journal import Journal
+    from fleetdeck.lifecycle import RunLifecycle
+    from fleetdeck.remote.hosted import HostedRun
+
+    run = Path(tempfile.mkdtemp(prefix="served-", dir=workdir))
+    config = run / "fleet.toml"
+    write_noop_fleet(config, tasks, slots=2)
+    fleet = load_fleet(config)
+    journal = Journal(fleet.state_dir)
+    engine = Engine(fleet, journal=journal, executors=build_executors(fleet))
+    client = InProcessClient(engine)
+    lifecycle = RunLifecycle(engine)
+    hosted = HostedRun(client, lifecycle, state_dir=fleet.state_dir, config=str(config))
+
+    async def whole_run() -> float:
+        handle = hosted if served else lifecycle
+        began = time.perf_counter()
+        handle.start()
+        await handle.wait()
+        elapsed = time.perf_counter() - began
+        if served and hosted.server is None:
+            raise RuntimeError(f"the socket was not served: {hosted.problem}")
+        await handle.close()
+        return elapsed
+
+    try:
+        return asyncio.run(whole_run())
+    finally:
+        client.close()
+        journal.close()
+
+
+def served_figures(workdir: Path, tasks: int, repetitions: int) -> dict[str, list[float]]:
+    """Per-task seconds of in-process runs with the socket and without, alternating."""
+    times: dict[str, list[float]] = {"without": [], "served": []}
+    for _ in range(repetitions):
+        for mode, kept in times.items():
+            kept.append(served_run(workdir, tasks, served=mode == "served") / tasks)
+    return times
+
+
 def measure(settings: Settings) -> list[SummaryRow]:
     """Section 8."""
     print(banner("attached", settings))
@@ -178,6 +233,22 @@ def measure(settings: Settings) -> list[SummaryRow]:
             ],
         )
     )
+    served = served_figures(workdir, tasks, repetitions)
+    w, v = (statistics.median(served[mode]) for mode in ("without", "served"))
+    socket_cost = (v - w) / w
+    print(
+        table(
+            ["in-process run", f"{tasks} tasks: per task, median", "each (ms)"],
+            [
+                [label, f"{m * 1000:.2f} ms", " ".join(f"{x * 1000:.2f}" for x in served[mode])]
+                for label, mode, m in (
+                    ("without the socket", "without", w),
+                    ("socket served, no client", "served", v),
+                )
+            ],
+        )
+    )
+    print(f"socket served, no client: {socket_cost:+.1%} per task")
     return [
         SummaryRow(
             "9a. stalled client",
@@ -197,6 +268,13 @@ def measure(settings: Settings) -> list[SummaryRow]:
             "< 10 ms",
             verdict(figures["p95"], 0.010),
             f"{big} tasks, p50 {figures['p50'] * 1000:.1f} ms (socket; in-process: a call)",
+        ),
+        SummaryRow(
+            "9d. run's own socket",
+            f"{socket_cost:+.1%}",
+            f"< {SERVED_TARGET:.0%}",
+            verdict(socket_cost, SERVED_TARGET),
+            f"{tasks} tasks in-process, {w * 1000:.2f} ms/task without vs {v * 1000:.2f} served",
         ),
     ]
 

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from fleetdeck.client import EngineClient, RunHandle
     from fleetdeck.config import Fleet
     from fleetdeck.engine import Engine
+    from fleetdeck.remote.hosted import HostedRun
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
@@ -413,20 +414,29 @@ def run_command(fleet: Fleet, args: argparse.Namespace) -> int:
             return run_supervisor(
                 client, lifecycle, fleet=fleet, state_dir=state_dir, args=args, journal=journal
             )
+        # Every run is reachable: the control socket, `ps` and notifications
+        # beside this process's own view (fleetdeck.remote.hosted).
+        from fleetdeck.remote.hosted import HostedRun
+
+        hosted = HostedRun(
+            client, lifecycle, state_dir=state_dir, config=str(Path(args.config).resolve())
+        )
         if run_tui is not None:
-            code = run_tui(client, lifecycle)
+            code = run_tui(client, hosted)
+            _say_unreachable(hosted)
             # The TUI's screen is gone with it: what the run did stays on the terminal.
             print_after_tui(engine, code, state_dir, rerun=_rerun_command(args))
             return code
         code = run_headless(
             client,
-            lifecycle,
+            hosted,
             task_ids=(task.id for task in fleet.tasks),
             json_lines=args.json,
             run_dirs=journal.run_dir,
         )
         # Where it all is, on stderr: stdout stays the events and the report (or,
         # with --json, JSON lines only) for whatever reads them.
+        _say_unreachable(hosted)
         print_where(engine, code, state_dir, rerun=_rerun_command(args), out=sys.stderr)
         return code
     except JournalError as exc:
@@ -441,6 +451,12 @@ def run_command(fleet: Fleet, args: argparse.Namespace) -> int:
         except JournalError as exc:
             if str(exc) != failure:  # the same failure again, as the last commit retries
                 print(f"fleetdeck: {exc}", file=sys.stderr)
+
+
+def _say_unreachable(hosted: HostedRun) -> None:
+    """Why the run had no control socket, if it had none (on stderr, after its view)."""
+    if hosted.problem is not None:
+        print(f"fleetdeck: {hosted.state_dir}: {hosted.problem}", file=sys.stderr)
 
 
 def print_after_tui(

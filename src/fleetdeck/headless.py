@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from fleetdeck.attempts import TAIL_LINES, log_path
+from fleetdeck.client import CommandError
 from fleetdeck.metrics import Report, TaskSummary, TokenUsage
 from fleetdeck.model import Event, EventKind, Outcome
 from fleetdeck.text import format_seconds, plural
@@ -167,11 +168,25 @@ class HeadlessView:
             self._run_dir = str(self._run_dirs(run_id))
 
     def _log_of(self, event: Event) -> str | None:
-        """The ended attempt's log, found in the run's directory."""
+        """The ended attempt's log, found in the run's directory, or (a view with
+        no run directory, attached over the control socket) in the attempt's
+        own record, from the client."""
         data = event.data
-        if self._run_dir is None or event.task is None:
+        if event.task is None:
             return None
-        return log_path(self._run_dir, event.task, data.get("attempt"), data.get("stage"))
+        if self._run_dir is not None:
+            return log_path(self._run_dir, event.task, data.get("attempt"), data.get("stage"))
+        if self._logs is None:
+            return None
+        try:
+            attempts = self._logs.task_detail(event.task).attempts
+        except CommandError:
+            return None
+        stage = str(data.get("stage"))
+        for attempt in reversed(attempts):
+            if attempt.number == data.get("attempt") and str(attempt.stage) == stage:
+                return attempt.log_path
+        return None
 
     def finish(self, tasks: Sequence[TaskSummary], report: Report) -> None:
         """The per-task table and the report (text mode; JSON has them in run_finished)."""

@@ -2,7 +2,10 @@
 theirs) and `notify_url` (a Slack-compatible JSON post, with httpx).
 
 A `Notifier` hears the run's events (subscribed through the client, on the
-engine's loop) and sends a message when a task fails or the run ends. Messages
+engine's loop) of every run (in a terminal or in the background) and sends a
+message when something needs the operator (`fleetdeck.alerts`: a task failed
+and what it blocked, an agent throttled or over budget, a merge conflict, a
+landing waiting on local changes) or the run ends. Messages
 are rate-limited: the first goes at once, and what comes within
 `notify_interval` seconds after it is gathered into one message sent when the
 interval is over ("3 tasks failed: a, b, c"), so a burst of failures is one
@@ -19,7 +22,8 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from fleetdeck.model import Event, EventKind
+from fleetdeck.alerts import ENDED, alert_of, summary
+from fleetdeck.model import Event
 
 if TYPE_CHECKING:
     from fleetdeck.config import Fleet
@@ -43,8 +47,7 @@ class Notifier:
         self.command = tuple(command)
         self.url = url
         self.interval = interval
-        self._failed: list[str] = []
-        self._ended: str | None = None
+        self._gathered: dict[str, list[str]] = {}  # alerts not sent yet, by kind
         self._last_sent = -float("inf")
         self._flush: asyncio.TimerHandle | None = None
         self._sending: set[asyncio.Task[None]] = set()
@@ -66,14 +69,10 @@ class Notifier:
 
     def __call__(self, event: Event) -> None:
         """Hear one event (on the engine's loop)."""
-        if event.kind is EventKind.TASK_FAILED and event.task is not None:
-            self._failed.append(event.task)
-        elif event.kind is EventKind.RUN_FINISHED:
-            status = event.data.get("status", "finished")
-            code = event.data.get("exit_code")
-            self._ended = f"run {status} (exit {code})"
-        else:
+        alert = alert_of(event)
+        if alert is None:
             return
+        self._gathered.setdefault(alert.kind, []).append(alert.name)
         self._due()
 
     def _due(self) -> None:
@@ -81,26 +80,21 @@ class Notifier:
             return  # gathered into the message already due
         loop = asyncio.get_running_loop()
         wait = self._last_sent + self.interval - time.monotonic()
-        if self._ended is not None or wait <= 0:
-            self._send_now()
-        else:
-            self._flush = loop.call_later(wait, self._send_now)
+        if ENDED in self._gathered:
+            wait = 0.0
+        # Even when due now, sent at the loop's next turn: the events published
+        # with this one (the tasks a failure blocks) join the same message.
+        self._flush = loop.call_later(max(wait, 0.0), self._send_now)
 
     def _send_now(self) -> None:
         if self._flush is not None:
             self._flush.cancel()
             self._flush = None
-        parts = []
-        if self._failed:
-            count = len(self._failed)
-            names = ", ".join(self._failed[:5]) + (", ..." if count > 5 else "")
-            parts.append(f"{count} task{'s' if count > 1 else ''} failed: {names}")
-        if self._ended is not None:
-            parts.append(self._ended)
-        self._failed, self._ended = [], None
-        if not parts:
+        gathered, self._gathered = self._gathered, {}
+        text = summary(gathered)
+        if not text:
             return
-        message = f"fleetdeck {self.fleet_name}: " + "; ".join(parts)
+        message = f"fleetdeck {self.fleet_name}: {text}"
         self._last_sent = time.monotonic()
         self.sent.append(message)
         task = asyncio.get_running_loop().create_task(self._send(message))
@@ -143,7 +137,7 @@ class Notifier:
 
     async def close(self) -> None:
         """Send what is still gathered, and wait for what is being sent."""
-        if self._failed or self._ended is not None:
+        if self._gathered:
             self._send_now()
         if self._sending:
             await asyncio.wait(set(self._sending), timeout=SEND_SECONDS)

@@ -426,6 +426,11 @@ def stop(args: argparse.Namespace) -> int:
                 print(f"stopped (exit {code}); `fleetdeck start` resumes it")
                 return 0
             time.sleep(0.1)
+        # Gone right after its last snapshot (a terminal's run exits at its end).
+        code = client.snapshot().exit_code
+        if code is not None:
+            print(f"stopped (exit {code}); `fleetdeck start` resumes it")
+            return 0
         print("stopped; `fleetdeck start` resumes it")
         return 0
     finally:

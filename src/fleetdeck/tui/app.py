@@ -26,6 +26,7 @@ from textual.drivers.linux_driver import LinuxDriver
 from textual.screen import Screen
 from textual.widgets import DataTable, Input
 
+from fleetdeck.alerts import alert_of, summary
 from fleetdeck.client import CommandError, EngineClient, RunHandle, RunOutcome
 from fleetdeck.model import Event, EventKind, Stage
 from fleetdeck.policy import next_policy
@@ -56,7 +57,7 @@ IDLE_REFRESH_SECONDS = 1.0
 WIDE = 140
 # Narrower than this, no room beside the queue (the `-narrow` class).
 NARROW = 80
-# Attached, the screen rings (bell, OSC 9) at most this often.
+# The screen rings (bell, OSC 9) at most this often.
 RING_SECONDS = 5.0
 # How often to ask whether a full garbage collection is due (see collector.py).
 COLLECT_CHECK_SECONDS = 1.0
@@ -148,6 +149,10 @@ class FleetApp(App[int]):
         self.set_interval(self.refresh_seconds, self._tick)
         self.query_one(QueueTable).focus()
         self.refresh_view()
+        waiting = len(self.client.snapshot().attention)
+        if self.attached and waiting:
+            # Attached after something went wrong, and it still needs the operator.
+            self.ring(f"fleetdeck: {waiting} item(s) need you")
         # Most of what this process holds lives as long as the run: the fleet's
         # definition, the engine's state and a view per task. Python's full
         # collections walked all of it every few seconds under a flood of output
@@ -177,15 +182,15 @@ class FleetApp(App[int]):
     def _on_event(self, event: Event) -> None:
         # Only note that something changed: the timer repaints, whatever the rate.
         self._dirty = True
-        if self.attached and event.kind in (EventKind.TASK_FAILED, EventKind.RUN_FINISHED):
-            what = f"{event.task} failed" if event.task else "the run has ended"
-            self.ring(f"fleetdeck: {what}")
+        alert = alert_of(event)
+        if alert is not None:  # in-process or attached: what needs the operator rings
+            self.ring(f"fleetdeck: {summary({alert.kind: [alert.name]})}")
         if event.kind is EventKind.POLICY_CHANGED:
             self.notify(f"policy: {event.data['policy']} (from the next launch)", timeout=3)
 
     def ring(self, message: str) -> None:
-        """Tell the operator away from this screen: the bell, and a desktop
-        notification (OSC 9, which terminals forward over SSH); once in
+        """Tell the operator away from this screen (in-process or attached): the
+        bell, and a desktop notification (OSC 9, which terminals forward over SSH); once in
         `RING_SECONDS`, so a burst of failures rings once."""
         now = time.monotonic()
         if now - self._rang < RING_SECONDS:
