@@ -56,7 +56,8 @@ def add_parsers(commands: Any) -> None:
         "target",
         nargs="?",
         metavar="STATE_DIR|CONFIG",
-        help="the fleet's state directory or TOML file (default: the one fleet running)",
+        help="the fleet's state directory or TOML file (default: the one fleet running), "
+        "or ssh://[user@]host[:port]/path/to/state_dir on another machine",
     )
 
     ps = commands.add_parser("ps", help="the fleets running on this machine for this user")
@@ -203,7 +204,7 @@ def attach(args: argparse.Namespace) -> int:
     return _attach_to(state_dir_of(target))
 
 
-def _attach_to(state_dir: Path) -> int:
+def _attach_to(state_dir: Path | str) -> int:
     from fleetdeck.remote.socket_client import RemoteRun, SocketClient
 
     client = SocketClient.connect(state_dir, stream=True)
