@@ -32,7 +32,7 @@ import pytest
 from conftest import must_have
 from fleetdeck.model import TaskState
 from fleetdeck.remote.socket_client import AttachError, ConnectionLost, RemoteRun, SocketClient
-from fleetdeck.remote.ssh_transport import SshTarget, parse_target
+from fleetdeck.remote.ssh_transport import HOLD_COMMAND, SshTarget, parse_target
 from fleetdeck.tui.app import FleetApp
 from fleetdeck.tui.header import FleetHeader
 from fleetdeck.tui.queue import QueueTable
@@ -155,6 +155,8 @@ async def test_the_tui_attached_over_ssh_shows_the_fleet_and_its_keys_work(
         assert sorted(shown) == ["after", "flaky", "long"]
         assert "failed" in str(table.get_cell("flaky", "state")).lower()
         assert app.selected_task() is not None
+        # The terminal session that keeps sshd's replies quick runs there.
+        assert len(processes_matching(HOLD_COMMAND.removeprefix("exec "))) == 1
 
         # p: pause, through the forwarded socket; the supervisor (seen by the
         # local screen) holds launches back.
@@ -185,6 +187,10 @@ async def test_the_tui_attached_over_ssh_shows_the_fleet_and_its_keys_work(
     # listener, and the transport's thread has ended.
     wait_until(lambda: len(host.sshd_processes()) == 1, what="the SSH connection closed")
     assert ssh_threads() == []
+    wait_until(
+        lambda: processes_matching(HOLD_COMMAND.removeprefix("exec ")) == [],
+        what="the terminal session's sleep ended with it",
+    )
     local.close()
 
 
