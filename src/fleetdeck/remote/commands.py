@@ -205,7 +205,7 @@ def attach(args: argparse.Namespace) -> int:
 
 
 def _attach_to(state_dir: Path | str) -> int:
-    from fleetdeck.remote.socket_client import RemoteRun, SocketClient
+    from fleetdeck.remote.socket_client import RemoteRun, SocketClient, is_ssh_target
 
     client = SocketClient.connect(state_dir, stream=True)
     from fleetdeck.tui import run_tui
@@ -214,9 +214,13 @@ def _attach_to(state_dir: Path | str) -> int:
     code = run_tui(client, run, attached=True)
     where = shlex.quote(str(state_dir))
     if run.finished and run.result is not None:
+        # The report is read from the journal, on the fleet's machine.
+        report = f"`fleetdeck report {where}`"
+        if is_ssh_target(state_dir):
+            there = shlex.quote(str(client.hello.get("state_dir")))
+            report = f"`fleetdeck report {there}` on that machine"
         print(
-            f"the fleet's run has ended (exit {run.result.exit_code}): "
-            f"`fleetdeck report {where}` prints its report"
+            f"the fleet's run has ended (exit {run.result.exit_code}): {report} prints its report"
         )
         return run.result.exit_code
     if client.gone is not None and run.failure is not None:
