@@ -407,3 +407,23 @@ async def test_losing_the_ssh_connection_is_told_and_the_fleet_goes_on(
         client.close()
     assert alive(pid)
     assert ssh_threads() == []
+
+
+def test_the_users_ssh_config_applies(
+    tmp_path: Path, supervisors: Supervisors, host: SshServer, home: Path
+) -> None:
+    config = write_fleet(tmp_path, [{"id": "a", "script": "sleep 60"}])
+    state = tmp_path / "state"
+    supervisors.start(config)
+    ssh_config = home / ".ssh" / "config"
+    ssh_config.write_text(f"Host fleetbox\n  HostName 127.0.0.1\n  Port {host.port}\n  User root\n")
+    result = cli("status", f"ssh://fleetbox{state}", "--json")
+    assert result.returncode == 0, result.stderr
+    assert '"fleet": "bg"' in result.stdout
+
+    ssh_config.write_text("Host fleetbox\n  Port many\n")
+    line = one_line_error(cli("status", f"ssh://fleetbox{state}"), "status")
+    assert line == (
+        f"fleetdeck: status: SSH settings for fleetbox: {ssh_config} line 2: "
+        "Invalid Port integer value: many"
+    )

@@ -49,6 +49,8 @@ CONNECT_SECONDS = 15.0
 # A dead link is noticed after about KEEPALIVE_SECONDS x (KEEPALIVE_COUNT + 1).
 KEEPALIVE_SECONDS = 15.0
 KEEPALIVE_COUNT = 3
+# How long the whole opening (login, channel, the look at why it failed) may take.
+OPEN_SECONDS = 60.0
 # Bytes copied at a time between the channel and the socket pair.
 CHUNK = 256 * 1024
 # What the terminal session that keeps sshd's TCP_NODELAY on runs (`_quicken`).
@@ -169,7 +171,13 @@ class SshTransport(Transport):
         transport = cls(target, sock, other)
         transport._thread.start()
         try:
-            transport._call(transport._open())
+            transport._call(asyncio.wait_for(transport._open(), OPEN_SECONDS))
+        except TimeoutError:
+            transport.close()
+            sock.close()
+            raise AttachError(
+                f"{target}: {target.host} did not open the socket within {OPEN_SECONDS:g}s"
+            ) from None
         except BaseException:
             transport.close()
             sock.close()
@@ -218,6 +226,8 @@ class SshTransport(Transport):
             raise AttachError(f"cannot connect to {target.destination}: {exc}") from None
         except asyncssh.Error as exc:
             raise AttachError(f"SSH with {target.destination} failed: {exc.reason}") from None
+        except ValueError as exc:  # asyncssh.ConfigParseError among them
+            raise AttachError(f"SSH settings for {target.host}: {exc}") from None
         self._conn = conn
         try:
             chan_reader, chan_writer = await conn.open_unix_connection(target.socket)
