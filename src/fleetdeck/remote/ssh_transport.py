@@ -53,8 +53,11 @@ KEEPALIVE_COUNT = 3
 OPEN_SECONDS = 60.0
 # Bytes copied at a time between the channel and the socket pair.
 CHUNK = 256 * 1024
-# What the terminal session that keeps sshd's TCP_NODELAY on runs (`_quicken`).
-HOLD_COMMAND = "exec sleep 2147483647"
+# What the terminal session that keeps sshd's TCP_NODELAY on runs (`_quicken`):
+# a loop of the login shell reading the terminal, which ends when the terminal
+# is hung up (reads return end of file), whatever SIGHUP's disposition is (a
+# process may inherit it ignored or blocked). Its first words name it in `ps`.
+HOLD_COMMAND = ": fleetdeck-attach-hold; while read -r line; do :; done"
 # How long closing may wait for the connection to end.
 CLOSE_SECONDS = 5.0
 
@@ -245,7 +248,7 @@ class SshTransport(Transport):
         off (TCP_NODELAY) only for a connection with a terminal session, and
         without it a command's reply, sent just after its snapshot, waits for
         the client's delayed ACK (about 40 ms a key, measured). So a session
-        on a pty holds a `sleep` that the terminal's hangup ends with the
+        on a pty holds a shell loop that the terminal's hangup ends with the
         connection. A server that refuses terminals (PermitTTY no, `restrict`)
         is only slower."""
         with contextlib.suppress(OSError, asyncssh.Error, TimeoutError):
