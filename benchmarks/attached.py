@@ -15,7 +15,9 @@ B. A 10,000-task fleet running (agents that sleep): the time from connecting to
    the first whole snapshot decoded (what `fleetdeck attach` waits for before its
    first screen), and the round trip of a command through the socket (`pause`,
    answered after the snapshot that shows it: what a key costs on top of the
-   in-process TUI, where the same command is a method call), p50 and p95.
+   in-process TUI, where the same command is a method call), p50 and p95; the
+   same over SSH (`ssh://root@127.0.0.1:PORT/...` through a test sshd, when one
+   can run here), side by side.
 C. Every `fleetdeck run` serves the control socket: a 1,000-task in-process
    run of no-op agents with its socket, registry entry and notifier served and
    no client (`HostedRun`, as the CLI runs it) against the same run without
@@ -26,14 +28,17 @@ C. Every `fleetdeck run` serves the control socket: a 1,000-task in-process
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
+import shutil
 import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 
@@ -103,10 +108,67 @@ def one_run(workdir: Path, tasks: int, *, mode: str, env: dict[str, str]) -> flo
     return _makespan(state, env)
 
 
+def _figures(target: str | Path, tasks: int, presses: int) -> dict[str, float]:
+    attaches = []
+    for _ in range(3):
+        began = time.perf_counter()
+        client = SocketClient.connect(target)
+        attaches.append(time.perf_counter() - began)
+        assert len(client.snapshot().tasks) == tasks
+        client.close()
+    client = SocketClient.connect(target)
+    trips = []
+    for i in range(presses):
+        began = time.perf_counter()
+        client.pause() if i % 2 == 0 else client.resume()
+        trips.append(time.perf_counter() - began)
+    client.close()
+    trips.sort()
+    return {
+        "attach": statistics.median(attaches),
+        "p50": trips[len(trips) // 2],
+        "p95": trips[int(len(trips) * 0.95) - 1],
+    }
+
+
+@contextlib.contextmanager
+def _over_ssh(workdir: Path) -> Iterator[Callable[[Path], str] | str]:
+    """A function giving a state dir's ssh:// URL through a test sshd on 127.0.0.1
+    (tests/sshd.py, a root login with the lab's key, $HOME's ~/.ssh set up for it),
+    or why there is none here."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+    from sshd import SshLab, ensure_test_user, missing_tools
+
+    missing = missing_tools()
+    if missing is not None:
+        yield missing
+        return
+    ensure_test_user()
+    lab = SshLab.create()
+    home = Path(tempfile.mkdtemp(prefix="home-", dir=workdir))
+    saved = {name: os.environ.get(name) for name in ("HOME", "SSH_AUTH_SOCK")}
+    try:
+        server = lab.start_server("attach")
+        (home / ".ssh").mkdir(mode=0o700)
+        shutil.copy(lab.client_key, home / ".ssh" / "id_ed25519")
+        shutil.copy(lab.known_hosts, home / ".ssh" / "known_hosts")
+        os.environ["HOME"] = str(home)
+        os.environ.pop("SSH_AUTH_SOCK", None)
+        yield lambda state: f"ssh://root@127.0.0.1:{server.port}{state.resolve()}"
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        lab.close()
+
+
 def attach_figures(
     workdir: Path, tasks: int, presses: int, env: dict[str, str]
-) -> dict[str, float]:
-    """Connect-to-first-snapshot and command round trips on a fleet of `tasks` running."""
+) -> dict[str, dict[str, float] | str]:
+    """Connect-to-first-snapshot and command round trips on a fleet of `tasks`
+    running: through its socket here, and over SSH (127.0.0.1) if sshd can run."""
     run = Path(tempfile.mkdtemp(prefix="attach10k-", dir=workdir))
     config = run / "fleet.toml"
     write_noop_fleet(config, tasks, slots=2)
@@ -115,30 +177,15 @@ def attach_figures(
     )
     state = run / ".fleetdeck"
     pid = _pid_of(_cli("start", str(config), env=env))
+    figures: dict[str, dict[str, float] | str] = {}
     try:
-        attaches = []
-        for _ in range(3):
-            began = time.perf_counter()
-            client = SocketClient.connect(state)
-            attaches.append(time.perf_counter() - began)
-            assert len(client.snapshot().tasks) == tasks
-            client.close()
-        client = SocketClient.connect(state)
-        trips = []
-        for i in range(presses):
-            began = time.perf_counter()
-            client.pause() if i % 2 == 0 else client.resume()
-            trips.append(time.perf_counter() - began)
-        client.close()
+        figures["socket"] = _figures(state, tasks, presses)
+        with _over_ssh(workdir) as ssh:
+            figures["ssh"] = ssh if isinstance(ssh, str) else _figures(ssh(state), tasks, presses)
     finally:
         _cli("stop", str(state), "--now", env=env)
         _wait_exit(pid)
-    trips.sort()
-    return {
-        "attach": statistics.median(attaches),
-        "p50": trips[len(trips) // 2],
-        "p95": trips[int(len(trips) * 0.95) - 1],
-    }
+    return figures
 
 
 def served_run(workdir: Path, tasks: int, *, served: bool) -> float:
@@ -219,16 +266,33 @@ def measure(settings: Settings) -> list[SummaryRow]:
     print(f"reading client cost: {(r - a) / a:+.1%}")
     print(f"stalled client cost: {cost:+.1%} (load average {load_average():.2f})")
     big = 10_000 if not settings.quick else 2_000
-    figures = attach_figures(workdir, big, 40 if settings.quick else 100, env)
+    found = attach_figures(workdir, big, 40 if settings.quick else 100, env)
+    figures = found["socket"]
+    assert isinstance(figures, dict)
+    ssh = found["ssh"]
+    if isinstance(ssh, str):
+        print(f"over SSH: not measured ({ssh})")
+
+    def over_ssh(key: str, digits: int) -> str:
+        return "-" if isinstance(ssh, str) else f"{ssh[key] * 1000:.{digits}f} ms"
+
     print(
         table(
-            [f"{big} tasks", "median or p50", "p95"],
+            [f"{big} tasks", "socket: median or p50", "p95", "over SSH: median or p50", "p95"],
             [
-                ["connect to first snapshot", f"{figures['attach'] * 1000:.0f} ms", "-"],
+                [
+                    "connect to first snapshot",
+                    f"{figures['attach'] * 1000:.0f} ms",
+                    "-",
+                    over_ssh("attach", 0),
+                    "-",
+                ],
                 [
                     "command round trip (pause/resume)",
                     f"{figures['p50'] * 1000:.1f} ms",
                     f"{figures['p95'] * 1000:.1f} ms",
+                    over_ssh("p50", 1),
+                    over_ssh("p95", 1),
                 ],
             ],
         )
@@ -249,6 +313,16 @@ def measure(settings: Settings) -> list[SummaryRow]:
         )
     )
     print(f"socket served, no client: {socket_cost:+.1%} per task")
+    rows = []
+    if not isinstance(ssh, str):
+        rows.append(
+            SummaryRow(
+                "9e. over SSH",
+                f"attach {ssh['attach'] * 1000:.0f} ms, p95 {ssh['p95'] * 1000:.1f} ms",
+                detail=f"{big} tasks, 127.0.0.1 sshd; socket here: attach "
+                f"{figures['attach'] * 1000:.0f} ms, p95 {figures['p95'] * 1000:.1f} ms",
+            )
+        )
     return [
         SummaryRow(
             "9a. stalled client",
@@ -276,6 +350,7 @@ def measure(settings: Settings) -> list[SummaryRow]:
             verdict(socket_cost, SERVED_TARGET),
             f"{tasks} tasks in-process, {w * 1000:.2f} ms/task without vs {v * 1000:.2f} served",
         ),
+        *rows,
     ]
 
 

@@ -26,8 +26,9 @@ alone, e.g. `python benchmarks/overhead.py --quick`):
                 by side with a plain httpx loop and a semaphore (api.py, api_loop.py)
   attached   9. a 1,000-task background run alone and with a stalled client, side
                 by side; attaching to a 10,000-task fleet, and a command's round
-                trip through the socket; an in-process run with its own socket served
-                and no client against the same run without, per task (attached.py)
+                trip through the socket, and over SSH beside it; an in-process run with
+                its own socket served and no client against the same run without, per
+                task (attached.py)
   ui         4. benchmarks/ui.py, run as its own process when it exists: key press to
                 repaint in tmux and fleetdeck's CPU; its summary joins ours
 

@@ -92,6 +92,7 @@ class SshServer:
     netns: str | None = None  # a network namespace to run in (`ip netns exec`)
     process: subprocess.Popen[bytes] | None = None
     frozen: list[psutil.Process] = field(default_factory=list)
+    extra: tuple[str, ...] = ()  # more sshd_config lines (a test's restriction)
 
     @property
     def log(self) -> Path:
@@ -115,6 +116,7 @@ class SshServer:
                 "MaxSessions 20",
                 "MaxStartups 50",
                 "LogLevel ERROR",
+                *self.extra,
                 "",
             ]
         )
@@ -276,22 +278,35 @@ class SshLab:
         return cls(root, client_key, authorized_keys, known_hosts)
 
     def start_server(
-        self, name: str, *, trusted: bool = True, netns: NetworkNamespace | None = None
+        self,
+        name: str,
+        *,
+        trusted: bool = True,
+        netns: NetworkNamespace | None = None,
+        extra: tuple[str, ...] = (),
     ) -> SshServer:
         """Start a server with a fresh host key; `trusted` lists it in known_hosts.
 
-        With `netns`, the server runs in that namespace, on its address.
+        With `netns`, the server runs in that namespace, on its address; `extra`
+        lines are added to its sshd_config.
         """
         host_key = self.root / f"{name}.host_key"
         line = keygen(host_key, f"fleetdeck-test-host-{name}")
         last_error: Exception | None = None
         for _ in range(5):
             if netns is None:
-                server = SshServer(name, self, free_port(), host_key, line)
+                server = SshServer(name, self, free_port(), host_key, line, extra=extra)
             else:
                 # Nothing else listens in a namespace of our own.
                 server = SshServer(
-                    name, self, 22, host_key, line, address=netns.address, netns=netns.name
+                    name,
+                    self,
+                    22,
+                    host_key,
+                    line,
+                    address=netns.address,
+                    netns=netns.name,
+                    extra=extra,
                 )
             try:
                 server.start()

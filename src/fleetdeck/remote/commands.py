@@ -57,7 +57,8 @@ def add_parsers(commands: Any) -> None:
         "target",
         nargs="?",
         metavar="STATE_DIR|CONFIG",
-        help="the fleet's state directory or TOML file (default: the one fleet running)",
+        help="the fleet's state directory or TOML file (default: the one fleet running), "
+        "or ssh://[user@]host[:port]/path/to/state_dir on another machine",
     )
 
     ps = commands.add_parser("ps", help="the fleets running on this machine for this user")
@@ -208,8 +209,8 @@ def attach(args: argparse.Namespace) -> int:
     return _attach_to(state_dir_of(target))
 
 
-def _attach_to(state_dir: Path) -> int:
-    from fleetdeck.remote.socket_client import RemoteRun, SocketClient
+def _attach_to(state_dir: Path | str) -> int:
+    from fleetdeck.remote.socket_client import RemoteRun, SocketClient, is_ssh_target
 
     client = SocketClient.connect(state_dir, stream=True)
     from fleetdeck.tui import run_tui
@@ -218,9 +219,13 @@ def _attach_to(state_dir: Path) -> int:
     code = run_tui(client, run, attached=True)
     where = shlex.quote(str(state_dir))
     if run.finished and run.result is not None:
+        # The report is read from the journal, on the fleet's machine.
+        report = f"`fleetdeck report {where}`"
+        if is_ssh_target(state_dir):
+            there = shlex.quote(str(client.hello.get("state_dir")))
+            report = f"`fleetdeck report {there}` on that machine"
         print(
-            f"the fleet's run has ended (exit {run.result.exit_code}): "
-            f"`fleetdeck report {where}` prints its report"
+            f"the fleet's run has ended (exit {run.result.exit_code}): {report} prints its report"
         )
         return run.result.exit_code
     if client.gone is not None and run.failure is not None:

@@ -47,14 +47,39 @@ class AttachError(Exception):
     """The supervisor cannot be reached or talked to; the message says why, in one line."""
 
 
+class Transport:
+    """What carries the protocol to a supervisor: a connected stream socket that
+    the client reads (in its thread) and writes with blocking calls, and
+    whatever else the link holds.
+
+    This one is the supervisor's Unix socket itself. Another link hands the
+    client one end of a socket pair and carries the other end's bytes
+    (`ssh_transport.SshTransport`, over an SSH connection), so the protocol
+    code is the same whatever the link."""
+
+    def __init__(self, sock: socket.socket, where: str) -> None:
+        self.sock = sock
+        self.where = where  # the target as the user named it, for messages
+
+    def lost(self) -> str | None:
+        """Why the link beneath the socket failed, if it knows better than the
+        end of the stream does (None: it did not fail)."""
+        return None
+
+    def close(self) -> None:
+        """Let go of what the link holds beyond the socket (here: nothing)."""
+
+
 class SocketClient:
-    """An `EngineClient` over a supervisor's control socket (`path`).
+    """An `EngineClient` over a supervisor's control socket, through `link`
+    (a connected socket, or a `Transport`).
 
     `stream`: receive snapshots and events (an attached view); without it, the
     client only sends requests (the script commands)."""
 
-    def __init__(self, sock: socket.socket, *, stream: bool = True) -> None:
-        self._sock = sock
+    def __init__(self, link: socket.socket | Transport, *, stream: bool = True) -> None:
+        self._transport = link if isinstance(link, Transport) else Transport(link, "")
+        sock = self._sock = self._transport.sock
         self._file = sock.makefile("rb")
         self._write_lock = threading.Lock()
         self._ids = itertools.count(1)
@@ -76,9 +101,14 @@ class SocketClient:
 
     @classmethod
     def connect(cls, state_dir: str | os.PathLike[str], *, stream: bool = True) -> SocketClient:
-        """Connect to the supervisor of `state_dir` (AttachError, in one line, if none runs)."""
+        """Connect to the supervisor of `state_dir` (AttachError, in one line, if none runs):
+        a local directory, or `ssh://[user@]host[:port]/path` on another machine."""
         from fleetdeck.remote.protocol import socket_path
 
+        if is_ssh_target(state_dir):
+            from fleetdeck.remote.ssh_transport import SshTransport
+
+            return cls(SshTransport.open(str(state_dir)), stream=stream)
         path = socket_path(state_dir)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         name, fd = bindable(path)
@@ -93,7 +123,7 @@ class SocketClient:
         finally:
             if fd is not None:
                 os.close(fd)
-        return cls(sock, stream=stream)
+        return cls(Transport(sock, str(state_dir)), stream=stream)
 
     # --- the connection -------------------------------------------------------------
 
@@ -128,6 +158,7 @@ class SocketClient:
         with contextlib.suppress(OSError):
             self._file.close()
         self._sock.close()
+        self._transport.close()
 
     def _write(self, message: dict[str, Any]) -> None:
         line = encode(message)
@@ -152,6 +183,7 @@ class SocketClient:
         except (OSError, ValueError, ProtocolError) as exc:
             why = f"the connection to the supervisor failed: {exc}"
         finally:
+            why = self._transport.lost() or why
             if self.closed:
                 why = "detached"
             self.gone = why
@@ -341,6 +373,7 @@ class SocketClient:
             self._thread.join(5)
         with contextlib.suppress(OSError):
             self._file.close()
+        self._transport.close()
 
 
 class _Refused(CommandError):
@@ -524,9 +557,17 @@ class RemoteRun:
         self._signals = []
 
 
-def state_dir_of(target: str) -> Path:
+def is_ssh_target(target: object) -> bool:
+    """Whether `target` names a state directory on another machine (`ssh://...`)."""
+    return isinstance(target, str) and target.startswith("ssh://")
+
+
+def state_dir_of(target: str) -> Path | str:
     """The state directory `target` names: a directory, or a fleet's TOML file
-    (its `state_dir`). AttachError, in one line, if it is neither."""
+    (its `state_dir`), or an `ssh://` URL as it is. AttachError, in one line, if
+    it is none of them."""
+    if is_ssh_target(target):
+        return target
     path = Path(target)
     if path.is_dir():
         return path
