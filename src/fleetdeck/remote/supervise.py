@@ -144,18 +144,22 @@ async def _supervise(
         if not lifecycle.finished:
             await server.start()
             entry = register(state_dir, engine.fleet.name, config)
+        if engine.run_id is not None:
+            # Journaled as started: so it did start, even when a fleet of quick
+            # tasks was already done by the time this loop looked again.
             _say_ready(f"ready {engine.run_id}")
+        if entry is not None:
             print(
                 f"fleetdeck: supervisor {os.getpid()} of run {engine.run_id}: "
                 f"control socket {server.path}",
                 flush=True,
             )
-            for task in engine.added_skipped:
-                print(
-                    f"fleetdeck: task '{task}' added to the run is left out: the config "
-                    "defines it now, or no longer has its agent or a dependency",
-                    flush=True,
-                )
+        for task in engine.added_skipped:
+            print(
+                f"fleetdeck: task '{task}' added to the run is left out: the config "
+                "defines it now, or no longer has its agent or a dependency",
+                flush=True,
+            )
         try:
             result = await lifecycle.wait()
         except BaseException:
