@@ -146,13 +146,7 @@ def start(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_USAGE
-    run_args = [args.config]
-    if args.state_dir:
-        run_args += ["--state-dir", args.state_dir]
-    if args.policy:
-        run_args += ["--policy", args.policy]
-    if args.fresh:
-        run_args.append("--fresh")
+    run_args = _run_args(args)
     try:
         pid, run_id = spawn(run_args, state_dir)
     except StartError as exc:
@@ -166,6 +160,18 @@ def start(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_args(args: argparse.Namespace) -> list[str]:
+    """The `fleetdeck run` arguments a background supervisor is started with."""
+    run_args = [args.config]
+    if args.state_dir:
+        run_args += ["--state-dir", args.state_dir]
+    if args.policy:
+        run_args += ["--policy", args.policy]
+    if args.fresh:
+        run_args.append("--fresh")
+    return run_args
+
+
 def run_detached(args: argparse.Namespace, fleet: Fleet, state_dir: Path) -> int:
     """`fleetdeck run` on a terminal with `[fleet] on_hangup = "detach"`: the
     fleet is started in the background as `start` does, and the TUI attached to
@@ -174,13 +180,7 @@ def run_detached(args: argparse.Namespace, fleet: Fleet, state_dir: Path) -> int
     from fleetdeck.remote.socket_client import AttachError, SocketClient
     from fleetdeck.remote.supervise import StartError, spawn
 
-    run_args = [args.config]
-    if args.state_dir:
-        run_args += ["--state-dir", args.state_dir]
-    if args.policy:
-        run_args += ["--policy", args.policy]
-    if args.fresh:
-        run_args.append("--fresh")
+    run_args = _run_args(args)
     try:
         running = SocketClient.connect(state_dir, stream=False)
     except AttachError:
