@@ -121,15 +121,19 @@ def test_killed_mid_landing_resumes_cleanly(tmp_path: Path, moment: str) -> None
     assert sorted(p.name for p in worktrees.iterdir()) == [".branches", ".repo"]
 
 
-def test_killed_while_an_agent_works_its_work_is_committed_when_it_ends(tmp_path: Path) -> None:
-    """The agent's attempt outlives the supervisor; the next one takes it up,
-    and what it left is committed and lands (not an empty change)."""
+@pytest.mark.parametrize("ended", [False, True], ids=["still-running", "ended-meanwhile"])
+def test_killed_while_an_agent_works_its_work_is_committed_when_it_ends(
+    tmp_path: Path, ended: bool
+) -> None:
+    """The agent's attempt outlives the supervisor; the next one takes it up
+    (still running, or ended while no supervisor watched), and what it left is
+    committed and lands (not an empty change)."""
     repo = make_repo(tmp_path / "repo")
     config = tmp_path / "kill.toml"
     config.write_text(
         CONFIG.format(repo=repo).split("[[tasks]]")[0]
         + '[[tasks]]\nid = "a"\nagent = "sh"\nci = "t"\n'
-        + 'prompt = "touch \\"$MARK\\"; sleep 3; echo a > a.txt"\n'
+        + 'prompt = "touch \\"$MARK\\"; sleep 3; echo a > a.txt; touch \\"$MARK.done\\""\n'
     )
     mark = tmp_path / "mark"
     first = fleetdeck_run(config, mark)
@@ -140,6 +144,12 @@ def test_killed_while_an_agent_works_its_work_is_committed_when_it_ends(tmp_path
         time.sleep(0.02)
     os.kill(first.pid, signal.SIGKILL)  # the supervisor only: its attempt goes on
     first.communicate()
+    if ended:
+        done = tmp_path / "mark.done"
+        while not done.exists():
+            assert time.monotonic() < deadline, "the agent never ended"
+            time.sleep(0.05)
+        time.sleep(0.5)  # its status recorded by the shim
     again = fleetdeck_run(config, mark)
     out, err = again.communicate(timeout=120)
     assert again.returncode == 0, err + out

@@ -101,6 +101,19 @@ class Recovery:
     lost: int = 0
 
 
+class _Ended(AttemptProcess):
+    """An attempt that ended while no supervisor watched, with its recorded status."""
+
+    def __init__(self, status: int) -> None:
+        self._status = status
+
+    async def wait(self) -> int:
+        return self._status
+
+    async def stop(self, grace: float) -> None:
+        """Nothing is left to stop."""
+
+
 async def find_attempts(
     fleet: Fleet,
     plan: ResumePlan,
@@ -131,8 +144,13 @@ async def find_attempts(
             recovery.processes[attempt.attempt_id] = result
             recovery.found.append((attempt, "running"))
         elif isinstance(result, int):
+            # Ended while no supervisor watched. Supervised like one still
+            # running, so its end goes the same way: a successful agent attempt
+            # has what it left committed before its task moves on (else an
+            # empty change would land, and its worktree, work and all, go).
             recovery.recovered += 1
-            recovery.found.append((attempt, result))
+            recovery.processes[attempt.attempt_id] = _Ended(result)
+            recovery.found.append((attempt, "running"))
         else:
             recovery.lost += 1
             recovery.found.append((attempt, None))
