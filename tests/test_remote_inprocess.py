@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import must_have
 from fleetdeck.config import load_fleet
 from fleetdeck.engine import Engine
 from fleetdeck.executors import build_executors
@@ -253,8 +254,8 @@ async def test_an_attached_screen_rings_once_for_what_still_needs_attention(
 def test_a_terminals_run_refuses_a_client_of_another_uid(
     tmp_path: Path, supervisors: Supervisors
 ) -> None:
-    if os.geteuid() != 0:
-        pytest.skip("needs root to run a client as another user")
+    # Skipped only outside CI (which runs as root and must run it).
+    must_have("needs root to run a client as another user" if os.geteuid() != 0 else None)
     from sshd import TEST_USER, ensure_test_user
     from test_remote_safety import _as_other_user  # the client run as another user
 
