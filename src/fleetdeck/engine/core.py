@@ -342,13 +342,18 @@ class Core:
             self.effects.emit(event, node)
         if self._observe is not None:
             self._observe(event)
-            told = self._policy_events
-            if told:
+            if self._policy_events:
                 # The policy's own events (a window change), told after what caused them.
-                pending = told[:]
-                told.clear()
-                for policy_kind, policy_data in pending:
-                    self.tell(policy_kind, None, None, policy_data)
+                self._tell_policy_events()
+
+    def _tell_policy_events(self) -> None:
+        """Tell the events the policy has to tell of its own (the adaptive window)."""
+        told = self._policy_events
+        assert told is not None
+        pending = told[:]
+        told.clear()
+        for policy_kind, policy_data in pending:
+            self.tell(policy_kind, None, None, policy_data)
 
     def _note_attention(
         self, kind: EventKind, task: str, node: int | None, data: dict[str, Any]
@@ -416,12 +421,8 @@ class Core:
                     in_flight=self.in_flight, max_in_flight=self._max_in_flight
                 )
             budget = self._policy.budget(context)
-            told = self._policy_events
-            if told:  # a window clamped to a changed max_in_flight, told now
-                pending = told[:]
-                told.clear()
-                for policy_kind, policy_data in pending:
-                    self.tell(policy_kind, None, None, policy_data)
+            if self._policy_events:  # a window clamped to a changed max_in_flight
+                self._tell_policy_events()
         decision = decide(
             self.stage_queues,
             self.retry_lane,
